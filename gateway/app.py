@@ -1,0 +1,156 @@
+"""The ASGI app: lifespan (every IO client created and closed here), routes, era dispatch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway import errors, protocol
+from gateway.config import Settings
+from gateway.eventlog import EventLog
+from gateway.handlers import SessionfulEndpoint, error_response
+from gateway.keys import Keys
+from gateway.metrics import Metrics
+from gateway.pump import PumpConfig
+from gateway.relay import Relay, RelayConfig
+from gateway.sessions import SessionStore
+from gateway.stateless import StatelessEndpoint
+from gateway.store import Redis, connect
+from gateway.tasks import Supervisor
+from gateway.upstreams import Pools, UpstreamClient, new_http_session
+
+log = logging.getLogger("gateway.app")
+
+
+@dataclass
+class Gateway:
+    """Everything a request needs, built once per process in the lifespan."""
+
+    settings: Settings
+    pools: Pools
+    metrics: Metrics
+    redis: Redis
+    relay: Relay
+    sessionful: SessionfulEndpoint
+    stateless: StatelessEndpoint
+    origins: tuple[str, ...]
+    loop: asyncio.AbstractEventLoop
+
+    def start_drain(self) -> None:
+        """Called from the signal handler: readiness goes 503, open SSE connections end."""
+        self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        if not self.relay.draining.is_set():
+            log.info("draining: readiness off, closing SSE connections with a retry hint")
+            self.relay.draining.set()
+            self.relay.signals.wake_all()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    pools = Pools(settings.pools())  # invalid upstream config fails here, at start-up
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = connect(settings.redis_url)
+        http = new_http_session(connect_timeout=settings.connect_timeout,
+                                pool_size=settings.upstream_pool_size)
+        supervisor = Supervisor()
+        keys = Keys(settings.key_prefix)
+        sessions = SessionStore(redis, keys, settings.session_ttl)
+        event_log = EventLog(redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl,
+                             lease_ttl=settings.lease_ttl)
+        upstream = UpstreamClient(http, request_timeout=settings.request_timeout)
+        relay = Relay(
+            log_=event_log, sessions=sessions, upstream=upstream, supervisor=supervisor, metrics=metrics,
+            config=RelayConfig(keepalive=settings.keepalive_interval, retry_ms=settings.retry_ms,
+                               pump=PumpConfig(idle_timeout=settings.stream_idle_timeout,
+                                               lease_ttl=settings.lease_ttl)),
+            replica=f"replica-{secrets.token_hex(6)}",
+        )
+        app.state.gateway = Gateway(
+            settings=settings, pools=pools, metrics=metrics, redis=redis, relay=relay,
+            sessionful=SessionfulEndpoint(pools=pools, sessions=sessions, log_=event_log, relay=relay,
+                                          upstream=upstream, metrics=metrics,
+                                          max_body=settings.max_body_bytes),
+            stateless=StatelessEndpoint(pools=pools, upstream=upstream, max_body=settings.max_body_bytes),
+            origins=settings.origin_list(), loop=asyncio.get_running_loop(),
+        )
+        log.info("gateway up: pools %s", {p: list(pools.get(p).instances) for p in pools.names()})
+        try:
+            yield
+        finally:
+            app.state.gateway._drain()
+            await supervisor.aclose()  # pumps release their leases as they stop
+            await http.close()
+            await redis.aclose()
+
+    app = FastAPI(title="mcp-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"])
+    app.add_route("/mcp/{pool}", mcp_endpoint, methods=["GET", "POST", "DELETE"])
+    app.add_route("/healthz", healthz, methods=["GET"])
+    app.add_route("/readyz", readyz, methods=["GET"])
+    app.add_route("/metrics", metrics_endpoint, methods=["GET"])
+    return app
+
+
+async def mcp_endpoint(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    pool = request.path_params.get("pool")
+    request.state.principal = ""
+    era = "-"
+    try:
+        # transports §Security Warning: validate Origin (DNS rebinding); 2025-11-25: invalid -> 403
+        if not protocol.origin_allowed(request.headers.get("origin"), gateway.origins):
+            raise errors.Forbidden("Forbidden: Origin not allowed")
+        era = protocol.header_version(request.headers.get(protocol.H_VERSION))
+        if protocol.is_stateless(era):
+            response = await gateway.stateless.handle(request, pool)
+        elif request.method == "POST":
+            response = await gateway.sessionful.post(request, pool, era)
+        elif request.method == "GET":
+            response = await gateway.sessionful.get(request, pool, era)
+        elif request.method == "DELETE":
+            response = await gateway.sessionful.delete(request, pool)
+        else:
+            raise errors.MethodNotAllowed("Method Not Allowed")
+    except errors.GatewayError as exc:
+        if isinstance(exc, errors.StoreError):
+            gateway.metrics.store_errors.inc()
+            log.error("store error: %s", exc)
+        response = error_response(exc)
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        response = error_response(errors.GatewayError("Internal error"))
+    gateway.metrics.requests.labels(request.method, str(response.status_code), era).inc()
+    return response
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    if gateway.relay.draining.is_set():
+        return JSONResponse({"status": "draining"}, status_code=503)
+    try:
+        async with asyncio.timeout(1.0):
+            await gateway.redis.ping()
+    except Exception as exc:  # any failure means "not ready"; the reason is reported
+        return JSONResponse({"status": "store unavailable", "error": str(exc)}, status_code=503)
+    return JSONResponse({"status": "ready", "pools": gateway.pools.names()})
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")

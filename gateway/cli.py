@@ -1,0 +1,84 @@
+"""`mcp-gateway`: parse flags into Settings and serve with uvicorn (uvloop + httptools).
+
+Every flag is also an env var `MCPGW_<NAME>`; a flag given on the command line wins.
+Signals are handled in one place: SIGTERM/SIGINT start the drain, then uvicorn shuts down
+gracefully within `--drain-timeout`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from gateway.app import Gateway, create_app
+from gateway.config import Settings
+from gateway.errors import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcp-gateway", description=__doc__)
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description} (env MCPGW_{name.upper()})"
+        if name in ("upstream", "allowed_origins"):
+            parser.add_argument(flag, action="append", dest=name, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=None, help=help_text)
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None) -> Settings:
+    args = build_parser().parse_args(argv)
+    given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+    return Settings(**given)
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, starting the gateway's drain the moment a stop signal arrives."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        app: Any = self.config.loaded_app
+        while hasattr(app, "app") and not hasattr(app, "state"):
+            app = app.app
+        gateway: Gateway | None = getattr(getattr(app, "state", None), "gateway", None)
+        if gateway is not None:
+            gateway.start_drain()
+        super().handle_exit(sig, frame)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        settings = load_settings(argv)
+        app = create_app(settings)
+    except (ValidationError, ConfigError) as exc:
+        print(f"mcp-gateway: invalid configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if settings.workers > 1 and not settings.redis_url:
+        print("mcp-gateway: --workers > 1 needs --redis-url (the embedded store is per process)",
+              file=sys.stderr)
+        raise SystemExit(2)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, loop="auto", http="auto",
+        log_level=settings.log_level.lower(), timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
+        access_log=False, workers=settings.workers,
+    )
+    if settings.workers > 1:
+        uvicorn.run("gateway.cli:app_from_env", factory=True, host=settings.host, port=settings.port,
+                    workers=settings.workers, timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
+                    log_level=settings.log_level.lower(), access_log=False)
+        return
+    GatewayServer(config).run()
+
+
+def app_from_env() -> Any:
+    """Factory for `--workers N`: each worker reads its settings from MCPGW_* env vars."""
+    return create_app(Settings())

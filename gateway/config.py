@@ -1,0 +1,107 @@
+"""One frozen settings object, read from CLI flags or `MCPGW_*` environment variables.
+
+The CLI (`gateway.cli`) maps each flag to a field of the same name, so `--session-ttl` and
+`MCPGW_SESSION_TTL` set the same thing. Everything long-lived reads these values; nothing
+else reads the environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from gateway.errors import ConfigError
+
+DEFAULT_POOL = "default"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A named pool of upstream MCP endpoint URLs (instances)."""
+
+    name: str
+    instances: tuple[str, ...]
+
+
+def parse_upstream(spec: str) -> Pool:
+    """Parse `NAME=URL[,URL...]` (or a bare `URL[,URL...]`, which names the default pool)."""
+    name, sep, urls = spec.partition("=")
+    if not sep or "://" in name:
+        name, urls = DEFAULT_POOL, spec
+    name = name.strip()
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise ConfigError(f"upstream: bad pool name {name!r} in {spec!r}")
+    instances = tuple(u.strip().rstrip("/") for u in urls.split(",") if u.strip())
+    if not instances:
+        raise ConfigError(f"upstream: pool {name!r} has no instance URL")
+    for url in instances:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(f"upstream: {url!r} in pool {name!r} is not an http(s) URL")
+    return Pool(name, instances)
+
+
+def parse_upstreams(specs: list[str]) -> tuple[Pool, ...]:
+    """Parse every `--upstream` value; `;` separates pools inside one value (handy in env vars)."""
+    pools: dict[str, Pool] = {}
+    for spec in specs:
+        for part in spec.split(";"):
+            if part.strip():
+                pool = parse_upstream(part.strip())
+                if pool.name in pools:
+                    raise ConfigError(f"upstream: pool {pool.name!r} is defined twice")
+                pools[pool.name] = pool
+    return tuple(pools.values())
+
+
+class Settings(BaseSettings):
+    """Every knob of the gateway. Field names are the CLI flag names with `-` for `_`."""
+
+    model_config = SettingsConfigDict(env_prefix="MCPGW_", frozen=True, extra="forbid")
+
+    upstream: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Upstream pool `NAME=URL[,URL...]`; repeatable; `;` separates pools in one value.",
+    )
+    redis_url: str | None = Field(None, description="Redis URL; unset = embedded in-process store.")
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port to listen on.")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes (needs a Redis URL if > 1).")
+    key_prefix: str = Field("mcpgw", min_length=1, description="Prefix of every Redis key.")
+    session_ttl: float = Field(3600.0, gt=0, description="Sliding idle TTL of a session, seconds.")
+    stream_maxlen: int = Field(10_000, ge=10, description="Events kept per stream (approximate trim).")
+    stream_idle_timeout: float = Field(
+        300.0, gt=0, description="Stop pumping a stream after this long without an upstream event, s."
+    )
+    lease_ttl: float = Field(3.0, gt=0, description="Pump lease lifetime, s; takeover happens after it.")
+    keepalive_interval: float = Field(15.0, gt=0, description="Keep-alive comment on idle SSE, s.")
+    retry_ms: int = Field(1000, ge=0, description="`retry:` hint sent to 2025-11-25 clients, ms.")
+    connect_timeout: float = Field(5.0, gt=0, description="Upstream connect timeout, s.")
+    request_timeout: float = Field(60.0, gt=0, description="Upstream time to response headers, s.")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted POST body.")
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Allowed `Origin` values besides localhost ones; `*` allows any.",
+    )
+    upstream_pool_size: int = Field(256, ge=1, description="Max open connections per upstream host.")
+    drain_timeout: float = Field(10.0, ge=0, description="Graceful shutdown deadline, s.")
+    log_level: str = Field("info", description="Log level.")
+
+    @field_validator("upstream", "allowed_origins", mode="before")
+    @classmethod
+    def _split_env_list(cls, value: object) -> object:
+        # Env values arrive as plain strings; accept `a,b` for origins and one string for upstreams.
+        if isinstance(value, str):
+            return [value]
+        return value
+
+    def pools(self) -> tuple[Pool, ...]:
+        """Upstream pools in configuration order; the first one serves `/mcp`."""
+        return parse_upstreams(self.upstream)
+
+    def origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip() for item in self.allowed_origins for o in item.split(",") if o.strip())

@@ -1,0 +1,240 @@
+"""The sessionful MCP endpoint (2025-03-26, 2025-06-18, 2025-11-25).
+
+Each request is a short sequence: check headers -> parse -> find session -> forward to the
+session's upstream instance -> relay (JSON as is; SSE through a resumable stream).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway import cursor, errors, protocol, sse
+from gateway.eventlog import EventLog
+from gateway.metrics import Metrics
+from gateway.protocol import H_LAST_EVENT_ID, H_SESSION, Body
+from gateway.relay import Relay
+from gateway.sessions import SessionRecord, SessionStore, new_record
+from gateway.upstreams import Pools, UpstreamClient, UpstreamResponse
+
+log = logging.getLogger("gateway.handlers")
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def error_response(exc: errors.GatewayError, request_id: errors.JsonRpcId = None) -> Response:
+    return Response(json.dumps(exc.to_jsonrpc(request_id)), status_code=exc.status,
+                    media_type=protocol.JSON, headers=exc.headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise errors.PayloadTooLarge(f"Payload Too Large: body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.PayloadTooLarge(f"Payload Too Large: body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def client_headers(upstream: Mapping[str, str], session_id: str | None) -> dict[str, str]:
+    headers = protocol.forward_headers(upstream.items(), protocol.DROP_TO_CLIENT)
+    if session_id is not None:
+        headers["Mcp-Session-Id"] = session_id
+    return headers
+
+
+def sse_response(body: AsyncIterator[bytes], headers: Mapping[str, str]) -> StreamingResponse:
+    merged = {**headers, **SSE_HEADERS}
+    merged.pop("Content-Type", None)
+    merged.pop("content-type", None)
+    return StreamingResponse(body, media_type=protocol.SSE, headers=merged)
+
+
+async def _iterate(items: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item
+
+
+class SessionfulEndpoint:
+    def __init__(self, *, pools: Pools, sessions: SessionStore, log_: EventLog, relay: Relay,
+                 upstream: UpstreamClient, metrics: Metrics, max_body: int) -> None:
+        self._pools = pools
+        self._sessions = sessions
+        self._log = log_
+        self._relay = relay
+        self._upstream = upstream
+        self._metrics = metrics
+        self._max_body = max_body
+
+    def _upstream_headers(self, request: Request, record: SessionRecord | None) -> dict[str, str]:
+        headers = protocol.forward_headers(request.headers.items(), protocol.DROP_TO_UPSTREAM)
+        headers["Accept-Encoding"] = "identity"
+        if record is not None and record.upstream_sid:
+            headers["Mcp-Session-Id"] = record.upstream_sid
+        return headers
+
+    async def _session(self, request: Request, pool: str | None) -> SessionRecord:
+        session_id = request.headers.get(H_SESSION)
+        if not session_id:
+            # transports §Session Management: requests after initialize without the id -> 400
+            raise errors.MissingSession("Bad Request: Mcp-Session-Id header is required")
+        record = await self._sessions.load(session_id, principal=request.state.principal)
+        if pool is not None and pool != record.pool:
+            raise errors.SessionNotFound("Session not found")
+        if not self._pools.has_instance(record.pool, record.instance):
+            # The affined instance left the configuration: the client must re-initialize.
+            await self._sessions.delete(record.id)
+            raise errors.SessionNotFound("Session not found (its upstream instance is gone)")
+        return record
+
+    async def _relay_plain(self, response: UpstreamResponse, session_id: str | None) -> Response:
+        body = await response.read(self._max_body)
+        headers = client_headers(response.headers, session_id)
+        return Response(body, status_code=response.status, headers=headers)
+
+    async def _upstream_lost_session(self, record: SessionRecord, response: UpstreamResponse) -> None:
+        if response.status == 404 and record.upstream_sid:
+            # The upstream forgot its session (restart): ours is dead too, the client re-initializes.
+            response.close()
+            await self._sessions.delete(record.id)
+            raise errors.SessionNotFound("Session not found (the upstream ended it)")
+
+    # --- POST -----------------------------------------------------------------------------------
+
+    async def post(self, request: Request, pool: str | None, version: str) -> Response:
+        protocol.check_post_headers(request.headers.get("content-type"), request.headers.get("accept"))
+        raw = await read_body(request, self._max_body)
+        body = protocol.parse_body(raw, version)
+        try:
+            if body.initialize is not None:
+                return await self._initialize(request, pool, body, raw)
+            record = await self._session(request, pool)
+            response = await self._upstream.send("POST", record.instance,
+                                                 self._upstream_headers(request, record), raw)
+            await self._upstream_lost_session(record, response)
+            return await self._relay_post(record, body, response)
+        except errors.GatewayError as exc:
+            return error_response(exc, body.first_id)
+
+    async def _relay_post(self, record: SessionRecord, body: Body, response: UpstreamResponse) -> Response:
+        if not body.requests:
+            # transports §Sending Messages: only notifications/responses -> 202 Accepted, no body
+            if 200 <= response.status < 300:
+                response.close()
+                return Response(status_code=202, headers={"Mcp-Session-Id": record.id})
+            return await self._relay_plain(response, record.id)
+        if response.status != 200 or not response.is_sse:
+            return await self._relay_plain(response, record.id)
+        stream = await self._relay.open_stream(record, response, kind="post", pending=body.request_ids)
+        prime = record.protocol in protocol.PRIMING_VERSIONS
+        return sse_response(self._relay.deliver(record, stream, 0, prime=prime),
+                            client_headers(response.headers, record.id))
+
+    async def _initialize(self, request: Request, pool_name: str | None, body: Body, raw: bytes) -> Response:
+        if body.is_batch:
+            # 2025-03-26 lifecycle §Initialization: initialize MUST NOT be part of a batch
+            raise errors.InvalidRequest("Invalid Request: initialize must not be batched")
+        pool = self._pools.get(pool_name)
+        instance = self._pools.pick(pool.name)
+        response = await self._upstream.send("POST", instance, self._upstream_headers(request, None), raw)
+        if response.status != 200:
+            return await self._relay_plain(response, None)
+        upstream_sid = response.headers.get(H_SESSION, "")
+        payload = await response.read(self._max_body)
+        answer, events = _initialize_answer(payload, response.is_sse, body.first_id)
+        if answer is None or "result" not in answer:
+            return Response(payload, status_code=200, headers=client_headers(response.headers, None))
+        init = body.initialize
+        params = init.raw.get("params") if init is not None else None
+        record = new_record(
+            protocol.new_session_id(), pool=pool.name, instance=instance, upstream_sid=upstream_sid,
+            protocol=protocol.negotiated_version(answer, protocol.initialize_version(body)),
+            principal=request.state.principal, init_params=params,
+        )
+        await self._sessions.create(record)
+        self._metrics.sessions_created.inc()
+        headers = client_headers(response.headers, record.id)
+        if response.is_sse:
+            # Upstream event ids must not reach the client: initialize is not resumable anyway.
+            return Response(b"".join(sse.encode(e) for e in events), status_code=200,
+                            media_type=protocol.SSE, headers={**headers, **SSE_HEADERS})
+        return Response(payload, status_code=200, headers=headers)
+
+    # --- GET ------------------------------------------------------------------------------------
+
+    async def get(self, request: Request, pool: str | None, version: str) -> Response:
+        protocol.check_get_accept(request.headers.get("accept"))
+        record = await self._session(request, pool)
+        last_event_id = request.headers.get(H_LAST_EVENT_ID)
+        if last_event_id is not None:
+            return await self._resume(record, cursor.parse_event_id(last_event_id))
+        headers = self._upstream_headers(request, record)
+        response = await self._upstream.send("GET", record.instance, headers)
+        await self._upstream_lost_session(record, response)
+        if response.status != 200 or not response.is_sse:
+            return await self._relay_plain(response, record.id)  # e.g. 405: no standalone stream
+        stream = await self._relay.open_stream(record, response, kind="get", pending=())
+        prime = record.protocol in protocol.PRIMING_VERSIONS
+        return sse_response(self._relay.deliver(record, stream, 0, prime=prime),
+                            client_headers(response.headers, record.id))
+
+    async def _resume(self, record: SessionRecord, position: cursor.Cursor) -> Response:
+        """transports §Resumability: replay after Last-Event-ID, on the same stream only."""
+        meta = await self._log.meta(record.id, position.stream)
+        if meta is None and await self._sessions.stream_info(record.id, position.stream) is None:
+            raise errors.StreamNotFound("Stream not found for this session")
+        first = await self._log.first_seq(record.id, position.stream)
+        decision = cursor.decide(position.seq, meta_seq=meta.seq if meta else None, first_retained=first)
+        self._metrics.resumes.inc()
+        headers = {"Mcp-Session-Id": record.id}
+        if isinstance(decision, cursor.Gap):
+            events = await self._relay.gap_events(record, position.stream, decision.reason)
+            return sse_response(_iterate(events), headers)
+        return sse_response(self._relay.deliver(record, position.stream, decision.after, prime=False),
+                            headers)
+
+    # --- DELETE ---------------------------------------------------------------------------------
+
+    async def delete(self, request: Request, pool: str | None) -> Response:
+        record = await self._session(request, pool)
+        try:
+            response = await self._upstream.send("DELETE", record.instance,
+                                                 self._upstream_headers(request, record))
+        except errors.UpstreamError:
+            response = None
+        if response is not None and response.status == 405:
+            # transports §Session Management: the server may refuse client-initiated termination.
+            return await self._relay_plain(response, record.id)
+        if response is not None:
+            response.close()
+        await self._sessions.delete(record.id)
+        self._metrics.sessions_deleted.inc()
+        return Response(status_code=200)
+
+
+def _initialize_answer(payload: bytes, is_sse: bool,
+                       request_id: Any) -> tuple[dict[str, Any] | None, list[str]]:
+    """The InitializeResult message in an upstream answer, and the data events to relay."""
+    if is_sse:
+        parser = sse.Parser()
+        datas = [e.data for e in parser.feed(payload + b"\n\n") if e.data]
+    else:
+        datas = [payload.decode("utf-8", "replace")]
+    for data in datas:
+        try:
+            message = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and message.get("id") == request_id:
+            return message, datas
+    return None, datas

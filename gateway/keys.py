@@ -1,0 +1,46 @@
+"""Every Redis key the gateway uses, in one place.
+
+All keys of one session share the hash tag `{G}` (G = gateway session id), so Redis Cluster
+keeps a session in one slot and multi-key scripts stay legal.
+
+    {prefix}:{G}:session        hash   the session record
+    {prefix}:{G}:streams        hash   stream id -> JSON of its kind and initial pending ids
+    {prefix}:{G}:x:{S}          stream one entry per SSE event, entry id `N-0`
+    {prefix}:{G}:m:{S}          hash   stream meta: kind, seq, pending, upstream id, done
+    {prefix}:{G}:lease:{S}      string replica id of the pump, with PX expiry
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "mcpgw"
+
+    def _session_tag(self, session: str) -> str:
+        return f"{self.prefix}:{{{session}}}"
+
+    def session(self, session: str) -> str:
+        return f"{self._session_tag(session)}:session"
+
+    def streams(self, session: str) -> str:
+        return f"{self._session_tag(session)}:streams"
+
+    def events(self, session: str, stream: str) -> str:
+        return f"{self._session_tag(session)}:x:{stream}"
+
+    def meta(self, session: str, stream: str) -> str:
+        return f"{self._session_tag(session)}:m:{stream}"
+
+    def lease(self, session: str, stream: str) -> str:
+        return f"{self._session_tag(session)}:lease:{stream}"
+
+    def stream_keys(self, session: str, stream: str) -> tuple[str, str, str]:
+        """(events, meta, lease) of one stream: the KEYS of the event-log scripts."""
+        return self.events(session, stream), self.meta(session, stream), self.lease(session, stream)
+
+    def pattern(self) -> str:
+        """SCAN pattern matching every key under this prefix (tests and tooling)."""
+        return f"{self.prefix}:*"

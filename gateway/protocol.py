@@ -1,0 +1,256 @@
+"""Pure MCP Streamable HTTP rules: versions, JSON-RPC classification, header tables, ids.
+
+No IO here (sans-IO, like h11): every function takes plain values and returns plain values
+or raises a `gateway.errors` client error, so the rules are tested without sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from gateway import errors
+
+# --- protocol versions -------------------------------------------------------------------
+
+SESSIONFUL_VERSIONS: tuple[str, ...] = ("2025-03-26", "2025-06-18", "2025-11-25")
+STATELESS_VERSIONS: tuple[str, ...] = ("2026-07-28",)
+# 2025-06-18 transports §Protocol Version Header: no header means 2025-03-26.
+DEFAULT_VERSION = "2025-03-26"
+BATCH_VERSIONS = frozenset({"2025-03-26"})  # batching was removed in 2025-06-18
+PRIMING_VERSIONS = frozenset({"2025-11-25"})  # 2025-11-25 transports §Resumability: priming event
+# Versions a client may offer in `initialize` (2024-11-05 clients use the old HTTP+SSE transport,
+# but an upstream may still negotiate it over Streamable HTTP).
+INITIALIZE_VERSIONS = frozenset({"2024-11-05", *SESSIONFUL_VERSIONS})
+
+H_SESSION = "mcp-session-id"
+H_VERSION = "mcp-protocol-version"
+H_LAST_EVENT_ID = "last-event-id"
+H_METHOD = "mcp-method"
+H_NAME = "mcp-name"
+
+JSON = "application/json"
+SSE = "text/event-stream"
+
+# RFC 9110 §7.6.1 hop-by-hop headers, plus headers the gateway sets itself.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Never copied client -> upstream: the gateway rewrites session and cursor, and owns framing.
+DROP_TO_UPSTREAM = HOP_BY_HOP | {
+    "host",
+    "content-length",
+    "accept-encoding",
+    "origin",  # checked by the gateway; the gateway is the upstream's client
+    H_SESSION,
+    H_LAST_EVENT_ID,
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+}
+# Never copied upstream -> client: the upstream's session id must not leak (gateway issues its own).
+DROP_TO_CLIENT = HOP_BY_HOP | {"content-length", "content-encoding", H_SESSION, "server", "date"}
+
+
+def is_stateless(version: str) -> bool:
+    return version in STATELESS_VERSIONS
+
+
+def header_version(value: str | None) -> str:
+    """The era a request belongs to, from its `MCP-Protocol-Version` header."""
+    if value is None or value == "":
+        return DEFAULT_VERSION  # 2025-06-18 transports §Protocol Version Header
+    if value not in SESSIONFUL_VERSIONS and value not in STATELESS_VERSIONS:
+        # 2025-06-18 transports §Protocol Version Header: invalid or unsupported -> 400
+        raise errors.UnsupportedVersion(
+            f"Unsupported MCP-Protocol-Version: {value!r}",
+            data={"supported": [*SESSIONFUL_VERSIONS, *STATELESS_VERSIONS], "requested": value},
+        )
+    return value
+
+
+# --- JSON-RPC classification -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Message:
+    """One JSON-RPC message, classified."""
+
+    raw: Mapping[str, Any]
+
+    @property
+    def method(self) -> str | None:
+        method = self.raw.get("method")
+        return method if isinstance(method, str) else None
+
+    @property
+    def id(self) -> errors.JsonRpcId:
+        value = self.raw.get("id")
+        return value if isinstance(value, str | int) and not isinstance(value, bool) else None
+
+    @property
+    def is_request(self) -> bool:
+        return self.method is not None and "id" in self.raw
+
+    @property
+    def is_notification(self) -> bool:
+        return self.method is not None and "id" not in self.raw
+
+    @property
+    def is_response(self) -> bool:
+        return self.method is None and ("result" in self.raw or "error" in self.raw)
+
+
+@dataclass(frozen=True)
+class Body:
+    """A parsed POST body: one message or (2025-03-26 only) a batch."""
+
+    messages: tuple[Message, ...]
+    is_batch: bool
+
+    @property
+    def requests(self) -> tuple[Message, ...]:
+        return tuple(m for m in self.messages if m.is_request)
+
+    @property
+    def request_ids(self) -> tuple[str | int, ...]:
+        return tuple(m.id for m in self.requests if m.id is not None)
+
+    @property
+    def first_id(self) -> errors.JsonRpcId:
+        return self.requests[0].id if self.requests else None
+
+    @property
+    def initialize(self) -> Message | None:
+        return next((m for m in self.requests if m.method == "initialize"), None)
+
+
+def _check_message(item: object) -> Message:
+    if not isinstance(item, dict) or item.get("jsonrpc") != "2.0":
+        raise errors.InvalidRequest("Invalid Request: not a JSON-RPC 2.0 object")
+    message = Message(item)
+    if "method" in item and message.method is None:
+        raise errors.InvalidRequest("Invalid Request: method must be a string")
+    if message.is_request and (message.id is None):
+        # MCP basic/index §Requests: the id MUST be a string or integer, never null.
+        raise errors.InvalidRequest("Invalid Request: id must be a string or an integer")
+    if not (message.is_request or message.is_notification or message.is_response):
+        raise errors.InvalidRequest("Invalid Request: neither request, notification nor response")
+    return message
+
+
+def parse_body(raw: bytes, version: str) -> Body:
+    """Parse and classify a POST body; raise ParseError / InvalidRequest on bad input."""
+    try:
+        decoded = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.ParseError(f"Parse error: {exc}") from None
+    if isinstance(decoded, list):
+        # 2025-06-18 changelog: JSON-RPC batching removed; 2025-03-26 transports §Sending Messages.
+        if version not in BATCH_VERSIONS:
+            raise errors.InvalidRequest(f"Invalid Request: batches are not allowed in {version}")
+        if not decoded:
+            raise errors.InvalidRequest("Invalid Request: empty batch")
+        return Body(tuple(_check_message(item) for item in decoded), is_batch=True)
+    return Body((_check_message(decoded),), is_batch=False)
+
+
+def initialize_version(body: Body) -> str | None:
+    """The protocol version a client asks for in `initialize` (lifecycle §Version Negotiation)."""
+    init = body.initialize
+    if init is None:
+        return None
+    params = init.raw.get("params")
+    version = params.get("protocolVersion") if isinstance(params, dict) else None
+    return version if isinstance(version, str) else None
+
+
+def negotiated_version(result: Mapping[str, Any], offered: str | None) -> str:
+    """The version from an InitializeResult, falling back to what the client offered."""
+    answer = result.get("result")
+    version = answer.get("protocolVersion") if isinstance(answer, dict) else None
+    if isinstance(version, str):
+        return version
+    return offered or DEFAULT_VERSION
+
+
+# --- media types -------------------------------------------------------------------------
+
+
+def _media_types(header: str | None) -> set[str]:
+    return {part.split(";")[0].strip().lower() for part in (header or "").split(",") if part.strip()}
+
+
+def check_post_headers(content_type: str | None, accept: str | None) -> None:
+    """transports §Sending Messages: JSON body; Accept lists JSON and SSE."""
+    if JSON not in _media_types(content_type):
+        raise errors.UnsupportedMediaType("Unsupported Media Type: Content-Type must be application/json")
+    accepted = _media_types(accept)
+    wildcard = bool(accepted & {"*/*"})
+    has_json = wildcard or bool(accepted & {JSON, "application/*"})
+    has_sse = wildcard or bool(accepted & {SSE, "text/*"})
+    if not (has_json and has_sse):
+        raise errors.NotAcceptable("Not Acceptable: Accept must list application/json and text/event-stream")
+
+
+def check_get_accept(accept: str | None) -> None:
+    """transports §Listening for Messages: GET must accept text/event-stream."""
+    accepted = _media_types(accept)
+    if not accepted & {SSE, "text/*", "*/*"}:
+        raise errors.NotAcceptable("Not Acceptable: Accept must list text/event-stream")
+
+
+# --- Origin (DNS rebinding) ----------------------------------------------------------------
+
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def origin_allowed(origin: str | None, allowed: Iterable[str]) -> bool:
+    """transports §Security Warning: validate Origin; local origins are allowed by default."""
+    if origin is None:
+        return True  # non-browser clients send none
+    allowed_set = set(allowed)
+    if "*" in allowed_set or origin in allowed_set:
+        return True
+    host = urlsplit(origin).hostname
+    return host is not None and host in LOCAL_HOSTS
+
+
+# --- session ids ---------------------------------------------------------------------------
+
+SESSION_ID_BYTES = 24  # 192 bits from `secrets`; the spec asks for cryptographically secure ids
+_SESSION_ID_RE = re.compile(r"[A-Za-z0-9_-]{32}")
+
+
+def new_session_id() -> str:
+    """transports §Session Management: globally unique, secure, visible ASCII (0x21-0x7E)."""
+    return secrets.token_urlsafe(SESSION_ID_BYTES)
+
+
+def valid_session_id(value: str) -> bool:
+    return _SESSION_ID_RE.fullmatch(value) is not None
+
+
+def forward_headers(headers: Iterable[tuple[str, str]], drop: frozenset[str]) -> dict[str, str]:
+    """Copy headers except those in `drop` (names compared case-insensitively)."""
+    out: dict[str, str] = {}
+    for name, value in headers:
+        if name.lower() not in drop:
+            out[name] = value
+    return out

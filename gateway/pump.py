@@ -1,0 +1,231 @@
+"""The pump: upstream SSE -> Redis, one replica at a time per stream (the lease holder).
+
+A pump reads upstream events and appends each to the stream's Redis log *before* anyone
+delivers it. It keeps running when the client disconnects (transports: disconnect is not
+cancellation) until every request of the stream has its response, the upstream stays idle
+too long, or the stream cannot be resumed; then it appends JSON-RPC errors for whatever is
+still pending and the end marker, so no request is ever left hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway import errors, sse
+from gateway.eventlog import EventLog, LeaseLost, StreamVanished
+from gateway.protocol import H_LAST_EVENT_ID, H_SESSION, H_VERSION, SSE
+from gateway.retry import upstream_resume
+from gateway.sessions import SessionRecord
+from gateway.signals import Signal
+from gateway.upstreams import UpstreamClient, UpstreamResponse
+
+log = logging.getLogger("gateway.pump")
+
+MAX_FRUITLESS_RECONNECTS = 3
+DEFAULT_UPSTREAM_RETRY_MS = 100
+
+
+class CannotResume(Exception):
+    """The upstream stream broke and cannot be re-opened where it stopped."""
+
+
+class PumpIdle(Exception):
+    """No upstream event for longer than the idle bound."""
+
+
+@dataclass(frozen=True)
+class PumpConfig:
+    idle_timeout: float
+    lease_ttl: float
+    max_line: int = 1 << 20
+
+
+def error_message(request_id: Any, message: str) -> str:
+    """A JSON-RPC error answering a request whose real answer can no longer be obtained."""
+    return json.dumps({"jsonrpc": "2.0", "id": request_id,
+                       "error": {"code": errors.SERVER_ERROR, "message": message}})
+
+
+def answered_ids(data: str) -> list[Any]:
+    """Ids of the JSON-RPC responses inside one SSE data payload (single or batch)."""
+    try:
+        decoded = json.loads(data)
+    except ValueError:
+        return []
+    items = decoded if isinstance(decoded, list) else [decoded]
+    return [m["id"] for m in items
+            if isinstance(m, dict) and "method" not in m and ("result" in m or "error" in m) and "id" in m]
+
+
+@dataclass
+class Pump:
+    log: EventLog
+    upstream: UpstreamClient
+    config: PumpConfig
+    record: SessionRecord
+    stream: str
+    kind: str  # "post" (answers a POST) or "get" (standalone stream)
+    pending: list[Any]
+    owner: str
+    signal: Signal
+    uid: str = ""
+    retry_ms: int = DEFAULT_UPSTREAM_RETRY_MS
+    finished: bool = False
+    _recent: deque[str] = field(default_factory=lambda: deque(maxlen=256))
+
+    async def run(self, first: UpstreamResponse | None) -> None:
+        """Pump until the stream ends; `first` is the open upstream response, or None to resume."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                heartbeat = group.create_task(self._heartbeat())
+                try:
+                    await self._main(first)
+                finally:
+                    heartbeat.cancel()
+        except* LeaseLost:
+            log.info("stream %s: lease lost, another replica pumps it now", self.stream)
+        except* StreamVanished:
+            log.warning("stream %s: state vanished from the store; failing %d pending request(s)",
+                        self.stream, len(self.pending))
+            self.signal.fail([sse.encode(error_message(i, "Stream state was lost by the gateway's store"))
+                              for i in self.pending])
+        except* errors.StoreError as group:
+            log.error("stream %s: store failed: %s", self.stream, group.exceptions[0])
+        finally:
+            self.signal.close()
+            if not self.finished:
+                # Hand over at once (graceful shutdown, store hiccup): another replica may resume.
+                with contextlib.suppress(errors.StoreError, asyncio.CancelledError):
+                    await asyncio.shield(self.log.release(self.record.id, self.stream, self.owner))
+
+    async def _heartbeat(self) -> None:
+        interval = self.config.lease_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            if not await self.log.renew(self.record.id, self.stream, self.owner):
+                raise LeaseLost(self.stream)
+
+    async def _main(self, first: UpstreamResponse | None) -> None:
+        response = first
+        fruitless = 0
+        try:
+            while not self.finished:
+                if response is None:
+                    response = await self._reopen()
+                try:
+                    progressed = await self._consume(response)
+                finally:
+                    response.close()
+                    response = None
+                if self.finished:
+                    return
+                if self.kind == "post" and not self.pending:
+                    await self._append([], final=True)
+                    return
+                if not self.uid:
+                    if self.kind == "get":
+                        await self._append([], final=True)
+                        return
+                    raise CannotResume("the upstream closed the stream without a resumable event id")
+                fruitless = 0 if progressed else fruitless + 1
+                if fruitless > MAX_FRUITLESS_RECONNECTS:
+                    raise CannotResume("the upstream keeps closing the stream without new events")
+                # 2025-11-25 transports §Resumability: honour the upstream's retry before reconnecting.
+                await asyncio.sleep(self.retry_ms / 1000)
+        except CannotResume as exc:
+            await self._fail(f"Upstream stream lost and could not be resumed: {exc}")
+        except PumpIdle:
+            if self.kind == "get":
+                await self._append([], final=True)
+            else:
+                await self._fail("Upstream sent nothing within the gateway's idle bound")
+
+    async def _consume(self, response: UpstreamResponse) -> bool:
+        parser = sse.Parser(self.config.max_line)
+        chunks = response.chunks().__aiter__()
+        progressed = False
+        while not self.finished:
+            try:
+                async with asyncio.timeout(self.config.idle_timeout):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return progressed
+            except TimeoutError:
+                raise PumpIdle() from None
+            except errors.UpstreamError as exc:
+                log.info("stream %s: upstream stream broke: %s", self.stream, exc)
+                return progressed
+            try:
+                events = parser.feed(chunk)
+            except sse.SSEError as exc:
+                raise CannotResume(f"malformed SSE from upstream: {exc}") from exc
+            if events:
+                progressed = await self._handle(events) or progressed
+        return progressed
+
+    async def _handle(self, events: list[sse.Event]) -> bool:
+        batch: list[tuple[str, str]] = []
+        uid = ""
+        for event in events:
+            if event.retry is not None:
+                self.retry_ms = event.retry
+            if event.id:
+                if event.id in self._recent:
+                    continue  # a replayed event we already logged
+                self._recent.append(event.id)
+                uid = event.id
+            if not event.data:
+                continue  # priming event: only its id matters
+            batch.append((event.data, event.id or ""))
+            for answered in answered_ids(event.data):
+                if answered in self.pending:
+                    self.pending.remove(answered)
+        if not batch and not uid:
+            return False
+        final = self.kind == "post" and not self.pending
+        await self._append(batch, uid=uid, final=final)
+        return bool(batch)
+
+    async def _append(self, batch: list[tuple[str, str]], *, uid: str = "", final: bool = False) -> None:
+        seq = await self.log.append(self.record.id, self.stream, self.owner, batch,
+                                    pending=tuple(self.pending), uid=uid, final=final)
+        if uid:
+            self.uid = uid
+        if final:
+            self.finished = True
+        self.signal.notify(seq)
+
+    async def _fail(self, message: str) -> None:
+        log.warning("stream %s: %s; answering %d pending request(s) with errors",
+                    self.stream, message, len(self.pending))
+        batch = [(error_message(i, message), "") for i in self.pending]
+        self.pending.clear()
+        await self._append(batch, final=True)
+
+    async def _reopen(self) -> UpstreamResponse:
+        """Re-open the upstream stream after the last upstream event id (upstream resumability)."""
+        if not self.uid:
+            raise CannotResume("the upstream gave no event id to resume from")
+        headers: dict[str, str] = {"Accept": SSE, H_LAST_EVENT_ID: self.uid}
+        if self.record.upstream_sid:
+            headers[H_SESSION] = self.record.upstream_sid
+        if self.record.protocol != "2025-03-26":
+            headers[H_VERSION] = self.record.protocol
+        try:
+            async for attempt in upstream_resume():
+                with attempt:
+                    response = await self.upstream.send("GET", self.record.instance, headers,
+                                                        retry_connect=False)
+        except errors.GatewayError as exc:
+            raise CannotResume(exc.message) from exc
+        if response.status != 200 or not response.is_sse:
+            response.close()
+            raise CannotResume(f"the upstream answered the resume with HTTP {response.status}")
+        return response
+

@@ -1,0 +1,139 @@
+"""Gateway sessions in Redis: the map from a gateway session id to its upstream session.
+
+Any replica can load any session; every load renews the sliding idle TTL of the record and
+of the session's stream registry in the same round trip.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from gateway import errors
+from gateway.keys import Keys
+from gateway.protocol import valid_session_id
+from gateway.store import Redis, translated
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    pool: str
+    instance: str
+    upstream_sid: str  # "" when the upstream did not issue one
+    protocol: str
+    principal: str = ""
+    init_params: str = "{}"  # JSON of the client's initialize params, for re-establishment
+    created: float = 0.0
+
+    def to_redis(self) -> dict[str, str]:
+        return {k: str(v) for k, v in asdict(self).items() if k != "id"}
+
+    @classmethod
+    def from_redis(cls, session_id: str, raw: dict[bytes, bytes]) -> SessionRecord:
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls(
+            id=session_id,
+            pool=fields["pool"],
+            instance=fields["instance"],
+            upstream_sid=fields.get("upstream_sid", ""),
+            protocol=fields["protocol"],
+            principal=fields.get("principal", ""),
+            init_params=fields.get("init_params", "{}"),
+            created=float(fields.get("created", "0")),
+        )
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What the session's registry remembers about one of its streams."""
+
+    kind: str
+    pending: tuple[Any, ...]
+
+
+class SessionStore:
+    def __init__(self, redis: Redis, keys: Keys, ttl: float) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl_ms = int(ttl * 1000)
+
+    async def create(self, record: SessionRecord) -> None:
+        key = self._keys.session(record.id)
+        with translated():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=record.to_redis())  # type: ignore[arg-type]
+                pipe.pexpire(key, self._ttl_ms)
+                await pipe.execute()
+
+    async def load(self, session_id: str, principal: str = "") -> SessionRecord:
+        """Load and touch a session; unknown, malformed or foreign ids are all a 404."""
+        # transports §Session Management: unknown/terminated session -> 404, client re-initializes.
+        if not valid_session_id(session_id):
+            raise errors.SessionNotFound("Session not found")
+        key = self._keys.session(session_id)
+        with translated():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(key)
+                pipe.pexpire(key, self._ttl_ms)
+                pipe.pexpire(self._keys.streams(session_id), self._ttl_ms)
+                raw, _, _ = await pipe.execute()
+        if not raw:
+            raise errors.SessionNotFound("Session not found")
+        record = SessionRecord.from_redis(session_id, raw)
+        # A session is bound to the principal that created it; a mismatch looks like "unknown".
+        if not hmac.compare_digest(record.principal.encode(), principal.encode()):
+            raise errors.SessionNotFound("Session not found")
+        return record
+
+    async def update_upstream(self, session_id: str, instance: str, upstream_sid: str) -> None:
+        with translated():
+            await self._redis.hset(
+                self._keys.session(session_id),
+                mapping={"instance": instance, "upstream_sid": upstream_sid},
+            )
+
+    async def register_stream(self, session_id: str, stream: str, kind: str,
+                              pending: tuple[Any, ...]) -> None:
+        key = self._keys.streams(session_id)
+        with translated():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hset(key, stream, json.dumps({"kind": kind, "pending": list(pending)}))
+                pipe.pexpire(key, self._ttl_ms)
+                await pipe.execute()
+
+    async def stream_info(self, session_id: str, stream: str) -> StreamInfo | None:
+        with translated():
+            raw = await self._redis.hget(self._keys.streams(session_id), stream)
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return StreamInfo(kind=str(data["kind"]), pending=tuple(data["pending"]))
+
+    async def delete(self, session_id: str) -> int:
+        """Remove the session and every stream it owns; returns the number of streams."""
+        streams_key = self._keys.streams(session_id)
+        with translated():
+            stream_ids: list[bytes] = await self._redis.hkeys(streams_key)  # type: ignore[assignment]
+            keys = [self._keys.session(session_id), streams_key]
+            for raw in stream_ids:
+                keys.extend(self._keys.stream_keys(session_id, raw.decode()))
+            await self._redis.delete(*keys)
+        return len(stream_ids)
+
+
+def new_record(session_id: str, *, pool: str, instance: str, upstream_sid: str, protocol: str,
+               principal: str, init_params: Any) -> SessionRecord:
+    return SessionRecord(
+        id=session_id,
+        pool=pool,
+        instance=instance,
+        upstream_sid=upstream_sid,
+        protocol=protocol,
+        principal=principal,
+        init_params=json.dumps(init_params if init_params is not None else {}),
+        created=time.time(),
+    )

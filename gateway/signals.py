@@ -1,0 +1,68 @@
+"""Same-replica fast path: a pump wakes the deliveries of its stream without a Redis poll.
+
+Deliveries on other replicas tail Redis with XREAD BLOCK instead; both read the entries
+themselves from Redis, so event ids are always the Redis sequence numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class Signal:
+    """The newest sequence number a local pump wrote, and whether it stopped."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.closed = False
+        self.failure: list[bytes] | None = None
+        self._event = asyncio.Event()
+
+    def notify(self, seq: int) -> None:
+        self.seq = max(self.seq, seq)
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    def fail(self, events: list[bytes]) -> None:
+        """The store lost the stream: hand the local deliveries their final error events."""
+        self.failure = events
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.notify(self.seq)
+
+    async def wait(self, after: int, timeout: float) -> None:
+        """Return when something after `after` was written, the pump stopped, or on timeout."""
+        if self.seq > after or self.closed:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
+class Signals:
+    """Signals of the streams this replica pumps, by (session, stream)."""
+
+    def __init__(self) -> None:
+        self._signals: dict[tuple[str, str], Signal] = {}
+
+    def open(self, session: str, stream: str) -> Signal:
+        signal = Signal()
+        self._signals[(session, stream)] = signal
+        return signal
+
+    def get(self, session: str, stream: str) -> Signal | None:
+        return self._signals.get((session, stream))
+
+    def drop(self, session: str, stream: str, signal: Signal) -> None:
+        if self._signals.get((session, stream)) is signal:
+            del self._signals[(session, stream)]
+
+    def wake_all(self) -> None:
+        """Wake every waiting delivery (graceful drain)."""
+        for signal in list(self._signals.values()):
+            signal.notify(signal.seq)
+
+    def __len__(self) -> int:
+        return len(self._signals)

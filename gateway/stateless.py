@@ -1,0 +1,75 @@
+"""The stateless era (MCP 2026-07-28): POST only, no sessions, nothing written to Redis.
+
+Each request goes to any healthy instance of the pool with every `Mcp-*` header forwarded
+unchanged; the routing headers are checked against the body first. Closing the response
+stream cancels the request: the upstream response is closed as soon as the client goes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway import errors, protocol
+from gateway.handlers import client_headers, error_response, read_body, sse_response
+from gateway.upstreams import Pools, UpstreamClient, UpstreamResponse
+
+# 2026-07-28 basic/transports: methods whose Mcp-Name header mirrors a body parameter.
+NAME_BEARING_METHODS: Mapping[str, str] = {
+    "tools/call": "name", "prompts/get": "name", "resources/read": "uri",
+}
+
+
+def check_routing_headers(headers: Mapping[str, str], message: Mapping[str, Any]) -> None:
+    """2026-07-28 basic/transports: Mcp-Method / Mcp-Name must match the body (HeaderMismatch)."""
+    method = message.get("method")
+    if method is None:
+        return  # responses carry no routing headers
+    if headers.get(protocol.H_METHOD) != method:
+        raise errors.HeaderMismatch("Mcp-Method header does not match the request body's method")
+    name_key = NAME_BEARING_METHODS.get(str(method))
+    params = message.get("params")
+    if (name_key is not None and isinstance(params, dict) and params.get(name_key) is not None
+            and headers.get(protocol.H_NAME) != str(params[name_key])):
+        raise errors.HeaderMismatch(f"Mcp-Name header does not match the request body's {name_key!r}")
+
+
+async def _relay_stream(response: UpstreamResponse) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.chunks():
+            yield chunk
+    finally:
+        response.close()  # client gone or stream done: the upstream sees the connection close
+
+
+class StatelessEndpoint:
+    def __init__(self, *, pools: Pools, upstream: UpstreamClient, max_body: int) -> None:
+        self._pools = pools
+        self._upstream = upstream
+        self._max_body = max_body
+
+    async def handle(self, request: Request, pool_name: str | None) -> Response:
+        if request.method != "POST":
+            # 2026-07-28 basic/transports: no GET stream and no session to DELETE.
+            raise errors.MethodNotAllowed(f"Method Not Allowed: {request.method} in the stateless era")
+        protocol.check_post_headers(request.headers.get("content-type"), request.headers.get("accept"))
+        raw = await read_body(request, self._max_body)
+        body = protocol.parse_body(raw, "2026-07-28")
+        try:
+            check_routing_headers(request.headers, body.messages[0].raw)
+            pool = self._pools.get(pool_name)
+            instance = self._pools.pick(pool.name)
+            headers = protocol.forward_headers(request.headers.items(), protocol.DROP_TO_UPSTREAM)
+            headers["Accept-Encoding"] = "identity"
+            response = await self._upstream.send("POST", instance, headers, raw)
+        except errors.GatewayError as exc:
+            return error_response(exc, body.first_id)
+        headers = client_headers(response.headers, None)
+        if response.is_sse:
+            return sse_response(_relay_stream(response), headers)
+        payload = await response.read(self._max_body)
+        return Response(payload, status_code=response.status, headers=headers)
+

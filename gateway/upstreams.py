@@ -1,0 +1,139 @@
+"""Upstream pools and the HTTP client that talks to their instances.
+
+The aiohttp session is created once in the app lifespan and passed in. Every aiohttp
+exception is translated here into the gateway's error tree: refused connection -> 503
+(UpstreamUnavailable), timeout -> 504, anything else malformed -> 502.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from gateway import errors
+from gateway.config import Pool
+from gateway.retry import upstream_connect
+
+
+@dataclass
+class PoolState:
+    pool: Pool
+    _rr: itertools.cycle[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._rr = itertools.cycle(self.pool.instances)
+
+
+class Pools:
+    """Named pools; new sessions are placed round robin over a pool's healthy instances."""
+
+    def __init__(self, pools: tuple[Pool, ...]) -> None:
+        if not pools:
+            raise errors.ConfigError("at least one --upstream NAME=URL is required")
+        self._pools = {p.name: PoolState(p) for p in pools}
+        self.default = pools[0].name
+        self.unhealthy: set[str] = set()
+
+    def names(self) -> list[str]:
+        return list(self._pools)
+
+    def get(self, name: str | None) -> Pool:
+        state = self._pools.get(name or self.default)
+        if state is None:
+            raise errors.SessionNotFound(f"Unknown upstream pool {name!r}")
+        return state.pool
+
+    def pick(self, name: str) -> str:
+        """Round robin over healthy instances (all, if none is known healthy)."""
+        state = self._pools[name]
+        for _ in range(len(state.pool.instances)):
+            url = next(state._rr)
+            if url not in self.unhealthy:
+                return url
+        raise errors.UpstreamUnavailable(f"No healthy upstream instance in pool {name!r}")
+
+    def has_instance(self, name: str, url: str) -> bool:
+        state = self._pools.get(name)
+        return state is not None and url in state.pool.instances
+
+
+class UpstreamResponse:
+    """An open upstream response; the caller must `close()` it (or read it whole)."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers: Mapping[str, str] = response.headers
+        self.content_type = response.content_type
+
+    @property
+    def is_sse(self) -> bool:
+        return self.content_type == "text/event-stream"
+
+    async def read(self, limit: int) -> bytes:
+        try:
+            body = await self._response.content.read(limit + 1)
+        except aiohttp.ClientError as exc:
+            raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
+        finally:
+            self.close()
+        if len(body) > limit:
+            raise errors.UpstreamError("Bad upstream answer: body too large")
+        return body
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, unbuffered; ends when the upstream closes."""
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise errors.UpstreamError(f"Upstream stream broke: {exc}") from exc
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class UpstreamClient:
+    def __init__(self, session: aiohttp.ClientSession, *, request_timeout: float) -> None:
+        self._session = session
+        self._request_timeout = request_timeout
+
+    async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None,
+                   *, retry_connect: bool = True) -> UpstreamResponse:
+        """Send a request and return once response headers arrived."""
+        if not retry_connect:
+            return await self._send_once(method, url, headers, body)
+        async for attempt in upstream_connect():
+            with attempt:
+                return await self._send_once(method, url, headers, body)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send_once(self, method: str, url: str, headers: Mapping[str, str],
+                         body: bytes | None) -> UpstreamResponse:
+        try:
+            async with asyncio.timeout(self._request_timeout):
+                response = await self._session.request(
+                    method, url, headers=dict(headers), data=body, allow_redirects=False,
+                    auto_decompress=False,
+                )
+        except TimeoutError as exc:
+            raise errors.UpstreamTimeout("Upstream timed out") from exc
+        except aiohttp.ClientConnectorError as exc:
+            # Nothing reached the upstream: safe to retry or place elsewhere.
+            raise errors.UpstreamUnavailable(f"Upstream unreachable: {exc.os_error}") from exc
+        except aiohttp.ClientError as exc:
+            raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
+        return UpstreamResponse(response)
+
+
+def new_http_session(*, connect_timeout: float, pool_size: int) -> aiohttp.ClientSession:
+    """The one upstream connection pool of a replica (created in the lifespan)."""
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=pool_size, keepalive_timeout=30,
+                                     enable_cleanup_closed=True)
+    timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=None)
+    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
+                                 skip_auto_headers=("User-Agent",))
