@@ -75,15 +75,20 @@ class UpstreamResponse:
         return self.content_type == "text/event-stream"
 
     async def read(self, limit: int) -> bytes:
+        """The whole body (until the upstream ends it), refusing more than `limit` bytes."""
+        chunks: list[bytes] = []
+        size = 0
         try:
-            body = await self._response.content.read(limit + 1)
-        except aiohttp.ClientError as exc:
+            async for chunk in self._response.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    raise errors.UpstreamError("Bad upstream answer: body too large")
+                chunks.append(chunk)
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
         finally:
             self.close()
-        if len(body) > limit:
-            raise errors.UpstreamError("Bad upstream answer: body too large")
-        return body
+        return b"".join(chunks)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, unbuffered; ends when the upstream closes."""
