@@ -74,7 +74,8 @@ def create_app(settings: Settings) -> FastAPI:
             log_=event_log, sessions=sessions, upstream=upstream, supervisor=supervisor, metrics=metrics,
             config=RelayConfig(keepalive=settings.keepalive_interval, retry_ms=settings.retry_ms,
                                pump=PumpConfig(idle_timeout=settings.stream_idle_timeout,
-                                               lease_ttl=settings.lease_ttl)),
+                                               lease_ttl=settings.lease_ttl),
+                               replay_limit=settings.stream_maxlen * 2),
             replica=f"replica-{secrets.token_hex(6)}",
         )
         app.state.gateway = Gateway(

@@ -176,6 +176,12 @@ class EventLog:
             )
         return [_entry(entry_id, fields) for entry_id, fields in rows]
 
+    async def newest(self, session: str, stream: str, count: int) -> list[Entry]:
+        """The newest `count` entries, oldest first (what a gap still lets us deliver)."""
+        with translated():
+            rows: Any = await self._redis.xrevrange(self._keys.events(session, stream), count=count)
+        return [_entry(entry_id, fields) for entry_id, fields in reversed(rows)]
+
     async def wait(self, session: str, stream: str, after: int, timeout: float,
                    count: int = 200) -> list[Entry]:
         """Block up to `timeout` seconds for entries with seq > after (XREAD BLOCK)."""

@@ -18,7 +18,7 @@ from typing import Any
 from gateway import cursor, sse
 from gateway.eventlog import END, Entry, EventLog, StreamVanished
 from gateway.metrics import Metrics
-from gateway.pump import Pump, PumpConfig, error_message
+from gateway.pump import Pump, PumpConfig, answered_ids, error_message
 from gateway.sessions import SessionRecord, SessionStore
 from gateway.signals import Signal, Signals
 from gateway.tasks import Supervisor
@@ -32,6 +32,7 @@ class RelayConfig:
     keepalive: float
     retry_ms: int
     pump: PumpConfig
+    replay_limit: int = 10_000
 
 
 class Relay:
@@ -92,16 +93,27 @@ class Relay:
     # --- delivery ---------------------------------------------------------------------------
 
     async def gap_events(self, record: SessionRecord, stream: str, reason: str) -> list[bytes]:
-        """JSON-RPC errors for every request still pending on a stream that has a gap."""
-        meta = await self._log.meta(record.id, stream)
-        if meta is not None:
-            pending: tuple[Any, ...] = meta.pending
+        """What a client resuming across a gap gets: one final answer per request of the stream.
+
+        DESIGN "Gaps": never skip silently. A request whose response is still retained gets that
+        response; every other request of the stream gets a JSON-RPC error naming the loss.
+        """
+        info = await self._sessions.stream_info(record.id, stream)
+        if info is not None:
+            requested: tuple[Any, ...] = info.pending
         else:
-            info = await self._sessions.stream_info(record.id, stream)
-            pending = info.pending if info is not None else ()
+            meta = await self._log.meta(record.id, stream)
+            requested = meta.pending if meta is not None else ()
+        answered: dict[Any, Entry] = {}
+        for entry in await self._log.newest(record.id, stream, self._config.replay_limit):
+            for request_id in answered_ids(entry.data):
+                answered.setdefault(request_id, entry)
         self._metrics.gaps.inc()
-        log.warning("stream %s: gap (%s); failing %d pending request(s)", stream, reason, len(pending))
-        return [sse.encode(error_message(i, f"Events of this stream were lost: {reason}")) for i in pending]
+        lost = [i for i in requested if i not in answered]
+        log.warning("stream %s: gap (%s); %d request(s) lost", stream, reason, len(lost))
+        kept = sorted({e.seq: e for e in answered.values()}.values(), key=lambda e: e.seq)
+        return [*(sse.encode(e.data, id=cursor.event_id(stream, e.seq)) for e in kept),
+                *(sse.encode(error_message(i, f"Events of this stream were lost: {reason}")) for i in lost)]
 
     async def deliver(self, record: SessionRecord, stream: str, after: int, *,
                       prime: bool) -> AsyncIterator[bytes]:
@@ -118,6 +130,11 @@ class Relay:
             entries, failure = await self._next(record, stream, after, last_write)
             if failure is not None:
                 for event in failure:
+                    yield event
+                return
+            if entries and entries[0].seq != after + 1:
+                # This connection fell behind the stream's trimming: a gap, never a silent skip.
+                for event in await self.gap_events(record, stream, f"events after {after} were trimmed"):
                     yield event
                 return
             for entry in entries:

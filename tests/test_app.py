@@ -1,0 +1,326 @@
+"""Component tests: the gateway app on real uvicorn, real Redis, a scripted in-process upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway import protocol
+from gateway.app import create_app
+from gateway.config import Settings
+from tests.asgi_server import serve
+from tests.scripted_upstream import Behaviour, ScriptedUpstream
+
+ACCEPT = "application/json, text/event-stream"
+HEADERS = {"Accept": ACCEPT, "Content-Type": "application/json"}
+
+
+def init_body(version: str = "2025-11-25", rid: int = 1) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": rid, "method": "initialize",
+            "params": {"protocolVersion": version, "capabilities": {},
+                       "clientInfo": {"name": "test", "version": "1"}}}
+
+
+def call(name: str, rid: int = 2, **arguments: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": rid, "method": "tools/call",
+            "params": {"name": name, "arguments": arguments}}
+
+
+class Env:
+    def __init__(self, url: str, upstream: ScriptedUpstream, client: httpx.AsyncClient) -> None:
+        self.url = url
+        self.mcp = f"{url}/mcp"
+        self.upstream = upstream
+        self.client = client
+
+    async def initialize(self, version: str = "2025-11-25") -> str:
+        r = await self.client.post(self.mcp, headers=HEADERS, json=init_body(version))
+        assert r.status_code == 200, r.text
+        return r.headers["mcp-session-id"]
+
+    def headers(self, sid: str, version: str = "2025-11-25") -> dict[str, str]:
+        return {**HEADERS, "Mcp-Session-Id": sid, "MCP-Protocol-Version": version}
+
+
+def parse_sse(text: str) -> list[dict[str, str]]:
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.split("\n"):
+            if line and not line.startswith(":"):
+                name, _, value = line.partition(":")
+                fields[name] = value[1:] if value.startswith(" ") else value
+        if fields:
+            events.append(fields)
+    return events
+
+
+@pytest.fixture
+def behaviour() -> Behaviour:
+    return Behaviour()
+
+
+@pytest.fixture
+async def env(redis_url: str, key_prefix: str, behaviour: Behaviour) -> AsyncIterator[Env]:
+    upstream = ScriptedUpstream(behaviour)
+    async with serve(upstream) as upstream_url:
+        settings = Settings(upstream=[f"default={upstream_url}/mcp", f"other={upstream_url}/mcp"],
+                            redis_url=redis_url, key_prefix=key_prefix, lease_ttl=0.5,
+                            keepalive_interval=0.5, stream_idle_timeout=5)
+        async with serve(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as client:
+            yield Env(url, upstream, client)
+
+
+async def test_healthz_and_readyz(env: Env) -> None:
+    assert (await env.client.get(f"{env.url}/healthz")).status_code == 200
+    ready = await env.client.get(f"{env.url}/readyz")
+    assert ready.status_code == 200 and ready.json()["pools"] == ["default", "other"]
+
+
+async def test_initialize_issues_own_session_id(env: Env) -> None:
+    sid = await env.initialize()
+    assert protocol.valid_session_id(sid)
+    assert sid not in env.upstream.sessions  # never the upstream's id
+    r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("echo", x=1))
+    assert r.status_code == 200
+    assert r.json() == {"jsonrpc": "2.0", "id": 2, "result": {"echo": {"x": 1}}}
+    # the upstream saw its own session id, not the gateway's
+    assert env.upstream.headers_seen[-1]["mcp-session-id"] in env.upstream.sessions
+
+
+async def test_notification_gets_202(env: Env) -> None:
+    sid = await env.initialize()
+    r = await env.client.post(env.mcp, headers=env.headers(sid),
+                              json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert r.status_code == 202 and r.content == b""
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "code"),
+    [
+        ({"Content-Type": "text/plain", "Accept": ACCEPT}, b"{}", 415, -32600),
+        ({"Content-Type": "application/json", "Accept": "application/json"}, b"{}", 406, -32600),
+        (HEADERS, b"{not json", 400, -32700),
+        (HEADERS, b'{"jsonrpc":"1.0","id":1,"method":"x"}', 400, -32600),
+        ({**HEADERS, "MCP-Protocol-Version": "1999-01-01"}, b"{}", 400, -32600),
+        ({**HEADERS, "Origin": "http://evil.example"}, b"{}", 403, -32600),
+    ],
+)
+async def test_bad_input_is_spec_shaped(env: Env, headers: dict[str, str], body: bytes, status: int,
+                                        code: int) -> None:
+    r = await env.client.post(env.mcp, headers=headers, content=body)
+    assert r.status_code == status
+    payload = r.json()
+    assert payload["jsonrpc"] == "2.0" and payload["error"]["code"] == code
+    assert "Traceback" not in r.text
+
+
+async def test_missing_and_unknown_session(env: Env) -> None:
+    r = await env.client.post(env.mcp, headers=HEADERS, json=call("echo"))
+    assert r.status_code == 400 and r.json()["id"] == 2
+    for bogus in ("nope", "A" * 32, "x" * 500):
+        r = await env.client.post(env.mcp, headers={**HEADERS, "Mcp-Session-Id": bogus}, json=call("echo"))
+        assert r.status_code == 404, bogus
+
+
+async def test_session_of_other_pool_is_404(env: Env) -> None:
+    sid = await env.initialize()
+    r = await env.client.post(f"{env.mcp}/other", headers=env.headers(sid), json=call("echo"))
+    assert r.status_code == 404
+
+
+async def test_oversize_body_413(env: Env) -> None:
+    r = await env.client.post(env.mcp, headers=HEADERS, content=b"[" + b" " * (5 * 1024 * 1024) + b"]")
+    assert r.status_code == 413
+
+
+async def test_batches_only_in_2025_03_26(env: Env) -> None:
+    sid = await env.initialize("2025-03-26")
+    batch = [call("echo", rid=5), call("echo", rid=6)]
+    r = await env.client.post(env.mcp, headers=env.headers(sid, "2025-03-26"), json=batch)
+    assert r.status_code == 200 and [m["id"] for m in r.json()] == [5, 6]
+    r = await env.client.post(env.mcp, headers=env.headers(sid, "2025-06-18"), json=batch)
+    assert r.status_code == 400
+
+
+async def test_delete_removes_session(env: Env) -> None:
+    sid = await env.initialize()
+    r = await env.client.delete(env.mcp, headers=env.headers(sid))
+    assert r.status_code == 200
+    r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("echo"))
+    assert r.status_code == 404
+
+
+async def test_upstream_forgetting_session_gives_404(env: Env) -> None:
+    sid = await env.initialize()
+    env.upstream.sessions.clear()
+    r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("echo"))
+    assert r.status_code == 404
+    r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("echo"))
+    assert r.status_code == 404  # our record is gone too: the client re-initializes
+
+
+async def test_sse_answer_gets_priming_and_gateway_ids(env: Env) -> None:
+    sid = await env.initialize("2025-11-25")
+    r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("stream", count=3))
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert r.headers["cache-control"] == "no-cache" and r.headers["x-accel-buffering"] == "no"
+    events = parse_sse(r.text)
+    assert events[0]["data"] == "" and events[0]["id"].endswith(".0") and "retry" in events[0]
+    stream = events[0]["id"].split(".")[0]
+    assert [e["id"] for e in events[1:]] == [f"{stream}.{n}" for n in range(1, 5)]
+    assert json.loads(events[-1]["data"])["id"] == 2
+
+
+async def test_no_priming_before_2025_11_25(env: Env) -> None:
+    sid = await env.initialize("2025-06-18")
+    r = await env.client.post(env.mcp, headers=env.headers(sid, "2025-06-18"), json=call("stream", count=2))
+    events = parse_sse(r.text)
+    assert all(e.get("data") for e in events) and len(events) == 3
+
+
+async def test_resume_replays_exactly_after_cursor(env: Env) -> None:
+    sid = await env.initialize()
+    r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("stream", count=5))
+    events = parse_sse(r.text)
+    cursor = events[2]["id"]
+    r = await env.client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": cursor})
+    assert r.status_code == 200
+    replayed = parse_sse(r.text)
+    assert [e["id"] for e in replayed] == [e["id"] for e in events[3:]]
+
+
+async def test_resume_bad_cursor_and_foreign_stream(env: Env) -> None:
+    sid = await env.initialize()
+    other = await env.initialize()
+    r = await env.client.post(env.mcp, headers=env.headers(other), json=call("stream", count=1))
+    foreign = parse_sse(r.text)[1]["id"]
+    r = await env.client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": "garbage"})
+    assert r.status_code == 400
+    r = await env.client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": foreign})
+    assert r.status_code == 404 and "data" not in r.text.split("error")[0]
+
+
+async def test_client_disconnect_does_not_cancel(env: Env) -> None:
+    sid = await env.initialize()
+    first_id = None
+    async with env.client.stream("POST", env.mcp, headers=env.headers(sid),
+                                 json=call("stream", count=6, delay=0.1)) as r:
+        async for line in r.aiter_lines():
+            if line.startswith("id:") and not line.endswith(".0"):
+                first_id = line[3:].strip()
+                break
+    assert first_id is not None
+    await asyncio.sleep(1.0)  # the pump keeps reading while nobody listens
+    r = await env.client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": first_id})
+    events = parse_sse(r.text)
+    assert len(events) == 6 and json.loads(events[-1]["data"])["result"]["echo"]["count"] == 6
+
+
+@pytest.mark.parametrize("behaviour", [Behaviour(event_ids=False)])
+async def test_upstream_closing_without_ids_errors_pending(env: Env) -> None:
+    sid = await env.initialize()
+    r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("close_early", count=5, close_after=2))
+    events = parse_sse(r.text)
+    last = json.loads(events[-1]["data"])
+    assert last["id"] == 2 and last["error"]["code"] == -32000
+
+
+async def test_upstream_polling_close_is_followed(env: Env) -> None:
+    sid = await env.initialize()
+    r = await env.client.post(env.mcp, headers=env.headers(sid),
+                              json=call("close_early", count=5, close_after=2, delay=0.05))
+    events = [e for e in parse_sse(r.text) if e.get("data")]
+    progress = [json.loads(e["data"])["params"]["progress"] for e in events[:-1]]
+    assert progress == [1, 2, 3, 4, 5]
+    assert json.loads(events[-1]["data"])["result"]["echo"]["count"] == 5
+
+
+async def test_standalone_get_405_passes_through(redis_url: str, key_prefix: str) -> None:
+    upstream = ScriptedUpstream(Behaviour(get_stream=False))
+    async with serve(upstream) as upstream_url:
+        settings = Settings(upstream=[f"{upstream_url}/mcp"], redis_url=redis_url, key_prefix=key_prefix)
+        async with serve(create_app(settings)) as url, httpx.AsyncClient(timeout=5) as client:
+            env = Env(url, upstream, client)
+            sid = await env.initialize()
+            r = await client.get(env.mcp, headers={**env.headers(sid), "Accept": "text/event-stream"})
+            assert r.status_code == 405
+
+
+async def test_keepalive_on_idle_stream(env: Env) -> None:
+    sid = await env.initialize()
+    seen = b""
+    async with env.client.stream("GET", env.mcp, headers={**env.headers(sid), "Accept": "text/event-stream"}) as r:
+        assert r.status_code == 200
+        async for chunk in r.aiter_raw():
+            seen += chunk
+            if b": keep-alive" in seen:
+                break
+    assert b": keep-alive" in seen
+
+
+async def test_stateless_era_forwards_without_session(env: Env) -> None:
+    body = call("echo", rid=9, x=2)
+    headers = {**HEADERS, "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call",
+               "Mcp-Name": "echo", "Mcp-Custom-Thing": "kept"}
+    env.upstream.sessions.add("")  # the scripted upstream checks sessions; stateless sends none
+    r = await env.client.post(env.mcp, headers=headers, json=body)
+    assert r.status_code == 200 and r.json()["id"] == 9
+    assert "mcp-session-id" not in r.headers
+    assert env.upstream.headers_seen[-1]["mcp-custom-thing"] == "kept"
+    bad = {**headers, "Mcp-Name": "other"}
+    r = await env.client.post(env.mcp, headers=bad, json=body)
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32020
+
+
+@pytest.fixture
+async def small_env(redis_url: str, key_prefix: str) -> AsyncIterator[Env]:
+    upstream = ScriptedUpstream(Behaviour())
+    async with serve(upstream) as upstream_url:
+        settings = Settings(upstream=[f"{upstream_url}/mcp"], redis_url=redis_url, key_prefix=key_prefix,
+                            stream_maxlen=10, lease_ttl=0.5)
+        async with serve(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as client:
+            yield Env(url, upstream, client)
+
+
+async def test_trimmed_cursor_is_a_gap_not_a_skip(small_env: Env) -> None:
+    env = small_env
+    sid = await env.initialize()
+    r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("stream", count=300, delay=0.003))
+    events = parse_sse(r.text)
+    assert len(events) == 302  # the live connection kept up: priming, 300 progress, the answer
+    early = events[1]["id"]  # seq 1, long trimmed (MAXLEN ~ 10)
+    r = await env.client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": early})
+    replay = parse_sse(r.text)
+    # no silent skip to the newest events: only the retained final answer, no progress after a hole
+    assert len(replay) == 1 and json.loads(replay[0]["data"])["result"]["echo"]["count"] == 300
+
+
+async def test_gap_with_pending_request_answers_error(small_env: Env, redis_url: str, key_prefix: str) -> None:
+    env = small_env
+    sid = await env.initialize()
+    cursor_id = None
+    async with env.client.stream("POST", env.mcp, headers=env.headers(sid), json=call("hang")) as r:
+        async for line in r.aiter_lines():
+            if line.startswith("id:"):
+                cursor_id = line[3:].strip()
+                break
+    assert cursor_id is not None
+    # the store loses the stream (restart / failover): resume must answer, not hang
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_url)
+    async for key in client.scan_iter(match=f"{key_prefix}:*:[xm]:*"):
+        await client.delete(key)
+    await client.aclose()
+    r = await env.client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": cursor_id})
+    replay = parse_sse(r.text)
+    assert len(replay) == 1
+    answer = json.loads(replay[0]["data"])
+    assert answer["id"] == 2 and answer["error"]["code"] == -32000
