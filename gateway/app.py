@@ -14,18 +14,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway import errors, protocol
+from gateway.affinity import Affinity
 from gateway.config import Settings
 from gateway.eventlog import EventLog
 from gateway.handlers import SessionfulEndpoint, error_response
 from gateway.keys import Keys
 from gateway.metrics import Metrics
+from gateway.pools import HealthChecker, Pools
 from gateway.pump import PumpConfig
 from gateway.relay import Relay, RelayConfig
 from gateway.sessions import SessionStore
 from gateway.stateless import StatelessEndpoint
 from gateway.store import Redis, connect
 from gateway.tasks import Supervisor
-from gateway.upstreams import Pools, UpstreamClient, new_http_session
+from gateway.upstreams import UpstreamClient, new_http_session
 
 log = logging.getLogger("gateway.app")
 
@@ -62,29 +64,62 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = connect(settings.redis_url)
-        http = new_http_session(connect_timeout=settings.connect_timeout,
-                                pool_size=settings.upstream_pool_size)
+        http = new_http_session(
+            connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size
+        )
         supervisor = Supervisor()
         keys = Keys(settings.key_prefix)
         sessions = SessionStore(redis, keys, settings.session_ttl)
-        event_log = EventLog(redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl,
-                             lease_ttl=settings.lease_ttl)
+        event_log = EventLog(
+            redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl, lease_ttl=settings.lease_ttl
+        )
         upstream = UpstreamClient(http, request_timeout=settings.request_timeout)
+        health = HealthChecker(
+            pools, http, interval=settings.health_interval, timeout=settings.health_timeout
+        )
+        await health.check_all()  # a fresh replica knows which instances are up before it serves
+        supervisor.spawn(health.run(), name="health-checks")
+        affinity = Affinity(
+            pools=pools,
+            sessions=sessions,
+            upstream=upstream,
+            redis=redis,
+            keys=keys,
+            max_body=settings.max_body_bytes,
+        )
         relay = Relay(
-            log_=event_log, sessions=sessions, upstream=upstream, supervisor=supervisor, metrics=metrics,
-            config=RelayConfig(keepalive=settings.keepalive_interval, retry_ms=settings.retry_ms,
-                               pump=PumpConfig(idle_timeout=settings.stream_idle_timeout,
-                                               lease_ttl=settings.lease_ttl),
-                               replay_limit=settings.stream_maxlen * 2),
+            log_=event_log,
+            sessions=sessions,
+            upstream=upstream,
+            supervisor=supervisor,
+            metrics=metrics,
+            config=RelayConfig(
+                keepalive=settings.keepalive_interval,
+                retry_ms=settings.retry_ms,
+                pump=PumpConfig(idle_timeout=settings.stream_idle_timeout, lease_ttl=settings.lease_ttl),
+                replay_limit=settings.stream_maxlen * 2,
+            ),
             replica=f"replica-{secrets.token_hex(6)}",
         )
         app.state.gateway = Gateway(
-            settings=settings, pools=pools, metrics=metrics, redis=redis, relay=relay,
-            sessionful=SessionfulEndpoint(pools=pools, sessions=sessions, log_=event_log, relay=relay,
-                                          upstream=upstream, metrics=metrics,
-                                          max_body=settings.max_body_bytes),
+            settings=settings,
+            pools=pools,
+            metrics=metrics,
+            redis=redis,
+            relay=relay,
+            sessionful=SessionfulEndpoint(
+                pools=pools,
+                sessions=sessions,
+                log_=event_log,
+                relay=relay,
+                upstream=upstream,
+                affinity=affinity,
+                metrics=metrics,
+                max_body=settings.max_body_bytes,
+            ),
             stateless=StatelessEndpoint(pools=pools, upstream=upstream, max_body=settings.max_body_bytes),
-            origins=settings.origin_list(), loop=asyncio.get_running_loop(),
+            origins=settings.origin_list(),
+            loop=asyncio.get_running_loop(),
         )
         log.info("gateway up: pools %s", {p: list(pools.get(p).instances) for p in pools.names()})
         try:
@@ -149,6 +184,9 @@ async def readyz(request: Request) -> Response:
             await gateway.redis.ping()
     except Exception as exc:  # any failure means "not ready"; the reason is reported
         return JSONResponse({"status": "store unavailable", "error": str(exc)}, status_code=503)
+    down = [name for name in gateway.pools.names() if not gateway.pools.pool_ready(name)]
+    if down:
+        return JSONResponse({"status": "no healthy upstream instance", "pools": down}, status_code=503)
     return JSONResponse({"status": "ready", "pools": gateway.pools.names()})
 
 

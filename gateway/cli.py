@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from types import FrameType
@@ -18,7 +19,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from gateway.app import Gateway, create_app
-from gateway.config import Settings
+from gateway.config import Settings, load_config_file
 from gateway.errors import ConfigError
 
 
@@ -35,8 +36,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Flags beat env vars (MCPGW_*), which beat the config file, which beats defaults."""
     args = build_parser().parse_args(argv)
     given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+    path = given.get("config") or os.environ.get("MCPGW_CONFIG")
+    if path:
+        from_file = load_config_file(path)
+        unknown = set(from_file) - set(Settings.model_fields)
+        if unknown:
+            raise ConfigError(f"config: {path}: unknown setting(s) {sorted(unknown)}")
+        for name, value in from_file.items():
+            if name not in given and f"MCPGW_{name.upper()}" not in os.environ:
+                given[name] = value
     return Settings(**given)
 
 
@@ -60,21 +71,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ValidationError, ConfigError) as exc:
         print(f"mcp-gateway: invalid configuration: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     if settings.workers > 1 and not settings.redis_url:
-        print("mcp-gateway: --workers > 1 needs --redis-url (the embedded store is per process)",
-              file=sys.stderr)
+        print(
+            "mcp-gateway: --workers > 1 needs --redis-url (the embedded store is per process)",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, loop="auto", http="auto",
-        log_level=settings.log_level.lower(), timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
-        access_log=False, workers=settings.workers,
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="auto",
+        http="auto",
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
+        access_log=False,
+        workers=settings.workers,
     )
     if settings.workers > 1:
-        uvicorn.run("gateway.cli:app_from_env", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.workers, timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
-                    log_level=settings.log_level.lower(), access_log=False)
+        uvicorn.run(
+            "gateway.cli:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
+            log_level=settings.log_level.lower(),
+            access_log=False,
+        )
         return
     GatewayServer(config).run()
 

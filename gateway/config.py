@@ -7,10 +7,12 @@ else reads the environment.
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import yaml
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -19,22 +21,31 @@ from gateway.errors import ConfigError
 DEFAULT_POOL = "default"
 
 
+POLICIES = ("reinit", "expire")
+
+
 @dataclass(frozen=True)
 class Pool:
-    """A named pool of upstream MCP endpoint URLs (instances)."""
+    """A named pool of upstream MCP endpoint URLs (instances) and its instance-loss policy."""
 
     name: str
     instances: tuple[str, ...]
+    on_instance_loss: str = "reinit"
 
 
-def parse_upstream(spec: str) -> Pool:
-    """Parse `NAME=URL[,URL...]` (or a bare `URL[,URL...]`, which names the default pool)."""
+def parse_upstream(spec: str, default_policy: str = "reinit") -> Pool:
+    """Parse `NAME[@POLICY]=URL[,URL...]`; a bare `URL[,URL...]` names the default pool."""
     name, sep, urls = spec.partition("=")
     if not sep or "://" in name:
         name, urls = DEFAULT_POOL, spec
-    name = name.strip()
+    name, _, policy = name.strip().partition("@")
+    policy = policy or default_policy
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"upstream: bad pool name {name!r} in {spec!r}")
+    if policy not in POLICIES:
+        raise ConfigError(
+            f"upstream: pool {name!r}: on_instance_loss must be one of {POLICIES}, not {policy!r}"
+        )
     instances = tuple(u.strip().rstrip("/") for u in urls.split(",") if u.strip())
     if not instances:
         raise ConfigError(f"upstream: pool {name!r} has no instance URL")
@@ -42,20 +53,58 @@ def parse_upstream(spec: str) -> Pool:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigError(f"upstream: {url!r} in pool {name!r} is not an http(s) URL")
-    return Pool(name, instances)
+    return Pool(name, instances, policy)
 
 
-def parse_upstreams(specs: list[str]) -> tuple[Pool, ...]:
+def parse_upstreams(specs: list[str], default_policy: str = "reinit") -> tuple[Pool, ...]:
     """Parse every `--upstream` value; `;` separates pools inside one value (handy in env vars)."""
     pools: dict[str, Pool] = {}
     for spec in specs:
         for part in spec.split(";"):
             if part.strip():
-                pool = parse_upstream(part.strip())
+                pool = parse_upstream(part.strip(), default_policy)
                 if pool.name in pools:
                     raise ConfigError(f"upstream: pool {pool.name!r} is defined twice")
                 pools[pool.name] = pool
     return tuple(pools.values())
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a YAML or TOML file holding settings by field name (same schema as the flags).
+
+    `upstream` may be a list of `NAME=URL,...` strings or a mapping
+    `{NAME: {instances: [URL, ...], on_instance_loss: reinit|expire}}`.
+    """
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode()) if path.endswith(".toml") else yaml.safe_load(raw)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        kind = "TOML" if path.endswith(".toml") else "YAML"
+        raise ConfigError(f"config: {path} is not valid {kind}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {path} must hold a mapping of setting names")
+    values = {str(k).replace("-", "_"): v for k, v in data.items()}
+    upstream = values.get("upstream")
+    if isinstance(upstream, dict):
+        values["upstream"] = [_pool_spec(name, body) for name, body in upstream.items()]
+    return values
+
+
+def _pool_spec(name: str, body: Any) -> str:
+    if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
+        raise ConfigError(f"config: upstream.{name}.instances must be a list of URLs")
+    unknown = set(body) - {"instances", "on_instance_loss"}
+    if unknown:
+        raise ConfigError(f"config: upstream.{name}: unknown field(s) {sorted(unknown)}")
+    policy = body.get("on_instance_loss")
+    head = f"{name}@{policy}" if policy else name
+    return f"{head}={','.join(str(u) for u in body['instances'])}"
 
 
 class Settings(BaseSettings):
@@ -67,6 +116,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Upstream pool `NAME=URL[,URL...]`; repeatable; `;` separates pools in one value.",
     )
+    config: str | None = Field(None, description="YAML/TOML file with these settings (flags and env win).")
+    instance_loss: Literal["reinit", "expire"] = Field(
+        "reinit", description="Default policy when a session's instance is gone (per pool: NAME@POLICY=...)."
+    )
+    health_interval: float = Field(2.0, gt=0, description="Active upstream health probe interval, s.")
+    health_timeout: float = Field(1.0, gt=0, description="Health probe timeout, s.")
     redis_url: str | None = Field(None, description="Redis URL; unset = embedded in-process store.")
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="Port to listen on.")
@@ -101,7 +156,7 @@ class Settings(BaseSettings):
 
     def pools(self) -> tuple[Pool, ...]:
         """Upstream pools in configuration order; the first one serves `/mcp`."""
-        return parse_upstreams(self.upstream)
+        return parse_upstreams(self.upstream, self.instance_loss)
 
     def origin_list(self) -> tuple[str, ...]:
         return tuple(o.strip() for item in self.allowed_origins for o in item.split(",") if o.strip())

@@ -97,12 +97,17 @@ class EventLog:
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
 
-    async def create(self, session: str, stream: str, *, kind: str, pending: tuple[Any, ...],
-                     owner: str) -> None:
+    async def create(
+        self, session: str, stream: str, *, kind: str, pending: tuple[Any, ...], owner: str
+    ) -> None:
         """Create the meta record and take the lease for a brand-new stream."""
         _, meta, lease = self._keys.stream_keys(session, stream)
         mapping: dict[str | bytes, str | bytes] = {
-            "kind": kind, "seq": "0", "pending": json.dumps(list(pending)), "uid": "", "done": "0",
+            "kind": kind,
+            "seq": "0",
+            "pending": json.dumps(list(pending)),
+            "uid": "",
+            "done": "0",
         }
         with translated():
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -111,11 +116,27 @@ class EventLog:
                 pipe.set(lease, owner, px=self.lease_ms)
                 await pipe.execute()
 
-    async def append(self, session: str, stream: str, owner: str, events: list[tuple[str, str]], *,
-                     pending: tuple[Any, ...], uid: str = "", final: bool = False) -> int:
+    async def append(
+        self,
+        session: str,
+        stream: str,
+        owner: str,
+        events: list[tuple[str, str]],
+        *,
+        pending: tuple[Any, ...],
+        uid: str = "",
+        final: bool = False,
+    ) -> int:
         """Append (data, upstream id) pairs; `final` also writes the end marker and drops the lease."""
-        args: list[str] = [owner, self._maxlen, self._ttl_ms, str(self.lease_ms),
-                           json.dumps(list(pending)), uid, "1" if final else "0"]
+        args: list[str] = [
+            owner,
+            self._maxlen,
+            self._ttl_ms,
+            str(self.lease_ms),
+            json.dumps(list(pending)),
+            uid,
+            "1" if final else "0",
+        ]
         for data, event_uid in events:
             args.extend((data, event_uid))
         with translated():
@@ -129,16 +150,20 @@ class EventLog:
     async def acquire(self, session: str, stream: str, owner: str) -> bool:
         """Take over the pump lease of an unfinished stream whose lease expired."""
         with translated():
-            result = int(await self._acquire(keys=list(self._keys.stream_keys(session, stream)),
-                                             args=[owner, self.lease_ms]))
+            result = int(
+                await self._acquire(
+                    keys=list(self._keys.stream_keys(session, stream)), args=[owner, self.lease_ms]
+                )
+            )
         if result == -2:
             raise StreamVanished(f"stream {stream} metadata vanished")
         return result == 1
 
     async def renew(self, session: str, stream: str, owner: str) -> bool:
         with translated():
-            return bool(await self._renew(keys=[self._keys.lease(session, stream)],
-                                          args=[owner, self.lease_ms]))
+            return bool(
+                await self._renew(keys=[self._keys.lease(session, stream)], args=[owner, self.lease_ms])
+            )
 
     async def release(self, session: str, stream: str, owner: str) -> None:
         with translated():
@@ -182,13 +207,15 @@ class EventLog:
             rows: Any = await self._redis.xrevrange(self._keys.events(session, stream), count=count)
         return [_entry(entry_id, fields) for entry_id, fields in reversed(rows)]
 
-    async def wait(self, session: str, stream: str, after: int, timeout: float,
-                   count: int = 200) -> list[Entry]:
+    async def wait(
+        self, session: str, stream: str, after: int, timeout: float, count: int = 200
+    ) -> list[Entry]:
         """Block up to `timeout` seconds for entries with seq > after (XREAD BLOCK)."""
         key = self._keys.events(session, stream)
         with translated():
-            result: Any = await self._redis.xread({key: cursor.redis_id(after)}, count=count,
-                                             block=max(1, int(timeout * 1000)))
+            result: Any = await self._redis.xread(
+                {key: cursor.redis_id(after)}, count=count, block=max(1, int(timeout * 1000))
+            )
         if not result:
             return []
         return [_entry(entry_id, fields) for entry_id, fields in result[0][1]]

@@ -6,6 +6,7 @@ session's upstream instance -> relay (JSON as is; SSE through a resumable stream
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -15,12 +16,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from gateway import cursor, errors, protocol, sse
+from gateway.affinity import Affinity
 from gateway.eventlog import EventLog
 from gateway.metrics import Metrics
+from gateway.pools import Pools
 from gateway.protocol import H_LAST_EVENT_ID, H_SESSION, Body
 from gateway.relay import Relay
 from gateway.sessions import SessionRecord, SessionStore, new_record
-from gateway.upstreams import Pools, UpstreamClient, UpstreamResponse
+from gateway.upstreams import UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("gateway.handlers")
 
@@ -28,8 +31,12 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def error_response(exc: errors.GatewayError, request_id: errors.JsonRpcId = None) -> Response:
-    return Response(json.dumps(exc.to_jsonrpc(request_id)), status_code=exc.status,
-                    media_type=protocol.JSON, headers=exc.headers)
+    return Response(
+        json.dumps(exc.to_jsonrpc(request_id)),
+        status_code=exc.status,
+        media_type=protocol.JSON,
+        headers=exc.headers,
+    )
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -66,9 +73,20 @@ async def _iterate(items: Iterable[bytes]) -> AsyncIterator[bytes]:
 
 
 class SessionfulEndpoint:
-    def __init__(self, *, pools: Pools, sessions: SessionStore, log_: EventLog, relay: Relay,
-                 upstream: UpstreamClient, metrics: Metrics, max_body: int) -> None:
+    def __init__(
+        self,
+        *,
+        pools: Pools,
+        sessions: SessionStore,
+        log_: EventLog,
+        relay: Relay,
+        upstream: UpstreamClient,
+        affinity: Affinity,
+        metrics: Metrics,
+        max_body: int,
+    ) -> None:
         self._pools = pools
+        self._affinity = affinity
         self._sessions = sessions
         self._log = log_
         self._relay = relay
@@ -91,10 +109,6 @@ class SessionfulEndpoint:
         record = await self._sessions.load(session_id, principal=request.state.principal)
         if pool is not None and pool != record.pool:
             raise errors.SessionNotFound("Session not found")
-        if not self._pools.has_instance(record.pool, record.instance):
-            # The affined instance left the configuration: the client must re-initialize.
-            await self._sessions.delete(record.id)
-            raise errors.SessionNotFound("Session not found (its upstream instance is gone)")
         return record
 
     async def _relay_plain(self, response: UpstreamResponse, session_id: str | None) -> Response:
@@ -119,8 +133,8 @@ class SessionfulEndpoint:
             if body.initialize is not None:
                 return await self._initialize(request, pool, body, raw)
             record = await self._session(request, pool)
-            response = await self._upstream.send("POST", record.instance,
-                                                 self._upstream_headers(request, record), raw)
+            headers = self._upstream_headers(request, None)
+            record, response = await self._affinity.send(record, "POST", headers, raw)
             await self._upstream_lost_session(record, response)
             return await self._relay_post(record, body, response)
         except errors.GatewayError as exc:
@@ -137,16 +151,26 @@ class SessionfulEndpoint:
             return await self._relay_plain(response, record.id)
         stream = await self._relay.open_stream(record, response, kind="post", pending=body.request_ids)
         prime = record.protocol in protocol.PRIMING_VERSIONS
-        return sse_response(self._relay.deliver(record, stream, 0, prime=prime),
-                            client_headers(response.headers, record.id))
+        return sse_response(
+            self._relay.deliver(record, stream, 0, prime=prime), client_headers(response.headers, record.id)
+        )
 
     async def _initialize(self, request: Request, pool_name: str | None, body: Body, raw: bytes) -> Response:
         if body.is_batch:
             # 2025-03-26 lifecycle §Initialization: initialize MUST NOT be part of a batch
             raise errors.InvalidRequest("Invalid Request: initialize must not be batched")
         pool = self._pools.get(pool_name)
-        instance = self._pools.pick(pool.name)
-        response = await self._upstream.send("POST", instance, self._upstream_headers(request, None), raw)
+        headers = self._upstream_headers(request, None)
+        tried: set[str] = set()
+        while True:
+            # Retrying initialize elsewhere is safe: no upstream session exists yet (DESIGN "Upstreams").
+            instance = self._pools.pick(pool.name, avoid=frozenset(tried))
+            try:
+                response = await self._upstream.send("POST", instance, headers, raw)
+                break
+            except errors.UpstreamUnavailable:
+                self._pools.report_failure(instance)
+                tried.add(instance)
         if response.status != 200:
             return await self._relay_plain(response, None)
         upstream_sid = response.headers.get(H_SESSION, "")
@@ -157,17 +181,25 @@ class SessionfulEndpoint:
         init = body.initialize
         params = init.raw.get("params") if init is not None else None
         record = new_record(
-            protocol.new_session_id(), pool=pool.name, instance=instance, upstream_sid=upstream_sid,
+            protocol.new_session_id(),
+            pool=pool.name,
+            instance=instance,
+            upstream_sid=upstream_sid,
             protocol=protocol.negotiated_version(answer, protocol.initialize_version(body)),
-            principal=request.state.principal, init_params=params,
+            principal=request.state.principal,
+            init_params=params,
         )
         await self._sessions.create(record)
         self._metrics.sessions_created.inc()
         headers = client_headers(response.headers, record.id)
         if response.is_sse:
             # Upstream event ids must not reach the client: initialize is not resumable anyway.
-            return Response(b"".join(sse.encode(e) for e in events), status_code=200,
-                            media_type=protocol.SSE, headers={**headers, **SSE_HEADERS})
+            return Response(
+                b"".join(sse.encode(e) for e in events),
+                status_code=200,
+                media_type=protocol.SSE,
+                headers={**headers, **SSE_HEADERS},
+            )
         return Response(payload, status_code=200, headers=headers)
 
     # --- GET ------------------------------------------------------------------------------------
@@ -178,15 +210,17 @@ class SessionfulEndpoint:
         last_event_id = request.headers.get(H_LAST_EVENT_ID)
         if last_event_id is not None:
             return await self._resume(record, cursor.parse_event_id(last_event_id))
-        headers = self._upstream_headers(request, record)
-        response = await self._upstream.send("GET", record.instance, headers)
+        record, response = await self._affinity.send(
+            record, "GET", self._upstream_headers(request, None), None
+        )
         await self._upstream_lost_session(record, response)
         if response.status != 200 or not response.is_sse:
             return await self._relay_plain(response, record.id)  # e.g. 405: no standalone stream
         stream = await self._relay.open_stream(record, response, kind="get", pending=())
         prime = record.protocol in protocol.PRIMING_VERSIONS
-        return sse_response(self._relay.deliver(record, stream, 0, prime=prime),
-                            client_headers(response.headers, record.id))
+        return sse_response(
+            self._relay.deliver(record, stream, 0, prime=prime), client_headers(response.headers, record.id)
+        )
 
     async def _resume(self, record: SessionRecord, position: cursor.Cursor) -> Response:
         """transports §Resumability: replay after Last-Event-ID, on the same stream only."""
@@ -200,18 +234,20 @@ class SessionfulEndpoint:
         if isinstance(decision, cursor.Gap):
             events = await self._relay.gap_events(record, position.stream, decision.reason)
             return sse_response(_iterate(events), headers)
-        return sse_response(self._relay.deliver(record, position.stream, decision.after, prime=False),
-                            headers)
+        return sse_response(
+            self._relay.deliver(record, position.stream, decision.after, prime=False), headers
+        )
 
     # --- DELETE ---------------------------------------------------------------------------------
 
     async def delete(self, request: Request, pool: str | None) -> Response:
         record = await self._session(request, pool)
-        try:
-            response = await self._upstream.send("DELETE", record.instance,
-                                                 self._upstream_headers(request, record))
-        except errors.UpstreamError:
-            response = None
+        response = None
+        if self._pools.is_healthy(record.instance):
+            with contextlib.suppress(errors.UpstreamError):
+                response = await self._upstream.send(
+                    "DELETE", record.instance, self._upstream_headers(request, record)
+                )
         if response is not None and response.status == 405:
             # transports §Session Management: the server may refuse client-initiated termination.
             return await self._relay_plain(response, record.id)
@@ -222,8 +258,9 @@ class SessionfulEndpoint:
         return Response(status_code=200)
 
 
-def _initialize_answer(payload: bytes, is_sse: bool,
-                       request_id: Any) -> tuple[dict[str, Any] | None, list[str]]:
+def _initialize_answer(
+    payload: bytes, is_sse: bool, request_id: Any
+) -> tuple[dict[str, Any] | None, list[str]]:
     """The InitializeResult message in an upstream answer, and the data events to relay."""
     if is_sse:
         parser = sse.Parser()

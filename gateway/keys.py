@@ -8,6 +8,7 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:{G}:x:{S}          stream one entry per SSE event, entry id `N-0`
     {prefix}:{G}:m:{S}          hash   stream meta: kind, seq, pending, upstream id, done
     {prefix}:{G}:lease:{S}      string replica id of the pump, with PX expiry
+    {prefix}:{G}:reinit         string lock while a new upstream session is being established
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class Keys:
 
     def lease(self, session: str, stream: str) -> str:
         return f"{self._session_tag(session)}:lease:{stream}"
+
+    def reinit_lock(self, session: str) -> str:
+        return f"{self._session_tag(session)}:reinit"
 
     def stream_keys(self, session: str, stream: str) -> tuple[str, str, str]:
         """(events, meta, lease) of one stream: the KEYS of the event-log scripts."""

@@ -48,8 +48,9 @@ class PumpConfig:
 
 def error_message(request_id: Any, message: str) -> str:
     """A JSON-RPC error answering a request whose real answer can no longer be obtained."""
-    return json.dumps({"jsonrpc": "2.0", "id": request_id,
-                       "error": {"code": errors.SERVER_ERROR, "message": message}})
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": request_id, "error": {"code": errors.SERVER_ERROR, "message": message}}
+    )
 
 
 def answered_ids(data: str) -> list[Any]:
@@ -59,8 +60,11 @@ def answered_ids(data: str) -> list[Any]:
     except ValueError:
         return []
     items = decoded if isinstance(decoded, list) else [decoded]
-    return [m["id"] for m in items
-            if isinstance(m, dict) and "method" not in m and ("result" in m or "error" in m) and "id" in m]
+    return [
+        m["id"]
+        for m in items
+        if isinstance(m, dict) and "method" not in m and ("result" in m or "error" in m) and "id" in m
+    ]
 
 
 @dataclass
@@ -91,10 +95,17 @@ class Pump:
         except* LeaseLost:
             log.info("stream %s: lease lost, another replica pumps it now", self.stream)
         except* StreamVanished:
-            log.warning("stream %s: state vanished from the store; failing %d pending request(s)",
-                        self.stream, len(self.pending))
-            self.signal.fail([sse.encode(error_message(i, "Stream state was lost by the gateway's store"))
-                              for i in self.pending])
+            log.warning(
+                "stream %s: state vanished from the store; failing %d pending request(s)",
+                self.stream,
+                len(self.pending),
+            )
+            self.signal.fail(
+                [
+                    sse.encode(error_message(i, "Stream state was lost by the gateway's store"))
+                    for i in self.pending
+                ]
+            )
         except* errors.StoreError as group:
             log.error("stream %s: store failed: %s", self.stream, group.exceptions[0])
         finally:
@@ -193,8 +204,9 @@ class Pump:
         return bool(batch)
 
     async def _append(self, batch: list[tuple[str, str]], *, uid: str = "", final: bool = False) -> None:
-        seq = await self.log.append(self.record.id, self.stream, self.owner, batch,
-                                    pending=tuple(self.pending), uid=uid, final=final)
+        seq = await self.log.append(
+            self.record.id, self.stream, self.owner, batch, pending=tuple(self.pending), uid=uid, final=final
+        )
         if uid:
             self.uid = uid
         if final:
@@ -202,8 +214,12 @@ class Pump:
         self.signal.notify(seq)
 
     async def _fail(self, message: str) -> None:
-        log.warning("stream %s: %s; answering %d pending request(s) with errors",
-                    self.stream, message, len(self.pending))
+        log.warning(
+            "stream %s: %s; answering %d pending request(s) with errors",
+            self.stream,
+            message,
+            len(self.pending),
+        )
         batch = [(error_message(i, message), "") for i in self.pending]
         self.pending.clear()
         await self._append(batch, final=True)
@@ -220,12 +236,12 @@ class Pump:
         try:
             async for attempt in upstream_resume():
                 with attempt:
-                    response = await self.upstream.send("GET", self.record.instance, headers,
-                                                        retry_connect=False)
+                    response = await self.upstream.send(
+                        "GET", self.record.instance, headers, retry_connect=False
+                    )
         except errors.GatewayError as exc:
             raise CannotResume(exc.message) from exc
         if response.status != 200 or not response.is_sse:
             response.close()
             raise CannotResume(f"the upstream answered the resume with HTTP {response.status}")
         return response
-

@@ -36,8 +36,17 @@ class RelayConfig:
 
 
 class Relay:
-    def __init__(self, *, log_: EventLog, sessions: SessionStore, upstream: UpstreamClient,
-                 supervisor: Supervisor, config: RelayConfig, replica: str, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        *,
+        log_: EventLog,
+        sessions: SessionStore,
+        upstream: UpstreamClient,
+        supervisor: Supervisor,
+        config: RelayConfig,
+        replica: str,
+        metrics: Metrics,
+    ) -> None:
         self._log = log_
         self._sessions = sessions
         self._upstream = upstream
@@ -50,8 +59,9 @@ class Relay:
 
     # --- pumps ------------------------------------------------------------------------------
 
-    async def open_stream(self, record: SessionRecord, response: UpstreamResponse, *, kind: str,
-                          pending: tuple[Any, ...]) -> str:
+    async def open_stream(
+        self, record: SessionRecord, response: UpstreamResponse, *, kind: str, pending: tuple[Any, ...]
+    ) -> str:
         """Register a new stream for an upstream SSE response and start pumping it."""
         stream = cursor.new_stream_id()
         try:
@@ -63,11 +73,29 @@ class Relay:
         self._start_pump(record, stream, kind, list(pending), uid="", first=response)
         return stream
 
-    def _start_pump(self, record: SessionRecord, stream: str, kind: str, pending: list[Any], *,
-                    uid: str, first: UpstreamResponse | None) -> Signal:
+    def _start_pump(
+        self,
+        record: SessionRecord,
+        stream: str,
+        kind: str,
+        pending: list[Any],
+        *,
+        uid: str,
+        first: UpstreamResponse | None,
+    ) -> Signal:
         signal = self.signals.open(record.id, stream)
-        pump = Pump(log=self._log, upstream=self._upstream, config=self._config.pump, record=record,
-                    stream=stream, kind=kind, pending=pending, owner=self._replica, signal=signal, uid=uid)
+        pump = Pump(
+            log=self._log,
+            upstream=self._upstream,
+            config=self._config.pump,
+            record=record,
+            stream=stream,
+            kind=kind,
+            pending=pending,
+            owner=self._replica,
+            signal=signal,
+            uid=uid,
+        )
         self._supervisor.spawn(self._run_pump(pump, first), name=f"pump:{stream}")
         return signal
 
@@ -112,11 +140,14 @@ class Relay:
         lost = [i for i in requested if i not in answered]
         log.warning("stream %s: gap (%s); %d request(s) lost", stream, reason, len(lost))
         kept = sorted({e.seq: e for e in answered.values()}.values(), key=lambda e: e.seq)
-        return [*(sse.encode(e.data, id=cursor.event_id(stream, e.seq)) for e in kept),
-                *(sse.encode(error_message(i, f"Events of this stream were lost: {reason}")) for i in lost)]
+        return [
+            *(sse.encode(e.data, id=cursor.event_id(stream, e.seq)) for e in kept),
+            *(sse.encode(error_message(i, f"Events of this stream were lost: {reason}")) for i in lost),
+        ]
 
-    async def deliver(self, record: SessionRecord, stream: str, after: int, *,
-                      prime: bool) -> AsyncIterator[bytes]:
+    async def deliver(
+        self, record: SessionRecord, stream: str, after: int, *, prime: bool
+    ) -> AsyncIterator[bytes]:
         """The SSE body for one client connection on `stream`, starting after seq `after`."""
         if prime:
             # 2025-11-25 transports §Resumability: priming event (an id, empty data) and retry.
@@ -150,8 +181,9 @@ class Relay:
                 yield sse.KEEPALIVE  # transports: keep idle streams alive through proxies
                 last_write = now
 
-    async def _next(self, record: SessionRecord, stream: str, after: int,
-                    last_write: float) -> tuple[list[Entry], list[bytes] | None]:
+    async def _next(
+        self, record: SessionRecord, stream: str, after: int, last_write: float
+    ) -> tuple[list[Entry], list[bytes] | None]:
         """The next entries after `after` (maybe none, on a keep-alive tick) or final events."""
         entries = await self._log.read(record.id, stream, after)
         if entries:

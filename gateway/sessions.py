@@ -96,8 +96,9 @@ class SessionStore:
                 mapping={"instance": instance, "upstream_sid": upstream_sid},
             )
 
-    async def register_stream(self, session_id: str, stream: str, kind: str,
-                              pending: tuple[Any, ...]) -> None:
+    async def register_stream(
+        self, session_id: str, stream: str, kind: str, pending: tuple[Any, ...]
+    ) -> None:
         key = self._keys.streams(session_id)
         with translated():
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -125,8 +126,16 @@ class SessionStore:
         return len(stream_ids)
 
 
-def new_record(session_id: str, *, pool: str, instance: str, upstream_sid: str, protocol: str,
-               principal: str, init_params: Any) -> SessionRecord:
+def new_record(
+    session_id: str,
+    *,
+    pool: str,
+    instance: str,
+    upstream_sid: str,
+    protocol: str,
+    principal: str,
+    init_params: Any,
+) -> SessionRecord:
     return SessionRecord(
         id=session_id,
         pool=pool,

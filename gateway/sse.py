@@ -26,8 +26,9 @@ class SSEError(ValueError):
     """Malformed or oversized SSE input."""
 
 
-def encode(data: str | None, *, id: str | None = None, event: str | None = None,
-           retry: int | None = None) -> bytes:
+def encode(
+    data: str | None, *, id: str | None = None, event: str | None = None, retry: int | None = None
+) -> bytes:
     """Encode one event; `data=None` with an id gives a priming event (`data:` empty)."""
     parts: list[str] = []
     if id is not None:
@@ -78,16 +79,16 @@ class Parser:
             if not ends:
                 break
             end = min(ends)
-            if self._skip_lf and end == start and buf[end:end + 1] == b"\n":
+            if self._skip_lf and end == start and buf[end : end + 1] == b"\n":
                 # second half of a CRLF split across chunks
                 self._skip_lf = False
                 start = end + 1
                 continue
             self._skip_lf = False
             line = buf[start:end]
-            if buf[end:end + 1] == b"\r":
+            if buf[end : end + 1] == b"\r":
                 if end + 1 < len(buf):
-                    start = end + 2 if buf[end + 1:end + 2] == b"\n" else end + 1
+                    start = end + 2 if buf[end + 1 : end + 2] == b"\n" else end + 1
                 else:
                     self._skip_lf = True
                     start = end + 1

@@ -15,11 +15,14 @@ from starlette.responses import Response
 
 from gateway import errors, protocol
 from gateway.handlers import client_headers, error_response, read_body, sse_response
-from gateway.upstreams import Pools, UpstreamClient, UpstreamResponse
+from gateway.pools import Pools
+from gateway.upstreams import UpstreamClient, UpstreamResponse
 
 # 2026-07-28 basic/transports: methods whose Mcp-Name header mirrors a body parameter.
 NAME_BEARING_METHODS: Mapping[str, str] = {
-    "tools/call": "name", "prompts/get": "name", "resources/read": "uri",
+    "tools/call": "name",
+    "prompts/get": "name",
+    "resources/read": "uri",
 }
 
 
@@ -32,8 +35,12 @@ def check_routing_headers(headers: Mapping[str, str], message: Mapping[str, Any]
         raise errors.HeaderMismatch("Mcp-Method header does not match the request body's method")
     name_key = NAME_BEARING_METHODS.get(str(method))
     params = message.get("params")
-    if (name_key is not None and isinstance(params, dict) and params.get(name_key) is not None
-            and headers.get(protocol.H_NAME) != str(params[name_key])):
+    if (
+        name_key is not None
+        and isinstance(params, dict)
+        and params.get(name_key) is not None
+        and headers.get(protocol.H_NAME) != str(params[name_key])
+    ):
         raise errors.HeaderMismatch(f"Mcp-Name header does not match the request body's {name_key!r}")
 
 
@@ -72,4 +79,3 @@ class StatelessEndpoint:
             return sse_response(_relay_stream(response), headers)
         payload = await response.read(self._max_body)
         return Response(payload, status_code=response.status, headers=headers)
-

@@ -25,7 +25,9 @@ Redis = aioredis.Redis
 def connect(redis_url: str | None, *, max_connections: int = 1024) -> Redis:
     if redis_url:
         client: Redis = aioredis.from_url(
-            redis_url, max_connections=max_connections, health_check_interval=30,
+            redis_url,
+            max_connections=max_connections,
+            health_check_interval=30,
             socket_keepalive=True,
         )
         return client

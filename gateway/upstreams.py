@@ -1,4 +1,4 @@
-"""Upstream pools and the HTTP client that talks to their instances.
+"""The HTTP client that talks to upstream instances.
 
 The aiohttp session is created once in the app lifespan and passed in. Every aiohttp
 exception is translated here into the gateway's error tree: refused connection -> 503
@@ -8,57 +8,12 @@ exception is translated here into the gateway's error tree: refused connection -
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
 
 import aiohttp
 
 from gateway import errors
-from gateway.config import Pool
 from gateway.retry import upstream_connect
-
-
-@dataclass
-class PoolState:
-    pool: Pool
-    _rr: itertools.cycle[str] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._rr = itertools.cycle(self.pool.instances)
-
-
-class Pools:
-    """Named pools; new sessions are placed round robin over a pool's healthy instances."""
-
-    def __init__(self, pools: tuple[Pool, ...]) -> None:
-        if not pools:
-            raise errors.ConfigError("at least one --upstream NAME=URL is required")
-        self._pools = {p.name: PoolState(p) for p in pools}
-        self.default = pools[0].name
-        self.unhealthy: set[str] = set()
-
-    def names(self) -> list[str]:
-        return list(self._pools)
-
-    def get(self, name: str | None) -> Pool:
-        state = self._pools.get(name or self.default)
-        if state is None:
-            raise errors.SessionNotFound(f"Unknown upstream pool {name!r}")
-        return state.pool
-
-    def pick(self, name: str) -> str:
-        """Round robin over healthy instances (all, if none is known healthy)."""
-        state = self._pools[name]
-        for _ in range(len(state.pool.instances)):
-            url = next(state._rr)
-            if url not in self.unhealthy:
-                return url
-        raise errors.UpstreamUnavailable(f"No healthy upstream instance in pool {name!r}")
-
-    def has_instance(self, name: str, url: str) -> bool:
-        state = self._pools.get(name)
-        return state is not None and url in state.pool.instances
 
 
 class UpstreamResponse:
@@ -107,8 +62,15 @@ class UpstreamClient:
         self._session = session
         self._request_timeout = request_timeout
 
-    async def send(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None,
-                   *, retry_connect: bool = True) -> UpstreamResponse:
+    async def send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        *,
+        retry_connect: bool = True,
+    ) -> UpstreamResponse:
         """Send a request and return once response headers arrived."""
         if not retry_connect:
             return await self._send_once(method, url, headers, body)
@@ -117,12 +79,17 @@ class UpstreamClient:
                 return await self._send_once(method, url, headers, body)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send_once(self, method: str, url: str, headers: Mapping[str, str],
-                         body: bytes | None) -> UpstreamResponse:
+    async def _send_once(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> UpstreamResponse:
         try:
             async with asyncio.timeout(self._request_timeout):
                 response = await self._session.request(
-                    method, url, headers=dict(headers), data=body, allow_redirects=False,
+                    method,
+                    url,
+                    headers=dict(headers),
+                    data=body,
+                    allow_redirects=False,
                     auto_decompress=False,
                 )
         except TimeoutError as exc:
@@ -137,8 +104,10 @@ class UpstreamClient:
 
 def new_http_session(*, connect_timeout: float, pool_size: int) -> aiohttp.ClientSession:
     """The one upstream connection pool of a replica (created in the lifespan)."""
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=pool_size, keepalive_timeout=30,
-                                     enable_cleanup_closed=True)
+    connector = aiohttp.TCPConnector(
+        limit=0, limit_per_host=pool_size, keepalive_timeout=30, enable_cleanup_closed=True
+    )
     timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=None)
-    return aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                 skip_auto_headers=("User-Agent",))
+    return aiohttp.ClientSession(
+        connector=connector, timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+    )

@@ -78,23 +78,45 @@ class ScriptedUpstream:
     async def _post(self, headers: dict[str, str], message: Any, send: Any, receive: Any) -> None:
         self.requests.append(message)
         if isinstance(message, list):
-            answers = [{"jsonrpc": "2.0", "id": m["id"], "result": {"echo": m.get("params")}}
-                       for m in message if "id" in m and "method" in m]
-            await _respond(send, 200 if answers else 202, json.dumps(answers).encode() if answers else b"",
-                           "application/json")
+            answers = [
+                {"jsonrpc": "2.0", "id": m["id"], "result": {"echo": m.get("params")}}
+                for m in message
+                if "id" in m and "method" in m
+            ]
+            await _respond(
+                send,
+                200 if answers else 202,
+                json.dumps(answers).encode() if answers else b"",
+                "application/json",
+            )
             return
         if message.get("method") == "initialize":
             sid = secrets.token_hex(8)
             self.sessions.add(sid)
-            result = {"jsonrpc": "2.0", "id": message["id"], "result": {
-                "protocolVersion": message["params"].get("protocolVersion", "2025-03-26"),
-                "capabilities": {"tools": {}}, "serverInfo": {"name": "scripted", "version": "1"}}}
-            await _respond(send, 200, json.dumps(result).encode(), "application/json",
-                           extra=[(b"mcp-session-id", sid.encode())])
+            result = {
+                "jsonrpc": "2.0",
+                "id": message["id"],
+                "result": {
+                    "protocolVersion": message["params"].get("protocolVersion", "2025-03-26"),
+                    "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "scripted", "version": "1"},
+                },
+            }
+            await _respond(
+                send,
+                200,
+                json.dumps(result).encode(),
+                "application/json",
+                extra=[(b"mcp-session-id", sid.encode())],
+            )
             return
         if not self._check_session(headers):
-            await _respond(send, 404, b'{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"nope"}}',
-                           "application/json")
+            await _respond(
+                send,
+                404,
+                b'{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"nope"}}',
+                "application/json",
+            )
             return
         if "method" not in message or "id" not in message:
             await _respond(send, 202, b"")
@@ -109,20 +131,32 @@ class ScriptedUpstream:
         events: list[str] = []
         delay = float(args.get("delay", 0.0))
         if name in ("stream", "close_early"):
-            events = [json.dumps({"jsonrpc": "2.0", "method": "notifications/progress",
-                                  "params": {"progressToken": rid, "progress": i + 1}})
-                      for i in range(int(args.get("count", 3)))]
+            events = [
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "notifications/progress",
+                        "params": {"progressToken": rid, "progress": i + 1},
+                    }
+                )
+                for i in range(int(args.get("count", 3)))
+            ]
         if name == "badsse":
             await _start_sse(send)
-            await send({"type": "http.response.body", "body": b"data: " + b"x" * (2 << 20), "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": b"data: " + b"x" * (2 << 20), "more_body": True}
+            )
             await _wait_disconnect(receive)
             return
-        final = None if name == "hang" else json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"echo": args}})
+        final = (
+            None if name == "hang" else json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"echo": args}})
+        )
         close_after = int(args.get("close_after", 10**9)) if name == "close_early" else 10**9
         await self._serve_stream(send, receive, events, final, delay, close_after)
 
-    async def _serve_stream(self, send: Any, receive: Any, events: list[str], final: str | None,
-                            delay: float, close_after: int) -> None:
+    async def _serve_stream(
+        self, send: Any, receive: Any, events: list[str], final: str | None, delay: float, close_after: int
+    ) -> None:
         stream = secrets.token_hex(4)
         log: list[tuple[str, str]] = []
         self.streams[stream] = log
@@ -171,7 +205,7 @@ class ScriptedUpstream:
             return
         await _start_sse(send)
         index = next((i for i, (eid, _) in enumerate(log) if eid == last), -1)
-        for eid, payload in log[index + 1:]:
+        for eid, payload in log[index + 1 :]:
             await _send_event(send, eid, payload)
         done = any('"result"' in p for _, p in log)
         if not done:
@@ -187,8 +221,13 @@ class ScriptedUpstream:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _respond(send: Any, status: int, body: bytes, content_type: str | None = None,
-                   extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _respond(
+    send: Any,
+    status: int,
+    body: bytes,
+    content_type: str | None = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     headers = [(b"content-length", str(len(body)).encode())]
     if content_type:
         headers.append((b"content-type", content_type.encode()))
@@ -198,8 +237,13 @@ async def _respond(send: Any, status: int, body: bytes, content_type: str | None
 
 
 async def _start_sse(send: Any) -> None:
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")],
+        }
+    )
 
 
 async def _send_event(send: Any, eid: str | None, payload: str, retry: int | None = None) -> None:
@@ -212,8 +256,9 @@ async def _wait_disconnect(receive: Any) -> None:
         pass
 
 
-async def _pump_queue(send: Any, receive: Any, queue: asyncio.Queue[tuple[str, str] | None],
-                      ids: bool, close_after: int) -> int:
+async def _pump_queue(
+    send: Any, receive: Any, queue: asyncio.Queue[tuple[str, str] | None], ids: bool, close_after: int
+) -> int:
     """Send queued events; returns the count sent, or -1 when the client disconnected."""
     sent = 0
     disconnect = asyncio.ensure_future(_wait_disconnect(receive))

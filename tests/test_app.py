@@ -21,14 +21,25 @@ HEADERS = {"Accept": ACCEPT, "Content-Type": "application/json"}
 
 
 def init_body(version: str = "2025-11-25", rid: int = 1) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": rid, "method": "initialize",
-            "params": {"protocolVersion": version, "capabilities": {},
-                       "clientInfo": {"name": "test", "version": "1"}}}
+    return {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": version,
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    }
 
 
 def call(name: str, rid: int = 2, **arguments: Any) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": rid, "method": "tools/call",
-            "params": {"name": name, "arguments": arguments}}
+    return {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments},
+    }
 
 
 class Env:
@@ -69,9 +80,14 @@ def behaviour() -> Behaviour:
 async def env(redis_url: str, key_prefix: str, behaviour: Behaviour) -> AsyncIterator[Env]:
     upstream = ScriptedUpstream(behaviour)
     async with serve(upstream) as upstream_url:
-        settings = Settings(upstream=[f"default={upstream_url}/mcp", f"other={upstream_url}/mcp"],
-                            redis_url=redis_url, key_prefix=key_prefix, lease_ttl=0.5,
-                            keepalive_interval=0.5, stream_idle_timeout=5)
+        settings = Settings(
+            upstream=[f"default={upstream_url}/mcp", f"other@expire={upstream_url}/mcp"],
+            redis_url=redis_url,
+            key_prefix=key_prefix,
+            lease_ttl=0.5,
+            keepalive_interval=0.5,
+            stream_idle_timeout=5,
+        )
         async with serve(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as client:
             yield Env(url, upstream, client)
 
@@ -95,8 +111,9 @@ async def test_initialize_issues_own_session_id(env: Env) -> None:
 
 async def test_notification_gets_202(env: Env) -> None:
     sid = await env.initialize()
-    r = await env.client.post(env.mcp, headers=env.headers(sid),
-                              json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    r = await env.client.post(
+        env.mcp, headers=env.headers(sid), json={"jsonrpc": "2.0", "method": "notifications/initialized"}
+    )
     assert r.status_code == 202 and r.content == b""
 
 
@@ -111,8 +128,9 @@ async def test_notification_gets_202(env: Env) -> None:
         ({**HEADERS, "Origin": "http://evil.example"}, b"{}", 403, -32600),
     ],
 )
-async def test_bad_input_is_spec_shaped(env: Env, headers: dict[str, str], body: bytes, status: int,
-                                        code: int) -> None:
+async def test_bad_input_is_spec_shaped(
+    env: Env, headers: dict[str, str], body: bytes, status: int, code: int
+) -> None:
     r = await env.client.post(env.mcp, headers=headers, content=body)
     assert r.status_code == status
     payload = r.json()
@@ -156,13 +174,35 @@ async def test_delete_removes_session(env: Env) -> None:
     assert r.status_code == 404
 
 
-async def test_upstream_forgetting_session_gives_404(env: Env) -> None:
+async def test_upstream_forgetting_session_reinit_is_transparent(env: Env) -> None:
+    sid = await env.initialize()
+    env.upstream.sessions.clear()  # the upstream restarted and forgot every session
+    r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("echo", x=3))
+    assert r.status_code == 200 and r.json()["result"]["echo"] == {"x": 3}
+    assert len(env.upstream.sessions) == 1  # exactly one new upstream session
+    methods = [m.get("method") for m in env.upstream.requests[-3:]]
+    assert methods == ["initialize", "notifications/initialized", "tools/call"]
+
+
+async def test_upstream_forgetting_session_expire_gives_404(env: Env) -> None:
+    r = await env.client.post(f"{env.mcp}/other", headers=HEADERS, json=init_body())
+    sid = r.headers["mcp-session-id"]
+    env.upstream.sessions.clear()
+    r = await env.client.post(f"{env.mcp}/other", headers=env.headers(sid), json=call("echo"))
+    assert r.status_code == 404
+    r = await env.client.post(f"{env.mcp}/other", headers=env.headers(sid), json=call("echo"))
+    assert r.status_code == 404  # our record is gone too: the client re-initializes
+
+
+async def test_concurrent_reinit_creates_one_upstream_session(env: Env) -> None:
     sid = await env.initialize()
     env.upstream.sessions.clear()
-    r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("echo"))
-    assert r.status_code == 404
-    r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("echo"))
-    assert r.status_code == 404  # our record is gone too: the client re-initializes
+    results = await asyncio.gather(
+        *(env.client.post(env.mcp, headers=env.headers(sid), json=call("echo", rid=10 + i)) for i in range(8))
+    )
+    assert [r.status_code for r in results] == [200] * 8
+    assert len(env.upstream.sessions) == 1
+    assert sum(1 for m in env.upstream.requests if m.get("method") == "initialize") == 2
 
 
 async def test_sse_answer_gets_priming_and_gateway_ids(env: Env) -> None:
@@ -210,8 +250,9 @@ async def test_resume_bad_cursor_and_foreign_stream(env: Env) -> None:
 async def test_client_disconnect_does_not_cancel(env: Env) -> None:
     sid = await env.initialize()
     first_id = None
-    async with env.client.stream("POST", env.mcp, headers=env.headers(sid),
-                                 json=call("stream", count=6, delay=0.1)) as r:
+    async with env.client.stream(
+        "POST", env.mcp, headers=env.headers(sid), json=call("stream", count=6, delay=0.1)
+    ) as r:
         async for line in r.aiter_lines():
             if line.startswith("id:") and not line.endswith(".0"):
                 first_id = line[3:].strip()
@@ -226,7 +267,9 @@ async def test_client_disconnect_does_not_cancel(env: Env) -> None:
 @pytest.mark.parametrize("behaviour", [Behaviour(event_ids=False)])
 async def test_upstream_closing_without_ids_errors_pending(env: Env) -> None:
     sid = await env.initialize()
-    r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("close_early", count=5, close_after=2))
+    r = await env.client.post(
+        env.mcp, headers=env.headers(sid), json=call("close_early", count=5, close_after=2)
+    )
     events = parse_sse(r.text)
     last = json.loads(events[-1]["data"])
     assert last["id"] == 2 and last["error"]["code"] == -32000
@@ -234,8 +277,9 @@ async def test_upstream_closing_without_ids_errors_pending(env: Env) -> None:
 
 async def test_upstream_polling_close_is_followed(env: Env) -> None:
     sid = await env.initialize()
-    r = await env.client.post(env.mcp, headers=env.headers(sid),
-                              json=call("close_early", count=5, close_after=2, delay=0.05))
+    r = await env.client.post(
+        env.mcp, headers=env.headers(sid), json=call("close_early", count=5, close_after=2, delay=0.05)
+    )
     events = [e for e in parse_sse(r.text) if e.get("data")]
     progress = [json.loads(e["data"])["params"]["progress"] for e in events[:-1]]
     assert progress == [1, 2, 3, 4, 5]
@@ -256,7 +300,9 @@ async def test_standalone_get_405_passes_through(redis_url: str, key_prefix: str
 async def test_keepalive_on_idle_stream(env: Env) -> None:
     sid = await env.initialize()
     seen = b""
-    async with env.client.stream("GET", env.mcp, headers={**env.headers(sid), "Accept": "text/event-stream"}) as r:
+    async with env.client.stream(
+        "GET", env.mcp, headers={**env.headers(sid), "Accept": "text/event-stream"}
+    ) as r:
         assert r.status_code == 200
         async for chunk in r.aiter_raw():
             seen += chunk
@@ -267,8 +313,13 @@ async def test_keepalive_on_idle_stream(env: Env) -> None:
 
 async def test_stateless_era_forwards_without_session(env: Env) -> None:
     body = call("echo", rid=9, x=2)
-    headers = {**HEADERS, "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call",
-               "Mcp-Name": "echo", "Mcp-Custom-Thing": "kept"}
+    headers = {
+        **HEADERS,
+        "MCP-Protocol-Version": "2026-07-28",
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": "echo",
+        "Mcp-Custom-Thing": "kept",
+    }
     env.upstream.sessions.add("")  # the scripted upstream checks sessions; stateless sends none
     r = await env.client.post(env.mcp, headers=headers, json=body)
     assert r.status_code == 200 and r.json()["id"] == 9
@@ -283,8 +334,13 @@ async def test_stateless_era_forwards_without_session(env: Env) -> None:
 async def small_env(redis_url: str, key_prefix: str) -> AsyncIterator[Env]:
     upstream = ScriptedUpstream(Behaviour())
     async with serve(upstream) as upstream_url:
-        settings = Settings(upstream=[f"{upstream_url}/mcp"], redis_url=redis_url, key_prefix=key_prefix,
-                            stream_maxlen=10, lease_ttl=0.5)
+        settings = Settings(
+            upstream=[f"{upstream_url}/mcp"],
+            redis_url=redis_url,
+            key_prefix=key_prefix,
+            stream_maxlen=10,
+            lease_ttl=0.5,
+        )
         async with serve(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as client:
             yield Env(url, upstream, client)
 
@@ -302,7 +358,9 @@ async def test_trimmed_cursor_is_a_gap_not_a_skip(small_env: Env) -> None:
     assert len(replay) == 1 and json.loads(replay[0]["data"])["result"]["echo"]["count"] == 300
 
 
-async def test_gap_with_pending_request_answers_error(small_env: Env, redis_url: str, key_prefix: str) -> None:
+async def test_gap_with_pending_request_answers_error(
+    small_env: Env, redis_url: str, key_prefix: str
+) -> None:
     env = small_env
     sid = await env.initialize()
     cursor_id = None

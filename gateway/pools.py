@@ -1,0 +1,142 @@
+"""Upstream pools: placement of new sessions, and instance health.
+
+Placement is round robin over the instances currently believed healthy. Health is derived
+by every replica on its own (no shared state to go stale): an active probe per instance
+every `health_interval` seconds, plus passive counting of refused connections, which opens
+an instance's circuit after `failures_to_open` consecutive failures until a probe succeeds.
+A replica probes all instances once before it reports ready, so a fresh replica never
+places sessions on a dead instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from gateway import errors
+from gateway.config import Pool
+
+log = logging.getLogger("gateway.pools")
+
+
+@dataclass
+class InstanceHealth:
+    healthy: bool = True
+    failures: int = 0
+    changed: float = field(default_factory=time.monotonic)
+
+
+class Pools:
+    """Named pools; new sessions go round robin over a pool's healthy instances."""
+
+    def __init__(self, pools: tuple[Pool, ...], *, failures_to_open: int = 3) -> None:
+        if not pools:
+            raise errors.ConfigError("at least one --upstream NAME=URL is required")
+        self._pools = {p.name: p for p in pools}
+        self._cycles = {p.name: itertools.cycle(p.instances) for p in pools}
+        self.default = pools[0].name
+        self._health = {url: InstanceHealth() for p in pools for url in p.instances}
+        self._failures_to_open = failures_to_open
+
+    def names(self) -> list[str]:
+        return list(self._pools)
+
+    def instances(self) -> list[str]:
+        return list(self._health)
+
+    def get(self, name: str | None) -> Pool:
+        pool = self._pools.get(name or self.default)
+        if pool is None:
+            raise errors.SessionNotFound(f"Unknown upstream pool {name!r}")
+        return pool
+
+    def pick(self, name: str, *, avoid: frozenset[str] = frozenset()) -> str:
+        """Round robin over healthy instances not in `avoid`; 503 when there is none."""
+        pool = self._pools[name]
+        for _ in range(len(pool.instances)):
+            url = next(self._cycles[name])
+            if self._health[url].healthy and url not in avoid:
+                return url
+        raise errors.UpstreamUnavailable(f"No healthy upstream instance in pool {name!r}")
+
+    def has_instance(self, name: str, url: str) -> bool:
+        pool = self._pools.get(name)
+        return pool is not None and url in pool.instances
+
+    def is_healthy(self, url: str) -> bool:
+        health = self._health.get(url)
+        return health is not None and health.healthy
+
+    def pool_ready(self, name: str) -> bool:
+        return any(self._health[url].healthy for url in self._pools[name].instances)
+
+    def report_failure(self, url: str) -> None:
+        """Passive health: a refused connection; enough in a row open the circuit."""
+        health = self._health.get(url)
+        if health is None:
+            return
+        health.failures += 1
+        if health.healthy and health.failures >= self._failures_to_open:
+            self._set(url, healthy=False, reason=f"{health.failures} failed connections")
+
+    def report_success(self, url: str) -> None:
+        health = self._health.get(url)
+        if health is not None:
+            health.failures = 0
+            if not health.healthy:
+                self._set(url, healthy=True, reason="answered")
+
+    def mark_down(self, url: str, reason: str) -> None:
+        self._set(url, healthy=False, reason=reason)
+
+    def _set(self, url: str, *, healthy: bool, reason: str) -> None:
+        health = self._health[url]
+        if health.healthy != healthy:
+            health.healthy = healthy
+            health.changed = time.monotonic()
+            log.warning("upstream %s is now %s (%s)", url, "healthy" if healthy else "UNHEALTHY", reason)
+
+
+class HealthChecker:
+    """Active probes: any HTTP answer from the instance URL means it is up."""
+
+    def __init__(
+        self, pools: Pools, session: aiohttp.ClientSession, *, interval: float, timeout: float
+    ) -> None:
+        self._pools = pools
+        self._session = session
+        self._interval = interval
+        self._timeout = timeout
+        self.rounds = 0
+
+    async def probe(self, url: str) -> bool:
+        try:
+            async with (
+                asyncio.timeout(self._timeout),
+                self._session.get(
+                    url, headers={"Accept": "text/event-stream"}, allow_redirects=False
+                ) as response,
+            ):
+                return response.status < 500
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
+
+    async def check_all(self) -> None:
+        urls = self._pools.instances()
+        results = await asyncio.gather(*(self.probe(url) for url in urls))
+        for url, ok in zip(urls, results, strict=True):
+            if ok:
+                self._pools.report_success(url)
+            else:
+                self._pools.mark_down(url, "health probe failed")
+        self.rounds += 1
+
+    async def run(self) -> None:
+        while True:
+            await self.check_all()
+            await asyncio.sleep(self._interval)
