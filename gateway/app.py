@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,7 +15,7 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway import errors, protocol
+from gateway import errors, logs, protocol
 from gateway.affinity import Affinity
 from gateway.config import Settings
 from gateway.eventlog import EventLog
@@ -99,7 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
                 pump=PumpConfig(idle_timeout=settings.stream_idle_timeout, lease_ttl=settings.lease_ttl),
                 replay_limit=settings.stream_maxlen * 2,
             ),
-            replica=f"replica-{secrets.token_hex(6)}",
+            replica=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}",
         )
         app.state.gateway = Gateway(
             settings=settings,
@@ -144,6 +146,8 @@ async def mcp_endpoint(request: Request) -> Response:
     pool = request.path_params.get("pool")
     request.state.principal = ""
     era = "-"
+    session_id = request.headers.get(protocol.H_SESSION)
+    logs.session_var.set(logs.short(session_id) if session_id else None)
     try:
         # transports §Security Warning: validate Origin (DNS rebinding); 2025-11-25: invalid -> 403
         if not protocol.origin_allowed(request.headers.get("origin"), gateway.origins):

@@ -8,7 +8,6 @@ gracefully within `--drain-timeout`.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from gateway import logs
 from gateway.app import Gateway, create_app
 from gateway.config import Settings, load_config_file
 from gateway.errors import ConfigError
@@ -71,9 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ValidationError, ConfigError) as exc:
         print(f"mcp-gateway: invalid configuration: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    logs.configure(settings.log_level, settings.log_format)
     if settings.workers > 1 and not settings.redis_url:
         print(
             "mcp-gateway: --workers > 1 needs --redis-url (the embedded store is per process)",

@@ -145,6 +145,7 @@ class Settings(BaseSettings):
     upstream_pool_size: int = Field(256, ge=1, description="Max open connections per upstream host.")
     drain_timeout: float = Field(10.0, ge=0, description="Graceful shutdown deadline, s.")
     log_level: str = Field("info", description="Log level.")
+    log_format: Literal["json", "text"] = Field("json", description="Log format: json or text.")
 
     @field_validator("upstream", "allowed_origins", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import cursor, sse
+from gateway import cursor, logs, sse
 from gateway.eventlog import END, Entry, EventLog, StreamVanished
 from gateway.metrics import Metrics
 from gateway.pump import Pump, PumpConfig, answered_ids, error_message
@@ -100,6 +100,8 @@ class Relay:
         return signal
 
     async def _run_pump(self, pump: Pump, first: UpstreamResponse | None) -> None:
+        logs.session_var.set(logs.short(pump.record.id))
+        logs.stream_var.set(pump.stream)
         self._metrics.active_pumps.inc()
         try:
             await pump.run(first)
