@@ -228,7 +228,10 @@ def origin_allowed(origin: str | None, allowed: Iterable[str]) -> bool:
     allowed_set = set(allowed)
     if "*" in allowed_set or origin in allowed_set:
         return True
-    host = urlsplit(origin).hostname
+    try:
+        host = urlsplit(origin).hostname
+    except ValueError:  # e.g. "http://[::1": malformed, so not allowed
+        return False
     return host is not None and host in LOCAL_HOSTS
 
 
@@ -248,9 +251,13 @@ def valid_session_id(value: str) -> bool:
 
 
 def forward_headers(headers: Iterable[tuple[str, str]], drop: frozenset[str]) -> dict[str, str]:
-    """Copy headers except those in `drop` (names compared case-insensitively)."""
-    out: dict[str, str] = {}
-    for name, value in headers:
-        if name.lower() not in drop:
-            out[name] = value
-    return out
+    """Copy headers except those in `drop` and those named by `Connection` (RFC 9110 §7.6.1)."""
+    items = list(headers)
+    named = {
+        token.strip().lower()
+        for name, value in items
+        if name.lower() == "connection"
+        for token in value.split(",")
+        if token.strip()
+    }
+    return {name: value for name, value in items if name.lower() not in drop and name.lower() not in named}

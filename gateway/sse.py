@@ -125,7 +125,7 @@ class Parser:
                 self._id = value
         elif name == "event":
             self._event = value
-        elif name == "retry" and value.isdigit():
+        elif name == "retry" and value.isascii() and value.isdigit() and len(value) <= 10:
             self._retry = int(value)
         return None
 

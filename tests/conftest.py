@@ -1,0 +1,86 @@
+"""Shared fixtures: a real Redis (required, never skipped), per-test key prefixes, fakeredis."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import fakeredis
+import pytest
+import redis as redis_sync
+import redis.asyncio as aioredis
+
+from gateway.keys import Keys
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def configured_redis_url() -> str:
+    return os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _require_redis() -> Iterator[None]:
+    """Every run needs a real Redis; a missing one stops the run loudly instead of skipping."""
+    url = configured_redis_url()
+    try:
+        client = redis_sync.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            ok = client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # any failure to talk to Redis ends the run
+        pytest.exit(
+            f"Redis is required at {url}: start it (redis-server) or set REDIS_URL ({exc})",
+            returncode=3,
+        )
+    if not ok:
+        pytest.exit(f"Redis is required at {url}: start it (redis-server) or set REDIS_URL", returncode=3)
+    yield
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return configured_redis_url()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def key_prefix(redis_url: str) -> AsyncIterator[str]:
+    """A prefix unique to this test; every key under it is deleted at teardown."""
+    prefix = f"mcpgw-test-{uuid.uuid4().hex[:8]}"
+    yield prefix
+    client = aioredis.from_url(redis_url)
+    try:
+        doomed = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        if doomed:
+            # one DEL per key: keys of different sessions may live in different cluster slots
+            async with client.pipeline(transaction=False) as pipe:
+                for key in doomed:
+                    pipe.delete(key)
+                await pipe.execute()
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def keys(key_prefix: str) -> Keys:
+    return Keys(key_prefix)
+
+
+@pytest.fixture
+async def fake_redis() -> AsyncIterator[fakeredis.FakeAsyncRedis]:
+    client = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer())
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -1,0 +1,175 @@
+"""Settings and upstream pool specs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.config import DEFAULT_POOL, Settings, parse_upstream, parse_upstreams
+from gateway.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("MCPGW_"):
+            monkeypatch.delenv(name)
+
+
+# --- parse_upstream ----------------------------------------------------------------------------
+
+
+def test_named_pool_with_several_instances() -> None:
+    pool = parse_upstream("search=http://a:8000/mcp, https://b.example/mcp/")
+    assert pool.name == "search"
+    assert pool.instances == ("http://a:8000/mcp", "https://b.example/mcp")
+
+
+def test_bare_url_is_default_pool() -> None:
+    pool = parse_upstream("http://127.0.0.1:9000/mcp")
+    assert pool.name == DEFAULT_POOL == "default"
+    assert pool.instances == ("http://127.0.0.1:9000/mcp",)
+
+
+def test_bare_url_with_equals_in_query_is_default_pool() -> None:
+    pool = parse_upstream("http://h/mcp?token=abc,http://i/mcp")
+    assert pool.name == DEFAULT_POOL
+    assert pool.instances == ("http://h/mcp?token=abc", "http://i/mcp")
+
+
+def test_names_with_dash_and_underscore() -> None:
+    assert parse_upstream("my-pool_2=http://x").name == "my-pool_2"
+    assert parse_upstream("  spaced  =http://x").name == "spaced"
+
+
+def test_pool_policy_suffix() -> None:
+    assert parse_upstream("a@expire=http://x").on_instance_loss == "expire"
+    assert parse_upstream("a=http://x").on_instance_loss == "reinit"
+    with pytest.raises(ConfigError):
+        parse_upstream("a@sometimes=http://x")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "",  # empty
+        "   ",
+        "name=",  # no URL
+        "name= , ,",
+        "=http://x",  # empty name
+        "bad name=http://x",
+        "bad/name=http://x",
+        "bad.name=http://x",
+        "ftp://files.example/mcp",  # not http(s)
+        "a=ftp://files.example/mcp",
+        "a=http://",  # no host
+        "a=localhost:8000",  # no scheme
+        "a=http://ok,notaurl",
+    ],
+)
+def test_bad_specs(spec: str) -> None:
+    with pytest.raises(ConfigError):
+        parse_upstream(spec)
+
+
+def test_parse_upstreams_semicolons_and_order() -> None:
+    pools = parse_upstreams(["b=http://b1,http://b2; a=http://a1", "c=https://c1"])
+    assert [p.name for p in pools] == ["b", "a", "c"]
+    assert pools[0].instances == ("http://b1", "http://b2")
+    assert parse_upstreams([]) == ()
+    assert parse_upstreams([";;"]) == ()
+
+
+@pytest.mark.parametrize(
+    "specs",
+    [["a=http://x;a=http://y"], ["a=http://x", "a=http://y"], ["http://x", "http://y"],
+     ["default=http://x;http://y"]],
+)
+def test_parse_upstreams_duplicates(specs: list[str]) -> None:
+    with pytest.raises(ConfigError):
+        parse_upstreams(specs)
+
+
+# --- Settings -----------------------------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    settings = Settings()
+    assert settings.upstream == []
+    assert settings.pools() == ()
+    assert settings.origin_list() == ()
+    assert settings.key_prefix == "mcpgw"
+    assert settings.redis_url is None
+    assert settings.port == 8080
+
+
+def test_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCPGW_UPSTREAM", "a=http://a1,http://a2;b=http://b1")
+    monkeypatch.setenv("MCPGW_ALLOWED_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("MCPGW_REDIS_URL", "redis://r:6379/2")
+    monkeypatch.setenv("MCPGW_SESSION_TTL", "12.5")
+    monkeypatch.setenv("MCPGW_PORT", "9999")
+    monkeypatch.setenv("MCPGW_KEY_PREFIX", "tenant")
+    settings = Settings()
+    pools = settings.pools()
+    assert [(p.name, p.instances) for p in pools] == [("a", ("http://a1", "http://a2")), ("b", ("http://b1",))]
+    assert settings.origin_list() == ("https://a.example", "https://b.example")
+    assert settings.redis_url == "redis://r:6379/2"
+    assert settings.session_ttl == 12.5
+    assert settings.port == 9999
+    assert settings.key_prefix == "tenant"
+
+
+def test_origin_list_from_repeated_values() -> None:
+    settings = Settings(allowed_origins=["a", "b,c", " ", ""])
+    assert settings.origin_list() == ("a", "b", "c")
+    assert Settings(allowed_origins="a,b").origin_list() == ("a", "b")
+
+
+def test_upstream_list_from_kwargs() -> None:
+    settings = Settings(upstream=["x=http://x", "y=http://y"])
+    assert [p.name for p in settings.pools()] == ["x", "y"]
+
+
+def test_pools_error_surfaces_as_config_error() -> None:
+    with pytest.raises(ConfigError):
+        Settings(upstream=["a=http://x", "a=http://y"]).pools()
+
+
+def test_frozen() -> None:
+    settings = Settings()
+    with pytest.raises(ValidationError):
+        settings.port = 1  # type: ignore[misc]
+    assert settings.port == 8080
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("port", -1),
+        ("port", 70000),
+        ("workers", 0),
+        ("session_ttl", 0),
+        ("session_ttl", -3),
+        ("stream_maxlen", 5),
+        ("lease_ttl", 0),
+        ("key_prefix", ""),
+        ("max_body_bytes", 10),
+        ("retry_ms", -1),
+        ("port", "eighty"),
+        ("no_such_setting", 1),  # extra fields are forbidden
+    ],
+)
+def test_bad_values_rejected(field: str, value: object) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**{field: value})
+
+
+@pytest.mark.parametrize(("var", "value"), [("MCPGW_PORT", "abc"), ("MCPGW_SESSION_TTL", "0"),
+                                             ("MCPGW_WORKERS", "-2")])
+def test_bad_env_values_rejected(monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ValidationError):
+        Settings()
