@@ -1,0 +1,226 @@
+"""Fixtures for real-process integration tests: Redis, upstream MCP servers, gateways, HAProxy.
+
+Missing prerequisites fail loudly (never skip): run `scripts/setup` first.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from tests.integration.procs import REPO_ROOT, Proc, ProcessGroup, free_port, start_haproxy
+
+SDK_SERVER = REPO_ROOT / "tests" / "servers" / "sdk_server.py"
+EVERYTHING_BIN = REPO_ROOT / "tests" / "js" / "node_modules" / ".bin" / "mcp-server-everything"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _redis_url() -> str:
+    return os.environ.get("REDIS_URL", DEFAULT_REDIS_URL)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(here):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _require_redis() -> None:
+    url = _redis_url()
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            ok = client.ping()
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        pytest.fail(f"Redis at {url} is not reachable ({exc!r}); start Redis 7 or set REDIS_URL. "
+                    "Integration tests need a real Redis.", pytrace=False)
+    if not ok:
+        pytest.fail(f"Redis at {url} did not answer PING", pytrace=False)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return _redis_url()
+
+
+@pytest.fixture
+async def key_prefix(redis_url: str) -> AsyncIterator[str]:
+    """`mcpgw-test-<uuid8>`; every key matching `{prefix}*` is deleted at teardown."""
+    prefix = f"mcpgw-test-{uuid.uuid4().hex[:8]}"
+    yield prefix
+    client = aioredis.from_url(redis_url)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{prefix}*", count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                await client.delete(*batch)
+                batch.clear()
+        if batch:
+            await client.delete(*batch)
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def procs(request: pytest.FixtureRequest) -> Iterator[ProcessGroup]:
+    """Registry of started processes; everything is stopped at teardown.
+
+    Logs: .pytest_cache/integration-logs/<test name>/ (failed starts quote the last 50 lines)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in request.node.name)[:80]
+    log_dir = REPO_ROOT / ".pytest_cache" / "integration-logs" / safe
+    shutil.rmtree(log_dir, ignore_errors=True)  # keep only the latest run's logs per test
+    group = ProcessGroup(log_dir=log_dir)
+    try:
+        yield group
+    finally:
+        group.stop_all()
+
+
+# ---------------------------------------------------------------- upstreams
+
+class StartSdkUpstream(Protocol):
+    def __call__(self, event_store: bool = True, json_response: bool = False, name: str = "u1", *,
+                 stateless: bool = False, retry_interval: int | None = None) -> str: ...
+
+
+@dataclass
+class Upstream:
+    name: str
+    url: str
+    port: int
+    proc: Proc
+
+
+@pytest.fixture
+def sdk_upstreams() -> list[Upstream]:
+    """Every upstream started by `sdk_upstream` in this test (to kill one, find its proc here)."""
+    return []
+
+
+@pytest.fixture
+def sdk_upstream(procs: ProcessGroup, sdk_upstreams: list[Upstream]) -> StartSdkUpstream:
+    """Factory: start `tests/servers/sdk_server.py`; returns `http://127.0.0.1:PORT/mcp`."""
+
+    def start(event_store: bool = True, json_response: bool = False, name: str = "u1", *,
+              stateless: bool = False, retry_interval: int | None = None) -> str:
+        port = free_port()
+        argv = [sys.executable, str(SDK_SERVER), "--port", str(port), "--name", name]
+        if event_store:
+            argv.append("--event-store")
+        if json_response:
+            argv.append("--json-response")
+        if stateless:
+            argv.append("--stateless")
+        if retry_interval is not None:
+            argv += ["--retry-interval", str(retry_interval)]
+        proc = procs.start(f"sdk-{name}-{port}", argv)
+        proc.wait_http(f"http://127.0.0.1:{port}/healthz", timeout=20)
+        url = f"http://127.0.0.1:{port}/mcp"
+        sdk_upstreams.append(Upstream(name, url, port, proc))
+        return url
+
+    return start
+
+
+@pytest.fixture
+def everything_upstream(procs: ProcessGroup) -> str:
+    """`@modelcontextprotocol/server-everything streamableHttp` on a free port; returns its /mcp URL."""
+    if not EVERYTHING_BIN.exists():
+        pytest.fail(f"{EVERYTHING_BIN} is missing: run scripts/setup (npm install in tests/js)",
+                    pytrace=False)
+    port = free_port()
+    proc = procs.start(f"everything-{port}", [str(EVERYTHING_BIN), "streamableHttp"], env={"PORT": str(port)})
+    proc.wait_port(port, timeout=30)
+    return f"http://127.0.0.1:{port}/mcp"
+
+
+# ---------------------------------------------------------------- gateways
+
+@dataclass
+class GatewayProc:
+    url: str
+    port: int
+    proc: Proc
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+class StartGateways(Protocol):
+    def __call__(self, n: int, upstreams: Mapping[str, str | Sequence[str]], key_prefix: str,
+                 extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None
+                 ) -> list[GatewayProc]: ...
+
+
+def gateway_argv(port: int, upstreams: Mapping[str, str | Sequence[str]], redis_url: str,
+                 extra_args: Sequence[str] = ()) -> list[str]:
+    argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port)]
+    for name, urls in upstreams.items():
+        joined = urls if isinstance(urls, str) else ",".join(urls)
+        argv += ["--upstream", f"{name}={joined}"]
+    argv += ["--redis-url", redis_url, *extra_args]
+    return argv
+
+
+@pytest.fixture
+def gateway_cluster(procs: ProcessGroup, redis_url: str) -> StartGateways:
+    """Factory: start `n` gateway replicas sharing Redis; waits for `GET /healthz` -> 200 on each."""
+
+    def start(n: int, upstreams: Mapping[str, str | Sequence[str]], key_prefix: str,
+              extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> list[GatewayProc]:
+        gateways: list[GatewayProc] = []
+        for _ in range(n):
+            port = free_port()
+            argv = gateway_argv(port, upstreams, redis_url, extra_args)
+            proc = procs.start(f"gateway-{port}", argv, env={"MCPGW_KEY_PREFIX": key_prefix, **(env or {})})
+            gateways.append(GatewayProc(url=f"http://127.0.0.1:{port}/mcp", port=port, proc=proc))
+        for gw in gateways:
+            gw.proc.wait_http(f"{gw.base_url}/healthz", timeout=20)
+        return gateways
+
+    return start
+
+
+class StartLoadBalancer(Protocol):
+    def __call__(self, backends: Sequence[GatewayProc | tuple[str, int] | int]) -> str: ...
+
+
+@pytest.fixture
+def load_balancer(procs: ProcessGroup) -> StartLoadBalancer:
+    """Factory: HAProxy round-robin (no stickiness) over `backends`; returns `http://127.0.0.1:P/mcp`.
+
+    Backends may be GatewayProcs, (host, port) pairs or bare ports; each must serve GET /healthz.
+    """
+
+    def start(backends: Sequence[GatewayProc | tuple[str, int] | int]) -> str:
+        pairs: list[tuple[str, int]] = []
+        for b in backends:
+            if isinstance(b, GatewayProc):
+                pairs.append(("127.0.0.1", b.port))
+            elif isinstance(b, int):
+                pairs.append(("127.0.0.1", b))
+            else:
+                pairs.append(b)
+        try:
+            _, port = start_haproxy(procs, pairs)
+        except Exception as exc:
+            pytest.fail(str(exc), pytrace=False)
+        return f"http://127.0.0.1:{port}/mcp"
+
+    return start

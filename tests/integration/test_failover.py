@@ -1,0 +1,188 @@
+"""Resumable streams with real processes: three gateway replicas behind HAProxy (round robin,
+no stickiness), real upstream MCP servers, replicas killed with SIGKILL mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections import Counter
+
+import redis.asyncio as aioredis
+
+from tests.integration.careful_client import CarefulClient, ReceivedEvent, SessionGone
+from tests.integration.clients import HttpTrace, call_with_progress, sdk_client, text_of
+from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer, StartSdkUpstream
+
+GW_ARGS = ("--log-format", "text", "--lease-ttl", "1", "--retry-ms", "200")
+
+
+async def pump_pid(redis_url: str, key_prefix: str, session_id: str, timeout: float = 10.0) -> int:
+    """The pid of the replica holding the lease of the session's open stream."""
+    client = aioredis.from_url(redis_url)
+    try:
+        for _ in range(int(timeout / 0.05)):
+            async for key in client.scan_iter(match=f"{key_prefix}:{{{session_id}}}:lease:*"):
+                holder = await client.get(key)
+                if holder:
+                    return int(holder.decode().split(":")[1])
+            await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
+    raise AssertionError("no pump lease found")
+
+
+def kill_pid(gateways: list[GatewayProc], pid: int) -> GatewayProc:
+    (victim,) = [g for g in gateways if g.proc.pid == pid]
+    os.kill(pid, signal.SIGKILL)
+    return victim
+
+
+def assert_exactly_once(progress: list[float], steps: int) -> None:
+    counts = Counter(progress)
+    assert sorted(counts) == list(range(1, steps + 1)), f"lost: {set(range(1, steps + 1)) - set(counts)}"
+    assert all(n == 1 for n in counts.values()), f"duplicated: {[p for p, n in counts.items() if n > 1]}"
+    assert progress == sorted(progress), "out of order"
+
+
+async def test_sdk_client_survives_sigkill_of_pumping_replica(
+    sdk_upstream: StartSdkUpstream,
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
+    key_prefix: str,
+    redis_url: str,
+) -> None:
+    upstream = sdk_upstream(event_store=True)
+    gateways = gateway_cluster(3, {"default": upstream}, key_prefix, GW_ARGS)
+    lb = load_balancer(gateways)
+    steps = 20
+    trace = HttpTrace()
+    async with sdk_client(lb, trace=trace) as (client, get_sid):
+        call = asyncio.ensure_future(
+            call_with_progress(client, "slow_count", {"steps": steps, "delay": 0.15})
+        )
+        await asyncio.sleep(1.0)  # several progress events went out
+        sid = get_sid()
+        assert sid is not None
+        kill_pid(gateways, await pump_pid(redis_url, key_prefix, sid))
+        result, progress = await asyncio.wait_for(call, 60)
+    assert text_of(result) == f"counted {steps}"
+    assert_exactly_once([p.progress for p in progress], steps)
+    resumes = trace.resumption_gets()
+    assert resumes and all(r.status == 200 for r in resumes), resumes  # it really resumed
+
+
+async def test_careful_client_survives_two_kills_in_one_call(
+    sdk_upstream: StartSdkUpstream,
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
+    key_prefix: str,
+    redis_url: str,
+) -> None:
+    upstream = sdk_upstream(event_store=True)
+    gateways = gateway_cluster(3, {"default": upstream}, key_prefix, GW_ARGS)
+    lb = load_balancer(gateways)
+    steps = 24
+    kills: list[int] = []
+    async with CarefulClient(lb, read_timeout=20) as client:
+        await client.initialize()
+        sid = client.session_id
+        assert sid is not None
+
+        async def killer() -> None:
+            for at in (0.8, 2.5):
+                await asyncio.sleep(at if not kills else at - 0.8)
+                pid = await pump_pid(redis_url, key_prefix, sid)
+                kills.append(pid)
+                kill_pid(gateways, pid)
+
+        task = asyncio.ensure_future(killer())
+        result = await client.call_tool_resumable(
+            "slow_count", {"steps": steps, "delay": 0.2}, resume_timeout=30
+        )
+        await task
+    assert len(set(kills)) == 2, "the second kill must hit the replica the stream moved to"
+    assert result.response["result"]["content"][0]["text"] == f"counted {steps}"
+    assert_exactly_once([p["progress"] for p in result.progress()], steps)
+    ids = result.event_ids()
+    assert len(ids) == len(set(ids)), "an event id was delivered twice"
+
+
+async def test_client_drop_with_replicas_alive_resumes_elsewhere(
+    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = sdk_upstream(event_store=True)
+    gw1, gw2, gw3 = gateway_cluster(3, {"default": upstream}, key_prefix, GW_ARGS)
+    steps = 12
+
+    def drop(event: ReceivedEvent, events: list[ReceivedEvent]) -> bool:
+        return event.connection == 0 and event.message is not None and len(events) >= 4
+
+    async with CarefulClient(gw1.url) as client:
+        await client.initialize()
+        result = await client.call_tool_resumable(
+            "slow_count", {"steps": steps, "delay": 0.1}, drop_when=drop, resume_url=gw3.url, resume_delay=0.5
+        )
+    assert result.connections >= 2
+    assert_exactly_once([p["progress"] for p in result.progress()], steps)
+    assert result.response["result"]["content"][0]["text"] == f"counted {steps}"
+
+
+async def test_upstream_without_resumability_errors_instead_of_hanging(
+    sdk_upstream: StartSdkUpstream,
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
+    key_prefix: str,
+    redis_url: str,
+) -> None:
+    upstream = sdk_upstream(event_store=False)  # no event ids: the upstream stream cannot be re-opened
+    gateways = gateway_cluster(3, {"default": upstream}, key_prefix, GW_ARGS)
+    lb = load_balancer(gateways)
+    async with CarefulClient(lb) as client:
+        await client.initialize()
+        sid = client.session_id
+        assert sid is not None
+
+        async def killer() -> None:
+            await asyncio.sleep(0.6)
+            kill_pid(gateways, await pump_pid(redis_url, key_prefix, sid))
+
+        task = asyncio.ensure_future(killer())
+        result = await asyncio.wait_for(
+            client.call_tool_resumable("slow_count", {"steps": 30, "delay": 0.1}, resume_timeout=20), 40
+        )
+        await task
+    error = result.response["error"]
+    assert error["code"] == -32000 and "could not be resumed" in error["message"]
+    progress = [p["progress"] for p in result.progress()]
+    assert progress == sorted(set(progress)), "no duplicates even on the failure path"
+
+
+async def test_redis_flush_mid_stream_errors_instead_of_hanging(
+    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    flush_url = "redis://127.0.0.1:6379/13"  # a database of its own: FLUSHDB touches nothing else
+    upstream = sdk_upstream(event_store=True)
+    # a later --redis-url wins over the fixture's one
+    gw1, _ = gateway_cluster(2, {"default": upstream}, key_prefix, (*GW_ARGS, "--redis-url", flush_url))
+    redis_client = aioredis.from_url(flush_url)
+    try:
+        async with CarefulClient(gw1.url) as client:
+            await client.initialize()
+
+            async def flusher() -> None:
+                await asyncio.sleep(0.6)
+                await redis_client.flushdb()
+
+            task = asyncio.ensure_future(flusher())
+            outcome = await asyncio.wait_for(
+                client.call_tool_resumable("slow_count", {"steps": 30, "delay": 0.1}, resume_timeout=10), 30
+            )
+            await task
+    except SessionGone:
+        pass  # the session record went with the flush: 404 tells the client to re-initialize
+    else:
+        # the replica still streaming to the client answers the pending request with an error
+        assert outcome.response["error"]["code"] == -32000, outcome.response
+    finally:
+        await redis_client.aclose()

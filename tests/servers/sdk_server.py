@@ -1,0 +1,111 @@
+"""Real upstream MCP server on the official Python SDK (mcp 2.3.0), for integration tests.
+
+    python tests/servers/sdk_server.py --port P [--host 127.0.0.1] [--name NAME] [--event-store]
+        [--json-response] [--stateless] [--retry-interval MS]
+
+Serves Streamable HTTP at `/mcp` and `GET /healthz` (200 "ok"). DNS-rebinding protection is
+switched off: the SDK turns it on for host 127.0.0.1 and would answer 421 to a proxy that
+forwards another Host header.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from event_store import (  # type: ignore[import-not-found]
+    InMemoryEventStore,
+    per_session_event_stores,
+)
+
+
+def build_server(name: str) -> MCPServer:
+    server: MCPServer = MCPServer(name=name, log_level="WARNING")
+
+    @server.tool()
+    def echo(text: str) -> str:
+        """Return `text` unchanged."""
+        return text
+
+    @server.tool()
+    def add(a: int, b: int) -> int:
+        """Return a + b."""
+        return a + b
+
+    @server.tool()
+    def whoami() -> str:
+        """Return this instance's --name."""
+        return name
+
+    @server.tool()
+    async def slow_count(ctx: Context, steps: int = 5, delay: float = 0.2, close_stream_at: int = 0) -> str:
+        """Send one progress notification per step, sleeping `delay` seconds between steps.
+
+        With `close_stream_at=k` (and --event-store) the server closes this request's SSE stream
+        right after progress k (SDK `ctx.close_sse_stream()`), so the client must resume.
+        """
+        for i in range(1, steps + 1):
+            await ctx.report_progress(i, steps, f"step {i}/{steps}")
+            if i == close_stream_at:
+                await ctx.close_sse_stream()
+            if i < steps:
+                await asyncio.sleep(delay)
+        return f"counted {steps}"
+
+    @server.tool()
+    async def notify_later(ctx: Context, delay: float = 0.5, text: str = "later") -> str:
+        """Sleep `delay` seconds, send a log notification carrying `text`, then answer."""
+        await asyncio.sleep(delay)
+        await ctx.info(text)
+        return "notified"
+
+    @server.custom_route("/healthz", methods=["GET"])  # type: ignore[untyped-decorator]
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    return server
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--name", default="sdk-upstream")
+    p.add_argument("--event-store", action="store_true")
+    p.add_argument("--json-response", action="store_true")
+    p.add_argument("--stateless", action="store_true")
+    p.add_argument("--retry-interval", type=int, default=None,
+                   help="SSE retry hint in ms (needs --event-store)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    server = build_server(args.name)
+    app = server.streamable_http_app(
+        json_response=args.json_response,
+        stateless_http=args.stateless,
+        event_store=InMemoryEventStore() if args.event_store else None,
+        retry_interval=args.retry_interval,
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        host=args.host,
+    )
+    per_session_event_stores(server.session_manager)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=1,
+    )
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()
