@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ class PumpConfig:
     idle_timeout: float
     lease_ttl: float
     max_line: int = 1 << 20
+    repoll: float = 2.0  # re-poll a silent resumed upstream stream after this many seconds
 
 
 def error_message(request_id: Any, message: str) -> str:
@@ -81,6 +83,7 @@ class Pump:
     uid: str = ""
     retry_ms: int = DEFAULT_UPSTREAM_RETRY_MS
     finished: bool = False
+    _last_event: float = 0.0
     _recent: deque[str] = field(default_factory=lambda: deque(maxlen=256))
 
     async def run(self, first: UpstreamResponse | None) -> None:
@@ -125,12 +128,14 @@ class Pump:
     async def _main(self, first: UpstreamResponse | None) -> None:
         response = first
         fruitless = 0
+        self._last_event = time.monotonic()
         try:
             while not self.finished:
+                resumed = response is None
                 if response is None:
                     response = await self._reopen()
                 try:
-                    progressed = await self._consume(response)
+                    progressed, repoll = await self._consume(response, resumed=resumed)
                 finally:
                     response.close()
                     response = None
@@ -144,7 +149,8 @@ class Pump:
                         await self._append([], final=True)
                         return
                     raise CannotResume("the upstream closed the stream without a resumable event id")
-                fruitless = 0 if progressed else fruitless + 1
+                if not repoll:
+                    fruitless = 0 if progressed else fruitless + 1
                 if fruitless > MAX_FRUITLESS_RECONNECTS:
                     raise CannotResume("the upstream keeps closing the stream without new events")
                 # 2025-11-25 transports §Resumability: honour the upstream's retry before reconnecting.
@@ -157,28 +163,39 @@ class Pump:
             else:
                 await self._fail("Upstream sent nothing within the gateway's idle bound")
 
-    async def _consume(self, response: UpstreamResponse) -> bool:
+    async def _consume(self, response: UpstreamResponse, *, resumed: bool) -> tuple[bool, bool]:
+        """Read one upstream connection; returns (progressed, closed by us to re-poll).
+
+        Some upstreams replay after Last-Event-ID but never live-tail a resumed stream; on a
+        resumed connection that stays silent for `repoll` seconds the pump reconnects with the
+        newest upstream event id instead of waiting for the idle bound.
+        """
         parser = sse.Parser(self.config.max_line)
         chunks = response.chunks().__aiter__()
         progressed = False
         while not self.finished:
+            idle_left = self.config.idle_timeout - (time.monotonic() - self._last_event)
+            wait = min(idle_left, self.config.repoll) if resumed else idle_left
             try:
-                async with asyncio.timeout(self.config.idle_timeout):
+                async with asyncio.timeout(max(wait, 0.0)):
                     chunk = await anext(chunks)
             except StopAsyncIteration:
-                return progressed
+                return progressed, False
             except TimeoutError:
-                raise PumpIdle() from None
+                if time.monotonic() - self._last_event >= self.config.idle_timeout:
+                    raise PumpIdle() from None
+                return progressed, True
             except errors.UpstreamError as exc:
                 log.info("stream %s: upstream stream broke: %s", self.stream, exc)
-                return progressed
+                return progressed, False
             try:
                 events = parser.feed(chunk)
             except sse.SSEError as exc:
                 raise CannotResume(f"malformed SSE from upstream: {exc}") from exc
-            if events:
-                progressed = await self._handle(events) or progressed
-        return progressed
+            if events and await self._handle(events):
+                progressed = True
+                self._last_event = time.monotonic()
+        return progressed, False
 
     async def _handle(self, events: list[sse.Event]) -> bool:
         batch: list[tuple[str, str]] = []
