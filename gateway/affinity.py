@@ -56,7 +56,8 @@ class Affinity:
             try:
                 response = await self._send_on(record, method, headers, body)
             except errors.UpstreamUnavailable:
-                self._pools.report_failure(record.instance)
+                # Refused even after the connect retries: the instance is gone until a probe says so.
+                self._pools.mark_down(record.instance, "connection refused")
             else:
                 self._pools.report_success(record.instance)
                 if not (response.status == 404 and record.upstream_sid):

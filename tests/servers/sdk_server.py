@@ -20,7 +20,7 @@ import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from event_store import (  # type: ignore[import-not-found]
@@ -31,6 +31,8 @@ from event_store import (  # type: ignore[import-not-found]
 
 def build_server(name: str) -> MCPServer:
     server: MCPServer = MCPServer(name=name, log_level="WARNING")
+    # slow_count bookkeeping, served at GET /stats so tests can see cancellations upstream
+    stats = {"started": 0, "finished": 0, "cancelled": 0}
 
     @server.tool()
     def echo(text: str) -> str:
@@ -54,12 +56,18 @@ def build_server(name: str) -> MCPServer:
         With `close_stream_at=k` (and --event-store) the server closes this request's SSE stream
         right after progress k (SDK `ctx.close_sse_stream()`), so the client must resume.
         """
-        for i in range(1, steps + 1):
-            await ctx.report_progress(i, steps, f"step {i}/{steps}")
-            if i == close_stream_at:
-                await ctx.close_sse_stream()
-            if i < steps:
-                await asyncio.sleep(delay)
+        stats["started"] += 1
+        try:
+            for i in range(1, steps + 1):
+                await ctx.report_progress(i, steps, f"step {i}/{steps}")
+                if i == close_stream_at:
+                    await ctx.close_sse_stream()
+                if i < steps:
+                    await asyncio.sleep(delay)
+        except asyncio.CancelledError:
+            stats["cancelled"] += 1
+            raise
+        stats["finished"] += 1
         return f"counted {steps}"
 
     @server.tool()
@@ -72,6 +80,10 @@ def build_server(name: str) -> MCPServer:
     @server.custom_route("/healthz", methods=["GET"])  # type: ignore[untyped-decorator]
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
+
+    @server.custom_route("/stats", methods=["GET"])  # type: ignore[untyped-decorator]
+    async def stats_route(request: Request) -> Response:
+        return JSONResponse(stats)
 
     return server
 
