@@ -75,7 +75,9 @@ def create_app(settings: Settings) -> FastAPI:
         event_log = EventLog(
             redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl, lease_ttl=settings.lease_ttl
         )
-        upstream = UpstreamClient(http, request_timeout=settings.request_timeout)
+        upstream = UpstreamClient(
+            http, request_timeout=settings.request_timeout, latency=metrics.upstream_latency
+        )
         health = HealthChecker(
             pools, http, interval=settings.health_interval, timeout=settings.health_timeout
         )

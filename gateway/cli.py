@@ -8,9 +8,12 @@ gracefully within `--drain-timeout`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from types import FrameType
 from typing import Any
 
@@ -52,7 +55,23 @@ def load_settings(argv: Sequence[str] | None = None) -> Settings:
 
 
 class GatewayServer(uvicorn.Server):
-    """uvicorn's server, starting the gateway's drain the moment a stop signal arrives."""
+    """uvicorn's server, starting the gateway's drain the moment a stop signal arrives.
+
+    Signals are handled here and only here: SIGTERM/SIGINT start the drain, uvicorn then shuts
+    down gracefully, and the process exits 0 (uvicorn would re-raise the signal afterwards).
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         app: Any = self.config.loaded_app

@@ -8,9 +8,11 @@ exception is translated here into the gateway's error tree: refused connection -
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
+from prometheus_client import Histogram
 
 from gateway import errors
 from gateway.retry import upstream_connect
@@ -58,9 +60,10 @@ class UpstreamResponse:
 
 
 class UpstreamClient:
-    def __init__(self, session: aiohttp.ClientSession, *, request_timeout: float) -> None:
+    def __init__(self, session: aiohttp.ClientSession, *, request_timeout: float, latency: Histogram) -> None:
         self._session = session
         self._request_timeout = request_timeout
+        self._latency = latency
 
     async def send(
         self,
@@ -82,6 +85,7 @@ class UpstreamClient:
     async def _send_once(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
     ) -> UpstreamResponse:
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._request_timeout):
                 response = await self._session.request(
@@ -99,6 +103,7 @@ class UpstreamClient:
             raise errors.UpstreamUnavailable(f"Upstream unreachable: {exc.os_error}") from exc
         except aiohttp.ClientError as exc:
             raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
+        self._latency.labels(url).observe(time.perf_counter() - started)
         return UpstreamResponse(response)
 
 

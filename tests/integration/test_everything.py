@@ -10,8 +10,11 @@ from tests.integration.test_failover import GW_ARGS, assert_exactly_once, kill_p
 
 
 async def test_long_running_operation_survives_sigkill(
-    everything_upstream: str, gateway_cluster: StartGateways, load_balancer: StartLoadBalancer,
-    key_prefix: str, redis_url: str,
+    everything_upstream: str,
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
+    key_prefix: str,
+    redis_url: str,
 ) -> None:
     gateways = gateway_cluster(3, {"default": everything_upstream}, key_prefix, GW_ARGS)
     lb = load_balancer(gateways)
@@ -28,8 +31,12 @@ async def test_long_running_operation_survives_sigkill(
             kill_pid(gateways, await pump_pid(redis_url, key_prefix, sid))
 
         task = asyncio.ensure_future(killer())
-        result = await asyncio.wait_for(client.call_tool_resumable(
-            "trigger-long-running-operation", {"duration": 4, "steps": steps}, resume_timeout=30), 60)
+        result = await asyncio.wait_for(
+            client.call_tool_resumable(
+                "trigger-long-running-operation", {"duration": 4, "steps": steps}, resume_timeout=30
+            ),
+            60,
+        )
         await task
     assert "result" in result.response, result.response
     assert_exactly_once([p["progress"] for p in result.progress()], steps)

@@ -37,8 +37,11 @@ def kill(upstreams: list[Upstream], name: str) -> None:
 
 
 async def test_new_sessions_avoid_a_dead_instance(
-    sdk_upstream: StartSdkUpstream, sdk_upstreams: list[Upstream], gateway_cluster: StartGateways,
-    load_balancer: StartLoadBalancer, key_prefix: str,
+    sdk_upstream: StartSdkUpstream,
+    sdk_upstreams: list[Upstream],
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
+    key_prefix: str,
 ) -> None:
     urls = [sdk_upstream(name="u1"), sdk_upstream(name="u2")]
     lb = load_balancer(gateway_cluster(3, {"default": urls}, key_prefix, ARGS))
@@ -59,8 +62,11 @@ async def test_new_sessions_avoid_a_dead_instance(
 
 
 async def test_reinit_keeps_an_sdk_session_working_across_instance_death(
-    sdk_upstream: StartSdkUpstream, sdk_upstreams: list[Upstream], gateway_cluster: StartGateways,
-    load_balancer: StartLoadBalancer, key_prefix: str,
+    sdk_upstream: StartSdkUpstream,
+    sdk_upstreams: list[Upstream],
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
+    key_prefix: str,
 ) -> None:
     urls = [sdk_upstream(name="u1"), sdk_upstream(name="u2")]
     lb = load_balancer(gateway_cluster(3, {"default": urls}, key_prefix, ARGS))
@@ -75,8 +81,11 @@ async def test_reinit_keeps_an_sdk_session_working_across_instance_death(
 
 
 async def test_expire_gives_404_and_a_new_session_works(
-    sdk_upstream: StartSdkUpstream, sdk_upstreams: list[Upstream], gateway_cluster: StartGateways,
-    load_balancer: StartLoadBalancer, key_prefix: str,
+    sdk_upstream: StartSdkUpstream,
+    sdk_upstreams: list[Upstream],
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
+    key_prefix: str,
 ) -> None:
     urls = [sdk_upstream(name="u1"), sdk_upstream(name="u2")]
     lb = load_balancer(gateway_cluster(3, {"default@expire": urls}, key_prefix, ARGS))

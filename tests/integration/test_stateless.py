@@ -16,16 +16,31 @@ MODERN = "2026-07-28"
 
 
 def modern_call(name: str, arguments: dict[str, Any], rid: int = 1) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": rid, "method": "tools/call",
-            "params": {"name": name, "arguments": arguments,
-                       "_meta": {"progressToken": f"t{rid}",
-                                 "io.modelcontextprotocol/protocolVersion": MODERN,
-                                 "io.modelcontextprotocol/clientCapabilities": {}}}}
+    return {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "method": "tools/call",
+        "params": {
+            "name": name,
+            "arguments": arguments,
+            "_meta": {
+                "progressToken": f"t{rid}",
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        },
+    }
 
 
 def modern_headers(name: str, **extra: str) -> dict[str, str]:
-    return {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
-            "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": name, **extra}
+    return {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": "tools/call",
+        "Mcp-Name": name,
+        **extra,
+    }
 
 
 async def keys_under(redis_url: str, prefix: str) -> list[bytes]:
@@ -37,8 +52,11 @@ async def keys_under(redis_url: str, prefix: str) -> list[bytes]:
 
 
 async def test_sdk_client_in_stateless_mode_through_three_replicas(
-    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, load_balancer: StartLoadBalancer,
-    key_prefix: str, redis_url: str,
+    sdk_upstream: StartSdkUpstream,
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
+    key_prefix: str,
+    redis_url: str,
 ) -> None:
     upstream = sdk_upstream(event_store=True)
     lb = load_balancer(gateway_cluster(3, {"default": upstream}, key_prefix, GW_ARGS))
@@ -54,7 +72,9 @@ async def test_sdk_client_in_stateless_mode_through_three_replicas(
         for _ in range(3):  # round robin: each call lands on another replica
             result = await client.call_tool("add", {"a": 20, "b": 22})
             assert result.content[0].text == "42"  # type: ignore[union-attr]
-        result = await client.call_tool("slow_count", {"steps": 4, "delay": 0.05}, progress_callback=on_progress)
+        result = await client.call_tool(
+            "slow_count", {"steps": 4, "delay": 0.05}, progress_callback=on_progress
+        )
         assert seen == [1, 2, 3, 4]
     assert await keys_under(redis_url, key_prefix) == []  # stateless era: no Redis writes
 
@@ -65,8 +85,11 @@ async def test_header_mismatch_is_400_and_unknown_mcp_headers_pass(
     upstream = sdk_upstream(event_store=False)
     (gw,) = gateway_cluster(1, {"default": upstream}, key_prefix, GW_ARGS)
     async with httpx.AsyncClient(timeout=10) as http:
-        ok = await http.post(gw.url, headers=modern_headers("echo", **{"Mcp-Future-Header": "x"}),
-                             json=modern_call("echo", {"text": "hi"}))
+        ok = await http.post(
+            gw.url,
+            headers=modern_headers("echo", **{"Mcp-Future-Header": "x"}),
+            json=modern_call("echo", {"text": "hi"}),
+        )
         assert ok.status_code == 200 and "mcp-session-id" not in ok.headers
         for headers in (modern_headers("add"), {**modern_headers("echo"), "Mcp-Method": "tools/list"}):
             bad = await http.post(gw.url, headers=headers, json=modern_call("echo", {"text": "hi"}, rid=5))
@@ -77,15 +100,21 @@ async def test_header_mismatch_is_400_and_unknown_mcp_headers_pass(
 
 
 async def test_client_closing_the_stream_cancels_upstream(
-    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, load_balancer: StartLoadBalancer,
+    sdk_upstream: StartSdkUpstream,
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
     key_prefix: str,
 ) -> None:
     upstream = sdk_upstream(event_store=False)
     stats_url = upstream.removesuffix("/mcp") + "/stats"
     lb = load_balancer(gateway_cluster(3, {"default": upstream}, key_prefix, GW_ARGS))
     async with httpx.AsyncClient(timeout=10) as http:
-        async with http.stream("POST", lb, headers=modern_headers("slow_count"),
-                               json=modern_call("slow_count", {"steps": 100, "delay": 0.1})) as response:
+        async with http.stream(
+            "POST",
+            lb,
+            headers=modern_headers("slow_count"),
+            json=modern_call("slow_count", {"steps": 100, "delay": 0.1}),
+        ) as response:
             assert response.status_code == 200
             async for line in response.aiter_lines():
                 if "notifications/progress" in line:
