@@ -201,6 +201,9 @@ class Pump:
         batch: list[tuple[str, str]] = []
         uid = ""
         for event in events:
+            log.debug(
+                "stream %s: upstream event id=%r data=%d bytes", self.stream, event.id, len(event.data or "")
+            )
             if event.retry is not None:
                 self.retry_ms = event.retry
             if event.id:
@@ -243,6 +246,7 @@ class Pump:
 
     async def _reopen(self) -> UpstreamResponse:
         """Re-open the upstream stream after the last upstream event id (upstream resumability)."""
+        log.debug("stream %s: re-opening upstream stream after %r", self.stream, self.uid)
         if not self.uid:
             raise CannotResume("the upstream gave no event id to resume from")
         headers: dict[str, str] = {"Accept": SSE, H_LAST_EVENT_ID: self.uid}

@@ -10,7 +10,7 @@ from collections import Counter
 
 import redis.asyncio as aioredis
 
-from tests.integration.careful_client import CarefulClient, ReceivedEvent, SessionGone
+from tests.integration.careful_client import CarefulClient, ReceivedEvent, SessionGone, iter_sse
 from tests.integration.clients import HttpTrace, call_with_progress, sdk_client, text_of
 from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer, StartSdkUpstream
 
@@ -186,3 +186,70 @@ async def test_redis_flush_mid_stream_errors_instead_of_hanging(
         assert outcome.response["error"]["code"] == -32000, outcome.response
     finally:
         await redis_client.aclose()
+
+
+async def test_standalone_get_stream_resumes_on_another_replica(
+    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str, redis_url: str
+) -> None:
+    upstream = sdk_upstream(event_store=True)
+    gw1, gw2, gw3 = gateway_cluster(3, {"default": upstream}, key_prefix, GW_ARGS)
+    count = 12
+    seen: list[str] = []
+    ids: list[str] = []
+    async with CarefulClient(gw1.url) as client:
+        await client.initialize()
+        get_headers = client.headers(accept="text/event-stream", post=False)
+        async with client.http.stream("GET", gw1.url, headers=get_headers) as stream:
+            assert stream.status_code == 200
+            client.url = gw2.url
+            call = asyncio.ensure_future(
+                client.request(
+                    "tools/call", {"name": "broadcast", "arguments": {"count": count, "delay": 0.1}}
+                )
+            )
+            async for event in iter_sse(stream):
+                if event.id:
+                    ids.append(event.id)
+                message = event.json()
+                if isinstance(message, dict) and message.get("method") == "notifications/resources/updated":
+                    seen.append(message["params"]["uri"])
+                    if len(seen) == 3:
+                        break
+        os.kill(gw1.proc.pid, signal.SIGKILL)  # the replica pumping the GET stream
+        while len(seen) < count:
+            headers = client.headers(accept="text/event-stream", post=False, last_event_id=ids[-1])
+            async with client.http.stream("GET", gw3.url, headers=headers) as stream:
+                assert stream.status_code == 200
+                async for event in iter_sse(stream):
+                    if event.id:
+                        ids.append(event.id)
+                    message = event.json()
+                    if (
+                        isinstance(message, dict)
+                        and message.get("method") == "notifications/resources/updated"
+                    ):
+                        seen.append(message["params"]["uri"])
+                        if len(seen) == count:
+                            break
+        answer = await call
+    assert answer["result"]["content"][0]["text"] == f"broadcast {count}"
+    assert seen == [f"res://{i}" for i in range(count)]  # every one, once, in order
+    assert len(ids) == len(set(ids))
+
+
+async def test_upstream_polling_close_is_followed_through_gateway(
+    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = sdk_upstream(event_store=True, retry_interval=100)
+    (gw,) = gateway_cluster(1, {"default": upstream}, key_prefix, GW_ARGS)
+    async with CarefulClient(gw.url) as client:
+        await client.initialize()
+        # The upstream closes its SSE stream after progress 3 (2025-11-25 polling); the gateway
+        # reconnects upstream with Last-Event-ID while the client's connection stays open.
+        # Steps are spaced well apart: the SDK server (2.3.0) has a known replay -> live-tail
+        # window in which an event produced during the replay is stored but never sent.
+        result = await client.call_tool_resumable(
+            "slow_count", {"steps": 6, "delay": 0.4, "close_stream_at": 3}
+        )
+    assert result.connections == 1
+    assert_exactly_once([p["progress"] for p in result.progress()], 6)

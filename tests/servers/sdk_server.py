@@ -71,6 +71,15 @@ def build_server(name: str) -> MCPServer:
         return f"counted {steps}"
 
     @server.tool()
+    async def broadcast(ctx: Context, count: int = 5, delay: float = 0.1) -> str:
+        """Send `count` resources/updated notifications (uri `res://<i>`) on the session's
+        standalone GET stream (not related to this request), `delay` seconds apart."""
+        for i in range(count):
+            await ctx.session.send_resource_updated(f"res://{i}")
+            await asyncio.sleep(delay)
+        return f"broadcast {count}"
+
+    @server.tool()
     async def notify_later(ctx: Context, delay: float = 0.5, text: str = "later") -> str:
         """Sleep `delay` seconds, send a log notification carrying `text`, then answer."""
         await asyncio.sleep(delay)
