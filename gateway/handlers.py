@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from gateway import cursor, errors, protocol, sse
+from gateway import cursor, errors, logs, protocol, sse
 from gateway.affinity import Affinity
 from gateway.eventlog import EventLog
 from gateway.metrics import Metrics
@@ -129,6 +129,8 @@ class SessionfulEndpoint:
         protocol.check_post_headers(request.headers.get("content-type"), request.headers.get("accept"))
         raw = await read_body(request, self._max_body)
         body = protocol.parse_body(raw, version)
+        if body.first_id is not None:
+            logs.request_var.set(str(body.first_id))
         try:
             if body.initialize is not None:
                 return await self._initialize(request, pool, body, raw)

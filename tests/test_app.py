@@ -382,3 +382,20 @@ async def test_gap_with_pending_request_answers_error(
     assert len(replay) == 1
     answer = json.loads(replay[0]["data"])
     assert answer["id"] == 2 and answer["error"]["code"] == -32000
+
+
+async def test_embedded_store_smoke() -> None:
+    """No Redis URL: the embedded in-process store serves sessions, streams and resumes."""
+    upstream = ScriptedUpstream(Behaviour())
+    async with serve(upstream) as upstream_url:
+        settings = Settings(upstream=[f"{upstream_url}/mcp"], redis_url=None)
+        async with serve(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as client:
+            env = Env(url, upstream, client)
+            sid = await env.initialize()
+            r = await client.post(env.mcp, headers=env.headers(sid), json=call("echo", x=1))
+            assert r.json()["result"]["echo"] == {"x": 1}
+            r = await client.post(env.mcp, headers=env.headers(sid), json=call("stream", count=4))
+            events = parse_sse(r.text)
+            assert len(events) == 6
+            r = await client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": events[2]["id"]})
+            assert [e["id"] for e in parse_sse(r.text)] == [e["id"] for e in events[3:]]

@@ -3,6 +3,8 @@ the official SDK client and raw HTTP for the bad-input cases."""
 
 from __future__ import annotations
 
+import sys
+
 import httpx
 import pytest
 import redis.asyncio as aioredis
@@ -10,6 +12,7 @@ import redis.asyncio as aioredis
 from tests.integration.careful_client import CarefulClient, SessionGone
 from tests.integration.clients import call_with_progress, sdk_client, text_of
 from tests.integration.conftest import StartGateways, StartLoadBalancer, StartSdkUpstream
+from tests.integration.procs import ProcessGroup, free_port
 
 GW_ARGS = ("--log-format", "text", "--lease-ttl", "1")
 
@@ -134,3 +137,29 @@ async def test_upstream_down_is_503_with_jsonrpc_body(
         assert r.json()["id"] == 1 and r.json()["error"]["message"]
         ready = await http.get(f"{gw.base_url}/readyz")
         assert ready.status_code == 503
+
+
+async def test_embedded_store_process_says_so_and_serves(
+    sdk_upstream: StartSdkUpstream, procs: ProcessGroup
+) -> None:
+    upstream = sdk_upstream(event_store=True)
+    port = free_port()
+    proc = procs.start(
+        "gateway-embedded",
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "--port",
+            str(port),
+            "--upstream",
+            upstream,
+            "--log-format",
+            "text",
+        ],
+    )
+    proc.wait_http(f"http://127.0.0.1:{port}/healthz", timeout=20)
+    assert "EMBEDDED in-process store" in proc.log_tail(200)
+    async with sdk_client(f"http://127.0.0.1:{port}/mcp") as (client, _):
+        result, progress = await call_with_progress(client, "slow_count", {"steps": 3, "delay": 0.01})
+        assert text_of(result) == "counted 3" and len(progress) == 3

@@ -1,0 +1,111 @@
+"""The CLI contract: flags, env vars, config files, and clear errors for bad configuration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import build_parser, load_settings
+from gateway.errors import ConfigError
+
+
+def test_flags_map_to_settings() -> None:
+    settings = load_settings(
+        [
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9000",
+            "--upstream",
+            "a=http://x/mcp",
+            "--upstream",
+            "b@expire=http://y/mcp,http://z/mcp",
+            "--redis-url",
+            "redis://r:1/2",
+        ]
+    )
+    assert (settings.host, settings.port, settings.redis_url) == ("0.0.0.0", 9000, "redis://r:1/2")
+    pools = settings.pools()
+    assert [p.name for p in pools] == ["a", "b"]
+    assert pools[1].instances == ("http://y/mcp", "http://z/mcp") and pools[1].on_instance_loss == "expire"
+
+
+def test_every_setting_has_a_flag() -> None:
+    help_text = build_parser().format_help()
+    for flag in (
+        "--upstream",
+        "--redis-url",
+        "--host",
+        "--port",
+        "--session-ttl",
+        "--allowed-origins",
+        "--key-prefix",
+        "--stream-maxlen",
+        "--drain-timeout",
+        "--config",
+    ):
+        assert flag in help_text
+
+
+def test_env_then_file_then_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        "port: 7000\nsession_ttl: 12\nupstream:\n  main:\n    instances: [http://a/mcp, http://b/mcp]\n"
+        "    on_instance_loss: expire\n"
+    )
+    monkeypatch.setenv("MCPGW_PORT", "7100")
+    settings = load_settings(["--config", str(config)])
+    assert settings.port == 7100  # env beats the file
+    assert settings.session_ttl == 12  # the file beats the default
+    (pool,) = settings.pools()
+    assert pool.name == "main" and pool.on_instance_loss == "expire" and len(pool.instances) == 2
+    assert load_settings(["--config", str(config), "--port", "7200"]).port == 7200  # flags beat env
+
+
+def test_toml_config(tmp_path: Path) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text('upstream = ["default=http://a/mcp"]\nkey_prefix = "gw2"\n')
+    settings = load_settings(["--config", str(config)])
+    assert settings.key_prefix == "gw2" and settings.pools()[0].instances == ("http://a/mcp",)
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("upstream:\n  main:\n    instances: nope\n", "upstream.main.instances"),
+        ("upstream:\n  main:\n    instances: [http://a/mcp]\n    colour: red\n", "colour"),
+        ("portt: 1\n", "portt"),
+        ("port: [unbalanced\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_file_names_the_field(tmp_path: Path, content: str, needle: str) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(content)
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(["--config", str(config)])
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--upstream", "default=ftp://x/mcp"], "not an http(s) URL"),
+        (["--upstream", "a=http://x/mcp", "--upstream", "a=http://y/mcp"], "defined twice"),
+        (["--upstream", "a@sometimes=http://x/mcp"], "on_instance_loss"),
+        (["--port", "99999", "--upstream", "http://x/mcp"], "port"),
+        ([], "at least one --upstream"),
+    ],
+)
+def test_bad_configuration_exits_2_with_a_clear_message(args: list[str], needle: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 2
+    assert "invalid configuration" in result.stderr and needle in result.stderr
+    assert "Traceback" not in result.stderr
