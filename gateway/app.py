@@ -17,10 +17,13 @@ from starlette.responses import JSONResponse, Response
 
 from gateway import errors, logs, protocol
 from gateway.affinity import Affinity
-from gateway.config import Settings
+from gateway.auth import METADATA_PATH, Authenticator
+from gateway.config import Settings, csv
 from gateway.eventlog import EventLog
+from gateway.guard import Guard
 from gateway.handlers import SessionfulEndpoint, error_response
 from gateway.keys import Keys
+from gateway.limits import LimitConfig, Limiter
 from gateway.metrics import Metrics
 from gateway.pools import HealthChecker, Pools
 from gateway.pump import PumpConfig
@@ -29,7 +32,7 @@ from gateway.sessions import SessionStore
 from gateway.stateless import StatelessEndpoint
 from gateway.store import Redis, connect
 from gateway.tasks import Supervisor
-from gateway.upstreams import UpstreamClient, new_http_session
+from gateway.upstreams import HeaderPolicy, UpstreamClient, new_http_session
 
 log = logging.getLogger("gateway.app")
 
@@ -45,7 +48,7 @@ class Gateway:
     relay: Relay
     sessionful: SessionfulEndpoint
     stateless: StatelessEndpoint
-    origins: tuple[str, ...]
+    guard: Guard
     loop: asyncio.AbstractEventLoop
 
     def start_drain(self) -> None:
@@ -61,6 +64,7 @@ class Gateway:
 
 def create_app(settings: Settings) -> FastAPI:
     pools = Pools(settings.pools())  # invalid upstream config fails here, at start-up
+    pool_headers = settings.pool_headers()
     metrics = Metrics()
 
     @asynccontextmanager
@@ -83,6 +87,30 @@ def create_app(settings: Settings) -> FastAPI:
         )
         await health.check_all()  # a fresh replica knows which instances are up before it serves
         supervisor.spawn(health.run(), name="health-checks")
+        limiter = Limiter(
+            redis,
+            keys,
+            LimitConfig(
+                rate_per_minute=settings.rate_limit,
+                max_sessions=settings.max_sessions_per_client,
+                max_streams=settings.max_streams_per_client,
+                session_ttl=settings.session_ttl,
+                stream_ttl=max(30.0, settings.keepalive_interval * 2),
+            ),
+        )
+        authenticator = (
+            Authenticator(
+                issuer=settings.auth_issuer,
+                audience=settings.auth_audience or settings.resource_url,
+                jwks_url=settings.auth_jwks_url,
+                public_key=settings.auth_public_key,
+                algorithms=csv(settings.auth_algorithms),
+                http=http,
+            )
+            if settings.auth_issuer
+            else None
+        )
+        header_policy = HeaderPolicy(drop_authorization=authenticator is not None, per_pool=pool_headers)
         affinity = Affinity(
             pools=pools,
             sessions=sessions,
@@ -100,7 +128,11 @@ def create_app(settings: Settings) -> FastAPI:
             config=RelayConfig(
                 keepalive=settings.keepalive_interval,
                 retry_ms=settings.retry_ms,
-                pump=PumpConfig(idle_timeout=settings.stream_idle_timeout, lease_ttl=settings.lease_ttl),
+                pump=PumpConfig(
+                    idle_timeout=settings.stream_idle_timeout,
+                    lease_ttl=settings.lease_ttl,
+                    max_line=settings.sse_max_line,
+                ),
                 replay_limit=settings.stream_maxlen * 2,
             ),
             replica=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}",
@@ -119,10 +151,23 @@ def create_app(settings: Settings) -> FastAPI:
                 upstream=upstream,
                 affinity=affinity,
                 metrics=metrics,
+                headers=header_policy,
+                limiter=limiter,
                 max_body=settings.max_body_bytes,
+                max_batch=settings.max_batch,
             ),
-            stateless=StatelessEndpoint(pools=pools, upstream=upstream, max_body=settings.max_body_bytes),
-            origins=settings.origin_list(),
+            stateless=StatelessEndpoint(
+                pools=pools, upstream=upstream, headers=header_policy, max_body=settings.max_body_bytes
+            ),
+            guard=Guard(
+                origins=settings.origin_list(),
+                limiter=limiter,
+                authenticator=authenticator,
+                resource_url=settings.resource_url,
+                authorization_servers=list(csv(settings.authorization_servers)),
+                max_header_bytes=settings.max_header_bytes,
+                trust_forwarded_for=settings.trust_forwarded_for,
+            ),
             loop=asyncio.get_running_loop(),
         )
         log.info("gateway up: pools %s", {p: list(pools.get(p).instances) for p in pools.names()})
@@ -140,6 +185,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/readyz", readyz, methods=["GET"])
     app.add_route("/metrics", metrics_endpoint, methods=["GET"])
+    app.add_route(METADATA_PATH, protected_resource, methods=["GET"])
+    app.add_route(METADATA_PATH + "/{path:path}", protected_resource, methods=["GET"])
     return app
 
 
@@ -151,9 +198,7 @@ async def mcp_endpoint(request: Request) -> Response:
     session_id = request.headers.get(protocol.H_SESSION)
     logs.session_var.set(logs.short(session_id) if session_id else None)
     try:
-        # transports §Security Warning: validate Origin (DNS rebinding); 2025-11-25: invalid -> 403
-        if not protocol.origin_allowed(request.headers.get("origin"), gateway.origins):
-            raise errors.Forbidden("Forbidden: Origin not allowed")
+        await gateway.guard.admit(request)
         era = protocol.header_version(request.headers.get(protocol.H_VERSION))
         if protocol.is_stateless(era):
             response = await gateway.stateless.handle(request, pool)
@@ -175,6 +220,11 @@ async def mcp_endpoint(request: Request) -> Response:
         response = error_response(errors.GatewayError("Internal error"))
     gateway.metrics.requests.labels(request.method, str(response.status_code), era).inc()
     return response
+
+
+async def protected_resource(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    return gateway.guard.metadata(request)
 
 
 async def healthz(request: Request) -> Response:

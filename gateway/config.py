@@ -144,10 +144,40 @@ class Settings(BaseSettings):
     )
     upstream_pool_size: int = Field(256, ge=1, description="Max open connections per upstream host.")
     drain_timeout: float = Field(10.0, ge=0, description="Graceful shutdown deadline, s.")
+    auth_issuer: str | None = Field(None, description="Enable bearer-JWT auth: the required `iss`.")
+    auth_audience: str | None = Field(None, description="Required `aud` (default: --resource-url).")
+    auth_jwks_url: str | None = Field(None, description="Issuer JWKS URL (keys cached 5 min).")
+    auth_public_key: str | None = Field(None, description="Static PEM public key (or @file) instead of JWKS.")
+    auth_algorithms: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["RS256", "ES256"], description="Accepted JWT algorithms."
+    )
+    resource_url: str | None = Field(None, description="This gateway's public URL (audience, metadata).")
+    authorization_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Authorization server URLs announced in resource metadata."
+    )
+    upstream_header: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Header for one pool's upstream requests: `POOL:Name: value`."
+    )
+    rate_limit: int = Field(0, ge=0, description="Requests a minute per principal/IP (0 = off).")
+    max_sessions_per_client: int = Field(0, ge=0, description="Live sessions per principal/IP (0 = off).")
+    max_streams_per_client: int = Field(
+        0, ge=0, description="Open SSE connections per principal/IP (0 = off)."
+    )
+    max_batch: int = Field(100, ge=1, description="Most messages in one 2025-03-26 batch.")
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="Largest total request header size.")
+    sse_max_line: int = Field(1 << 20, ge=1024, description="Longest SSE line accepted from upstreams.")
+    trust_forwarded_for: bool = Field(False, description="Take the client IP from X-Forwarded-For.")
     log_level: str = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log format: json or text.")
 
-    @field_validator("upstream", "allowed_origins", mode="before")
+    @field_validator(
+        "upstream",
+        "allowed_origins",
+        "auth_algorithms",
+        "authorization_servers",
+        "upstream_header",
+        mode="before",
+    )
     @classmethod
     def _split_env_list(cls, value: object) -> object:
         # Env values arrive as plain strings; accept `a,b` for origins and one string for upstreams.
@@ -159,5 +189,21 @@ class Settings(BaseSettings):
         """Upstream pools in configuration order; the first one serves `/mcp`."""
         return parse_upstreams(self.upstream, self.instance_loss)
 
+    def pool_headers(self) -> dict[str, dict[str, str]]:
+        """Per-pool upstream credentials from `--upstream-header POOL:Name: value`."""
+        headers: dict[str, dict[str, str]] = {}
+        for item in self.upstream_header:
+            pool, sep, header = item.partition(":")
+            name, sep2, value = header.partition(":")
+            if not (sep and sep2 and pool.strip() and name.strip()):
+                raise ConfigError(f"upstream_header: expected `POOL:Name: value`, got {item!r}")
+            headers.setdefault(pool.strip(), {})[name.strip()] = value.strip()
+        return headers
+
     def origin_list(self) -> tuple[str, ...]:
-        return tuple(o.strip() for item in self.allowed_origins for o in item.split(",") if o.strip())
+        return csv(self.allowed_origins)
+
+
+def csv(items: list[str]) -> tuple[str, ...]:
+    """List settings given as env strings may hold several comma-separated values."""
+    return tuple(part.strip() for item in items for part in item.split(",") if part.strip())

@@ -6,9 +6,12 @@ session's upstream instance -> relay (JSON as is; SSE through a resumable stream
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
+import secrets
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
@@ -18,12 +21,13 @@ from starlette.responses import Response, StreamingResponse
 from gateway import cursor, errors, logs, protocol, sse
 from gateway.affinity import Affinity
 from gateway.eventlog import EventLog
+from gateway.limits import Limiter
 from gateway.metrics import Metrics
 from gateway.pools import Pools
 from gateway.protocol import H_LAST_EVENT_ID, H_SESSION, Body
 from gateway.relay import Relay
 from gateway.sessions import SessionRecord, SessionStore, new_record
-from gateway.upstreams import UpstreamClient, UpstreamResponse
+from gateway.upstreams import HeaderPolicy, UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("gateway.handlers")
 
@@ -72,6 +76,36 @@ async def _iterate(items: Iterable[bytes]) -> AsyncIterator[bytes]:
         yield item
 
 
+class StreamSlot:
+    """One admitted open stream of a client; released once, when its delivery ends."""
+
+    def __init__(self, limiter: Limiter, who: str, member: str) -> None:
+        self.who = who
+        self.member = member
+        self._limiter = limiter
+        self._released = False
+
+    async def release(self) -> None:
+        if not self._released:
+            self._released = True
+            with contextlib.suppress(errors.StoreError):
+                await self._limiter.release("streams", self.who, self.member)
+
+    async def track(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Relay `body`, re-announcing the slot while it stays open, releasing it at the end."""
+        refresh_every = self._limiter.config.stream_ttl / 2
+        last = time.monotonic()
+        try:
+            async for chunk in body:
+                yield chunk
+                if time.monotonic() - last > refresh_every:
+                    last = time.monotonic()
+                    with contextlib.suppress(errors.GatewayError):
+                        await self._limiter.admit_stream(self.who, self.member)
+        finally:
+            await asyncio.shield(self.release())
+
+
 class SessionfulEndpoint:
     def __init__(
         self,
@@ -83,8 +117,14 @@ class SessionfulEndpoint:
         upstream: UpstreamClient,
         affinity: Affinity,
         metrics: Metrics,
+        headers: HeaderPolicy,
+        limiter: Limiter,
         max_body: int,
+        max_batch: int,
     ) -> None:
+        self._headers = headers
+        self._limiter = limiter
+        self._max_batch = max_batch
         self._pools = pools
         self._affinity = affinity
         self._sessions = sessions
@@ -94,12 +134,17 @@ class SessionfulEndpoint:
         self._metrics = metrics
         self._max_body = max_body
 
-    def _upstream_headers(self, request: Request, record: SessionRecord | None) -> dict[str, str]:
-        headers = protocol.forward_headers(request.headers.items(), protocol.DROP_TO_UPSTREAM)
-        headers["Accept-Encoding"] = "identity"
+    def _upstream_headers(self, request: Request, pool: str, record: SessionRecord | None) -> dict[str, str]:
+        headers = self._headers.build(request.headers.items(), pool)
         if record is not None and record.upstream_sid:
             headers["Mcp-Session-Id"] = record.upstream_sid
         return headers
+
+    async def _stream_slot(self, request: Request) -> StreamSlot:
+        """Admit one more open stream for this client (429 past the cap) before any upstream work."""
+        slot = StreamSlot(self._limiter, request.state.client_key, secrets.token_hex(8))
+        await self._limiter.admit_stream(slot.who, slot.member)
+        return slot
 
     async def _session(self, request: Request, pool: str | None) -> SessionRecord:
         session_id = request.headers.get(H_SESSION)
@@ -128,41 +173,55 @@ class SessionfulEndpoint:
     async def post(self, request: Request, pool: str | None, version: str) -> Response:
         protocol.check_post_headers(request.headers.get("content-type"), request.headers.get("accept"))
         raw = await read_body(request, self._max_body)
-        body = protocol.parse_body(raw, version)
+        body = protocol.parse_body(raw, version, max_batch=self._max_batch)
         if body.first_id is not None:
             logs.request_var.set(str(body.first_id))
         try:
             if body.initialize is not None:
                 return await self._initialize(request, pool, body, raw)
             record = await self._session(request, pool)
-            headers = self._upstream_headers(request, None)
-            record, response = await self._affinity.send(record, "POST", headers, raw)
-            await self._upstream_lost_session(record, response)
-            return await self._relay_post(record, body, response)
+            headers = self._upstream_headers(request, record.pool, None)
+            slot = await self._stream_slot(request) if body.requests else None
+            try:
+                record, response = await self._affinity.send(record, "POST", headers, raw)
+                await self._upstream_lost_session(record, response)
+                return await self._relay_post(record, body, response, slot)
+            except BaseException:
+                if slot is not None:
+                    await slot.release()
+                raise
         except errors.GatewayError as exc:
             return error_response(exc, body.first_id)
 
-    async def _relay_post(self, record: SessionRecord, body: Body, response: UpstreamResponse) -> Response:
+    async def _relay_post(
+        self, record: SessionRecord, body: Body, response: UpstreamResponse, slot: StreamSlot | None
+    ) -> Response:
         if not body.requests:
             # transports §Sending Messages: only notifications/responses -> 202 Accepted, no body
             if 200 <= response.status < 300:
                 response.close()
                 return Response(status_code=202, headers={"Mcp-Session-Id": record.id})
             return await self._relay_plain(response, record.id)
-        if response.status != 200 or not response.is_sse:
+        if response.status == 200 and not response.is_sse and response.content_type != protocol.JSON:
+            response.close()
+            raise errors.UpstreamError(
+                f"Bad upstream answer: unexpected content type {response.content_type!r}"
+            )
+        if response.status != 200 or not response.is_sse or slot is None:
+            if slot is not None:
+                await slot.release()
             return await self._relay_plain(response, record.id)
         stream = await self._relay.open_stream(record, response, kind="post", pending=body.request_ids)
         prime = record.protocol in protocol.PRIMING_VERSIONS
-        return sse_response(
-            self._relay.deliver(record, stream, 0, prime=prime), client_headers(response.headers, record.id)
-        )
+        delivery = slot.track(self._relay.deliver(record, stream, 0, prime=prime))
+        return sse_response(delivery, client_headers(response.headers, record.id))
 
     async def _initialize(self, request: Request, pool_name: str | None, body: Body, raw: bytes) -> Response:
         if body.is_batch:
             # 2025-03-26 lifecycle §Initialization: initialize MUST NOT be part of a batch
             raise errors.InvalidRequest("Invalid Request: initialize must not be batched")
         pool = self._pools.get(pool_name)
-        headers = self._upstream_headers(request, None)
+        headers = self._upstream_headers(request, pool.name, None)
         tried: set[str] = set()
         while True:
             # Retrying initialize elsewhere is safe: no upstream session exists yet (DESIGN "Upstreams").
@@ -182,8 +241,10 @@ class SessionfulEndpoint:
             return Response(payload, status_code=200, headers=client_headers(response.headers, None))
         init = body.initialize
         params = init.raw.get("params") if init is not None else None
+        session_id = protocol.new_session_id()
+        await self._limiter.admit_session(request.state.client_key, session_id)
         record = new_record(
-            protocol.new_session_id(),
+            session_id,
             pool=pool.name,
             instance=instance,
             upstream_sid=upstream_sid,
@@ -210,21 +271,26 @@ class SessionfulEndpoint:
         protocol.check_get_accept(request.headers.get("accept"))
         record = await self._session(request, pool)
         last_event_id = request.headers.get(H_LAST_EVENT_ID)
-        if last_event_id is not None:
-            return await self._resume(record, cursor.parse_event_id(last_event_id))
-        record, response = await self._affinity.send(
-            record, "GET", self._upstream_headers(request, None), None
-        )
-        await self._upstream_lost_session(record, response)
-        if response.status != 200 or not response.is_sse:
-            return await self._relay_plain(response, record.id)  # e.g. 405: no standalone stream
-        stream = await self._relay.open_stream(record, response, kind="get", pending=())
+        position = cursor.parse_event_id(last_event_id) if last_event_id is not None else None
+        slot = await self._stream_slot(request)
+        try:
+            if position is not None:
+                return await self._resume(record, position, slot)
+            headers = self._upstream_headers(request, record.pool, None)
+            record, response = await self._affinity.send(record, "GET", headers, None)
+            await self._upstream_lost_session(record, response)
+            if response.status != 200 or not response.is_sse:
+                await slot.release()
+                return await self._relay_plain(response, record.id)  # e.g. 405: no standalone stream
+            stream = await self._relay.open_stream(record, response, kind="get", pending=())
+        except BaseException:
+            await slot.release()
+            raise
         prime = record.protocol in protocol.PRIMING_VERSIONS
-        return sse_response(
-            self._relay.deliver(record, stream, 0, prime=prime), client_headers(response.headers, record.id)
-        )
+        delivery = slot.track(self._relay.deliver(record, stream, 0, prime=prime))
+        return sse_response(delivery, client_headers(response.headers, record.id))
 
-    async def _resume(self, record: SessionRecord, position: cursor.Cursor) -> Response:
+    async def _resume(self, record: SessionRecord, position: cursor.Cursor, slot: StreamSlot) -> Response:
         """transports §Resumability: replay after Last-Event-ID, on the same stream only."""
         meta = await self._log.meta(record.id, position.stream)
         if meta is None and await self._sessions.stream_info(record.id, position.stream) is None:
@@ -235,10 +301,9 @@ class SessionfulEndpoint:
         headers = {"Mcp-Session-Id": record.id}
         if isinstance(decision, cursor.Gap):
             events = await self._relay.gap_events(record, position.stream, decision.reason)
-            return sse_response(_iterate(events), headers)
-        return sse_response(
-            self._relay.deliver(record, position.stream, decision.after, prime=False), headers
-        )
+            return sse_response(slot.track(_iterate(events)), headers)
+        delivery = self._relay.deliver(record, position.stream, decision.after, prime=False)
+        return sse_response(slot.track(delivery), headers)
 
     # --- DELETE ---------------------------------------------------------------------------------
 
@@ -247,15 +312,15 @@ class SessionfulEndpoint:
         response = None
         if self._pools.is_healthy(record.instance):
             with contextlib.suppress(errors.UpstreamError):
-                response = await self._upstream.send(
-                    "DELETE", record.instance, self._upstream_headers(request, record)
-                )
+                headers = self._upstream_headers(request, record.pool, record)
+                response = await self._upstream.send("DELETE", record.instance, headers)
         if response is not None and response.status == 405:
             # transports §Session Management: the server may refuse client-initiated termination.
             return await self._relay_plain(response, record.id)
         if response is not None:
             response.close()
         await self._sessions.delete(record.id)
+        await self._limiter.release("sessions", request.state.client_key, record.id)
         self._metrics.sessions_deleted.inc()
         return Response(status_code=200)
 

@@ -9,6 +9,7 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:{G}:m:{S}          hash   stream meta: kind, seq, pending, upstream id, done
     {prefix}:{G}:lease:{S}      string replica id of the pump, with PX expiry
     {prefix}:{G}:reinit         string lock while a new upstream session is being established
+    {prefix}:limits:{kind}:{W}  string/zset per-client limits (W = principal or client IP)
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class Keys:
     def stream_keys(self, session: str, stream: str) -> tuple[str, str, str]:
         """(events, meta, lease) of one stream: the KEYS of the event-log scripts."""
         return self.events(session, stream), self.meta(session, stream), self.lease(session, stream)
+
+    def limit(self, kind: str, who: str) -> str:
+        """Per-client limit state (rate windows, session and stream sets); tagged by client."""
+        return f"{self.prefix}:limits:{kind}:{{{who}}}"
 
     def pattern(self) -> str:
         """SCAN pattern matching every key under this prefix (tests and tooling)."""

@@ -155,7 +155,7 @@ def _check_message(item: object) -> Message:
     return message
 
 
-def parse_body(raw: bytes, version: str) -> Body:
+def parse_body(raw: bytes, version: str, *, max_batch: int = 100) -> Body:
     """Parse and classify a POST body; raise ParseError / InvalidRequest on bad input."""
     try:
         decoded = json.loads(raw)
@@ -167,6 +167,8 @@ def parse_body(raw: bytes, version: str) -> Body:
             raise errors.InvalidRequest(f"Invalid Request: batches are not allowed in {version}")
         if not decoded:
             raise errors.InvalidRequest("Invalid Request: empty batch")
+        if len(decoded) > max_batch:
+            raise errors.PayloadTooLarge(f"Payload Too Large: more than {max_batch} messages in a batch")
         return Body(tuple(_check_message(item) for item in decoded), is_batch=True)
     return Body((_check_message(decoded),), is_batch=False)
 

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from gateway import errors, protocol
 from gateway.handlers import client_headers, error_response, read_body, sse_response
 from gateway.pools import Pools
-from gateway.upstreams import UpstreamClient, UpstreamResponse
+from gateway.upstreams import HeaderPolicy, UpstreamClient, UpstreamResponse
 
 # 2026-07-28 basic/transports: methods whose Mcp-Name header mirrors a body parameter.
 NAME_BEARING_METHODS: Mapping[str, str] = {
@@ -53,7 +53,10 @@ async def _relay_stream(response: UpstreamResponse) -> AsyncIterator[bytes]:
 
 
 class StatelessEndpoint:
-    def __init__(self, *, pools: Pools, upstream: UpstreamClient, max_body: int) -> None:
+    def __init__(
+        self, *, pools: Pools, upstream: UpstreamClient, headers: HeaderPolicy, max_body: int
+    ) -> None:
+        self._headers = headers
         self._pools = pools
         self._upstream = upstream
         self._max_body = max_body
@@ -69,8 +72,7 @@ class StatelessEndpoint:
             check_routing_headers(request.headers, body.messages[0].raw)
             pool = self._pools.get(pool_name)
             instance = self._pools.pick(pool.name)
-            headers = protocol.forward_headers(request.headers.items(), protocol.DROP_TO_UPSTREAM)
-            headers["Accept-Encoding"] = "identity"
+            headers = self._headers.build(request.headers.items(), pool.name)
             response = await self._upstream.send("POST", instance, headers, raw)
         except errors.GatewayError as exc:
             return error_response(exc, body.first_id)

@@ -9,13 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
 
 import aiohttp
 from prometheus_client import Histogram
 
-from gateway import errors
+from gateway import errors, protocol
 from gateway.retry import upstream_connect
+
+
+@dataclass(frozen=True)
+class HeaderPolicy:
+    """What crosses from a client request to an upstream request, besides the protocol rules."""
+
+    drop_authorization: bool = False  # gateway auth on: never pass the client's token upstream
+    per_pool: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def build(self, client_headers: Iterable[tuple[str, str]], pool: str) -> dict[str, str]:
+        drop = (
+            protocol.DROP_TO_UPSTREAM | {"authorization"}
+            if self.drop_authorization
+            else protocol.DROP_TO_UPSTREAM
+        )
+        headers = protocol.forward_headers(client_headers, drop)
+        headers["Accept-Encoding"] = "identity"
+        headers.update(self.per_pool.get(pool, {}))
+        return headers
 
 
 class UpstreamResponse:

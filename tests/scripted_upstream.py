@@ -10,6 +10,8 @@ Tools (by `params.name` of tools/call):
   hang           -> SSE that never answers
   badsse         -> SSE with an endless line
   close_early    -> SSE that closes after `arguments.close_after` events (resumable if ids are on)
+  html           -> 200 text/html (a wrong content type)
+  orphan         -> SSE answering an id nobody asked, then the real answer
 """
 
 from __future__ import annotations
@@ -141,6 +143,11 @@ class ScriptedUpstream:
                 )
                 for i in range(int(args.get("count", 3)))
             ]
+        if name == "html":
+            await _respond(send, 200, b"<html>not mcp</html>", "text/html")
+            return
+        if name == "orphan":  # a response for an id nobody asked, then the real one
+            events = [json.dumps({"jsonrpc": "2.0", "id": "nobody", "result": {}})]
         if name == "badsse":
             await _start_sse(send)
             await send(

@@ -1,0 +1,66 @@
+"""The front door of every MCP request: header size, Origin, authentication, rate limit.
+
+It decides who the client is: the authenticated principal (`issuer|subject`) when auth is on,
+otherwise the client IP (for limits only; anonymous sessions are bound to no principal).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway import errors, protocol
+from gateway.auth import METADATA_PATH, Authenticator, resource_metadata
+from gateway.limits import Limiter
+
+
+class HeadersTooLarge(errors.ClientError):
+    status = 431
+
+
+@dataclass
+class Guard:
+    origins: tuple[str, ...]
+    limiter: Limiter
+    authenticator: Authenticator | None
+    resource_url: str | None
+    authorization_servers: list[str]
+    max_header_bytes: int
+    trust_forwarded_for: bool
+
+    def resource(self, request: Request) -> str:
+        return self.resource_url or str(request.base_url).rstrip("/") + "/mcp"
+
+    def metadata_url(self, request: Request) -> str:
+        return str(request.base_url).rstrip("/") + METADATA_PATH
+
+    def client_ip(self, request: Request) -> str:
+        forwarded = request.headers.get("x-forwarded-for") if self.trust_forwarded_for else None
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+        return request.client.host if request.client else "unknown"
+
+    async def admit(self, request: Request) -> None:
+        """Raise the right client error, or set `request.state.principal` and `.client_key`."""
+        size = sum(len(k) + len(v) for k, v in request.headers.raw)
+        if size > self.max_header_bytes:
+            raise HeadersTooLarge(f"Request Header Fields Too Large: over {self.max_header_bytes} bytes")
+        # transports §Security Warning: validate Origin (DNS rebinding); 2025-11-25: invalid -> 403
+        if not protocol.origin_allowed(request.headers.get("origin"), self.origins):
+            raise errors.Forbidden("Forbidden: Origin not allowed")
+        principal = ""
+        if self.authenticator is not None:
+            principal = await self.authenticator.principal(
+                request.headers, self.resource(request), self.metadata_url(request)
+            )
+        request.state.principal = principal
+        request.state.client_key = principal or f"ip:{self.client_ip(request)}"
+        await self.limiter.check_rate(request.state.client_key)
+
+    def metadata(self, request: Request) -> Response:
+        """RFC 9728 protected resource metadata (404 when auth is off)."""
+        if self.authenticator is None:
+            return JSONResponse({"error": "authentication is not enabled"}, status_code=404)
+        return JSONResponse(resource_metadata(self.resource(request), self.authorization_servers))
