@@ -337,7 +337,7 @@ def _initialize_answer(
     for data in datas:
         try:
             message = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(message, dict) and message.get("id") == request_id:
             return message, datas

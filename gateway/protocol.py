@@ -161,6 +161,8 @@ def parse_body(raw: bytes, version: str, *, max_batch: int = 100) -> Body:
         decoded = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.ParseError(f"Parse error: {exc}") from None
+    except RecursionError:
+        raise errors.ParseError("Parse error: JSON nested too deeply") from None
     if isinstance(decoded, list):
         # 2025-06-18 changelog: JSON-RPC batching removed; 2025-03-26 transports §Sending Messages.
         if version not in BATCH_VERSIONS:

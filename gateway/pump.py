@@ -59,13 +59,17 @@ def answered_ids(data: str) -> list[Any]:
     """Ids of the JSON-RPC responses inside one SSE data payload (single or batch)."""
     try:
         decoded = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
     items = decoded if isinstance(decoded, list) else [decoded]
     return [
         m["id"]
         for m in items
-        if isinstance(m, dict) and "method" not in m and ("result" in m or "error" in m) and "id" in m
+        if isinstance(m, dict)
+        and "method" not in m
+        and ("result" in m or "error" in m)
+        and isinstance(m.get("id"), str | int)
+        and not isinstance(m.get("id"), bool)
     ]
 
 
