@@ -133,7 +133,5 @@ class Affinity:
         note = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode()
         (await self._upstream.send("POST", instance, headers, note)).close()
         await self._sessions.update_upstream(record.id, instance, upstream_sid)
-        log.warning(
-            "session %s: instance %s lost; re-established on %s", record.id[:8], record.instance, instance
-        )
+        log.warning("session %s: instance %s lost; re-established on %s", record.id[:8], record.instance, instance)
         return dataclasses.replace(record, instance=instance, upstream_sid=upstream_sid)

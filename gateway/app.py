@@ -70,21 +70,15 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = connect(settings.redis_url)
-        http = new_http_session(
-            connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size
-        )
+        http = new_http_session(connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size)
         supervisor = Supervisor()
         keys = Keys(settings.key_prefix)
         sessions = SessionStore(redis, keys, settings.session_ttl)
         event_log = EventLog(
             redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl, lease_ttl=settings.lease_ttl
         )
-        upstream = UpstreamClient(
-            http, request_timeout=settings.request_timeout, latency=metrics.upstream_latency
-        )
-        health = HealthChecker(
-            pools, http, interval=settings.health_interval, timeout=settings.health_timeout
-        )
+        upstream = UpstreamClient(http, request_timeout=settings.request_timeout, latency=metrics.upstream_latency)
+        health = HealthChecker(pools, http, interval=settings.health_interval, timeout=settings.health_timeout)
         await health.check_all()  # a fresh replica knows which instances are up before it serves
         supervisor.spawn(health.run(), name="health-checks")
         limiter = Limiter(

@@ -77,9 +77,7 @@ class Authenticator:
                 leeway=30,
             )
         except (jwt.PyJWTError, ValueError, KeyError) as exc:
-            raise self._unauthorized(
-                f"Unauthorized: invalid token ({exc})", metadata_url, "invalid_token"
-            ) from None
+            raise self._unauthorized(f"Unauthorized: invalid token ({exc})", metadata_url, "invalid_token") from None
         return f"{claims['iss']}|{claims['sub']}"
 
     def _unauthorized(self, message: str, metadata_url: str, error: str | None) -> Unauthorized:

@@ -43,9 +43,7 @@ def parse_upstream(spec: str, default_policy: str = "reinit") -> Pool:
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"upstream: bad pool name {name!r} in {spec!r}")
     if policy not in POLICIES:
-        raise ConfigError(
-            f"upstream: pool {name!r}: on_instance_loss must be one of {POLICIES}, not {policy!r}"
-        )
+        raise ConfigError(f"upstream: pool {name!r}: on_instance_loss must be one of {POLICIES}, not {policy!r}")
     instances = tuple(u.strip().rstrip("/") for u in urls.split(",") if u.strip())
     if not instances:
         raise ConfigError(f"upstream: pool {name!r} has no instance URL")
@@ -160,9 +158,7 @@ class Settings(BaseSettings):
     )
     rate_limit: int = Field(0, ge=0, description="Requests a minute per principal/IP (0 = off).")
     max_sessions_per_client: int = Field(0, ge=0, description="Live sessions per principal/IP (0 = off).")
-    max_streams_per_client: int = Field(
-        0, ge=0, description="Open SSE connections per principal/IP (0 = off)."
-    )
+    max_streams_per_client: int = Field(0, ge=0, description="Open SSE connections per principal/IP (0 = off).")
     max_batch: int = Field(100, ge=1, description="Most messages in one 2025-03-26 batch.")
     max_header_bytes: int = Field(32 * 1024, ge=1024, description="Largest total request header size.")
     sse_max_line: int = Field(1 << 20, ge=1024, description="Longest SSE line accepted from upstreams.")

@@ -97,9 +97,7 @@ class EventLog:
         self._acquire = redis.register_script(_ACQUIRE)
         self._renew = redis.register_script(_RENEW)
 
-    async def create(
-        self, session: str, stream: str, *, kind: str, pending: tuple[Any, ...], owner: str
-    ) -> None:
+    async def create(self, session: str, stream: str, *, kind: str, pending: tuple[Any, ...], owner: str) -> None:
         """Create the meta record and take the lease for a brand-new stream."""
         _, meta, lease = self._keys.stream_keys(session, stream)
         mapping: dict[str | bytes, str | bytes] = {
@@ -151,9 +149,7 @@ class EventLog:
         """Take over the pump lease of an unfinished stream whose lease expired."""
         with translated():
             result = int(
-                await self._acquire(
-                    keys=list(self._keys.stream_keys(session, stream)), args=[owner, self.lease_ms]
-                )
+                await self._acquire(keys=list(self._keys.stream_keys(session, stream)), args=[owner, self.lease_ms])
             )
         if result == -2:
             raise StreamVanished(f"stream {stream} metadata vanished")
@@ -161,9 +157,7 @@ class EventLog:
 
     async def renew(self, session: str, stream: str, owner: str) -> bool:
         with translated():
-            return bool(
-                await self._renew(keys=[self._keys.lease(session, stream)], args=[owner, self.lease_ms])
-            )
+            return bool(await self._renew(keys=[self._keys.lease(session, stream)], args=[owner, self.lease_ms]))
 
     async def release(self, session: str, stream: str, owner: str) -> None:
         with translated():
@@ -207,9 +201,7 @@ class EventLog:
             rows: Any = await self._redis.xrevrange(self._keys.events(session, stream), count=count)
         return [_entry(entry_id, fields) for entry_id, fields in reversed(rows)]
 
-    async def wait(
-        self, session: str, stream: str, after: int, timeout: float, count: int = 200
-    ) -> list[Entry]:
+    async def wait(self, session: str, stream: str, after: int, timeout: float, count: int = 200) -> list[Entry]:
         """Block up to `timeout` seconds for entries with seq > after (XREAD BLOCK)."""
         key = self._keys.events(session, stream)
         with translated():

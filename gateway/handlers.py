@@ -204,9 +204,7 @@ class SessionfulEndpoint:
             return await self._relay_plain(response, record.id)
         if response.status == 200 and not response.is_sse and response.content_type != protocol.JSON:
             response.close()
-            raise errors.UpstreamError(
-                f"Bad upstream answer: unexpected content type {response.content_type!r}"
-            )
+            raise errors.UpstreamError(f"Bad upstream answer: unexpected content type {response.content_type!r}")
         if response.status != 200 or not response.is_sse or slot is None:
             if slot is not None:
                 await slot.release()
@@ -325,9 +323,7 @@ class SessionfulEndpoint:
         return Response(status_code=200)
 
 
-def _initialize_answer(
-    payload: bytes, is_sse: bool, request_id: Any
-) -> tuple[dict[str, Any] | None, list[str]]:
+def _initialize_answer(payload: bytes, is_sse: bool, request_id: Any) -> tuple[dict[str, Any] | None, list[str]]:
     """The InitializeResult message in an upstream answer, and the data events to relay."""
     if is_sse:
         parser = sse.Parser()

@@ -68,9 +68,7 @@ class Limiter:
                 )
             )
         if count < 0:
-            raise TooManyRequests(
-                f"Too Many Requests: more than {self.config.rate_per_minute} requests a minute"
-            )
+            raise TooManyRequests(f"Too Many Requests: more than {self.config.rate_per_minute} requests a minute")
 
     async def admit_session(self, who: str, session_id: str) -> None:
         if self.config.max_sessions:
@@ -86,15 +84,11 @@ class Limiter:
             )
 
     async def release(self, kind: str, who: str, member: str) -> None:
-        if (kind == "sessions" and self.config.max_sessions) or (
-            kind == "streams" and self.config.max_streams
-        ):
+        if (kind == "sessions" and self.config.max_sessions) or (kind == "streams" and self.config.max_streams):
             with translated():
                 await self._redis.zrem(self._keys.limit(kind, who), member)
 
-    async def _admit_member(
-        self, kind: str, who: str, member: str, ttl: float, limit: int, what: str
-    ) -> None:
+    async def _admit_member(self, kind: str, who: str, member: str, ttl: float, limit: int, what: str) -> None:
         now = time.time()
         with translated():
             admitted = int(

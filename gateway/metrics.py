@@ -12,21 +12,13 @@ class Metrics:
         self.requests = Counter(
             "mcpgw_requests_total", "HTTP requests on MCP endpoints", ["method", "status", "era"], registry=r
         )
-        self.sessions_created = Counter(
-            "mcpgw_sessions_created_total", "Gateway sessions created", registry=r
-        )
-        self.sessions_deleted = Counter(
-            "mcpgw_sessions_deleted_total", "Gateway sessions deleted", registry=r
-        )
+        self.sessions_created = Counter("mcpgw_sessions_created_total", "Gateway sessions created", registry=r)
+        self.sessions_deleted = Counter("mcpgw_sessions_deleted_total", "Gateway sessions deleted", registry=r)
         self.active_pumps = Gauge("mcpgw_active_pumps", "Streams this replica pumps now", registry=r)
         self.active_deliveries = Gauge("mcpgw_active_deliveries", "Open client SSE connections", registry=r)
-        self.events_relayed = Counter(
-            "mcpgw_events_relayed_total", "SSE events delivered to clients", registry=r
-        )
+        self.events_relayed = Counter("mcpgw_events_relayed_total", "SSE events delivered to clients", registry=r)
         self.resumes = Counter("mcpgw_resumes_total", "Resumes with Last-Event-ID", registry=r)
-        self.takeovers = Counter(
-            "mcpgw_lease_takeovers_total", "Pumps taken over from a dead replica", registry=r
-        )
+        self.takeovers = Counter("mcpgw_lease_takeovers_total", "Pumps taken over from a dead replica", registry=r)
         self.gaps = Counter("mcpgw_stream_gaps_total", "Resumes that found lost events", registry=r)
         self.store_errors = Counter("mcpgw_store_errors_total", "Redis failures", registry=r)
         self.upstream_latency = Histogram(

@@ -105,9 +105,7 @@ class Pools:
 class HealthChecker:
     """Active probes: any HTTP answer from the instance URL means it is up."""
 
-    def __init__(
-        self, pools: Pools, session: aiohttp.ClientSession, *, interval: float, timeout: float
-    ) -> None:
+    def __init__(self, pools: Pools, session: aiohttp.ClientSession, *, interval: float, timeout: float) -> None:
         self._pools = pools
         self._session = session
         self._interval = interval
@@ -118,9 +116,7 @@ class HealthChecker:
         try:
             async with (
                 asyncio.timeout(self._timeout),
-                self._session.get(
-                    url, headers={"Accept": "text/event-stream"}, allow_redirects=False
-                ) as response,
+                self._session.get(url, headers={"Accept": "text/event-stream"}, allow_redirects=False) as response,
             ):
                 return response.status < 500
         except (TimeoutError, aiohttp.ClientError, OSError):

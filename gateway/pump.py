@@ -50,9 +50,7 @@ class PumpConfig:
 
 def error_message(request_id: Any, message: str) -> str:
     """A JSON-RPC error answering a request whose real answer can no longer be obtained."""
-    return json.dumps(
-        {"jsonrpc": "2.0", "id": request_id, "error": {"code": errors.SERVER_ERROR, "message": message}}
-    )
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": {"code": errors.SERVER_ERROR, "message": message}})
 
 
 def answered_ids(data: str) -> list[Any]:
@@ -108,10 +106,7 @@ class Pump:
                 len(self.pending),
             )
             self.signal.fail(
-                [
-                    sse.encode(error_message(i, "Stream state was lost by the gateway's store"))
-                    for i in self.pending
-                ]
+                [sse.encode(error_message(i, "Stream state was lost by the gateway's store")) for i in self.pending]
             )
         except* errors.StoreError as group:
             log.error("stream %s: store failed: %s", self.stream, group.exceptions[0])
@@ -205,9 +200,7 @@ class Pump:
         batch: list[tuple[str, str]] = []
         uid = ""
         for event in events:
-            log.debug(
-                "stream %s: upstream event id=%r data=%d bytes", self.stream, event.id, len(event.data or "")
-            )
+            log.debug("stream %s: upstream event id=%r data=%d bytes", self.stream, event.id, len(event.data or ""))
             if event.retry is not None:
                 self.retry_ms = event.retry
             if event.id:
@@ -261,9 +254,7 @@ class Pump:
         try:
             async for attempt in upstream_resume():
                 with attempt:
-                    response = await self.upstream.send(
-                        "GET", self.record.instance, headers, retry_connect=False
-                    )
+                    response = await self.upstream.send("GET", self.record.instance, headers, retry_connect=False)
         except errors.GatewayError as exc:
             raise CannotResume(exc.message) from exc
         if response.status != 200 or not response.is_sse:

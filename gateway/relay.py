@@ -147,9 +147,7 @@ class Relay:
             *(sse.encode(error_message(i, f"Events of this stream were lost: {reason}")) for i in lost),
         ]
 
-    async def deliver(
-        self, record: SessionRecord, stream: str, after: int, *, prime: bool
-    ) -> AsyncIterator[bytes]:
+    async def deliver(self, record: SessionRecord, stream: str, after: int, *, prime: bool) -> AsyncIterator[bytes]:
         """The SSE body for one client connection on `stream`, starting after seq `after`."""
         if prime:
             # 2025-11-25 transports §Resumability: priming event (an id, empty data) and retry.

@@ -96,9 +96,7 @@ class SessionStore:
                 mapping={"instance": instance, "upstream_sid": upstream_sid},
             )
 
-    async def register_stream(
-        self, session_id: str, stream: str, kind: str, pending: tuple[Any, ...]
-    ) -> None:
+    async def register_stream(self, session_id: str, stream: str, kind: str, pending: tuple[Any, ...]) -> None:
         key = self._keys.streams(session_id)
         with translated():
             async with self._redis.pipeline(transaction=False) as pipe:

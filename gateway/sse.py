@@ -26,9 +26,7 @@ class SSEError(ValueError):
     """Malformed or oversized SSE input."""
 
 
-def encode(
-    data: str | None, *, id: str | None = None, event: str | None = None, retry: int | None = None
-) -> bytes:
+def encode(data: str | None, *, id: str | None = None, event: str | None = None, retry: int | None = None) -> bytes:
     """Encode one event; `data=None` with an id gives a priming event (`data:` empty)."""
     parts: list[str] = []
     if id is not None:

@@ -53,9 +53,7 @@ async def _relay_stream(response: UpstreamResponse) -> AsyncIterator[bytes]:
 
 
 class StatelessEndpoint:
-    def __init__(
-        self, *, pools: Pools, upstream: UpstreamClient, headers: HeaderPolicy, max_body: int
-    ) -> None:
+    def __init__(self, *, pools: Pools, upstream: UpstreamClient, headers: HeaderPolicy, max_body: int) -> None:
         self._headers = headers
         self._pools = pools
         self._upstream = upstream

@@ -27,11 +27,7 @@ class HeaderPolicy:
     per_pool: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def build(self, client_headers: Iterable[tuple[str, str]], pool: str) -> dict[str, str]:
-        drop = (
-            protocol.DROP_TO_UPSTREAM | {"authorization"}
-            if self.drop_authorization
-            else protocol.DROP_TO_UPSTREAM
-        )
+        drop = protocol.DROP_TO_UPSTREAM | {"authorization"} if self.drop_authorization else protocol.DROP_TO_UPSTREAM
         headers = protocol.forward_headers(client_headers, drop)
         headers["Accept-Encoding"] = "identity"
         headers.update(self.per_pool.get(pool, {}))

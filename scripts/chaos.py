@@ -78,14 +78,35 @@ class Cluster:
         self.gateways: dict[int, Proc] = {}
 
     def start_upstream(self) -> None:
-        argv = [sys.executable, str(REPO / "tests/servers/sdk_server.py"), "--port", str(self.upstream_port),
-                "--event-store"]
+        argv = [
+            sys.executable,
+            str(REPO / "tests/servers/sdk_server.py"),
+            "--port",
+            str(self.upstream_port),
+            "--event-store",
+        ]
         self.procs.start("upstream", argv).wait_http(f"http://127.0.0.1:{self.upstream_port}/healthz", 20)
 
     def start_gateway(self, port: int) -> None:
-        argv = [sys.executable, "-m", "gateway", "--port", str(port), "--redis-url", self.redis_url,
-                "--upstream", f"default=http://127.0.0.1:{self.upstream_port}/mcp", "--lease-ttl", "1",
-                "--retry-ms", "200", "--log-format", "text", "--log-level", "warning"]
+        argv = [
+            sys.executable,
+            "-m",
+            "gateway",
+            "--port",
+            str(port),
+            "--redis-url",
+            self.redis_url,
+            "--upstream",
+            f"default=http://127.0.0.1:{self.upstream_port}/mcp",
+            "--lease-ttl",
+            "1",
+            "--retry-ms",
+            "200",
+            "--log-format",
+            "text",
+            "--log-level",
+            "warning",
+        ]
         proc = self.procs.start(f"gateway-{port}", argv, env={"MCPGW_KEY_PREFIX": self.prefix})
         proc.wait_http(f"http://127.0.0.1:{port}/healthz", 20)
         self.gateways[port] = proc
@@ -116,7 +137,8 @@ async def trial(cluster: Cluster, lb: str, redis: aioredis.Redis, rng: random.Ra
         try:
             outcome = await asyncio.wait_for(
                 client.call_tool_resumable("slow_count", {"steps": STEPS, "delay": DELAY}, resume_timeout=20),
-                timeout=30)
+                timeout=30,
+            )
         except TimeoutError:
             outcome = "hung"
         except CarefulClientError as exc:
@@ -161,9 +183,14 @@ async def main() -> None:
         async for key in redis.scan_iter(match=f"{prefix}:*"):
             await redis.delete(key)
         await redis.aclose()
-    summary = {"trials": args.trials, "replicas": args.replicas, "seed": args.seed, **dict(results),
-               "call_seconds_p50": sorted(durations)[len(durations) // 2] if durations else None,
-               "call_seconds_max": max(durations) if durations else None}
+    summary = {
+        "trials": args.trials,
+        "replicas": args.replicas,
+        "seed": args.seed,
+        **dict(results),
+        "call_seconds_p50": sorted(durations)[len(durations) // 2] if durations else None,
+        "call_seconds_max": max(durations) if durations else None,
+    }
     print(json.dumps(summary, indent=2))
     print(f"lost / duplicated / hung: {results['lost']} / {results['dup']} / {results['hung']}")
     if args.json:

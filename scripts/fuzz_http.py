@@ -97,9 +97,7 @@ def _json_value(rng: random.Random, depth: int = 0) -> Any:
         return rng.choice(["2.0", "1.0", "", "tools/call"])
     if kind in (6, 7):
         return {
-            rng.choice(["id", "method", "params", "jsonrpc", "result", "error", "_meta"]): _json_value(
-                rng, depth + 1
-            )
+            rng.choice(["id", "method", "params", "jsonrpc", "result", "error", "_meta"]): _json_value(rng, depth + 1)
             for _ in range(rng.randrange(5))
         }
     return [_json_value(rng, depth + 1) for _ in range(rng.randrange(4))]
@@ -161,9 +159,7 @@ def _cursor(rng: random.Random, victim_cursors: list[str]) -> str | None:
         return None
     if roll < 0.8 and victim_cursors:
         return rng.choice(victim_cursors)  # someone else's stream: must never be replayed to us
-    return rng.choice(
-        ["", "abc", "x" * 12 + ".1", "x" * 12 + ".-1", "x" * 12 + ".99999999999999999999", "." * 13]
-    )
+    return rng.choice(["", "abc", "x" * 12 + ".1", "x" * 12 + ".-1", "x" * 12 + ".99999999999999999999", "." * 13])
 
 
 async def make_victim(url: str) -> tuple[str, list[str]]:
@@ -214,13 +210,9 @@ async def fuzz(urls: list[str], count: int, *, seed: int = 0, concurrency: int =
         if (cursor := _cursor(rng, victim_cursors)) is not None:
             headers["Last-Event-ID"] = cursor
         if rng.random() < 0.1:
-            headers["Origin"] = rng.choice(
-                ["http://evil.example", "http://localhost:3000", "null", "http://[::1"]
-            )
+            headers["Origin"] = rng.choice(["http://evil.example", "http://localhost:3000", "null", "http://[::1"])
         if rng.random() < 0.1:
-            headers[rng.choice(["Mcp-Method", "Mcp-Name", "Mcp-Param-X", "Mcp-Whatever"])] = rng.choice(
-                MCP_METHODS
-            )
+            headers[rng.choice(["Mcp-Method", "Mcp-Name", "Mcp-Param-X", "Mcp-Whatever"])] = rng.choice(MCP_METHODS)
         if rng.random() < 0.02:
             headers["X-Padding"] = "p" * rng.choice([100, 40_000])
         headers = {k: v.encode("ascii", "replace").decode() for k, v in headers.items()}
@@ -267,9 +259,7 @@ async def fuzz(urls: list[str], count: int, *, seed: int = 0, concurrency: int =
                 "Mcp-Session-Id": victim,
                 "MCP-Protocol-Version": "2025-11-25",
             }
-            r = await http.post(
-                url, json={"jsonrpc": "2.0", "id": 9, "method": "tools/list"}, headers=headers
-            )
+            r = await http.post(url, json={"jsonrpc": "2.0", "id": 9, "method": "tools/list"}, headers=headers)
             if r.status_code != 200:
                 report.violations.append(f"victim session broken after fuzzing on {url}: {r.status_code}")
     return report

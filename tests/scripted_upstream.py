@@ -150,14 +150,10 @@ class ScriptedUpstream:
             events = [json.dumps({"jsonrpc": "2.0", "id": "nobody", "result": {}})]
         if name == "badsse":
             await _start_sse(send)
-            await send(
-                {"type": "http.response.body", "body": b"data: " + b"x" * (2 << 20), "more_body": True}
-            )
+            await send({"type": "http.response.body", "body": b"data: " + b"x" * (2 << 20), "more_body": True})
             await _wait_disconnect(receive)
             return
-        final = (
-            None if name == "hang" else json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"echo": args}})
-        )
+        final = None if name == "hang" else json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"echo": args}})
         close_after = int(args.get("close_after", 10**9)) if name == "close_early" else 10**9
         await self._serve_stream(send, receive, events, final, delay, close_after)
 

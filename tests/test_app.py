@@ -128,9 +128,7 @@ async def test_notification_gets_202(env: Env) -> None:
         ({**HEADERS, "Origin": "http://evil.example"}, b"{}", 403, -32600),
     ],
 )
-async def test_bad_input_is_spec_shaped(
-    env: Env, headers: dict[str, str], body: bytes, status: int, code: int
-) -> None:
+async def test_bad_input_is_spec_shaped(env: Env, headers: dict[str, str], body: bytes, status: int, code: int) -> None:
     r = await env.client.post(env.mcp, headers=headers, content=body)
     assert r.status_code == status
     payload = r.json()
@@ -267,9 +265,7 @@ async def test_client_disconnect_does_not_cancel(env: Env) -> None:
 @pytest.mark.parametrize("behaviour", [Behaviour(event_ids=False)])
 async def test_upstream_closing_without_ids_errors_pending(env: Env) -> None:
     sid = await env.initialize()
-    r = await env.client.post(
-        env.mcp, headers=env.headers(sid), json=call("close_early", count=5, close_after=2)
-    )
+    r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("close_early", count=5, close_after=2))
     events = parse_sse(r.text)
     last = json.loads(events[-1]["data"])
     assert last["id"] == 2 and last["error"]["code"] == -32000
@@ -300,9 +296,7 @@ async def test_standalone_get_405_passes_through(redis_url: str, key_prefix: str
 async def test_keepalive_on_idle_stream(env: Env) -> None:
     sid = await env.initialize()
     seen = b""
-    async with env.client.stream(
-        "GET", env.mcp, headers={**env.headers(sid), "Accept": "text/event-stream"}
-    ) as r:
+    async with env.client.stream("GET", env.mcp, headers={**env.headers(sid), "Accept": "text/event-stream"}) as r:
         assert r.status_code == 200
         async for chunk in r.aiter_raw():
             seen += chunk
@@ -358,9 +352,7 @@ async def test_trimmed_cursor_is_a_gap_not_a_skip(small_env: Env) -> None:
     assert len(replay) == 1 and json.loads(replay[0]["data"])["result"]["echo"]["count"] == 300
 
 
-async def test_gap_with_pending_request_answers_error(
-    small_env: Env, redis_url: str, key_prefix: str
-) -> None:
+async def test_gap_with_pending_request_answers_error(small_env: Env, redis_url: str, key_prefix: str) -> None:
     env = small_env
     sid = await env.initialize()
     cursor_id = None

@@ -84,8 +84,7 @@ def test_parse_upstreams_semicolons_and_order() -> None:
 
 @pytest.mark.parametrize(
     "specs",
-    [["a=http://x;a=http://y"], ["a=http://x", "a=http://y"], ["http://x", "http://y"],
-     ["default=http://x;http://y"]],
+    [["a=http://x;a=http://y"], ["a=http://x", "a=http://y"], ["http://x", "http://y"], ["default=http://x;http://y"]],
 )
 def test_parse_upstreams_duplicates(specs: list[str]) -> None:
     with pytest.raises(ConfigError):
@@ -167,8 +166,7 @@ def test_bad_values_rejected(field: str, value: object) -> None:
         Settings(**{field: value})
 
 
-@pytest.mark.parametrize(("var", "value"), [("MCPGW_PORT", "abc"), ("MCPGW_SESSION_TTL", "0"),
-                                             ("MCPGW_WORKERS", "-2")])
+@pytest.mark.parametrize(("var", "value"), [("MCPGW_PORT", "abc"), ("MCPGW_SESSION_TTL", "0"), ("MCPGW_WORKERS", "-2")])
 def test_bad_env_values_rejected(monkeypatch: pytest.MonkeyPatch, var: str, value: str) -> None:
     monkeypatch.setenv(var, value)
     with pytest.raises(ValidationError):

@@ -12,7 +12,8 @@ from gateway.cursor import Cursor, Gap, Replay
 STREAM = "AbC-_0123xyz"
 stream_ids = st.text(
     st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
-    min_size=12, max_size=12,
+    min_size=12,
+    max_size=12,
 )
 seqs = st.integers(min_value=0, max_value=10**18 - 1)
 
@@ -111,8 +112,9 @@ def test_redis_id_roundtrip(seq: int) -> None:
         (9, 10, 10, Replay(9)),
     ],
 )
-def test_decide(cursor_seq: int, meta_seq: int | None, first_retained: int | None,
-                expected: Replay | type[Gap]) -> None:
+def test_decide(
+    cursor_seq: int, meta_seq: int | None, first_retained: int | None, expected: Replay | type[Gap]
+) -> None:
     result = cursor.decide(cursor_seq, meta_seq=meta_seq, first_retained=first_retained)
     if expected is Gap:
         assert isinstance(result, Gap)
@@ -121,10 +123,12 @@ def test_decide(cursor_seq: int, meta_seq: int | None, first_retained: int | Non
         assert result == expected
 
 
-@given(cursor_seq=st.integers(0, 1000), meta_seq=st.none() | st.integers(0, 1000),
-       first_retained=st.none() | st.integers(1, 1000))
-def test_decide_never_skips_silently(cursor_seq: int, meta_seq: int | None,
-                                     first_retained: int | None) -> None:
+@given(
+    cursor_seq=st.integers(0, 1000),
+    meta_seq=st.none() | st.integers(0, 1000),
+    first_retained=st.none() | st.integers(1, 1000),
+)
+def test_decide_never_skips_silently(cursor_seq: int, meta_seq: int | None, first_retained: int | None) -> None:
     result = cursor.decide(cursor_seq, meta_seq=meta_seq, first_retained=first_retained)
     if isinstance(result, Replay):
         assert result.after == cursor_seq

@@ -95,8 +95,7 @@ def k8s_docs(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
 
 
 def base_object(kind: str, name: str | None = None) -> dict[str, Any]:
-    found = [d for _, d in k8s_docs(K8S_BASE) if d["kind"] == kind
-             and (name is None or d["metadata"]["name"] == name)]
+    found = [d for _, d in k8s_docs(K8S_BASE) if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
     assert len(found) == 1, f"expected one {kind} {name or ''} in {K8S_BASE}, found {len(found)}"
     return found[0]
 
@@ -243,8 +242,7 @@ def test_dockerfile_cmd_listens_on_exposed_port() -> None:
 
 def test_dockerfile_multistage_runtime_copies_only_venv() -> None:
     instrs = dockerfile_instructions()
-    args = {m.group(1): m.group(2) for ins, a in instrs if ins == "ARG"
-            for m in [re.match(r"(\w+)=(\S+)", a)] if m}
+    args = {m.group(1): m.group(2) for ins, a in instrs if ins == "ARG" for m in [re.match(r"(\w+)=(\S+)", a)] if m}
     froms = [a.split() for ins, a in instrs if ins == "FROM"]
     assert len(froms) >= 2, "multi-stage build expected"
     for f in froms:
@@ -289,12 +287,14 @@ def test_dockerfile_stopsignal_and_healthcheck() -> None:
 
 
 def test_dockerignore_keeps_build_inputs_and_drops_the_rest() -> None:
-    patterns = {line.strip() for line in DOCKERIGNORE.read_text().splitlines()
-                if line.strip() and not line.startswith("#")}
+    patterns = {
+        line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip() and not line.startswith("#")
+    }
     for excluded in (".git", ".venv", "tests"):
         assert excluded in patterns, f"{excluded} should not be sent to the build"
-    copied = {src for ins, a in dockerfile_instructions() if ins == "COPY" and "--from" not in a
-              for src in a.split()[:-1]}
+    copied = {
+        src for ins, a in dockerfile_instructions() if ins == "COPY" and "--from" not in a for src in a.split()[:-1]
+    }
     assert copied >= {"pyproject.toml", "gateway"}
     for src in copied:
         assert src not in patterns and f"{src}/" not in patterns, f"{src} is COPYed but ignored"
@@ -332,7 +332,7 @@ def test_compose_gateway_environment_is_valid_settings(monkeypatch: pytest.Monke
             monkeypatch.delenv(key)
         for key, value in env.items():
             assert key.startswith("MCPGW_"), f"{name}: unexpected env {key}"
-            assert key[len("MCPGW_"):].lower() in Settings.model_fields, f"{name}: unknown {key}"
+            assert key[len("MCPGW_") :].lower() in Settings.model_fields, f"{name}: unknown {key}"
             monkeypatch.setenv(key, value)
         settings = Settings()
         assert settings.port == 8080
@@ -412,8 +412,7 @@ def test_compose_ports_only_on_lb() -> None:
 
 def test_compose_matches_schema_if_docker_compose_available(tmp_path: Path) -> None:
     """`docker compose config -q` (or v1 `docker-compose`) validates the whole file."""
-    if shutil.which("docker") and subprocess.run(
-            ["docker", "compose", "version"], capture_output=True).returncode == 0:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         cmd = ["docker", "compose", "-f", str(COMPOSE), "config", "-q"]
     elif shutil.which("docker-compose"):
         cmd = ["docker-compose", "-f", str(COMPOSE), "config", "-q"]
@@ -462,8 +461,7 @@ def test_haproxy_health_check_and_timeouts() -> None:
     lines = haproxy_lines()
     assert "option httpchk" in lines
     assert any(re.fullmatch(r"http-check send meth GET uri /healthz.*", line) for line in lines)
-    timeouts = {line.split()[1]: haproxy_seconds(line.split()[2])
-                for line in lines if line.startswith("timeout ")}
+    timeouts = {line.split()[1]: haproxy_seconds(line.split()[2]) for line in lines if line.startswith("timeout ")}
     for name in ("client", "server", "tunnel"):
         assert timeouts[name] >= 3600, f"timeout {name} too short for long-lived SSE"
     # Keep-alive comments come every ~15 s: the idle timeouts must be far above that.
@@ -478,7 +476,8 @@ def test_haproxy_servers_are_the_gateway_replicas() -> None:
         host, _, port = s[2].rpartition(":")
         assert host == s[1] and port == "8080"
     assert any(line.startswith("default-server") and " check" in f" {line}" for line in lines) or all(
-        "check" in s for s in servers), "servers are health-checked"
+        "check" in s for s in servers
+    ), "servers are health-checked"
     binds = [line.split()[1] for line in lines if line.startswith("bind ")]
     assert [b.rpartition(":")[2] for b in binds] == ["8080"]
     lb_ports = compose_services()["lb"]["ports"]
@@ -511,8 +510,15 @@ def all_k8s_objects() -> list[tuple[Path, dict[str, Any]]]:
 def test_k8s_objects_match_schemas() -> None:
     docs = all_k8s_objects()
     kinds = {d["kind"] for _, d in docs}
-    assert {"ConfigMap", "Secret", "Deployment", "Service", "HorizontalPodAutoscaler",
-            "PodDisruptionBudget", "Namespace"} <= kinds
+    assert {
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+        "Namespace",
+    } <= kinds
     for path, doc in docs:
         if path.name.endswith("-patch.yaml"):
             continue  # partial objects, validated after `kustomize build` below
@@ -695,11 +701,13 @@ def test_hpa_targets_deployment() -> None:
     deployment = base_object("Deployment")
     ref = hpa["spec"]["scaleTargetRef"]
     assert (ref["apiVersion"], ref["kind"], ref["name"]) == (
-        deployment["apiVersion"], "Deployment", deployment["metadata"]["name"])
+        deployment["apiVersion"],
+        "Deployment",
+        deployment["metadata"]["name"],
+    )
     assert hpa["spec"]["minReplicas"] == 3 and hpa["spec"]["maxReplicas"] == 10
     assert hpa["spec"]["minReplicas"] <= deployment["spec"]["replicas"] <= hpa["spec"]["maxReplicas"]
-    cpu = [m["resource"] for m in hpa["spec"]["metrics"]
-           if m["type"] == "Resource" and m["resource"]["name"] == "cpu"]
+    cpu = [m["resource"] for m in hpa["spec"]["metrics"] if m["type"] == "Resource" and m["resource"]["name"] == "cpu"]
     assert cpu == [{"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}]
     assert "cpu" in gateway_container()["resources"]["requests"], "Utilization needs a CPU request"
 
@@ -739,8 +747,7 @@ def test_deploy_readme_commands_refer_to_real_things() -> None:
     named = 0
     for m in re.finditer(r"docker compose (?:kill|stop|start|restart|logs)((?: [\w-]+)+)", text):
         words = m.group(1).split()
-        words = [w for i, w in enumerate(words) if not w.startswith("-")
-                 and not (i and words[i - 1] == "-s")]
+        words = [w for i, w in enumerate(words) if not w.startswith("-") and not (i and words[i - 1] == "-s")]
         for word in words:
             assert word in services, f"README names unknown compose service {word}"
             named += 1

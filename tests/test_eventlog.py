@@ -36,13 +36,20 @@ def any_redis(request: pytest.FixtureRequest) -> aioredis.Redis:
     return client
 
 
-def make_log(client: aioredis.Redis | fakeredis.FakeAsyncRedis, keys: Keys, *, maxlen: int = 1000,
-             ttl: float = 60, lease_ttl: float = 5) -> EventLog:
+def make_log(
+    client: aioredis.Redis | fakeredis.FakeAsyncRedis,
+    keys: Keys,
+    *,
+    maxlen: int = 1000,
+    ttl: float = 60,
+    lease_ttl: float = 5,
+) -> EventLog:
     return EventLog(client, keys, maxlen=maxlen, ttl=ttl, lease_ttl=lease_ttl)  # type: ignore[arg-type]
 
 
-async def new_stream(log: EventLog, session: str, stream: str, owner: str = "r1",
-                     pending: tuple[object, ...] = (1,)) -> None:
+async def new_stream(
+    log: EventLog, session: str, stream: str, owner: str = "r1", pending: tuple[object, ...] = (1,)
+) -> None:
     await log.create(session, stream, kind="post", pending=pending, owner=owner)
 
 
@@ -56,22 +63,25 @@ async def test_create_and_append(any_redis: aioredis.Redis, keys: Keys, session:
     assert await log.lease_holder(session, stream) == "r1"
     assert await log.first_seq(session, stream) is None
 
-    assert await log.append(session, stream, "r1", [("a", "u1"), ("b", ""), ("c", "u3")],
-                            pending=("b",), uid="u3") == 3
+    assert await log.append(session, stream, "r1", [("a", "u1"), ("b", ""), ("c", "u3")], pending=("b",), uid="u3") == 3
     assert await log.append(session, stream, "r1", [("d", "")], pending=("b",)) == 4
     rows = await any_redis.xrange(keys.events(session, stream))
     assert [row[0] for row in rows] == [b"1-0", b"2-0", b"3-0", b"4-0"]
     entries = await log.read(session, stream, 0)
     assert [(e.seq, e.type, e.data, e.uid) for e in entries] == [
-        (1, MESSAGE, "a", "u1"), (2, MESSAGE, "b", ""), (3, MESSAGE, "c", "u3"), (4, MESSAGE, "d", ""),
+        (1, MESSAGE, "a", "u1"),
+        (2, MESSAGE, "b", ""),
+        (3, MESSAGE, "c", "u3"),
+        (4, MESSAGE, "d", ""),
     ]
     # an empty uid keeps the last upstream id
     assert await log.meta(session, stream) == Meta(kind="post", seq=4, pending=("b",), uid="u3", done=False)
     assert await log.first_seq(session, stream) == 1
 
 
-async def test_empty_append_renews_and_updates_pending(any_redis: aioredis.Redis, keys: Keys, session: str,
-                                                       stream: str) -> None:
+async def test_empty_append_renews_and_updates_pending(
+    any_redis: aioredis.Redis, keys: Keys, session: str, stream: str
+) -> None:
     log = make_log(any_redis, keys)
     await new_stream(log, session, stream, pending=(1, 2))
     assert await log.append(session, stream, "r1", [], pending=(2,), uid="up-7") == 0
@@ -80,8 +90,9 @@ async def test_empty_append_renews_and_updates_pending(any_redis: aioredis.Redis
     assert await log.read(session, stream, 0) == []
 
 
-async def test_final_append_writes_end_and_drops_lease(any_redis: aioredis.Redis, keys: Keys, session: str,
-                                                       stream: str) -> None:
+async def test_final_append_writes_end_and_drops_lease(
+    any_redis: aioredis.Redis, keys: Keys, session: str, stream: str
+) -> None:
     log = make_log(any_redis, keys)
     await new_stream(log, session, stream)
     assert await log.append(session, stream, "r1", [("answer", "")], pending=(), final=True) == 2
@@ -98,8 +109,7 @@ async def test_final_append_writes_end_and_drops_lease(any_redis: aioredis.Redis
         await log.append(session, stream, "r1", [("late", "")], pending=())
 
 
-async def test_append_by_non_owner_is_fenced(any_redis: aioredis.Redis, keys: Keys, session: str,
-                                             stream: str) -> None:
+async def test_append_by_non_owner_is_fenced(any_redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
     log = make_log(any_redis, keys)
     await new_stream(log, session, stream)
     await log.append(session, stream, "r1", [("one", "")], pending=(1,))
@@ -110,8 +120,9 @@ async def test_append_by_non_owner_is_fenced(any_redis: aioredis.Redis, keys: Ke
     assert await log.lease_holder(session, stream) == "r1"
 
 
-async def test_append_after_meta_deleted_vanishes(any_redis: aioredis.Redis, keys: Keys, session: str,
-                                                  stream: str) -> None:
+async def test_append_after_meta_deleted_vanishes(
+    any_redis: aioredis.Redis, keys: Keys, session: str, stream: str
+) -> None:
     log = make_log(any_redis, keys)
     await new_stream(log, session, stream)
     await log.append(session, stream, "r1", [("one", "")], pending=(1,))
@@ -132,8 +143,9 @@ def log_keys(keys: Keys, session: str, stream: str) -> tuple[str, str, str]:
     return keys.stream_keys(session, stream)
 
 
-async def test_meta_vanished_while_lease_alive(any_redis: aioredis.Redis, keys: Keys, session: str,
-                                               stream: str) -> None:
+async def test_meta_vanished_while_lease_alive(
+    any_redis: aioredis.Redis, keys: Keys, session: str, stream: str
+) -> None:
     log = make_log(any_redis, keys)
     await new_stream(log, session, stream)
     await any_redis.delete(keys.meta(session, stream))
@@ -158,8 +170,7 @@ async def flushable(redis_url: str) -> AsyncIterator[aioredis.Redis]:
         await client.aclose()
 
 
-async def test_flushdb_makes_stream_vanish(flushable: aioredis.Redis, keys: Keys, session: str,
-                                           stream: str) -> None:
+async def test_flushdb_makes_stream_vanish(flushable: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
     db = flushable.connection_pool.connection_kwargs.get("db")
     assert db == FLUSH_DB  # never flush anything else
     log = make_log(flushable, keys)
@@ -172,12 +183,12 @@ async def test_flushdb_makes_stream_vanish(flushable: aioredis.Redis, keys: Keys
         await log.acquire(session, stream, "r1")
     assert await flushable.exists(*keys.stream_keys(session, stream)) == 0
     assert await log.meta(session, stream) is None
-    assert cursor.decide(1, meta_seq=None, first_retained=await log.first_seq(session, stream)) == \
-        cursor.Gap("the stream's state was lost (store restarted or expired)")
+    assert cursor.decide(1, meta_seq=None, first_retained=await log.first_seq(session, stream)) == cursor.Gap(
+        "the stream's state was lost (store restarted or expired)"
+    )
 
 
-async def test_acquire_waits_for_lease_expiry(redis: aioredis.Redis, keys: Keys, session: str,
-                                              stream: str) -> None:
+async def test_acquire_waits_for_lease_expiry(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
     log = make_log(redis, keys, lease_ttl=0.2)
     await new_stream(log, session, stream)
     assert 0 < await redis.pttl(keys.lease(session, stream)) <= 200
@@ -196,8 +207,7 @@ async def test_acquire_waits_for_lease_expiry(redis: aioredis.Redis, keys: Keys,
     assert [e.data for e in await log.read(session, stream, 0)] == ["fresh"]
 
 
-async def test_acquire_own_live_lease_is_false(redis: aioredis.Redis, keys: Keys, session: str,
-                                               stream: str) -> None:
+async def test_acquire_own_live_lease_is_false(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
     log = make_log(redis, keys)
     await new_stream(log, session, stream)
     assert await log.acquire(session, stream, "r1") is False  # SET NX: held, even by the caller
@@ -223,8 +233,7 @@ async def test_no_double_pump(redis: aioredis.Redis, redis_url: str, keys: Keys,
             await client.aclose()
 
 
-async def test_renew_keeps_lease_past_ttl(redis: aioredis.Redis, keys: Keys, session: str,
-                                          stream: str) -> None:
+async def test_renew_keeps_lease_past_ttl(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
     log = make_log(redis, keys, lease_ttl=0.2)
     await new_stream(log, session, stream)
     for _ in range(6):  # 0.48 s, more than twice the lease TTL
@@ -276,8 +285,7 @@ async def test_read_in_batches(redis: aioredis.Redis, keys: Keys, session: str, 
     assert await log.read(session, protocol.new_session_id(), 0) == []
 
 
-async def test_wait_returns_concurrent_append(redis: aioredis.Redis, keys: Keys, session: str,
-                                              stream: str) -> None:
+async def test_wait_returns_concurrent_append(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
     log = make_log(redis, keys)
     await new_stream(log, session, stream)
     await log.append(session, stream, "r1", [("old", "")], pending=(1,))
@@ -298,8 +306,7 @@ async def test_wait_returns_concurrent_append(redis: aioredis.Redis, keys: Keys,
     assert 0.15 <= returned - started < 2
 
 
-async def test_wait_returns_at_once_when_behind(redis: aioredis.Redis, keys: Keys, session: str,
-                                                stream: str) -> None:
+async def test_wait_returns_at_once_when_behind(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
     log = make_log(redis, keys)
     await new_stream(log, session, stream)
     await log.append(session, stream, "r1", [("a", ""), ("b", ""), ("c", "")], pending=(1,))
@@ -322,8 +329,7 @@ async def test_trimming_makes_a_gap(redis: aioredis.Redis, keys: Keys, session: 
     log = make_log(redis, keys, maxlen=10)
     await new_stream(log, session, stream)
     for start in range(0, 200, 10):
-        await log.append(session, stream, "r1", [(f"e{i}", "") for i in range(start + 1, start + 11)],
-                         pending=(1,))
+        await log.append(session, stream, "r1", [(f"e{i}", "") for i in range(start + 1, start + 11)], pending=(1,))
     meta = await log.meta(session, stream)
     assert meta is not None and meta.seq == 200
     first = await log.first_seq(session, stream)

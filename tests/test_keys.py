@@ -26,7 +26,7 @@ def hash_slot(key: str) -> int:
     if start != -1:
         end = raw.find(b"}", start + 1)
         if end != -1 and end != start + 1:
-            raw = raw[start + 1:end]
+            raw = raw[start + 1 : end]
     return crc16_xmodem(raw) % 16384
 
 
@@ -54,9 +54,11 @@ def test_session_keys_share_one_slot() -> None:
     assert all(f"{{{session}}}" in k for k in every)
 
 
-@given(session=st.from_regex(r"[A-Za-z0-9_-]{32}", fullmatch=True),
-       stream=st.from_regex(r"[A-Za-z0-9_-]{12}", fullmatch=True),
-       prefix=st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True))
+@given(
+    session=st.from_regex(r"[A-Za-z0-9_-]{32}", fullmatch=True),
+    stream=st.from_regex(r"[A-Za-z0-9_-]{12}", fullmatch=True),
+    prefix=st.from_regex(r"[a-z][a-z0-9-]{0,15}", fullmatch=True),
+)
 def test_slots_property(session: str, stream: str, prefix: str) -> None:
     keys = Keys(prefix)
     assert len({hash_slot(k) for k in all_keys(keys, session, [stream])}) == 1

@@ -65,9 +65,7 @@ def test_parse_string_id() -> None:
 
 
 def test_parse_notification() -> None:
-    body = protocol.parse_body(
-        _raw({"jsonrpc": "2.0", "method": "notifications/initialized"}), "2025-06-18"
-    )
+    body = protocol.parse_body(_raw({"jsonrpc": "2.0", "method": "notifications/initialized"}), "2025-06-18")
     (message,) = body.messages
     assert message.is_notification and not message.is_request and not message.is_response
     assert message.id is None
@@ -231,8 +229,16 @@ def test_post_unsupported_media_type(content_type: str | None) -> None:
 
 @pytest.mark.parametrize(
     "accept",
-    [None, "", "application/json", "text/event-stream", "text/html", "application/*", "text/*",
-     "application/json; charset=utf-8"],
+    [
+        None,
+        "",
+        "application/json",
+        "text/event-stream",
+        "text/html",
+        "application/*",
+        "text/*",
+        "application/json; charset=utf-8",
+    ],
 )
 def test_post_not_acceptable(accept: str | None) -> None:
     with pytest.raises(errors.NotAcceptable) as info:
@@ -240,8 +246,7 @@ def test_post_not_acceptable(accept: str | None) -> None:
     assert info.value.status == 406
 
 
-@pytest.mark.parametrize("accept", ["text/event-stream", "text/*", "*/*", BOTH,
-                                    "text/event-stream; charset=utf-8"])
+@pytest.mark.parametrize("accept", ["text/event-stream", "text/*", "*/*", BOTH, "text/event-stream; charset=utf-8"])
 def test_get_accept_ok(accept: str) -> None:
     assert protocol.check_get_accept(accept) is None
 
@@ -275,8 +280,15 @@ def test_origin_local_allowed_by_default(origin: str | None) -> None:
 
 @pytest.mark.parametrize(
     "origin",
-    ["http://evil.example", "https://evil.example:443", "http://localhost.evil.example",
-     "http://127.0.0.2", "null", "", "http://10.0.0.1:8080"],
+    [
+        "http://evil.example",
+        "https://evil.example:443",
+        "http://localhost.evil.example",
+        "http://127.0.0.2",
+        "null",
+        "",
+        "http://10.0.0.1:8080",
+    ],
 )
 def test_origin_foreign_denied(origin: str) -> None:
     assert protocol.origin_allowed(origin, []) is False
@@ -373,7 +385,9 @@ def test_forward_to_client() -> None:
     ]
     out = protocol.forward_headers(upstream, protocol.DROP_TO_CLIENT)
     assert out == {
-        "content-type": "text/event-stream", "mcp-protocol-version": "2025-11-25", "mcp-custom": "1",
+        "content-type": "text/event-stream",
+        "mcp-protocol-version": "2025-11-25",
+        "mcp-custom": "1",
     }
     assert "upstream-secret" not in out.values()
 
@@ -387,6 +401,7 @@ def test_hop_by_hop_in_both_drop_sets() -> None:
 
 
 def test_forward_drops_fields_named_in_connection() -> None:
-    out = protocol.forward_headers([("Connection", "X-Hop"), ("X-Hop", "1"), ("Accept", "*/*")],
-                                   protocol.DROP_TO_UPSTREAM)
+    out = protocol.forward_headers(
+        [("Connection", "X-Hop"), ("X-Hop", "1"), ("Accept", "*/*")], protocol.DROP_TO_UPSTREAM
+    )
     assert out == {"Accept": "*/*"}

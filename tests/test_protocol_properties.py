@@ -14,9 +14,7 @@ from gateway.pump import answered_ids
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )
 messageish = st.fixed_dictionaries(
@@ -33,9 +31,7 @@ messageish = st.fixed_dictionaries(
 
 
 @settings(max_examples=400)
-@given(
-    st.binary(max_size=300), st.sampled_from([*protocol.SESSIONFUL_VERSIONS, *protocol.STATELESS_VERSIONS])
-)
+@given(st.binary(max_size=300), st.sampled_from([*protocol.SESSIONFUL_VERSIONS, *protocol.STATELESS_VERSIONS]))
 def test_arbitrary_bytes_are_parsed_or_refused_cleanly(raw: bytes, version: str) -> None:
     try:
         body = protocol.parse_body(raw, version)

@@ -23,9 +23,7 @@ from tests.test_app import HEADERS, Env, call, init_body, parse_sse
 ISSUER = "https://issuer.example"
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 PUBLIC_PEM = (
-    KEY.public_key()
-    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    .decode()
+    KEY.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 )
 OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
@@ -154,9 +152,7 @@ async def test_rate_limit_429_then_other_limits(limited: Env) -> None:
     batch = [call("echo", rid=i) for i in range(5)]
     r = await limited.client.post(limited.mcp, headers=limited.headers(sid, "2025-03-26"), json=batch)
     assert r.status_code == 413
-    r = await limited.client.post(
-        limited.mcp, headers={**limited.headers(sid), "X-Big": "x" * 5000}, json=call("echo")
-    )
+    r = await limited.client.post(limited.mcp, headers={**limited.headers(sid), "X-Big": "x" * 5000}, json=call("echo"))
     assert r.status_code == 431
     statuses = [
         (await limited.client.post(limited.mcp, headers=limited.headers(sid), json=call("echo"))).status_code

@@ -15,9 +15,14 @@ from gateway.sessions import SessionRecord, SessionStore, StreamInfo, new_record
 
 
 def record(principal: str = "", **overrides: object) -> SessionRecord:
-    fields: dict[str, object] = dict(pool="default", instance="http://up:1/mcp", upstream_sid="up-123",
-                                     protocol="2025-11-25", principal=principal,
-                                     init_params={"capabilities": {}, "clientInfo": {"name": "t"}})
+    fields: dict[str, object] = dict(
+        pool="default",
+        instance="http://up:1/mcp",
+        upstream_sid="up-123",
+        protocol="2025-11-25",
+        principal=principal,
+        init_params={"capabilities": {}, "clientInfo": {"name": "t"}},
+    )
     fields.update(overrides)
     return new_record(protocol.new_session_id(), **fields)  # type: ignore[arg-type]
 
@@ -35,8 +40,9 @@ async def test_create_load_roundtrip(redis: aioredis.Redis, keys: Keys) -> None:
 
 async def test_empty_upstream_sid_and_defaults(redis: aioredis.Redis, keys: Keys) -> None:
     store = SessionStore(redis, keys, ttl=60)
-    rec = SessionRecord(id=protocol.new_session_id(), pool="p", instance="http://i", upstream_sid="",
-                        protocol="2025-03-26")
+    rec = SessionRecord(
+        id=protocol.new_session_id(), pool="p", instance="http://i", upstream_sid="", protocol="2025-03-26"
+    )
     await store.create(rec)
     assert await store.load(rec.id) == rec
 
@@ -159,9 +165,7 @@ async def test_delete_removes_session_and_streams(redis: aioredis.Redis, keys: K
         session_keys.extend(keys.stream_keys(rec.id, stream))
     assert await redis.exists(*session_keys) == len(session_keys)
     pattern = f"{keys.prefix}:{{{rec.id}}}*"
-    assert sorted([key async for key in redis.scan_iter(match=pattern)]) == sorted(
-        k.encode() for k in session_keys
-    )
+    assert sorted([key async for key in redis.scan_iter(match=pattern)]) == sorted(k.encode() for k in session_keys)
 
     assert await store.delete(rec.id) == 2
     assert await redis.exists(*session_keys) == 0

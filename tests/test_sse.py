@@ -77,7 +77,7 @@ def test_comment_and_retry_hint() -> None:
 
 STREAM = (
     b": hello\n\n"
-    b"id: a.1\nevent: message\ndata: {\"x\": 1}\n\n"
+    b'id: a.1\nevent: message\ndata: {"x": 1}\n\n'
     b"data: line one\ndata: line two\n\n"
     b"id: a.2\n\n"
     b"retry: 3000\ndata:no-space\n\n"
@@ -96,7 +96,7 @@ def test_parser_whole_stream() -> None:
 
 def test_parser_byte_by_byte() -> None:
     parser = Parser()
-    events = feed_all(parser, [STREAM[i:i + 1] for i in range(len(STREAM))])
+    events = feed_all(parser, [STREAM[i : i + 1] for i in range(len(STREAM))])
     assert events == EXPECTED
 
 
@@ -104,7 +104,7 @@ def test_parser_byte_by_byte() -> None:
 def test_parser_line_endings(eol: bytes) -> None:
     stream = STREAM.replace(b"\n", eol)
     assert Parser().feed(stream) == EXPECTED
-    assert feed_all(Parser(), [stream[i:i + 1] for i in range(len(stream))]) == EXPECTED
+    assert feed_all(Parser(), [stream[i : i + 1] for i in range(len(stream))]) == EXPECTED
 
 
 def test_parser_crlf_split_across_chunks() -> None:
@@ -235,7 +235,7 @@ def test_roundtrip_under_any_chunking(events: list[tuple[str, str | None]], cuts
 @given(events=st.lists(st.tuples(datas, st.none() | ids), min_size=1, max_size=3))
 def test_roundtrip_byte_by_byte(events: list[tuple[str, str | None]]) -> None:
     stream = b"".join(sse.encode(data, id=event_id) for data, event_id in events)
-    parsed = feed_all(Parser(), [stream[i:i + 1] for i in range(len(stream))])
+    parsed = feed_all(Parser(), [stream[i : i + 1] for i in range(len(stream))])
     assert parsed == [Event(data=normalized(data), id=event_id) for data, event_id in events]
 
 
@@ -253,8 +253,15 @@ def test_parser_only_raises_sse_error(raw: bytes, cuts: list[int], max_line: int
 
 
 @settings(max_examples=200, deadline=None)
-@given(raw=st.lists(st.sampled_from([b"data", b"id", b"retry", b"event", b":", b" ", b"\r", b"\n",
-                                     b"1", b"x", b"\xff", b"\xc3\xa9"]), max_size=60), cuts=cuts)
+@given(
+    raw=st.lists(
+        st.sampled_from(
+            [b"data", b"id", b"retry", b"event", b":", b" ", b"\r", b"\n", b"1", b"x", b"\xff", b"\xc3\xa9"]
+        ),
+        max_size=60,
+    ),
+    cuts=cuts,
+)
 def test_parser_sse_shaped_noise_only_raises_sse_error(raw: list[bytes], cuts: list[int]) -> None:
     stream = b"".join(raw)
     try:

@@ -24,6 +24,7 @@ DEFAULT_PROTOCOL_VERSION = "2025-11-25"
 
 # ---------------------------------------------------------------- SSE parsing
 
+
 @dataclass
 class SseEvent:
     id: str | None
@@ -101,6 +102,7 @@ async def iter_sse(response: httpx.Response) -> AsyncIterator[SseEvent]:
 
 # ---------------------------------------------------------------- client
 
+
 class CarefulClientError(RuntimeError):
     pass
 
@@ -138,9 +140,15 @@ DropPredicate = Callable[[ReceivedEvent, list[ReceivedEvent]], bool]
 
 
 class CarefulClient:
-    def __init__(self, url: str, *, protocol_version: str = DEFAULT_PROTOCOL_VERSION,
-                 http: httpx.AsyncClient | None = None, timeout: float = 30.0,
-                 read_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        protocol_version: str = DEFAULT_PROTOCOL_VERSION,
+        http: httpx.AsyncClient | None = None,
+        timeout: float = 30.0,
+        read_timeout: float | None = None,
+    ) -> None:
         """`read_timeout` (default `timeout`) bounds silence on a stream; after it a resumable call
         reconnects (server-everything's resumed GETs can sit idle without live-tailing)."""
         self.url = url
@@ -161,8 +169,9 @@ class CarefulClient:
         if self._own_http:
             await self.http.aclose()
 
-    def headers(self, *, accept: str = ACCEPT_BOTH, last_event_id: str | None = None,
-                post: bool = True) -> dict[str, str]:
+    def headers(
+        self, *, accept: str = ACCEPT_BOTH, last_event_id: str | None = None, post: bool = True
+    ) -> dict[str, str]:
         h = {"accept": accept}
         if post:
             h["content-type"] = "application/json"
@@ -179,8 +188,9 @@ class CarefulClient:
 
     # -------------------------------------------------------- simple request/response
 
-    async def request(self, method: str, params: dict[str, Any] | None = None,
-                      request_id: int | str | None = None) -> dict[str, Any]:
+    async def request(
+        self, method: str, params: dict[str, Any] | None = None, request_id: int | str | None = None
+    ) -> dict[str, Any]:
         """POST one request and return its JSON-RPC response (JSON body or SSE stream); no resumption."""
         rid = self.next_id() if request_id is None else request_id
         msg: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
@@ -214,10 +224,14 @@ class CarefulClient:
 
     async def initialize(self) -> dict[str, Any]:
         """initialize + notifications/initialized; stores the session id and negotiated version."""
-        resp = await self.request("initialize", {
-            "protocolVersion": self.protocol_version, "capabilities": {},
-            "clientInfo": {"name": "careful-client", "version": "0"},
-        })
+        resp = await self.request(
+            "initialize",
+            {
+                "protocolVersion": self.protocol_version,
+                "capabilities": {},
+                "clientInfo": {"name": "careful-client", "version": "0"},
+            },
+        )
         if "error" in resp:
             raise CarefulClientError(f"initialize failed: {resp['error']}")
         result: dict[str, Any] = resp["result"]
@@ -235,9 +249,14 @@ class CarefulClient:
     # -------------------------------------------------------- resumable call
 
     async def call_tool_resumable(
-        self, name: str, arguments: dict[str, Any] | None = None, *,
-        drop_when: DropPredicate | None = None, resume_timeout: float = 15.0,
-        resume_url: str | None = None, progress_token: str | int | None = None,
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        drop_when: DropPredicate | None = None,
+        resume_timeout: float = 15.0,
+        resume_url: str | None = None,
+        progress_token: str | int | None = None,
         resume_delay: float = 0.0,
     ) -> StreamResult:
         """tools/call with a progress token, surviving broken streams.
@@ -249,8 +268,12 @@ class CarefulClient:
         """
         rid = self.next_id()
         token = progress_token if progress_token is not None else f"p-{rid}"
-        msg = {"jsonrpc": "2.0", "id": rid, "method": "tools/call",
-               "params": {"name": name, "arguments": arguments or {}, "_meta": {"progressToken": token}}}
+        msg = {
+            "jsonrpc": "2.0",
+            "id": rid,
+            "method": "tools/call",
+            "params": {"name": name, "arguments": arguments or {}, "_meta": {"progressToken": token}},
+        }
         events: list[ReceivedEvent] = []
         statuses: list[int | str] = []
         last_id: str | None = None
@@ -299,11 +322,13 @@ class CarefulClient:
                 raise CarefulClientError(f"stream broke before any event id arrived; events={events!r}")
             if time.monotonic() > deadline:
                 raise CarefulClientError(
-                    f"could not resume within {resume_timeout}s (statuses {statuses}); events={events!r}")
+                    f"could not resume within {resume_timeout}s (statuses {statuses}); events={events!r}"
+                )
             connection += 1
             try:
                 async with self.http.stream(
-                    "GET", resume_url or self.url,
+                    "GET",
+                    resume_url or self.url,
                     headers=self.headers(accept="text/event-stream", last_event_id=last_id, post=False),
                 ) as resp:
                     statuses.append(resp.status_code)

@@ -46,12 +46,17 @@ class HttpTrace:
         sid = response.headers.get("mcp-session-id")
         if sid:
             self.session_id = sid
-        self.records.append(WireRecord(
-            method=req.method, url=str(req.url), status=response.status_code,
-            session_id=req.headers.get("mcp-session-id"), last_event_id=req.headers.get("last-event-id"),
-            protocol_version=req.headers.get("mcp-protocol-version"),
-            content_type=response.headers.get("content-type"),
-        ))
+        self.records.append(
+            WireRecord(
+                method=req.method,
+                url=str(req.url),
+                status=response.status_code,
+                session_id=req.headers.get("mcp-session-id"),
+                last_event_id=req.headers.get("last-event-id"),
+                protocol_version=req.headers.get("mcp-protocol-version"),
+                content_type=response.headers.get("content-type"),
+            )
+        )
 
     def get_session_id(self) -> str | None:
         return self.session_id
@@ -59,10 +64,12 @@ class HttpTrace:
     def resumption_gets(self) -> list[WireRecord]:
         return [r for r in self.records if r.method == "GET" and r.last_event_id]
 
-    def http_client(self, timeout: float = 60.0, read_timeout: float = 300.0,
-                    headers: dict[str, str] | None = None) -> httpx2.AsyncClient:
+    def http_client(
+        self, timeout: float = 60.0, read_timeout: float = 300.0, headers: dict[str, str] | None = None
+    ) -> httpx2.AsyncClient:
         return httpx2.AsyncClient(
-            timeout=httpx2.Timeout(timeout, read=read_timeout), headers=headers,
+            timeout=httpx2.Timeout(timeout, read=read_timeout),
+            headers=headers,
             event_hooks={"response": [self.on_response]},
         )
 
@@ -78,11 +85,13 @@ async def initialize(session: ClientSession, protocol_version: str | None = None
     if protocol_version is None or protocol_version == LATEST_HANDSHAKE_VERSION:
         return await session.initialize()
     result = await session.send_request(
-        types.InitializeRequest(params=types.InitializeRequestParams(
-            protocol_version=protocol_version,
-            capabilities=types.ClientCapabilities(),
-            client_info=types.Implementation(name="mcp-gateway-tests", version="0"),
-        )),
+        types.InitializeRequest(
+            params=types.InitializeRequestParams(
+                protocol_version=protocol_version,
+                capabilities=types.ClientCapabilities(),
+                client_info=types.Implementation(name="mcp-gateway-tests", version="0"),
+            )
+        ),
         types.InitializeResult,
     )
     session.adopt(result)
@@ -108,16 +117,18 @@ async def sdk_session(
     async with (
         trace.http_client(headers=headers) as http,
         streamable_http_client(url, http_client=http, terminate_on_close=terminate_on_close) as (read, write),
-        ClientSession(read, write, message_handler=message_handler,
-                      read_timeout_seconds=read_timeout_seconds) as session,
+        ClientSession(
+            read, write, message_handler=message_handler, read_timeout_seconds=read_timeout_seconds
+        ) as session,
     ):
         await initialize(session, protocol_version)
         yield session, trace.get_session_id
 
 
 @asynccontextmanager
-async def sdk_client(url: str, *, trace: HttpTrace | None = None, **client_kwargs: Any
-                     ) -> AsyncIterator[tuple[Client, GetSessionId]]:
+async def sdk_client(
+    url: str, *, trace: HttpTrace | None = None, **client_kwargs: Any
+) -> AsyncIterator[tuple[Client, GetSessionId]]:
     """The high-level `mcp.Client` forced to the initialize handshake (`mode="legacy"`; the default
     "auto" first probes `server/discover` at 2026-07-28)."""
     trace = trace or HttpTrace()
@@ -136,9 +147,12 @@ class Progress:
     message: str | None
 
 
-async def call_with_progress(session: ClientSession | Client, tool: str, args: dict[str, Any] | None = None,
-                             read_timeout_seconds: float | None = None
-                             ) -> tuple[types.CallToolResult, list[Progress]]:
+async def call_with_progress(
+    session: ClientSession | Client,
+    tool: str,
+    args: dict[str, Any] | None = None,
+    read_timeout_seconds: float | None = None,
+) -> tuple[types.CallToolResult, list[Progress]]:
     """Call `tool` with a progress token; returns (result, every progress notification received)."""
     seen: list[Progress] = []
 
@@ -146,11 +160,13 @@ async def call_with_progress(session: ClientSession | Client, tool: str, args: d
         seen.append(Progress(progress, total, message))
 
     if isinstance(session, Client):
-        result = await session.call_tool(tool, args or {}, read_timeout_seconds=read_timeout_seconds,
-                                         progress_callback=on_progress)
+        result = await session.call_tool(
+            tool, args or {}, read_timeout_seconds=read_timeout_seconds, progress_callback=on_progress
+        )
     else:
-        result = await session.call_tool(tool, args or {}, read_timeout_seconds=read_timeout_seconds,
-                                         progress_callback=on_progress)
+        result = await session.call_tool(
+            tool, args or {}, read_timeout_seconds=read_timeout_seconds, progress_callback=on_progress
+        )
     assert isinstance(result, types.CallToolResult)
     return result, seen
 

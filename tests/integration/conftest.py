@@ -46,8 +46,11 @@ def _require_redis() -> None:
         finally:
             client.close()
     except redis.RedisError as exc:
-        pytest.fail(f"Redis at {url} is not reachable ({exc!r}); start Redis 7 or set REDIS_URL. "
-                    "Integration tests need a real Redis.", pytrace=False)
+        pytest.fail(
+            f"Redis at {url} is not reachable ({exc!r}); start Redis 7 or set REDIS_URL. "
+            "Integration tests need a real Redis.",
+            pytrace=False,
+        )
     if not ok:
         pytest.fail(f"Redis at {url} did not answer PING", pytrace=False)
 
@@ -93,9 +96,17 @@ def procs(request: pytest.FixtureRequest) -> Iterator[ProcessGroup]:
 
 # ---------------------------------------------------------------- upstreams
 
+
 class StartSdkUpstream(Protocol):
-    def __call__(self, event_store: bool = True, json_response: bool = False, name: str = "u1", *,
-                 stateless: bool = False, retry_interval: int | None = None) -> str: ...
+    def __call__(
+        self,
+        event_store: bool = True,
+        json_response: bool = False,
+        name: str = "u1",
+        *,
+        stateless: bool = False,
+        retry_interval: int | None = None,
+    ) -> str: ...
 
 
 @dataclass
@@ -116,8 +127,14 @@ def sdk_upstreams() -> list[Upstream]:
 def sdk_upstream(procs: ProcessGroup, sdk_upstreams: list[Upstream]) -> StartSdkUpstream:
     """Factory: start `tests/servers/sdk_server.py`; returns `http://127.0.0.1:PORT/mcp`."""
 
-    def start(event_store: bool = True, json_response: bool = False, name: str = "u1", *,
-              stateless: bool = False, retry_interval: int | None = None) -> str:
+    def start(
+        event_store: bool = True,
+        json_response: bool = False,
+        name: str = "u1",
+        *,
+        stateless: bool = False,
+        retry_interval: int | None = None,
+    ) -> str:
         port = free_port()
         argv = [sys.executable, str(SDK_SERVER), "--port", str(port), "--name", name]
         if event_store:
@@ -141,8 +158,7 @@ def sdk_upstream(procs: ProcessGroup, sdk_upstreams: list[Upstream]) -> StartSdk
 def everything_upstream(procs: ProcessGroup) -> str:
     """`@modelcontextprotocol/server-everything streamableHttp` on a free port; returns its /mcp URL."""
     if not EVERYTHING_BIN.exists():
-        pytest.fail(f"{EVERYTHING_BIN} is missing: run scripts/setup (npm install in tests/js)",
-                    pytrace=False)
+        pytest.fail(f"{EVERYTHING_BIN} is missing: run scripts/setup (npm install in tests/js)", pytrace=False)
     port = free_port()
     proc = procs.start(f"everything-{port}", [str(EVERYTHING_BIN), "streamableHttp"], env={"PORT": str(port)})
     proc.wait_port(port, timeout=30)
@@ -150,6 +166,7 @@ def everything_upstream(procs: ProcessGroup) -> str:
 
 
 # ---------------------------------------------------------------- gateways
+
 
 @dataclass
 class GatewayProc:
@@ -163,13 +180,19 @@ class GatewayProc:
 
 
 class StartGateways(Protocol):
-    def __call__(self, n: int, upstreams: Mapping[str, str | Sequence[str]], key_prefix: str,
-                 extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None
-                 ) -> list[GatewayProc]: ...
+    def __call__(
+        self,
+        n: int,
+        upstreams: Mapping[str, str | Sequence[str]],
+        key_prefix: str,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> list[GatewayProc]: ...
 
 
-def gateway_argv(port: int, upstreams: Mapping[str, str | Sequence[str]], redis_url: str,
-                 extra_args: Sequence[str] = ()) -> list[str]:
+def gateway_argv(
+    port: int, upstreams: Mapping[str, str | Sequence[str]], redis_url: str, extra_args: Sequence[str] = ()
+) -> list[str]:
     argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port)]
     for name, urls in upstreams.items():
         joined = urls if isinstance(urls, str) else ",".join(urls)
@@ -182,8 +205,13 @@ def gateway_argv(port: int, upstreams: Mapping[str, str | Sequence[str]], redis_
 def gateway_cluster(procs: ProcessGroup, redis_url: str) -> StartGateways:
     """Factory: start `n` gateway replicas sharing Redis; waits for `GET /healthz` -> 200 on each."""
 
-    def start(n: int, upstreams: Mapping[str, str | Sequence[str]], key_prefix: str,
-              extra_args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> list[GatewayProc]:
+    def start(
+        n: int,
+        upstreams: Mapping[str, str | Sequence[str]],
+        key_prefix: str,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> list[GatewayProc]:
         gateways: list[GatewayProc] = []
         for _ in range(n):
             port = free_port()

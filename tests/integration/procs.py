@@ -169,8 +169,13 @@ def start_process(
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed by Proc.stop()
     try:
         popen = subprocess.Popen(
-            list(argv), stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=full_env, cwd=str(cwd or REPO_ROOT), start_new_session=True,
+            list(argv),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=full_env,
+            cwd=str(cwd or REPO_ROOT),
+            start_new_session=True,
         )
     except OSError as exc:
         log_file.close()
@@ -185,8 +190,9 @@ class ProcessGroup:
     log_dir: Path = DEFAULT_LOG_DIR
     procs: list[Proc] = field(default_factory=list)
 
-    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
-              cwd: Path | None = None) -> Proc:
+    def start(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> Proc:
         proc = start_process(name, argv, env=env, log_dir=self.log_dir, cwd=cwd)
         self.procs.append(proc)
         return proc
@@ -205,6 +211,7 @@ class ProcessGroup:
 
 # ---------------------------------------------------------------- HAProxy
 
+
 def haproxy_binary() -> str | None:
     return shutil.which("haproxy") or next(
         (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)), None
@@ -217,16 +224,20 @@ def haproxy_version(binary: str) -> tuple[int, int]:
     return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
 
 
-def haproxy_config(backends: list[tuple[str, int]], listen_port: int, *,
-                   version: tuple[int, int] | None = None, health_path: str = "/healthz") -> str:
+def haproxy_config(
+    backends: list[tuple[str, int]],
+    listen_port: int,
+    *,
+    version: tuple[int, int] | None = None,
+    health_path: str = "/healthz",
+) -> str:
     """Round robin, no stickiness, per-request balancing, SSE-safe (no request buffering)."""
     if version is None:
         binary = haproxy_binary()
         version = haproxy_version(binary) if binary else (0, 0)
     retry_on = "    retry-on conn-failure empty-response\n" if version >= (2, 0) else ""
     servers = "\n".join(
-        f"    server b{i} {host}:{port} check inter 500ms fall 2 rise 1"
-        for i, (host, port) in enumerate(backends)
+        f"    server b{i} {host}:{port} check inter 500ms fall 2 rise 1" for i, (host, port) in enumerate(backends)
     )
     return f"""global
     maxconn 4096
@@ -258,8 +269,9 @@ backend be
 """
 
 
-def start_haproxy(group: ProcessGroup, backends: list[tuple[str, int]], listen_port: int | None = None,
-                  timeout: float = 10.0) -> tuple[Proc, int]:
+def start_haproxy(
+    group: ProcessGroup, backends: list[tuple[str, int]], listen_port: int | None = None, timeout: float = 10.0
+) -> tuple[Proc, int]:
     """Start `haproxy -f cfg -db` in the foreground; returns (proc, listen_port) once it listens."""
     binary = haproxy_binary()
     if binary is None:

@@ -117,9 +117,7 @@ async def test_bad_input_over_real_http(
         assert cases[0][0].json()["id"] == 7
 
 
-async def test_upstream_down_is_503_with_jsonrpc_body(
-    gateway_cluster: StartGateways, key_prefix: str
-) -> None:
+async def test_upstream_down_is_503_with_jsonrpc_body(gateway_cluster: StartGateways, key_prefix: str) -> None:
     (gw,) = gateway_cluster(1, {"default": "http://127.0.0.1:9/mcp"}, key_prefix, GW_ARGS)
     init = {
         "jsonrpc": "2.0",
@@ -139,9 +137,7 @@ async def test_upstream_down_is_503_with_jsonrpc_body(
         assert ready.status_code == 503
 
 
-async def test_embedded_store_process_says_so_and_serves(
-    sdk_upstream: StartSdkUpstream, procs: ProcessGroup
-) -> None:
+async def test_embedded_store_process_says_so_and_serves(sdk_upstream: StartSdkUpstream, procs: ProcessGroup) -> None:
     upstream = sdk_upstream(event_store=True)
     port = free_port()
     proc = procs.start(

@@ -58,9 +58,7 @@ async def test_sdk_client_survives_sigkill_of_pumping_replica(
     steps = 20
     trace = HttpTrace()
     async with sdk_client(lb, trace=trace) as (client, get_sid):
-        call = asyncio.ensure_future(
-            call_with_progress(client, "slow_count", {"steps": steps, "delay": 0.15})
-        )
+        call = asyncio.ensure_future(call_with_progress(client, "slow_count", {"steps": steps, "delay": 0.15}))
         await asyncio.sleep(1.0)  # several progress events went out
         sid = get_sid()
         assert sid is not None
@@ -97,9 +95,7 @@ async def test_careful_client_survives_two_kills_in_one_call(
                 kill_pid(gateways, pid)
 
         task = asyncio.ensure_future(killer())
-        result = await client.call_tool_resumable(
-            "slow_count", {"steps": steps, "delay": 0.2}, resume_timeout=30
-        )
+        result = await client.call_tool_resumable("slow_count", {"steps": steps, "delay": 0.2}, resume_timeout=30)
         await task
     assert len(set(kills)) == 2, "the second kill must hit the replica the stream moved to"
     assert result.response["result"]["content"][0]["text"] == f"counted {steps}"
@@ -112,7 +108,7 @@ async def test_client_drop_with_replicas_alive_resumes_elsewhere(
     sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str
 ) -> None:
     upstream = sdk_upstream(event_store=True)
-    gw1, gw2, gw3 = gateway_cluster(3, {"default": upstream}, key_prefix, GW_ARGS)
+    gw1, _gw2, gw3 = gateway_cluster(3, {"default": upstream}, key_prefix, GW_ARGS)
     steps = 12
 
     def drop(event: ReceivedEvent, events: list[ReceivedEvent]) -> bool:
@@ -203,9 +199,7 @@ async def test_standalone_get_stream_resumes_on_another_replica(
             assert stream.status_code == 200
             client.url = gw2.url
             call = asyncio.ensure_future(
-                client.request(
-                    "tools/call", {"name": "broadcast", "arguments": {"count": count, "delay": 0.1}}
-                )
+                client.request("tools/call", {"name": "broadcast", "arguments": {"count": count, "delay": 0.1}})
             )
             async for event in iter_sse(stream):
                 if event.id:
@@ -224,10 +218,7 @@ async def test_standalone_get_stream_resumes_on_another_replica(
                     if event.id:
                         ids.append(event.id)
                     message = event.json()
-                    if (
-                        isinstance(message, dict)
-                        and message.get("method") == "notifications/resources/updated"
-                    ):
+                    if isinstance(message, dict) and message.get("method") == "notifications/resources/updated":
                         seen.append(message["params"]["uri"])
                         if len(seen) == count:
                             break
@@ -248,8 +239,6 @@ async def test_upstream_polling_close_is_followed_through_gateway(
         # reconnects upstream with Last-Event-ID while the client's connection stays open.
         # Steps are spaced well apart: the SDK server (2.3.0) has a known replay -> live-tail
         # window in which an event produced during the replay is stored but never sent.
-        result = await client.call_tool_resumable(
-            "slow_count", {"steps": 6, "delay": 0.4, "close_stream_at": 3}
-        )
+        result = await client.call_tool_resumable("slow_count", {"steps": 6, "delay": 0.4, "close_stream_at": 3})
     assert result.connections == 1
     assert_exactly_once([p["progress"] for p in result.progress()], 6)

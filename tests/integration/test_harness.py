@@ -38,8 +38,9 @@ async def test_sdk_client_old_protocol_and_high_level_client(sdk_upstream: Start
         assert text_of(await client.call_tool("add", {"a": 1, "b": 1})) == "2"
 
 
-async def test_sdk_client_through_haproxy(sdk_upstream: StartSdkUpstream, sdk_upstreams: list[Upstream],
-                                          load_balancer: StartLoadBalancer) -> None:
+async def test_sdk_client_through_haproxy(
+    sdk_upstream: StartSdkUpstream, sdk_upstreams: list[Upstream], load_balancer: StartLoadBalancer
+) -> None:
     sdk_upstream(name="behind-lb")
     lb_url = load_balancer([sdk_upstreams[0].port])
     async with sdk_session(lb_url) as (session, get_sid):
@@ -59,8 +60,9 @@ async def test_careful_client_resumes_after_drop(sdk_upstream: StartSdkUpstream)
         assert cc.session_id
 
         def drop(ev: ReceivedEvent, events: list[ReceivedEvent]) -> bool:
-            n = sum(1 for e in events if isinstance(e.message, dict)
-                    and e.message.get("method") == "notifications/progress")
+            n = sum(
+                1 for e in events if isinstance(e.message, dict) and e.message.get("method") == "notifications/progress"
+            )
             return ev.connection == 0 and n == 2
 
         res = await cc.call_tool_resumable("slow_count", {"steps": 6, "delay": 0.15}, drop_when=drop)
@@ -85,12 +87,16 @@ async def test_server_keeps_running_tool_while_disconnected(sdk_upstream: StartS
         await cc.initialize()
 
         def drop_at_first_progress(ev: ReceivedEvent, events: list[ReceivedEvent]) -> bool:
-            return ev.connection == 0 and isinstance(ev.message, dict) \
+            return (
+                ev.connection == 0
+                and isinstance(ev.message, dict)
                 and ev.message.get("method") == "notifications/progress"
+            )
 
         # The tool finishes (0.2 s) long before the client resumes (1 s): events were stored anyway.
-        res = await cc.call_tool_resumable("slow_count", {"steps": 3, "delay": 0.1},
-                                           drop_when=drop_at_first_progress, resume_delay=1.0)
+        res = await cc.call_tool_resumable(
+            "slow_count", {"steps": 3, "delay": 0.1}, drop_when=drop_at_first_progress, resume_delay=1.0
+        )
         assert res.connections == 2
         assert [p["progress"] for p in res.progress()] == [1, 2, 3]
         assert res.response["result"]["content"][0]["text"] == "counted 3"
@@ -112,7 +118,8 @@ async def test_sdk_client_resumes_server_closed_stream(sdk_upstream: StartSdkUps
     trace = HttpTrace()
     async with sdk_session(url, trace=trace) as (session, _):
         result, progress = await call_with_progress(
-            session, "slow_count", {"steps": 5, "delay": 0.1, "close_stream_at": 2})
+            session, "slow_count", {"steps": 5, "delay": 0.1, "close_stream_at": 2}
+        )
         assert text_of(result) == "counted 5"
         assert [p.progress for p in progress] == [1, 2, 3, 4, 5]
     gets = trace.resumption_gets()
@@ -126,11 +133,15 @@ async def test_careful_client_resumes_against_everything(everything_upstream: st
         await cc.initialize()
 
         def drop(ev: ReceivedEvent, events: list[ReceivedEvent]) -> bool:
-            return ev.connection == 0 and isinstance(ev.message, dict) \
+            return (
+                ev.connection == 0
+                and isinstance(ev.message, dict)
                 and ev.message.get("method") == "notifications/progress"
+            )
 
-        res = await cc.call_tool_resumable("trigger-long-running-operation", {"duration": 1, "steps": 2},
-                                           drop_when=drop)
+        res = await cc.call_tool_resumable(
+            "trigger-long-running-operation", {"duration": 1, "steps": 2}, drop_when=drop
+        )
         assert [p["progress"] for p in res.progress()] == [1, 2]
         assert "completed" in res.response["result"]["content"][0]["text"]
         assert res.events[0].data.strip() == "" and res.events[0].id  # priming event
@@ -142,14 +153,16 @@ async def test_event_stores_are_per_session(sdk_upstream: StartSdkUpstream) -> N
     url = sdk_upstream(event_store=True)
 
     def drop(ev: ReceivedEvent, events: list[ReceivedEvent]) -> bool:
-        return ev.connection == 0 and isinstance(ev.message, dict) \
-            and ev.message.get("method") == "notifications/progress"
+        return (
+            ev.connection == 0 and isinstance(ev.message, dict) and ev.message.get("method") == "notifications/progress"
+        )
 
     async def run(steps: int) -> list[dict[str, object]]:
         async with CarefulClient(url) as cc:
             await cc.initialize()
-            res = await cc.call_tool_resumable("slow_count", {"steps": steps, "delay": 0.1},
-                                               drop_when=drop, resume_delay=0.3)
+            res = await cc.call_tool_resumable(
+                "slow_count", {"steps": steps, "delay": 0.1}, drop_when=drop, resume_delay=0.3
+            )
             assert res.response["result"]["content"][0]["text"] == f"counted {steps}"
             return res.progress()
 

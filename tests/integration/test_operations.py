@@ -45,9 +45,7 @@ async def test_sigterm_drains_without_losing_events(
             drained.append((victim, time.monotonic() - started, code))
 
         task = asyncio.ensure_future(terminator())
-        result = await client.call_tool_resumable(
-            "slow_count", {"steps": steps, "delay": 0.2}, resume_timeout=30
-        )
+        result = await client.call_tool_resumable("slow_count", {"steps": steps, "delay": 0.2}, resume_timeout=30)
         await task
     assert result.response["result"]["content"][0]["text"] == f"counted {steps}"
     assert_exactly_once([p["progress"] for p in result.progress()], steps)
@@ -101,6 +99,4 @@ async def test_metrics_move_with_traffic(
     assert total(after, "mcpgw_sessions_deleted_total") == total(before, "mcpgw_sessions_deleted_total") + 1
     assert total(after, "mcpgw_events_relayed_total") >= total(before, "mcpgw_events_relayed_total") + 4
     assert total(after, 'mcpgw_requests_total{era="2025-11-25",method="POST",status="200"}') >= 2
-    assert total(after, "mcpgw_upstream_latency_seconds_count") > total(
-        before, "mcpgw_upstream_latency_seconds_count"
-    )
+    assert total(after, "mcpgw_upstream_latency_seconds_count") > total(before, "mcpgw_upstream_latency_seconds_count")

@@ -72,9 +72,7 @@ async def test_sdk_client_in_stateless_mode_through_three_replicas(
         for _ in range(3):  # round robin: each call lands on another replica
             result = await client.call_tool("add", {"a": 20, "b": 22})
             assert result.content[0].text == "42"  # type: ignore[union-attr]
-        result = await client.call_tool(
-            "slow_count", {"steps": 4, "delay": 0.05}, progress_callback=on_progress
-        )
+        result = await client.call_tool("slow_count", {"steps": 4, "delay": 0.05}, progress_callback=on_progress)
         assert seen == [1, 2, 3, 4]
     assert await keys_under(redis_url, key_prefix) == []  # stateless era: no Redis writes
 

@@ -44,9 +44,7 @@ class InMemoryEventStore(EventStore):
             self._index.pop(str(dropped.seq), None)
         return str(event.seq)
 
-    async def replay_events_after(
-        self, last_event_id: EventId, send_callback: EventCallback
-    ) -> StreamId | None:
+    async def replay_events_after(self, last_event_id: EventId, send_callback: EventCallback) -> StreamId | None:
         anchor = self._index.get(last_event_id)
         if anchor is None:
             return None

@@ -105,8 +105,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--event-store", action="store_true")
     p.add_argument("--json-response", action="store_true")
     p.add_argument("--stateless", action="store_true")
-    p.add_argument("--retry-interval", type=int, default=None,
-                   help="SSE retry hint in ms (needs --event-store)")
+    p.add_argument("--retry-interval", type=int, default=None, help="SSE retry hint in ms (needs --event-store)")
     return p.parse_args(argv)
 
 
@@ -123,7 +122,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     per_session_event_stores(server.session_manager)
     config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=1,
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_graceful_shutdown=1,
     )
     uvicorn.Server(config).run()
 
