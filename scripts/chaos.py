@@ -51,6 +51,13 @@ async def lease_pid(redis: aioredis.Redis, prefix: str, session: str) -> int | N
     return None
 
 
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+
 def classify(outcome: Any) -> str:
     if isinstance(outcome, str):
         return outcome
@@ -115,12 +122,16 @@ class Cluster:
         return next((port for port, proc in self.gateways.items() if proc.pid == pid), None)
 
 
-async def trial(cluster: Cluster, lb: str, redis: aioredis.Redis, rng: random.Random) -> tuple[str, float]:
+async def trial(
+    cluster: Cluster, lb: str, redis: aioredis.Redis, rng: random.Random
+) -> tuple[str, float, float | None]:
     kill_at = rng.uniform(0.0, STEPS * DELAY * 1.2)
     async with CarefulClient(lb, read_timeout=20) as client:
         await client.initialize()
         session = client.session_id
         assert session is not None
+
+        killed_at: list[float] = []
 
         async def killer() -> int:
             await asyncio.sleep(kill_at)
@@ -129,6 +140,7 @@ async def trial(cluster: Cluster, lb: str, redis: aioredis.Redis, rng: random.Ra
             if port is None:
                 port = rng.choice(list(cluster.gateways))
             os.kill(cluster.gateways[port].pid, signal.SIGKILL)
+            killed_at.append(time.monotonic())
             return port
 
         kill_task = asyncio.ensure_future(killer())
@@ -145,10 +157,15 @@ async def trial(cluster: Cluster, lb: str, redis: aioredis.Redis, rng: random.Ra
             outcome = "refused" if "before any event id" in str(exc) or "POST" in str(exc) else "lost"
         elapsed = time.monotonic() - started
         port = await kill_task
+    # resume gap: from the kill to the first event the client got on a resumed connection
+    gap = None
+    if not isinstance(outcome, str) and killed_at:
+        later = [e.at for e in outcome.events if e.connection > 0 and e.at >= killed_at[0]]
+        gap = later[0] - killed_at[0] if later else None
     cluster.gateways[port].stop()
     cluster.start_gateway(port)
     await asyncio.sleep(1.2)  # HAProxy health checks (inter 500ms, rise 1) re-admit it
-    return classify(outcome), elapsed
+    return classify(outcome), elapsed, gap
 
 
 async def main() -> None:
@@ -165,6 +182,7 @@ async def main() -> None:
     redis = aioredis.from_url(redis_url)
     results: Counter[str] = Counter()
     durations: list[float] = []
+    gaps: list[float] = []
     try:
         cluster = Cluster(procs, args.replicas, redis_url, prefix)
         cluster.start_upstream()
@@ -174,10 +192,13 @@ async def main() -> None:
         lb = f"http://127.0.0.1:{lb_port}/mcp"
         await asyncio.sleep(1.0)
         for n in range(args.trials):
-            verdict, elapsed = await trial(cluster, lb, redis, rng)
+            verdict, elapsed, gap = await trial(cluster, lb, redis, rng)
             results[verdict] += 1
             durations.append(elapsed)
-            print(f"trial {n + 1}/{args.trials}: {verdict} ({elapsed:.2f}s)", flush=True)
+            if gap is not None:
+                gaps.append(gap)
+            shown = f", resumed after {gap:.2f}s" if gap is not None else ""
+            print(f"trial {n + 1}/{args.trials}: {verdict} ({elapsed:.2f}s{shown})", flush=True)
     finally:
         procs.stop_all()
         async for key in redis.scan_iter(match=f"{prefix}:*"):

@@ -117,6 +117,7 @@ class ReceivedEvent:
     data: str
     message: Any  # parsed JSON-RPC message, or None for priming events
     connection: int  # 0 = the POST, 1.. = resumption GETs
+    at: float = field(default_factory=time.monotonic)  # when it arrived (time.monotonic)
 
 
 @dataclass
