@@ -21,6 +21,7 @@ from typing import Any
 from gateway import errors, sse
 from gateway.eventlog import EventLog, LeaseLost, StreamVanished
 from gateway.protocol import H_LAST_EVENT_ID, H_SESSION, H_VERSION, SSE
+from gateway.retry import store as retry_store
 from gateway.retry import upstream_resume
 from gateway.sessions import SessionRecord
 from gateway.signals import Signal
@@ -121,7 +122,10 @@ class Pump:
         interval = self.config.lease_ttl / 3
         while True:
             await asyncio.sleep(interval)
-            if not await self.log.renew(self.record.id, self.stream, self.owner):
+            async for attempt in retry_store():
+                with attempt:
+                    renewed = await self.log.renew(self.record.id, self.stream, self.owner)
+            if not renewed:
                 raise LeaseLost(self.stream)
 
     async def _main(self, first: UpstreamResponse | None) -> None:

@@ -8,15 +8,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import pytest
-import redis
-import redis.asyncio as aioredis
 
 from tests.integration.procs import REPO_ROOT, Proc, ProcessGroup, free_port, start_haproxy
 
@@ -36,47 +33,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _require_redis() -> None:
-    url = _redis_url()
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
-        try:
-            ok = client.ping()
-        finally:
-            client.close()
-    except redis.RedisError as exc:
-        pytest.fail(
-            f"Redis at {url} is not reachable ({exc!r}); start Redis 7 or set REDIS_URL. "
-            "Integration tests need a real Redis.",
-            pytrace=False,
-        )
-    if not ok:
-        pytest.fail(f"Redis at {url} did not answer PING", pytrace=False)
-
-
-@pytest.fixture
-def redis_url() -> str:
-    return _redis_url()
-
-
-@pytest.fixture
-async def key_prefix(redis_url: str) -> AsyncIterator[str]:
-    """`mcpgw-test-<uuid8>`; every key matching `{prefix}*` is deleted at teardown."""
-    prefix = f"mcpgw-test-{uuid.uuid4().hex[:8]}"
-    yield prefix
-    client = aioredis.from_url(redis_url)
-    try:
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match=f"{prefix}*", count=500):
-            batch.append(key)
-            if len(batch) >= 500:
-                await client.delete(*batch)
-                batch.clear()
-        if batch:
-            await client.delete(*batch)
-    finally:
-        await client.aclose()
+# `redis_url`, `key_prefix` and the hard Redis check come from tests/conftest.py.
 
 
 @pytest.fixture
