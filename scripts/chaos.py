@@ -211,6 +211,9 @@ async def main() -> None:
         **dict(results),
         "call_seconds_p50": sorted(durations)[len(durations) // 2] if durations else None,
         "call_seconds_max": max(durations) if durations else None,
+        "resumed_trials": len(gaps),
+        "kill_to_first_resumed_event_p50": percentile(gaps, 0.5),
+        "kill_to_first_resumed_event_p99": percentile(gaps, 0.99),
     }
     print(json.dumps(summary, indent=2))
     print(f"lost / duplicated / hung: {results['lost']} / {results['dup']} / {results['hung']}")
