@@ -31,7 +31,8 @@ from gateway.upstreams import HeaderPolicy, UpstreamClient, UpstreamResponse
 
 log = logging.getLogger("gateway.handlers")
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# transports: SSE must not be buffered or cached by proxies in between (names lower-case: merged last)
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 def error_response(exc: errors.GatewayError, request_id: errors.JsonRpcId = None) -> Response:
@@ -58,15 +59,14 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def client_headers(upstream: Mapping[str, str], session_id: str | None) -> dict[str, str]:
-    headers = protocol.forward_headers(upstream.items(), protocol.DROP_TO_CLIENT)
+    headers = {k.lower(): v for k, v in protocol.forward_headers(upstream.items(), protocol.DROP_TO_CLIENT).items()}
     if session_id is not None:
-        headers["Mcp-Session-Id"] = session_id
+        headers["mcp-session-id"] = session_id
     return headers
 
 
 def sse_response(body: AsyncIterator[bytes], headers: Mapping[str, str]) -> StreamingResponse:
-    merged = {**headers, **SSE_HEADERS}
-    merged.pop("Content-Type", None)
+    merged = {**{k.lower(): v for k, v in headers.items()}, **SSE_HEADERS}
     merged.pop("content-type", None)
     return StreamingResponse(body, media_type=protocol.SSE, headers=merged)
 
