@@ -10,6 +10,8 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:{G}:lease:{S}      string replica id of the pump, with PX expiry
     {prefix}:{G}:reinit         string lock while a new upstream session is being established
     {prefix}:limits:{kind}:{W}  string/zset per-client limits (W = principal or client IP)
+    {prefix}:{legacy:B}:bridge  hash   legacy HTTP+SSE bridge B: pool, principal, gateway session
+    {prefix}:{legacy:B}:out     stream messages waiting for bridge B's `/sse` connection
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ class Keys:
     def limit(self, kind: str, who: str) -> str:
         """Per-client limit state (rate windows, session and stream sets); tagged by client."""
         return f"{self.prefix}:limits:{kind}:{{{who}}}"
+
+    def legacy(self, bridge: str) -> tuple[str, str]:
+        """(record, outbox) of one legacy HTTP+SSE bridge session; one hash slot per bridge."""
+        tag = f"{self.prefix}:{{legacy:{bridge}}}"
+        return f"{tag}:bridge", f"{tag}:out"
 
     def pattern(self) -> str:
         """SCAN pattern matching every key under this prefix (tests and tooling)."""
