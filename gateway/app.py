@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -12,7 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from gateway import errors, logs, protocol
@@ -21,8 +22,9 @@ from gateway.auth import METADATA_PATH, Authenticator
 from gateway.config import Settings, csv
 from gateway.eventlog import EventLog
 from gateway.guard import Guard
-from gateway.handlers import SessionfulEndpoint, error_response
+from gateway.handlers import SessionfulEndpoint, error_response, read_body
 from gateway.keys import Keys
+from gateway.legacy_sse import install as install_legacy_sse
 from gateway.limits import LimitConfig, Limiter
 from gateway.metrics import Metrics
 from gateway.pools import HealthChecker, Pools
@@ -49,6 +51,8 @@ class Gateway:
     sessionful: SessionfulEndpoint
     stateless: StatelessEndpoint
     guard: Guard
+    supervisor: Supervisor
+    keys: Keys
     loop: asyncio.AbstractEventLoop
 
     def start_drain(self) -> None:
@@ -69,7 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = connect(settings.redis_url)
+        redis = connect(settings.redis_url, max_connections=settings.redis_max_connections)
         http = new_http_session(connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size)
         supervisor = Supervisor()
         keys = Keys(settings.key_prefix)
@@ -162,6 +166,8 @@ def create_app(settings: Settings) -> FastAPI:
                 max_header_bytes=settings.max_header_bytes,
                 trust_forwarded_for=settings.trust_forwarded_for,
             ),
+            supervisor=supervisor,
+            keys=keys,
             loop=asyncio.get_running_loop(),
         )
         log.info("gateway up: pools %s", {p: list(pools.get(p).instances) for p in pools.names()})
@@ -181,6 +187,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_route("/metrics", metrics_endpoint, methods=["GET"])
     app.add_route(METADATA_PATH, protected_resource, methods=["GET"])
     app.add_route(METADATA_PATH + "/{path:path}", protected_resource, methods=["GET"])
+    install_legacy_sse(app)  # 2024-11-05 HTTP+SSE clients: GET /sse, POST /messages
     return app
 
 
@@ -204,6 +211,8 @@ async def mcp_endpoint(request: Request) -> Response:
             response = await gateway.sessionful.delete(request, pool)
         else:
             raise errors.MethodNotAllowed("Method Not Allowed")
+    except errors.UnsupportedVersion as exc:
+        response = await _unsupported_version(request, exc, gateway.settings.max_body_bytes)
     except errors.GatewayError as exc:
         if isinstance(exc, errors.StoreError):
             gateway.metrics.store_errors.inc()
@@ -214,6 +223,17 @@ async def mcp_endpoint(request: Request) -> Response:
         response = error_response(errors.GatewayError("Internal error"))
     gateway.metrics.requests.labels(request.method, str(response.status_code), era).inc()
     return response
+
+
+async def _unsupported_version(request: Request, exc: errors.UnsupportedVersion, limit: int) -> Response:
+    """400 + UnsupportedProtocolVersionError naming the request's id and the versions it could use."""
+    request_id: errors.JsonRpcId = None
+    method: str | None = None
+    if request.method == "POST":
+        with contextlib.suppress(errors.GatewayError, ClientDisconnect):
+            request_id, method = protocol.peek(await read_body(request, limit))
+    supported = protocol.versions_for(has_session=protocol.H_SESSION in request.headers, method=method)
+    return error_response(errors.UnsupportedVersion(exc.message, data={**exc.data, "supported": supported}), request_id)
 
 
 async def protected_resource(request: Request) -> Response:

@@ -17,6 +17,7 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 SERVER_ERROR = -32000  # implementation-defined server errors: -32000..-32099
 HEADER_MISMATCH = -32020  # MCP 2026-07-28 basic/transports "HeaderMismatch"
+UNSUPPORTED_PROTOCOL_VERSION = -32022  # MCP 2026-07-28 "UnsupportedProtocolVersionError"
 
 JsonRpcId = str | int | None
 
@@ -73,7 +74,10 @@ class MissingSession(ClientError):
 
 
 class UnsupportedVersion(ClientError):
-    """Unknown `MCP-Protocol-Version` (2025-06-18 transports §Protocol Version Header)."""
+    """Unknown `MCP-Protocol-Version` (2025-06-18 transports §Protocol Version Header: 400;
+    2026-07-28 basic/versioning: code -32022 with data.supported and data.requested)."""
+
+    code = UNSUPPORTED_PROTOCOL_VERSION
 
 
 class SessionNotFound(ClientError):

@@ -175,6 +175,31 @@ def parse_body(raw: bytes, version: str, *, max_batch: int = 100) -> Body:
     return Body((_check_message(decoded),), is_batch=False)
 
 
+def peek(raw: bytes) -> tuple[errors.JsonRpcId, str | None]:
+    """Best-effort (id, method) of a single-message body, for errors raised before parsing.
+
+    2026-07-28 basic/transports: an HTTP error answer carries the JSON-RPC id of the request.
+    """
+    try:
+        decoded = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None, None
+    if not isinstance(decoded, dict):
+        return None, None
+    message = Message(decoded)
+    return message.id, message.method
+
+
+def versions_for(*, has_session: bool, method: str | None) -> list[str]:
+    """The versions under which the gateway could serve a request (UnsupportedProtocolVersion data).
+
+    Without a session id, anything but `initialize` can only be served statelessly (2026-07-28).
+    """
+    if has_session or method == "initialize":
+        return [*SESSIONFUL_VERSIONS, *STATELESS_VERSIONS]
+    return list(STATELESS_VERSIONS)
+
+
 def initialize_version(body: Body) -> str | None:
     """The protocol version a client asks for in `initialize` (lifecycle §Version Negotiation)."""
     init = body.initialize
@@ -264,4 +289,5 @@ def forward_headers(headers: Iterable[tuple[str, str]], drop: frozenset[str]) ->
         for token in value.split(",")
         if token.strip()
     }
-    return {name: value for name, value in items if name.lower() not in drop and name.lower() not in named}
+    # RFC 9110 §5.5: leading/trailing whitespace (OWS) is not part of a field value.
+    return {name: value.strip(" \t") for name, value in items if name.lower() not in drop and name.lower() not in named}

@@ -124,7 +124,7 @@ async def test_notification_gets_202(env: Env) -> None:
         ({"Content-Type": "application/json", "Accept": "application/json"}, b"{}", 406, -32600),
         (HEADERS, b"{not json", 400, -32700),
         (HEADERS, b'{"jsonrpc":"1.0","id":1,"method":"x"}', 400, -32600),
-        ({**HEADERS, "MCP-Protocol-Version": "1999-01-01"}, b"{}", 400, -32600),
+        ({**HEADERS, "MCP-Protocol-Version": "1999-01-01"}, b"{}", 400, -32022),
         ({**HEADERS, "Origin": "http://evil.example"}, b"{}", 403, -32600),
     ],
 )
@@ -134,6 +134,34 @@ async def test_bad_input_is_spec_shaped(env: Env, headers: dict[str, str], body:
     payload = r.json()
     assert payload["jsonrpc"] == "2.0" and payload["error"]["code"] == code
     assert "Traceback" not in r.text
+
+
+@pytest.mark.parametrize(
+    ("body", "expected_id"),
+    [
+        (b'{"jsonrpc":"2.0","id":"r-7","method":"tools/list"}', "r-7"),
+        (b'{"jsonrpc":"2.0","id":41,"method":"tools/list"}', 41),
+        (b'{"jsonrpc":"2.0","id":true,"method":"tools/list"}', None),
+        (b"[1, 2]", None),
+        (b"{broken", None),
+    ],
+)
+async def test_unsupported_version_echoes_the_request_id(env: Env, body: bytes, expected_id: object) -> None:
+    # 2026-07-28 basic/transports: the error answer names the request; code -32022 lists what is supported
+    r = await env.client.post(env.mcp, headers={**HEADERS, "MCP-Protocol-Version": "2099-01-01"}, content=body)
+    assert r.status_code == 400
+    payload = r.json()
+    assert payload["id"] == expected_id
+    assert payload["error"]["code"] == -32022
+    assert payload["error"]["data"]["requested"] == "2099-01-01"
+    assert payload["error"]["data"]["supported"] == ["2026-07-28"]  # sessionless, not initialize
+
+
+async def test_unsupported_version_on_initialize_lists_every_era(env: Env) -> None:
+    headers = {**HEADERS, "MCP-Protocol-Version": "2099-01-01"}
+    r = await env.client.post(env.mcp, headers=headers, json=init_body(rid=5))
+    assert r.status_code == 400 and r.json()["id"] == 5
+    assert r.json()["error"]["data"]["supported"] == [*protocol.SESSIONFUL_VERSIONS, *protocol.STATELESS_VERSIONS]
 
 
 async def test_missing_and_unknown_session(env: Env) -> None:

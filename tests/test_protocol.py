@@ -22,6 +22,32 @@ def test_header_version_supported(version: str) -> None:
     assert protocol.header_version(version) == version
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b'{"jsonrpc":"2.0","id":3,"method":"x"}', (3, "x")),
+        (b'{"id":"a"}', ("a", None)),
+        (b'{"id":null,"method":7}', (None, None)),
+        (b'{"id":false}', (None, None)),
+        (b'{"id":1.5}', (None, None)),
+        (b"[]", (None, None)),
+        (b"\xff", (None, None)),
+        (b"[" * 100000, (None, None)),
+    ],
+)
+def test_peek(raw: bytes, expected: tuple[object, object]) -> None:
+    assert protocol.peek(raw) == expected
+
+
+def test_versions_for() -> None:
+    every = [*protocol.SESSIONFUL_VERSIONS, *protocol.STATELESS_VERSIONS]
+    assert protocol.versions_for(has_session=True, method="tools/list") == every
+    assert protocol.versions_for(has_session=False, method="initialize") == every
+    # no session and no initialize: only the stateless era could serve it
+    assert protocol.versions_for(has_session=False, method="server/discover") == ["2026-07-28"]
+    assert protocol.versions_for(has_session=False, method=None) == ["2026-07-28"]
+
+
 def test_stateless_era() -> None:
     assert protocol.is_stateless("2026-07-28")
     assert not any(protocol.is_stateless(v) for v in protocol.SESSIONFUL_VERSIONS)
@@ -32,7 +58,7 @@ def test_header_version_unsupported(value: str) -> None:
     with pytest.raises(errors.UnsupportedVersion) as info:
         protocol.header_version(value)
     exc = info.value
-    assert exc.status == 400
+    assert exc.status == 400 and exc.code == -32022
     assert exc.data["requested"] == value
     assert set(exc.data["supported"]) == {*protocol.SESSIONFUL_VERSIONS, *protocol.STATELESS_VERSIONS}
     shaped = exc.to_jsonrpc(None)
@@ -405,3 +431,9 @@ def test_forward_drops_fields_named_in_connection() -> None:
         [("Connection", "X-Hop"), ("X-Hop", "1"), ("Accept", "*/*")], protocol.DROP_TO_UPSTREAM
     )
     assert out == {"Accept": "*/*"}
+
+
+def test_forward_trims_ows_around_values() -> None:
+    # RFC 9110 §5.5: OWS around a field value is not part of it
+    out = protocol.forward_headers([("Mcp-Name", "  echo \t"), ("X-Keep", "a  b")], protocol.DROP_TO_UPSTREAM)
+    assert out == {"Mcp-Name": "echo", "X-Keep": "a  b"}
