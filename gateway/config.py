@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     health_interval: float = Field(2.0, gt=0, description="Active upstream health probe interval, s.")
     health_timeout: float = Field(1.0, gt=0, description="Health probe timeout, s.")
     redis_url: str | None = Field(None, description="Redis URL; unset = embedded in-process store.")
+    redis_max_connections: int = Field(
+        1024, ge=1, description="Redis connections per replica; when all are busy, callers wait (up to 5 s)."
+    )
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="Port to listen on.")
     workers: int = Field(1, ge=1, description="uvicorn worker processes (needs a Redis URL if > 1).")
@@ -140,7 +143,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Allowed `Origin` values besides localhost ones; `*` allows any.",
     )
-    upstream_pool_size: int = Field(256, ge=1, description="Max open connections per upstream host.")
+    upstream_pool_size: int = Field(
+        4096,
+        ge=1,
+        description="Max open connections per upstream host; each open SSE stream holds one, so size it above "
+        "the streams you expect (requests beyond it wait for a free connection).",
+    )
     drain_timeout: float = Field(10.0, ge=0, description="Graceful shutdown deadline, s.")
     auth_issuer: str | None = Field(None, description="Enable bearer-JWT auth: the required `iss`.")
     auth_audience: str | None = Field(None, description="Required `aud` (default: --resource-url).")

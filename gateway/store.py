@@ -22,14 +22,18 @@ log = logging.getLogger("gateway.store")
 Redis = aioredis.Redis
 
 
-def connect(redis_url: str | None, *, max_connections: int = 1024) -> Redis:
+def connect(redis_url: str | None, *, max_connections: int = 1024, pool_timeout: float = 5.0) -> Redis:
     if redis_url:
-        client: Redis = aioredis.from_url(
+        # A blocking pool: a burst beyond `max_connections` waits for a free connection (up to
+        # `pool_timeout`, then StoreError) instead of failing at once with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
             redis_url,
             max_connections=max_connections,
+            timeout=pool_timeout,
             health_check_interval=30,
             socket_keepalive=True,
         )
+        client: Redis = aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
         return client
     log.warning(
         "no --redis-url given: using the EMBEDDED in-process store; sessions and streams live in "
