@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import cursor, logs, sse
+from gateway import cursor, errors, logs, sse
 from gateway.eventlog import END, Entry, EventLog, StreamVanished
 from gateway.metrics import Metrics
 from gateway.pump import Pump, PumpConfig, answered_ids, error_message
@@ -82,8 +82,9 @@ class Relay:
         *,
         uid: str,
         first: UpstreamResponse | None,
+        seq: int = 0,
     ) -> Signal:
-        signal = self.signals.open(record.id, stream)
+        signal = self.signals.open(record.id, stream, seq)
         pump = Pump(
             log=self._log,
             upstream=self._upstream,
@@ -118,7 +119,7 @@ class Relay:
             raise StreamVanished(stream)
         log.info("stream %s: lease expired, taking the pump over (upstream cursor %r)", stream, meta.uid)
         self._metrics.takeovers.inc()
-        return self._start_pump(record, stream, meta.kind, list(meta.pending), uid=meta.uid, first=None)
+        return self._start_pump(record, stream, meta.kind, list(meta.pending), uid=meta.uid, first=None, seq=meta.seq)
 
     # --- delivery ---------------------------------------------------------------------------
 
@@ -158,7 +159,15 @@ class Relay:
                 # Graceful drain: end the connection; the client resumes on another replica.
                 yield sse.retry_hint(self._config.retry_ms)
                 return
-            entries, failure = await self._next(record, stream, after, last_write)
+            try:
+                entries, failure = await self._next(record, stream, after, last_write)
+            except errors.StoreError as exc:
+                # The store blinked: end this connection cleanly; the client resumes from its
+                # Last-Event-ID (nothing it was sent is lost: every event was in Redis first).
+                log.error("stream %s: store error while delivering, ending the connection: %s", stream, exc)
+                self._metrics.store_errors.inc()
+                yield sse.retry_hint(self._config.retry_ms)
+                return
             if failure is not None:
                 for event in failure:
                     yield event
@@ -185,16 +194,18 @@ class Relay:
         self, record: SessionRecord, stream: str, after: int, last_write: float
     ) -> tuple[list[Entry], list[bytes] | None]:
         """The next entries after `after` (maybe none, on a keep-alive tick) or final events."""
-        entries = await self._log.read(record.id, stream, after)
-        if entries:
-            return entries, None
         budget = max(0.05, self._config.keepalive - (time.monotonic() - last_write))
         signal = self.signals.get(record.id, stream)
         if signal is not None:
+            # This replica pumps the stream: its signal knows the newest seq, so read Redis only
+            # when there is something after `after` (one round trip per batch of events).
             if signal.failure is not None:
                 return [], signal.failure
             await signal.wait(after, budget)
             return await self._log.read(record.id, stream, after), None
+        entries = await self._log.read(record.id, stream, after)
+        if entries:
+            return entries, None
         entries = await self._log.wait(record.id, stream, after, min(budget, self._config.pump.lease_ttl))
         if entries:
             return entries, None
