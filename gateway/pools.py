@@ -105,11 +105,15 @@ class Pools:
 class HealthChecker:
     """Active probes: any HTTP answer from the instance URL means it is up."""
 
-    def __init__(self, pools: Pools, session: aiohttp.ClientSession, *, interval: float, timeout: float) -> None:
+    def __init__(
+        self, pools: Pools, session: aiohttp.ClientSession, *, interval: float, timeout: float, fall: int = 2
+    ) -> None:
         self._pools = pools
         self._session = session
         self._interval = interval
         self._timeout = timeout
+        self._fall = fall  # consecutive failed probes before a serving instance is taken out
+        self._failed: dict[str, int] = {}
         self.rounds = 0
 
     async def probe(self, url: str) -> bool:
@@ -127,9 +131,13 @@ class HealthChecker:
         results = await asyncio.gather(*(self.probe(url) for url in urls))
         for url, ok in zip(urls, results, strict=True):
             if ok:
+                self._failed.pop(url, None)
                 self._pools.report_success(url)
-            else:
-                self._pools.mark_down(url, "health probe failed")
+                continue
+            self._failed[url] = failed = self._failed.get(url, 0) + 1
+            # the first round (start-up) trusts one probe: a fresh replica must not send to a dead instance
+            if failed >= self._fall or self.rounds == 0:
+                self._pools.mark_down(url, f"{failed} health probe(s) failed")
         self.rounds += 1
 
     async def run(self) -> None:
