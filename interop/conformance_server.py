@@ -461,6 +461,19 @@ def build_server() -> MCPServer:
     return server
 
 
+def trim_ows(app: Any) -> Any:
+    """RFC 9110 §5.5: whitespace around a field value is not part of it. mcp 2.3.0 compares
+    `Mcp-Name`/`Mcp-Method` untrimmed (the conformance check `sep-2243-server-accepts-whitespace-
+    header-value` fails against the bare SDK); the fixture trims before the SDK sees the request."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "headers": [(k, v.strip(b" \t")) for k, v in scope["headers"]]}
+        await app(scope, receive, send)
+
+    return wrapped
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, required=True)
@@ -477,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     app = server.streamable_http_app(
         event_store=InMemoryEventStore(), retry_interval=100, transport_security=security, host=args.host
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=1)
+    uvicorn.run(trim_ows(app), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=1)
 
 
 if __name__ == "__main__":

@@ -57,12 +57,6 @@ KNOWN_DIFFERENCES: dict[str, tuple[Counter[tuple[str, str]], Counter[tuple[str, 
         ),
         Counter({("server-sse-disconnect-resume", "INFO"): 1}),
     ),
-    # Not the gateway: the SDK fixture (mcp 2.3.0) rejects `Mcp-Name: "  test_simple_text  "` (it does
-    # not trim OWS, RFC 9110 §5.5); through the gateway it passes (HAProxy and the gateway both trim).
-    "http-header-validation": (
-        Counter({("sep-2243-server-accepts-whitespace-header-value", "FAILURE"): 1}),
-        Counter({("sep-2243-server-accepts-whitespace-header-value", "SUCCESS"): 1}),
-    ),
 }
 
 

@@ -1,8 +1,8 @@
 """Legacy HTTP+SSE clients (2024-11-05) through `gateway/legacy_sse.py`, with the SDK's `sse_client`.
 
-Two in-process gateway apps share Redis (the bridge is not wired into `create_app` yet, so each app
-gets `install(app)` here); the client's `GET /sse` goes to replica A and every `POST /messages` is
-rewritten to replica B, so every answer crosses replicas through Redis.
+Two in-process gateway apps (`create_app` installs the bridge's routes) share Redis; the client's
+`GET /sse` goes to replica A and every `POST /messages` is rewritten to replica B, so every answer
+crosses replicas through Redis.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from mcp.client.sse import sse_client
 
 from gateway.app import create_app
 from gateway.config import Settings
-from gateway.legacy_sse import install
 from tests.asgi_server import serve
 from tests.integration.conftest import StartSdkUpstream
 
@@ -40,9 +39,7 @@ class PostsTo(httpx2.AsyncHTTPTransport):
 
 
 def legacy_app(upstream: str, redis_url: str, key_prefix: str) -> Any:
-    app = create_app(Settings(upstream=[upstream], redis_url=redis_url, key_prefix=key_prefix))
-    install(app)
-    return app
+    return create_app(Settings(upstream=[upstream], redis_url=redis_url, key_prefix=key_prefix))
 
 
 async def test_legacy_sse_client_with_posts_on_another_replica(
