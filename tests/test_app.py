@@ -5,70 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
-import httpx
 import pytest
 
 from gateway import protocol
-from gateway.app import create_app
-from gateway.config import Settings
-from tests.asgi_server import serve
-from tests.scripted_upstream import Behaviour, ScriptedUpstream
-
-ACCEPT = "application/json, text/event-stream"
-HEADERS = {"Accept": ACCEPT, "Content-Type": "application/json"}
-
-
-def init_body(version: str = "2025-11-25", rid: int = 1) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": rid,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": version,
-            "capabilities": {},
-            "clientInfo": {"name": "test", "version": "1"},
-        },
-    }
-
-
-def call(name: str, rid: int = 2, **arguments: Any) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": rid,
-        "method": "tools/call",
-        "params": {"name": name, "arguments": arguments},
-    }
-
-
-class Env:
-    def __init__(self, url: str, upstream: ScriptedUpstream, client: httpx.AsyncClient) -> None:
-        self.url = url
-        self.mcp = f"{url}/mcp"
-        self.upstream = upstream
-        self.client = client
-
-    async def initialize(self, version: str = "2025-11-25") -> str:
-        r = await self.client.post(self.mcp, headers=HEADERS, json=init_body(version))
-        assert r.status_code == 200, r.text
-        return r.headers["mcp-session-id"]
-
-    def headers(self, sid: str, version: str = "2025-11-25") -> dict[str, str]:
-        return {**HEADERS, "Mcp-Session-Id": sid, "MCP-Protocol-Version": version}
-
-
-def parse_sse(text: str) -> list[dict[str, str]]:
-    events = []
-    for block in text.replace("\r\n", "\n").split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in block.split("\n"):
-            if line and not line.startswith(":"):
-                name, _, value = line.partition(":")
-                fields[name] = value[1:] if value.startswith(" ") else value
-        if fields:
-            events.append(fields)
-    return events
+from tests.gateway_env import ACCEPT, HEADERS, Env, call, init_body, parse_sse, running_gateway
+from tests.scripted_upstream import Behaviour
 
 
 @pytest.fixture
@@ -78,18 +20,16 @@ def behaviour() -> Behaviour:
 
 @pytest.fixture
 async def env(redis_url: str, key_prefix: str, behaviour: Behaviour) -> AsyncIterator[Env]:
-    upstream = ScriptedUpstream(behaviour)
-    async with serve(upstream) as upstream_url:
-        settings = Settings(
-            upstream=[f"default={upstream_url}/mcp", f"other@expire={upstream_url}/mcp"],
-            redis_url=redis_url,
-            key_prefix=key_prefix,
-            lease_ttl=0.5,
-            keepalive_interval=0.5,
-            stream_idle_timeout=5,
-        )
-        async with serve(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as client:
-            yield Env(url, upstream, client)
+    async with running_gateway(
+        behaviour=behaviour,
+        pools=("default={}", "other@expire={}"),
+        redis_url=redis_url,
+        key_prefix=key_prefix,
+        lease_ttl=0.5,
+        keepalive_interval=0.5,
+        stream_idle_timeout=5,
+    ) as env:
+        yield env
 
 
 async def test_healthz_and_readyz(env: Env) -> None:
@@ -311,14 +251,12 @@ async def test_upstream_polling_close_is_followed(env: Env) -> None:
 
 
 async def test_standalone_get_405_passes_through(redis_url: str, key_prefix: str) -> None:
-    upstream = ScriptedUpstream(Behaviour(get_stream=False))
-    async with serve(upstream) as upstream_url:
-        settings = Settings(upstream=[f"{upstream_url}/mcp"], redis_url=redis_url, key_prefix=key_prefix)
-        async with serve(create_app(settings)) as url, httpx.AsyncClient(timeout=5) as client:
-            env = Env(url, upstream, client)
-            sid = await env.initialize()
-            r = await client.get(env.mcp, headers={**env.headers(sid), "Accept": "text/event-stream"})
-            assert r.status_code == 405
+    async with running_gateway(
+        behaviour=Behaviour(get_stream=False), redis_url=redis_url, key_prefix=key_prefix, timeout=5
+    ) as env:
+        sid = await env.initialize()
+        r = await env.client.get(env.mcp, headers={**env.headers(sid), "Accept": "text/event-stream"})
+        assert r.status_code == 405
 
 
 async def test_keepalive_on_idle_stream(env: Env) -> None:
@@ -354,17 +292,8 @@ async def test_stateless_era_forwards_without_session(env: Env) -> None:
 
 @pytest.fixture
 async def small_env(redis_url: str, key_prefix: str) -> AsyncIterator[Env]:
-    upstream = ScriptedUpstream(Behaviour())
-    async with serve(upstream) as upstream_url:
-        settings = Settings(
-            upstream=[f"{upstream_url}/mcp"],
-            redis_url=redis_url,
-            key_prefix=key_prefix,
-            stream_maxlen=10,
-            lease_ttl=0.5,
-        )
-        async with serve(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as client:
-            yield Env(url, upstream, client)
+    async with running_gateway(redis_url=redis_url, key_prefix=key_prefix, stream_maxlen=10, lease_ttl=0.5) as env:
+        yield env
 
 
 async def test_trimmed_cursor_is_a_gap_not_a_skip(small_env: Env) -> None:
@@ -406,16 +335,13 @@ async def test_gap_with_pending_request_answers_error(small_env: Env, redis_url:
 
 async def test_embedded_store_smoke() -> None:
     """No Redis URL: the embedded in-process store serves sessions, streams and resumes."""
-    upstream = ScriptedUpstream(Behaviour())
-    async with serve(upstream) as upstream_url:
-        settings = Settings(upstream=[f"{upstream_url}/mcp"], redis_url=None)
-        async with serve(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as client:
-            env = Env(url, upstream, client)
-            sid = await env.initialize()
-            r = await client.post(env.mcp, headers=env.headers(sid), json=call("echo", x=1))
-            assert r.json()["result"]["echo"] == {"x": 1}
-            r = await client.post(env.mcp, headers=env.headers(sid), json=call("stream", count=4))
-            events = parse_sse(r.text)
-            assert len(events) == 6
-            r = await client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": events[2]["id"]})
-            assert [e["id"] for e in parse_sse(r.text)] == [e["id"] for e in events[3:]]
+    async with running_gateway(redis_url=None) as env:
+        client = env.client
+        sid = await env.initialize()
+        r = await client.post(env.mcp, headers=env.headers(sid), json=call("echo", x=1))
+        assert r.json()["result"]["echo"] == {"x": 1}
+        r = await client.post(env.mcp, headers=env.headers(sid), json=call("stream", count=4))
+        events = parse_sse(r.text)
+        assert len(events) == 6
+        r = await client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": events[2]["id"]})
+        assert [e["id"] for e in parse_sse(r.text)] == [e["id"] for e in events[3:]]

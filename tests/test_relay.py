@@ -5,59 +5,44 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
 import pytest
 
 from gateway import errors
-from gateway.app import create_app
-from gateway.config import Settings
-from tests.asgi_server import serve
-from tests.scripted_upstream import Behaviour, ScriptedUpstream
-from tests.test_app import Env, call, parse_sse
+from tests.gateway_env import call, parse_sse, running_gateway
 
 
 async def test_store_error_mid_stream_ends_with_retry_hint_then_resumes(
     redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    upstream = ScriptedUpstream(Behaviour())
-    async with serve(upstream) as upstream_url:
-        settings = Settings(
-            upstream=[f"default={upstream_url}/mcp"],
-            redis_url=redis_url,
-            key_prefix=key_prefix,
-            lease_ttl=0.5,
-            keepalive_interval=0.5,
-            retry_ms=250,
-        )
-        app = create_app(settings)
-        async with serve(app) as url, httpx.AsyncClient(timeout=10) as client:
-            env = Env(url, upstream, client)
-            sid = await env.initialize()
-            event_log = app.state.gateway.relay._log
-            real_read = event_log.read
-            reads = 0
+    async with running_gateway(
+        redis_url=redis_url, key_prefix=key_prefix, lease_ttl=0.5, keepalive_interval=0.5, retry_ms=250
+    ) as env:
+        sid = await env.initialize()
+        event_log = env.app.state.gateway.relay._log
+        real_read = event_log.read
+        reads = 0
 
-            async def failing_after_two(*args: Any, **kwargs: Any) -> Any:
-                nonlocal reads
-                reads += 1
-                if reads > 2:
-                    raise errors.StoreError("session store unavailable: injected by the test")
-                return await real_read(*args, **kwargs)
+        async def failing_after_two(*args: Any, **kwargs: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            if reads > 2:
+                raise errors.StoreError("session store unavailable: injected by the test")
+            return await real_read(*args, **kwargs)
 
-            monkeypatch.setattr(event_log, "read", failing_after_two)
-            r = await client.post(env.mcp, headers=env.headers(sid), json=call("stream", count=6, delay=0.1))
-            assert r.status_code == 200
-            events = parse_sse(r.text)
-            assert events[-1] == {"retry": "250"}  # a clean end with a reconnection hint, no error body
-            delivered = [e for e in events if e.get("data")]
-            assert len(delivered) < 7
-            last_id = [e["id"] for e in events if "id" in e][-1]
+        monkeypatch.setattr(event_log, "read", failing_after_two)
+        r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("stream", count=6, delay=0.1))
+        assert r.status_code == 200
+        events = parse_sse(r.text)
+        assert events[-1] == {"retry": "250"}  # a clean end with a reconnection hint, no error body
+        delivered = [e for e in events if e.get("data")]
+        assert len(delivered) < 7
+        last_id = [e["id"] for e in events if "id" in e][-1]
 
-            monkeypatch.setattr(event_log, "read", real_read)  # the store is back
-            r = await client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": last_id})
-            rest = [e for e in parse_sse(r.text) if e.get("data")]
-            everything = [json.loads(e["data"]) for e in delivered + rest]
-            # every event exactly once, in order, across the two connections: 6 progress, then the answer
-            assert [m["params"]["progress"] for m in everything[:-1]] == [1, 2, 3, 4, 5, 6]
-            assert everything[-1]["id"] == 2 and everything[-1]["result"]["echo"]["count"] == 6
-            assert (await client.get(f"{url}/metrics")).text.count("mcpgw_store_errors_total 1.0") == 1
+        monkeypatch.setattr(event_log, "read", real_read)  # the store is back
+        r = await env.client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": last_id})
+        rest = [e for e in parse_sse(r.text) if e.get("data")]
+        everything = [json.loads(e["data"]) for e in delivered + rest]
+        # every event exactly once, in order, across the two connections: 6 progress, then the answer
+        assert [m["params"]["progress"] for m in everything[:-1]] == [1, 2, 3, 4, 5, 6]
+        assert everything[-1]["id"] == 2 and everything[-1]["result"]["echo"]["count"] == 6
+        assert (await env.client.get(f"{env.url}/metrics")).text.count("mcpgw_store_errors_total 1.0") == 1

@@ -8,17 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.app import create_app
-from gateway.config import Settings
-from tests.asgi_server import serve
-from tests.scripted_upstream import Behaviour, ScriptedUpstream
-from tests.test_app import HEADERS, Env, call, init_body, parse_sse
+from tests.gateway_env import HEADERS, Env, call, init_body, parse_sse, running_gateway
 
 ISSUER = "https://issuer.example"
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -42,20 +37,16 @@ def token(
 
 @pytest.fixture
 async def secure(redis_url: str, key_prefix: str) -> AsyncIterator[Env]:
-    upstream = ScriptedUpstream(Behaviour())
-    async with serve(upstream) as upstream_url:
-        settings = Settings(
-            upstream=[f"default={upstream_url}/mcp"],
-            redis_url=redis_url,
-            key_prefix=key_prefix,
-            auth_issuer=ISSUER,
-            auth_public_key=PUBLIC_PEM,
-            resource_url="https://gw.example/mcp",
-            authorization_servers=[ISSUER],
-            upstream_header=["default:X-Upstream-Key: s3cret"],
-        )
-        async with serve(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as client:
-            yield Env(url, upstream, client)
+    async with running_gateway(
+        redis_url=redis_url,
+        key_prefix=key_prefix,
+        auth_issuer=ISSUER,
+        auth_public_key=PUBLIC_PEM,
+        resource_url="https://gw.example/mcp",
+        authorization_servers=[ISSUER],
+        upstream_header=["default:X-Upstream-Key: s3cret"],
+    ) as env:
+        yield env
 
 
 def bearer(sub: str, **kwargs: Any) -> dict[str, str]:
@@ -106,22 +97,18 @@ async def test_session_is_bound_to_its_principal(secure: Env) -> None:
 
 @pytest.fixture
 async def limited(redis_url: str, key_prefix: str) -> AsyncIterator[Env]:
-    upstream = ScriptedUpstream(Behaviour())
-    async with serve(upstream) as upstream_url:
-        settings = Settings(
-            upstream=[f"default={upstream_url}/mcp"],
-            redis_url=redis_url,
-            key_prefix=key_prefix,
-            rate_limit=30,
-            max_sessions_per_client=3,
-            max_streams_per_client=2,
-            max_batch=4,
-            max_header_bytes=4096,
-            stream_idle_timeout=1.0,
-            sse_max_line=64 * 1024,
-        )
-        async with serve(create_app(settings)) as url, httpx.AsyncClient(timeout=10) as client:
-            yield Env(url, upstream, client)
+    async with running_gateway(
+        redis_url=redis_url,
+        key_prefix=key_prefix,
+        rate_limit=30,
+        max_sessions_per_client=3,
+        max_streams_per_client=2,
+        max_batch=4,
+        max_header_bytes=4096,
+        stream_idle_timeout=1.0,
+        sse_max_line=64 * 1024,
+    ) as env:
+        yield env
 
 
 async def test_session_cap_is_429_and_delete_frees_a_slot(limited: Env) -> None:

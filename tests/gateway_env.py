@@ -1,0 +1,85 @@
+"""A gateway app on real uvicorn in front of a scripted in-process upstream, for component tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from gateway.app import create_app
+from gateway.config import Settings
+from tests.asgi_server import serve
+from tests.scripted_upstream import Behaviour, ScriptedUpstream
+
+ACCEPT = "application/json, text/event-stream"
+HEADERS = {"Accept": ACCEPT, "Content-Type": "application/json"}
+
+
+def init_body(version: str = "2025-11-25", rid: int = 1) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": version,
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    }
+
+
+def call(name: str, rid: int = 2, **arguments: Any) -> dict[str, Any]:
+    return {
+        "jsonrpc": "2.0",
+        "id": rid,
+        "method": "tools/call",
+        "params": {"name": name, "arguments": arguments},
+    }
+
+
+class Env:
+    def __init__(self, url: str, upstream: ScriptedUpstream, client: httpx.AsyncClient, app: Any = None) -> None:
+        self.url = url
+        self.mcp = f"{url}/mcp"
+        self.upstream = upstream
+        self.client = client
+        self.app = app  # the gateway's ASGI app (its `state.gateway` once started)
+
+    async def initialize(self, version: str = "2025-11-25") -> str:
+        r = await self.client.post(self.mcp, headers=HEADERS, json=init_body(version))
+        assert r.status_code == 200, r.text
+        return r.headers["mcp-session-id"]
+
+    def headers(self, sid: str, version: str = "2025-11-25") -> dict[str, str]:
+        return {**HEADERS, "Mcp-Session-Id": sid, "MCP-Protocol-Version": version}
+
+
+def parse_sse(text: str) -> list[dict[str, str]]:
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in block.split("\n"):
+            if line and not line.startswith(":"):
+                name, _, value = line.partition(":")
+                fields[name] = value[1:] if value.startswith(" ") else value
+        if fields:
+            events.append(fields)
+    return events
+
+
+@asynccontextmanager
+async def running_gateway(
+    *,
+    behaviour: Behaviour | None = None,
+    pools: Sequence[str] = ("default={}",),
+    timeout: float = 10,
+    **settings: Any,
+) -> AsyncIterator[Env]:
+    """Serve a scripted upstream and a gateway app in front of it; `{}` in `pools` is the upstream URL."""
+    upstream = ScriptedUpstream(behaviour or Behaviour())
+    async with serve(upstream) as upstream_url:
+        app = create_app(Settings(upstream=[p.format(f"{upstream_url}/mcp") for p in pools], **settings))
+        async with serve(app) as url, httpx.AsyncClient(timeout=timeout) as client:
+            yield Env(url, upstream, client, app)
