@@ -134,8 +134,7 @@ class StreamResult:
         return [m["params"] for m in self.messages() if m.get("method") == "notifications/progress"]
 
     def event_ids(self) -> list[str]:
-        """Ids of the events that carried data (a priming event repeats the cursor it resumes from)."""
-        return [e.id for e in self.events if e.id is not None and e.data.strip()]
+        return [e.id for e in self.events if e.id is not None]
 
 
 DropPredicate = Callable[[ReceivedEvent, list[ReceivedEvent]], bool]
