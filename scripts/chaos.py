@@ -157,10 +157,10 @@ async def trial(
             outcome = "refused" if "before any event id" in str(exc) or "POST" in str(exc) else "lost"
         elapsed = time.monotonic() - started
         port = await kill_task
-    # resume gap: from the kill to the first event the client got on a resumed connection
+    # resume gap: from the kill to the first event with data on a resumed connection (not its priming event)
     gap = None
     if not isinstance(outcome, str) and killed_at:
-        later = [e.at for e in outcome.events if e.connection > 0 and e.at >= killed_at[0]]
+        later = [e.at for e in outcome.events if e.connection > 0 and e.at >= killed_at[0] and e.data.strip()]
         gap = later[0] - killed_at[0] if later else None
     cluster.gateways[port].stop()
     cluster.start_gateway(port)
