@@ -19,8 +19,10 @@ from gateway.store import Redis, translated
 # Entry types: a message to deliver, or the end of the stream (never sent to clients).
 MESSAGE = "m"
 END = "e"
+POLL = "p"  # the upstream closed the connection for the client to poll; data = its retry in ms
 
-# KEYS: events, meta, lease.  ARGV: owner, maxlen, ttl_ms, lease_ms, pending, uid, final, then
+# KEYS: events, meta, lease.  ARGV: owner, maxlen, ttl_ms, lease_ms, pending, uid, marker ('1' end,
+# 'p<ms>' poll, '0' none), then
 # pairs of (data, upstream id) to append.  Returns the last seq, -1 lease lost, -2 meta vanished.
 _APPEND = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return -2 end
@@ -36,6 +38,10 @@ if ARGV[7] == '1' then
   redis.call('HSET', KEYS[2], 'done', '1')
   redis.call('DEL', KEYS[3])
 else
+  if string.sub(ARGV[7], 1, 1) == 'p' then
+    seq = seq + 1
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-0', 't', 'p', 'd', string.sub(ARGV[7], 2), 'u', '')
+  end
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
 end
 redis.call('HSET', KEYS[2], 'seq', seq, 'pending', ARGV[5])
@@ -124,8 +130,10 @@ class EventLog:
         pending: tuple[Any, ...],
         uid: str = "",
         final: bool = False,
+        poll_ms: int | None = None,
     ) -> int:
-        """Append (data, upstream id) pairs; `final` also writes the end marker and drops the lease."""
+        """Append (data, upstream id) pairs; `final` also writes the end marker and drops the lease,
+        `poll_ms` a poll marker (the upstream closed the connection; clients may reconnect after it)."""
         args: list[str] = [
             owner,
             self._maxlen,
@@ -133,7 +141,7 @@ class EventLog:
             str(self.lease_ms),
             json.dumps(list(pending)),
             uid,
-            "1" if final else "0",
+            "1" if final else (f"p{poll_ms}" if poll_ms is not None else "0"),
         ]
         for data, event_uid in events:
             args.extend((data, event_uid))

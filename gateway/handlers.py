@@ -300,7 +300,9 @@ class SessionfulEndpoint:
         if isinstance(decision, cursor.Gap):
             events = await self._relay.gap_events(record, position.stream, decision.reason)
             return sse_response(slot.track(_iterate(events)), headers)
-        delivery = self._relay.deliver(record, position.stream, decision.after, prime=False)
+        # 2025-11-25 transports §Resumability: a resumed stream is primed too, with the client's own cursor
+        prime = record.protocol in protocol.PRIMING_VERSIONS
+        delivery = self._relay.deliver(record, position.stream, decision.after, prime=prime, resumed=True)
         return sse_response(slot.track(delivery), headers)
 
     # --- DELETE ---------------------------------------------------------------------------------

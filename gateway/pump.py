@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway import errors, sse
 from gateway.eventlog import EventLog, LeaseLost, StreamVanished
-from gateway.protocol import H_LAST_EVENT_ID, H_SESSION, H_VERSION, SSE
+from gateway.protocol import H_LAST_EVENT_ID, H_SESSION, H_VERSION, PRIMING_VERSIONS, SSE
 from gateway.retry import store as retry_store
 from gateway.retry import upstream_resume
 from gateway.sessions import SessionRecord
@@ -154,6 +154,10 @@ class Pump:
                     raise CannotResume("the upstream closed the stream without a resumable event id")
                 if not repoll:
                     fruitless = 0 if progressed else fruitless + 1
+                    if self.kind == "post" and self.record.protocol in PRIMING_VERSIONS:
+                        # 2025-11-25 transports §Resumability: the upstream closed the stream for the
+                        # client to poll; pass the close on (deliveries end with its retry hint).
+                        await self._append([], poll_ms=self.retry_ms)
                 if fruitless > MAX_FRUITLESS_RECONNECTS:
                     raise CannotResume("the upstream keeps closing the stream without new events")
                 # 2025-11-25 transports §Resumability: honour the upstream's retry before reconnecting.
@@ -224,9 +228,18 @@ class Pump:
         await self._append(batch, uid=uid, final=final)
         return bool(batch)
 
-    async def _append(self, batch: list[tuple[str, str]], *, uid: str = "", final: bool = False) -> None:
+    async def _append(
+        self, batch: list[tuple[str, str]], *, uid: str = "", final: bool = False, poll_ms: int | None = None
+    ) -> None:
         seq = await self.log.append(
-            self.record.id, self.stream, self.owner, batch, pending=tuple(self.pending), uid=uid, final=final
+            self.record.id,
+            self.stream,
+            self.owner,
+            batch,
+            pending=tuple(self.pending),
+            uid=uid,
+            final=final,
+            poll_ms=poll_ms,
         )
         if uid:
             self.uid = uid

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import cursor, errors, logs, sse
-from gateway.eventlog import END, Entry, EventLog, StreamVanished
+from gateway.eventlog import END, POLL, Entry, EventLog, StreamVanished
 from gateway.metrics import Metrics
+from gateway.protocol import PRIMING_VERSIONS
 from gateway.pump import Pump, PumpConfig, answered_ids, error_message
 from gateway.sessions import SessionRecord, SessionStore
 from gateway.signals import Signal, Signals
@@ -148,8 +149,17 @@ class Relay:
             *(sse.encode(error_message(i, f"Events of this stream were lost: {reason}")) for i in lost),
         ]
 
-    async def deliver(self, record: SessionRecord, stream: str, after: int, *, prime: bool) -> AsyncIterator[bytes]:
-        """The SSE body for one client connection on `stream`, starting after seq `after`."""
+    async def deliver(
+        self, record: SessionRecord, stream: str, after: int, *, prime: bool, resumed: bool = False
+    ) -> AsyncIterator[bytes]:
+        """The SSE body for one client connection on `stream`, starting after seq `after`.
+
+        For 2025-11-25 sessions a poll marker (the upstream closed the stream for the client to
+        poll) ends the connection with the upstream's retry hint; a resumed connection skips the
+        marker right after its cursor: that is the close its client already saw.
+        """
+        polls = record.protocol in PRIMING_VERSIONS
+        seen_close = after + 1 if resumed else None
         if prime:
             # 2025-11-25 transports §Resumability: priming event (an id, empty data) and retry.
             yield sse.encode(None, id=cursor.event_id(stream, after), retry=self._config.retry_ms)
@@ -180,6 +190,12 @@ class Relay:
             for entry in entries:
                 if entry.type == END:
                     return
+                if entry.type == POLL:
+                    after = entry.seq
+                    if polls and entry.seq != seen_close:
+                        yield sse.retry_hint(int(entry.data or self._config.retry_ms))
+                        return
+                    continue
                 yield sse.encode(entry.data, id=cursor.event_id(stream, entry.seq))
                 self._metrics.events_relayed.inc()
                 after = entry.seq

@@ -43,21 +43,7 @@ INSTALL_HINT = "run `scripts/interop --install` (npm ci in interop/, local only)
 
 # Differences found (scripts/interop, tests/integration/test_interop.py): scenario -> (check id, status)
 # pairs only the direct run has, and only the gateway run has. Each names its cause.
-KNOWN_DIFFERENCES: dict[str, tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]] = {
-    # By design: when the upstream closes a POST SSE stream mid-call (SEP-1699 polling,
-    # ctx.close_sse_stream()), gateway/pump.py resumes the upstream itself and the client's stream
-    # stays open, so the client never sees the disconnect: the suite reports INFO, not SUCCESS.
-    "server-sse-polling": (
-        Counter(
-            {
-                ("server-sse-disconnect-resume", "SUCCESS"): 1,
-                ("incoming-response", "INFO"): 1,
-                ("outgoing-request", "INFO"): 1,
-            }
-        ),
-        Counter({("server-sse-disconnect-resume", "INFO"): 1}),
-    ),
-}
+KNOWN_DIFFERENCES: dict[str, tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]] = {}
 
 
 class MissingPackages(RuntimeError):

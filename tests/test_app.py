@@ -198,7 +198,8 @@ async def test_resume_replays_exactly_after_cursor(env: Env) -> None:
     cursor = events[2]["id"]
     r = await env.client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": cursor})
     assert r.status_code == 200
-    replayed = parse_sse(r.text)
+    priming, *replayed = parse_sse(r.text)
+    assert priming["id"] == cursor and not priming.get("data")  # 2025-11-25: primed with the client's cursor
     assert [e["id"] for e in replayed] == [e["id"] for e in events[3:]]
 
 
@@ -226,7 +227,7 @@ async def test_client_disconnect_does_not_cancel(env: Env) -> None:
     assert first_id is not None
     await asyncio.sleep(1.0)  # the pump keeps reading while nobody listens
     r = await env.client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": first_id})
-    events = parse_sse(r.text)
+    events = [e for e in parse_sse(r.text) if e.get("data")]
     assert len(events) == 6 and json.loads(events[-1]["data"])["result"]["echo"]["count"] == 6
 
 
@@ -239,15 +240,37 @@ async def test_upstream_closing_without_ids_errors_pending(env: Env) -> None:
     assert last["id"] == 2 and last["error"]["code"] == -32000
 
 
-async def test_upstream_polling_close_is_followed(env: Env) -> None:
-    sid = await env.initialize()
+async def test_upstream_polling_close_is_followed_for_older_clients(env: Env) -> None:
+    # 2025-06-18 clients know nothing of polling: the gateway resumes the upstream behind an open stream
+    sid = await env.initialize("2025-06-18")
     r = await env.client.post(
-        env.mcp, headers=env.headers(sid), json=call("close_early", count=5, close_after=2, delay=0.05)
+        env.mcp,
+        headers=env.headers(sid, "2025-06-18"),
+        json=call("close_early", count=5, close_after=2, delay=0.05),
     )
     events = [e for e in parse_sse(r.text) if e.get("data")]
     progress = [json.loads(e["data"])["params"]["progress"] for e in events[:-1]]
     assert progress == [1, 2, 3, 4, 5]
     assert json.loads(events[-1]["data"])["result"]["echo"]["count"] == 5
+
+
+async def test_upstream_polling_close_is_passed_on_to_2025_11_25_clients(env: Env) -> None:
+    # 2025-11-25 transports §Resumability: the client sees the close (with a retry hint) and polls
+    # with Last-Event-ID; the gateway kept pumping meanwhile, so nothing is lost or repeated.
+    sid = await env.initialize()
+    r = await env.client.post(
+        env.mcp, headers=env.headers(sid), json=call("close_early", count=5, close_after=2, delay=0.05)
+    )
+    first = parse_sse(r.text)
+    assert "retry" in first[-1] and "data" not in first[-1]  # ended by the upstream's close
+    got = [e for e in first if e.get("data")]
+    assert 0 < len(got) < 6
+    last_id = [e["id"] for e in first if "id" in e][-1]
+    r = await env.client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": last_id})
+    got += [e for e in parse_sse(r.text) if e.get("data")]
+    progress = [json.loads(e["data"])["params"]["progress"] for e in got[:-1]]
+    assert progress == [1, 2, 3, 4, 5]
+    assert json.loads(got[-1]["data"])["result"]["echo"]["count"] == 5
 
 
 async def test_standalone_get_405_passes_through(redis_url: str, key_prefix: str) -> None:
@@ -344,4 +367,4 @@ async def test_embedded_store_smoke() -> None:
         events = parse_sse(r.text)
         assert len(events) == 6
         r = await client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": events[2]["id"]})
-        assert [e["id"] for e in parse_sse(r.text)] == [e["id"] for e in events[3:]]
+        assert [e["id"] for e in parse_sse(r.text)][1:] == [e["id"] for e in events[3:]]  # after the priming event

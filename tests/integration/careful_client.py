@@ -134,7 +134,8 @@ class StreamResult:
         return [m["params"] for m in self.messages() if m.get("method") == "notifications/progress"]
 
     def event_ids(self) -> list[str]:
-        return [e.id for e in self.events if e.id is not None]
+        """Ids of the events that carried data (a priming event repeats the cursor it resumes from)."""
+        return [e.id for e in self.events if e.id is not None and e.data.strip()]
 
 
 DropPredicate = Callable[[ReceivedEvent, list[ReceivedEvent]], bool]
