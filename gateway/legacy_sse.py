@@ -27,12 +27,14 @@ from starlette.types import ASGIApp, Message
 
 from gateway import errors, protocol, sse
 from gateway.handlers import SSE_HEADERS, error_response, read_body
+from gateway.pump import answered_ids
 
 log = logging.getLogger("gateway.legacy_sse")
 
 BRIDGE_TTL = 3600  # seconds; refreshed while the /sse connection lives
 OUT_MAXLEN = 10000
 KEEPALIVE_MS = 15000
+MAX_POLLS = 20  # GET + Last-Event-ID follow-ups of one answer's stream before giving up with an error
 FORWARDED = ("authorization", "origin", "x-forwarded-for", "user-agent")
 
 
@@ -102,12 +104,17 @@ async def _inner(
     return int(start["status"]), response_headers, chunks()
 
 
-async def _messages(status: int, headers: Mapping[str, str], body: AsyncIterator[bytes]) -> AsyncIterator[str]:
-    """Each JSON-RPC message (as JSON text) of an answer from /mcp, SSE or JSON, as it arrives."""
+async def _messages(
+    status: int, headers: Mapping[str, str], body: AsyncIterator[bytes], cursor: list[str] | None = None
+) -> AsyncIterator[str]:
+    """Each JSON-RPC message (as JSON text) of an answer from /mcp, SSE or JSON, as it arrives;
+    the newest SSE event id goes to `cursor[0]`, for following a stream the gateway ended."""
     if protocol.SSE in headers.get("content-type", ""):
         parser = sse.Parser()
         async for chunk in body:
             for event in parser.feed(chunk):
+                if event.id and cursor is not None:
+                    cursor[:] = [event.id]
                 if event.data:
                     yield event.data
         return
@@ -251,7 +258,8 @@ class LegacyBridge:
         request_id = message.get("id") if "method" in message else None
         try:
             status, response_headers, body = await _inner(request, "POST", path, headers, raw)
-            answers = _messages(status, response_headers, body)
+            cursor: list[str] = []
+            answers = _messages(status, response_headers, body, cursor)
             if message.get("method") == "initialize" and status == 200:
                 collected = [m async for m in answers]
                 parsed: list[dict[str, Any]] = [json.loads(m) for m in collected]
@@ -261,8 +269,23 @@ class LegacyBridge:
                 for data in collected:
                     await self._append(gateway, out, data)
                 return
-            async for data in answers:
-                await self._append(gateway, out, data)
+            answered = False
+            for _ in range(MAX_POLLS):
+                async for data in answers:
+                    await self._append(gateway, out, data)
+                    answered = answered or request_id in answered_ids(data)
+                if answered or request_id is None or not cursor:
+                    return
+                # 2025-11-25 §Resumability: the stream ended before the answer (the upstream's polling
+                # close, a drain): poll it with GET + Last-Event-ID, as a Streamable HTTP client would.
+                status, response_headers, body = await _inner(
+                    request, "GET", path, {**self._headers(request, record, protocol.SSE), "last-event-id": cursor[0]}
+                )
+                if status != 200:
+                    await body.aclose()
+                    break
+                answers = _messages(status, response_headers, body, cursor)
+            raise errors.UpstreamError("the answer's stream ended without the answer")
         except Exception as exc:  # the client must get an answer for its request, never silence
             log.warning("legacy bridge: forwarding failed: %r", exc)
             if request_id is not None:

@@ -45,7 +45,7 @@ def legacy_app(upstream: str, redis_url: str, key_prefix: str) -> Any:
 async def test_legacy_sse_client_with_posts_on_another_replica(
     sdk_upstream: StartSdkUpstream, redis_url: str, key_prefix: str
 ) -> None:
-    upstream = sdk_upstream()
+    upstream = sdk_upstream(event_store=True, retry_interval=100)
     seen: Counter[tuple[str, int]] = Counter()
     async with (
         serve(legacy_app(upstream, redis_url, key_prefix)) as replica_a,
@@ -85,6 +85,9 @@ async def test_legacy_sse_client_with_posts_on_another_replica(
             counted = await session.call_tool("slow_count", {"steps": 4, "delay": 0.1}, progress_callback=on_progress)
             assert counted.content[0].text == "counted 4"  # type: ignore[union-attr]
             assert reported == [1, 2, 3, 4]
+            # the upstream closes the answer's stream mid-call (2025-11-25 polling): the bridge polls on
+            polled = await session.call_tool("slow_count", {"steps": 4, "delay": 0.3, "close_stream_at": 2})
+            assert polled.content[0].text == "counted 4"  # type: ignore[union-attr]
             await session.call_tool("notify_later", {"delay": 0.1, "text": "via redis"})
             assert "via redis" in logs
         # the stream stayed on A; every message went to B
