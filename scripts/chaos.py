@@ -13,6 +13,10 @@ restarted afterwards. The client resumes with Last-Event-ID. Every trial is clas
   refused   the call broke before its first event (nothing to resume; the client sees an error)
   errored   the request was answered with a JSON-RPC error (e.g. the upstream could not resume)
 
+Every trial that is not ok leaves `.chaos-logs/trial-<n>.json`: the session id, the kill time and
+every event the client saw (connection, id, arrival time, message), to read beside the replicas'
+logs (`--log-level debug` for the gateway's per-event lines).
+
 Usage: .venv/bin/python scripts/chaos.py --trials 100 [--replicas 3] [--json out.json]
 """
 
@@ -76,8 +80,9 @@ def classify(outcome: Any) -> str:
 
 
 class Cluster:
-    def __init__(self, procs: ProcessGroup, replicas: int, redis_url: str, prefix: str) -> None:
+    def __init__(self, procs: ProcessGroup, replicas: int, redis_url: str, prefix: str, log_level: str) -> None:
         self.procs = procs
+        self.log_level = log_level
         self.redis_url = redis_url
         self.prefix = prefix
         self.upstream_port = free_port()
@@ -112,7 +117,7 @@ class Cluster:
             "--log-format",
             "text",
             "--log-level",
-            "warning",
+            self.log_level,
         ]
         proc = self.procs.start(f"gateway-{port}", argv, env={"MCPGW_KEY_PREFIX": self.prefix})
         proc.wait_http(f"http://127.0.0.1:{port}/healthz", 20)
@@ -122,8 +127,23 @@ class Cluster:
         return next((port for port, proc in self.gateways.items() if proc.pid == pid), None)
 
 
+def dump(path: Path, session: str, started: float, killed_at: list[float], port: int, outcome: Any) -> None:
+    """What the client saw in a trial that was not ok, for diagnosis beside the replicas' logs."""
+    detail: dict[str, Any] = {"session": session, "killed_port": port}
+    detail["killed_after_s"] = round(killed_at[0] - started, 4) if killed_at else None
+    if isinstance(outcome, str):
+        detail["outcome"] = outcome
+    else:
+        detail["statuses"] = outcome.statuses
+        detail["events"] = [
+            {"connection": e.connection, "id": e.id, "at_s": round(e.at - started, 4), "data": e.data[:300]}
+            for e in outcome.events
+        ]
+    path.write_text(json.dumps(detail, indent=2))
+
+
 async def trial(
-    cluster: Cluster, lb: str, redis: aioredis.Redis, rng: random.Random
+    cluster: Cluster, lb: str, redis: aioredis.Redis, rng: random.Random, number: int
 ) -> tuple[str, float, float | None]:
     kill_at = rng.uniform(0.0, STEPS * DELAY * 1.2)
     async with CarefulClient(lb, read_timeout=20) as client:
@@ -145,6 +165,7 @@ async def trial(
 
         kill_task = asyncio.ensure_future(killer())
         started = time.monotonic()
+        failure = ""
         outcome: Any
         try:
             outcome = await asyncio.wait_for(
@@ -155,6 +176,7 @@ async def trial(
             outcome = "hung"
         except CarefulClientError as exc:
             outcome = "refused" if "before any event id" in str(exc) or "POST" in str(exc) else "lost"
+            failure = str(exc)
         elapsed = time.monotonic() - started
         port = await kill_task
     # resume gap: from the kill to the first event with data on a resumed connection (not its priming event)
@@ -162,10 +184,14 @@ async def trial(
     if not isinstance(outcome, str) and killed_at:
         later = [e.at for e in outcome.events if e.connection > 0 and e.at >= killed_at[0] and e.data.strip()]
         gap = later[0] - killed_at[0] if later else None
+    verdict = classify(outcome)
+    if verdict != "ok":
+        shown = failure if isinstance(outcome, str) and failure else outcome
+        dump(cluster.procs.log_dir / f"trial-{number}.json", session, started, killed_at, port, shown)
     cluster.gateways[port].stop()
     cluster.start_gateway(port)
     await asyncio.sleep(1.2)  # HAProxy health checks (inter 500ms, rise 1) re-admit it
-    return classify(outcome), elapsed, gap
+    return verdict, elapsed, gap
 
 
 async def main() -> None:
@@ -174,6 +200,7 @@ async def main() -> None:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--log-level", default="warning", help="the replicas' log level (debug: every event)")
     args = parser.parse_args()
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     prefix = f"mcpgw-chaos-{uuid.uuid4().hex[:8]}"
@@ -184,7 +211,7 @@ async def main() -> None:
     durations: list[float] = []
     gaps: list[float] = []
     try:
-        cluster = Cluster(procs, args.replicas, redis_url, prefix)
+        cluster = Cluster(procs, args.replicas, redis_url, prefix, args.log_level)
         cluster.start_upstream()
         for port in cluster.ports:
             cluster.start_gateway(port)
@@ -192,7 +219,7 @@ async def main() -> None:
         lb = f"http://127.0.0.1:{lb_port}/mcp"
         await asyncio.sleep(1.0)
         for n in range(args.trials):
-            verdict, elapsed, gap = await trial(cluster, lb, redis, rng)
+            verdict, elapsed, gap = await trial(cluster, lb, redis, rng, n + 1)
             results[verdict] += 1
             durations.append(elapsed)
             if gap is not None:

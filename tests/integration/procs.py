@@ -235,7 +235,10 @@ def haproxy_config(
     if version is None:
         binary = haproxy_binary()
         version = haproxy_version(binary) if binary else (0, 0)
-    retry_on = "    retry-on conn-failure empty-response\n" if version >= (2, 0) else ""
+    # As deploy/compose/haproxy.cfg: retry only when the connection never reached a replica. With
+    # `empty-response` a POST read by a replica that is then killed runs again on another one: the
+    # upstream executes the call twice (chaos.py saw its progress notifications arrive twice).
+    retry_on = "    retry-on conn-failure\n" if version >= (2, 0) else ""
     servers = "\n".join(
         f"    server b{i} {host}:{port} check inter 500ms fall 2 rise 1" for i, (host, port) in enumerate(backends)
     )
