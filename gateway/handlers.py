@@ -210,8 +210,7 @@ class SessionfulEndpoint:
                 await slot.release()
             return await self._relay_plain(response, record.id)
         stream = await self._relay.open_stream(record, response, kind="post", pending=body.request_ids)
-        prime = record.protocol in protocol.PRIMING_VERSIONS
-        delivery = slot.track(self._relay.deliver(record, stream, 0, prime=prime))
+        delivery = slot.track(self._relay.deliver(record, stream, 0))
         return sse_response(delivery, client_headers(response.headers, record.id))
 
     async def _initialize(self, request: Request, pool_name: str | None, body: Body, raw: bytes) -> Response:
@@ -284,8 +283,7 @@ class SessionfulEndpoint:
         except BaseException:
             await slot.release()
             raise
-        prime = record.protocol in protocol.PRIMING_VERSIONS
-        delivery = slot.track(self._relay.deliver(record, stream, 0, prime=prime))
+        delivery = slot.track(self._relay.deliver(record, stream, 0))
         return sse_response(delivery, client_headers(response.headers, record.id))
 
     async def _resume(self, record: SessionRecord, position: cursor.Cursor, slot: StreamSlot) -> Response:
@@ -300,9 +298,7 @@ class SessionfulEndpoint:
         if isinstance(decision, cursor.Gap):
             events = await self._relay.gap_events(record, position.stream, decision.reason)
             return sse_response(slot.track(_iterate(events)), headers)
-        # 2025-11-25 transports §Resumability: a resumed stream is primed too, with the client's own cursor
-        prime = record.protocol in protocol.PRIMING_VERSIONS
-        delivery = self._relay.deliver(record, position.stream, decision.after, prime=prime, resumed=True)
+        delivery = self._relay.deliver(record, position.stream, decision.after, resumed=True)
         return sse_response(slot.track(delivery), headers)
 
     # --- DELETE ---------------------------------------------------------------------------------

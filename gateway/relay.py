@@ -150,18 +150,18 @@ class Relay:
         ]
 
     async def deliver(
-        self, record: SessionRecord, stream: str, after: int, *, prime: bool, resumed: bool = False
+        self, record: SessionRecord, stream: str, after: int, *, resumed: bool = False
     ) -> AsyncIterator[bytes]:
         """The SSE body for one client connection on `stream`, starting after seq `after`.
 
-        For 2025-11-25 sessions a poll marker (the upstream closed the stream for the client to
-        poll) ends the connection with the upstream's retry hint; a resumed connection skips the
-        marker right after its cursor: that is the close its client already saw.
+        A poll marker (written only for 2025-11-25 sessions: the upstream closed the stream for the
+        client to poll) ends the connection with the upstream's retry hint; a resumed connection
+        skips the marker right after its cursor: that is the close its client already saw.
         """
-        polls = record.protocol in PRIMING_VERSIONS
         seen_close = after + 1 if resumed else None
-        if prime:
-            # 2025-11-25 transports §Resumability: priming event (an id, empty data) and retry.
+        if record.protocol in PRIMING_VERSIONS:
+            # 2025-11-25 transports §Resumability: priming event (an id, empty data) and retry; a
+            # resumed stream is primed too, with the client's own cursor.
             yield sse.encode(None, id=cursor.event_id(stream, after), retry=self._config.retry_ms)
         last_write = time.monotonic()
         while True:
@@ -192,7 +192,7 @@ class Relay:
                     return
                 if entry.type == POLL:
                     after = entry.seq
-                    if polls and entry.seq != seen_close:
+                    if entry.seq != seen_close:
                         yield sse.retry_hint(int(entry.data or self._config.retry_ms))
                         return
                     continue
