@@ -42,6 +42,11 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _path(record: Mapping[str, str]) -> str:
+    """The Streamable HTTP route of the bridge's pool."""
+    return f"/mcp/{record['pool']}" if record.get("pool") else "/mcp"
+
+
 async def _inner(
     request: Request, method: str, path: str, headers: Mapping[str, str], body: bytes = b""
 ) -> tuple[int, dict[str, str], AsyncGenerator[bytes, None]]:
@@ -131,18 +136,27 @@ class LegacyBridge:
     def _gateway(self, request: Request) -> Any:
         return request.app.state.gateway
 
-    def _headers(self, request: Request, record: Mapping[str, str], accept: str) -> dict[str, str]:
+    def _headers(
+        self, request: Request, record: Mapping[str, str], accept: str, last_event_id: str | None = None
+    ) -> dict[str, str]:
         headers = {k: request.headers[k] for k in FORWARDED if k in request.headers}
         headers["accept"] = accept
         if record.get("sid"):
             headers[protocol.H_SESSION] = record["sid"]
         if record.get("version") in protocol.SESSIONFUL_VERSIONS:
             headers[protocol.H_VERSION] = record["version"]
+        if last_event_id:
+            headers[protocol.H_LAST_EVENT_ID] = last_event_id
         return headers
 
+    async def _record(self, gateway: Any, key: str) -> dict[str, str]:
+        return {_text(k): _text(v) for k, v in (await gateway.redis.hgetall(key)).items()}
+
     async def _append(self, gateway: Any, out: str, data: str) -> None:
-        await gateway.redis.xadd(out, {"data": data}, maxlen=OUT_MAXLEN, approximate=True)
-        await gateway.redis.expire(out, BRIDGE_TTL)
+        async with gateway.redis.pipeline(transaction=False) as pipe:  # one round trip
+            pipe.xadd(out, {"data": data}, maxlen=OUT_MAXLEN, approximate=True)
+            pipe.expire(out, BRIDGE_TTL)
+            await pipe.execute()
 
     # --- GET /sse -------------------------------------------------------------------------------
 
@@ -179,7 +193,7 @@ class LegacyBridge:
                         yield sse.encode(_text(fields[b"data"]), event="message")
                 await gateway.redis.expire(key, BRIDGE_TTL)
                 if standalone is None:
-                    record = {_text(k): _text(v) for k, v in (await gateway.redis.hgetall(key)).items()}
+                    record = await self._record(gateway, key)
                     if record.get("sid"):
                         standalone = gateway.supervisor.spawn(
                             self._standalone(request, record, out), name="legacy-standalone"
@@ -192,32 +206,24 @@ class LegacyBridge:
     async def _standalone(self, request: Request, record: Mapping[str, str], out: str) -> None:
         """Relay the session's standalone GET stream (server-initiated messages), resuming it."""
         gateway = self._gateway(request)
-        path = f"/mcp/{record['pool']}" if record.get("pool") else "/mcp"
-        last: str | None = None
+        cursor: list[str] = []
         while True:
-            headers = self._headers(request, record, protocol.SSE)
-            if last:
-                headers[protocol.H_LAST_EVENT_ID] = last
-            status, _, body = await _inner(request, "GET", path, headers)
+            headers = self._headers(request, record, protocol.SSE, cursor[0] if cursor else None)
+            status, response_headers, body = await _inner(request, "GET", _path(record), headers)
             if status != 200:
                 await body.aclose()
                 return  # e.g. 405: the upstream offers no standalone stream
-            parser = sse.Parser()
-            async for chunk in body:
-                for event in parser.feed(chunk):
-                    last = event.id or last
-                    if event.data:
-                        await self._append(gateway, out, event.data)
+            async for data in _messages(status, response_headers, body, cursor):
+                await self._append(gateway, out, data)
             await asyncio.sleep(1.0)
 
     async def _close(self, request: Request, key: str, out: str) -> None:
         gateway = self._gateway(request)
         with contextlib.suppress(Exception):
-            record = {_text(k): _text(v) for k, v in (await gateway.redis.hgetall(key)).items()}
+            record = await self._record(gateway, key)
             await gateway.redis.delete(key, out)
             if record.get("sid"):
-                path = f"/mcp/{record['pool']}" if record.get("pool") else "/mcp"
-                _, _, body = await _inner(request, "DELETE", path, self._headers(request, record, "*/*"))
+                _, _, body = await _inner(request, "DELETE", _path(record), self._headers(request, record, "*/*"))
                 await body.aclose()
 
     # --- POST /messages -------------------------------------------------------------------------
@@ -230,7 +236,7 @@ class LegacyBridge:
             if not bridge:
                 raise errors.InvalidRequest("Bad Request: session_id query parameter is required")
             key, out = gateway.keys.legacy(bridge)
-            record = {_text(k): _text(v) for k, v in (await gateway.redis.hgetall(key)).items()}
+            record = await self._record(gateway, key)
             if not record or record.get("principal", "") != request.state.principal:
                 raise errors.SessionNotFound("Could not find session")
             raw = await read_body(request, gateway.settings.max_body_bytes)
@@ -252,7 +258,7 @@ class LegacyBridge:
         self, request: Request, key: str, out: str, record: dict[str, str], message: dict[str, Any], raw: bytes
     ) -> None:
         gateway = self._gateway(request)
-        path = f"/mcp/{record['pool']}" if record.get("pool") else "/mcp"
+        path = _path(record)
         headers = self._headers(request, record, f"{protocol.JSON}, {protocol.SSE}")
         headers["content-type"] = protocol.JSON
         request_id = message.get("id") if "method" in message else None
@@ -279,7 +285,7 @@ class LegacyBridge:
                 # 2025-11-25 §Resumability: the stream ended before the answer (the upstream's polling
                 # close, a drain): poll it with GET + Last-Event-ID, as a Streamable HTTP client would.
                 status, response_headers, body = await _inner(
-                    request, "GET", path, {**self._headers(request, record, protocol.SSE), "last-event-id": cursor[0]}
+                    request, "GET", path, self._headers(request, record, protocol.SSE, cursor[0])
                 )
                 if status != 200:
                     await body.aclose()
