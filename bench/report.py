@@ -8,6 +8,21 @@ from typing import Any
 
 GATEWAY_TARGETS = ("gw1", "gw3+lb", "gw2+lb", "gw4+lb", "gw5+lb")
 
+# Per row scenario: its rate (for the ratios) and the added latencies (derived name: measured field).
+_DERIVED: dict[str, tuple[str, dict[str, str]]] = {
+    "json": ("ops_per_s", {"added_p50_ms": "p50_ms", "added_p99_ms": "p99_ms"}),
+    "json_sdk": ("ops_per_s", {"added_p50_ms": "p50_ms", "added_p99_ms": "p99_ms"}),
+    "sse": (
+        "calls_per_s",
+        {
+            "added_event_p50_ms": "event_latency_p50_ms",
+            "added_event_p99_ms": "event_latency_p99_ms",
+            "added_e2e_p50_ms": "e2e_p50_ms",
+        },
+    ),
+    "churn": ("sessions_per_s", {}),
+}
+
 
 def _row(rows: list[dict[str, Any]], target: str, conns: int) -> dict[str, Any] | None:
     return next((r for r in rows if r["target"] == target and r["conns"] == conns), None)
@@ -24,37 +39,17 @@ def _ratio(a: float, b: float) -> float | None:
 def derive(results: dict[str, Any]) -> None:
     """Add ratios vs direct/nginx and added latency to scenario rows; evaluate the targets."""
     sc = results["scenarios"]
-    for key in ("json", "json_sdk"):
-        if key not in sc:
-            continue
-        for r in sc[key]["rows"]:
-            d = _row(sc[key]["rows"], "direct", r["conns"])
-            n = _row(sc[key]["rows"], "nginx", r["conns"])
+    for key, (rate, added) in _DERIVED.items():
+        rows = sc.get(key, {}).get("rows", [])
+        for r in rows:
+            d = _row(rows, "direct", r["conns"])
+            n = _row(rows, "nginx", r["conns"])
             if d and r["target"] != "direct":
-                r["x_direct"] = _ratio(r["ops_per_s"], d["ops_per_s"])
-                r["added_p50_ms"] = round(r["p50_ms"] - d["p50_ms"], 3)
-                r["added_p99_ms"] = round(r["p99_ms"] - d["p99_ms"], 3)
+                r["x_direct"] = _ratio(r[rate], d[rate])
+                for name, field in added.items():
+                    r[name] = round(r[field] - d[field], 3)
             if n and r["target"] not in ("direct", "nginx"):
-                r["x_nginx"] = _ratio(r["ops_per_s"], n["ops_per_s"])
-    if "sse" in sc:
-        for r in sc["sse"]["rows"]:
-            d = _row(sc["sse"]["rows"], "direct", r["conns"])
-            n = _row(sc["sse"]["rows"], "nginx", r["conns"])
-            if d and r["target"] != "direct":
-                r["x_direct"] = _ratio(r["calls_per_s"], d["calls_per_s"])
-                r["added_event_p50_ms"] = round(r["event_latency_p50_ms"] - d["event_latency_p50_ms"], 3)
-                r["added_event_p99_ms"] = round(r["event_latency_p99_ms"] - d["event_latency_p99_ms"], 3)
-                r["added_e2e_p50_ms"] = round(r["e2e_p50_ms"] - d["e2e_p50_ms"], 3)
-            if n and r["target"] not in ("direct", "nginx"):
-                r["x_nginx"] = _ratio(r["calls_per_s"], n["calls_per_s"])
-    if "churn" in sc:
-        for r in sc["churn"]["rows"]:
-            d = _row(sc["churn"]["rows"], "direct", r["conns"])
-            n = _row(sc["churn"]["rows"], "nginx", r["conns"])
-            if d and r["target"] != "direct":
-                r["x_direct"] = _ratio(r["sessions_per_s"], d["sessions_per_s"])
-            if n and r["target"] not in ("direct", "nginx"):
-                r["x_nginx"] = _ratio(r["sessions_per_s"], n["sessions_per_s"])
+                r["x_nginx"] = _ratio(r[rate], n[rate])
     results["targets"] = targets(results)
 
 
@@ -136,33 +131,105 @@ def _cpu(r: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+Columns = tuple[tuple[str, str], ...]  # (header, field of the row; "cpu" is the CPU summary)
+Table = tuple[str, list[str], list[list[str]]]
+
+_JSON_COLS: Columns = (
+    ("target", "target"),
+    ("conns", "conns"),
+    ("req/s", "ops_per_s"),
+    ("p50 ms", "p50_ms"),
+    ("p99 ms", "p99_ms"),
+    ("x direct", "x_direct"),
+    ("x nginx", "x_nginx"),
+    ("+p50 ms", "added_p50_ms"),
+    ("+p99 ms", "added_p99_ms"),
+    ("CPU %", "cpu"),
+)
+_SSE_COLS: Columns = (
+    ("target", "target"),
+    ("conns", "conns"),
+    ("calls/s", "calls_per_s"),
+    ("events/s", "events_per_s"),
+    ("e2e p50", "e2e_p50_ms"),
+    ("e2e p99", "e2e_p99_ms"),
+    ("ms/event", "per_event_ms"),
+    ("event p50", "event_latency_p50_ms"),
+    ("event p99", "event_latency_p99_ms"),
+    ("+event p50", "added_event_p50_ms"),
+    ("+event p99", "added_event_p99_ms"),
+    ("x direct", "x_direct"),
+    ("x nginx", "x_nginx"),
+    ("CPU %", "cpu"),
+)
+_CHURN_COLS: Columns = (
+    ("target", "target"),
+    ("conns", "conns"),
+    ("sessions/s", "sessions_per_s"),
+    ("iter p50 ms", "iteration_p50_ms"),
+    ("iter p99 ms", "iteration_p99_ms"),
+    ("x direct", "x_direct"),
+    ("x nginx", "x_nginx"),
+    ("errors", "errors"),
+    ("CPU %", "cpu"),
+)
+_IDLE_COLS: Columns = (
+    ("streams", "streams_opened"),
+    ("keep-alive s", "keepalive_interval_s"),
+    ("open s", "open_s"),
+    ("RSS before MB", "rss_before_mb"),
+    ("RSS after MB", "rss_after_mb"),
+    ("KB/stream", "rss_per_stream_kb"),
+    ("idle s", "idle_window_s"),
+    ("idle gw CPU %", "gateway_cpu_pct"),
+    ("us CPU/stream/s", "gateway_cpu_us_per_stream_per_s"),
+    ("redis CPU %", "redis_cpu_pct"),
+    ("keep-alives/s", "keepalives_per_s"),
+    ("alive at end", "alive_after_idle"),
+    ("open errors", "open_errors"),
+    ("gw log errors", "gateway_log_errors"),
+    ("OTHER CPU %", "other_cpu_pct"),
+)
+_CLIENT_COLS: Columns = (
+    ("client", "name"),
+    ("events/s", "events_per_s"),
+    ("stream p50 ms", "stream_p50_ms"),
+    ("stream p99 ms", "stream_p99_ms"),
+    ("client CPU us/event", "client_cpu_us_per_event"),
+    ("upstream CPU %", "upstream_cpu_pct"),
+)
+
+
+def _table(title: str, cols: Columns, rows: list[dict[str, Any]]) -> Table:
+    cells = [[_cpu(r) if field == "cpu" else _fmt(r.get(field)) for _, field in cols] for r in rows]
+    return title, [header for header, _ in cols], cells
+
+
+def _idle_row(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **r,
+        "streams_opened": f"{r.get('opened', 0)}/{r['streams']}",
+        "rss_before_mb": r.get("rss_before_kb", 0) / 1024,
+        "rss_after_mb": r.get("rss_after_kb", 0) / 1024,
+        "open_errors": r.get("open_errors", 0),
+    }
+
+
+def _top(items: list[dict[str, Any]], n: int) -> str:
+    return ", ".join(f"{x['name']} {x['pct']}%" for x in items[:n])
+
+
+def tables(results: dict[str, Any]) -> list[Table]:
     """(title, header, rows) for every scenario present."""
     sc = results["scenarios"]
-    out: list[tuple[str, list[str], list[list[str]]]] = []
+    out: list[Table] = []
     for key, title in (
         ("json", "1. tools/call answered with JSON (fast upstream)"),
         ("json_sdk", "1b. tools/call `echo` on the SDK server (real-world; answered over SSE)"),
     ):
         if key in sc:
             lg_name = sc[key]["rows"][0].get("loadgen", "aiohttp") if sc[key]["rows"] else "?"
-            hdr = ["target", "conns", "req/s", "p50 ms", "p99 ms", "x direct", "x nginx", "+p50 ms", "+p99 ms", "CPU %"]
-            rows = [
-                [
-                    r["target"],
-                    str(r["conns"]),
-                    _fmt(r["ops_per_s"]),
-                    _fmt(r["p50_ms"]),
-                    _fmt(r["p99_ms"]),
-                    _fmt(r.get("x_direct")),
-                    _fmt(r.get("x_nginx")),
-                    _fmt(r.get("added_p50_ms")),
-                    _fmt(r.get("added_p99_ms")),
-                    _cpu(r),
-                ]
-                for r in sc[key]["rows"]
-            ]
-            out.append((f"{title}, load: {lg_name}", hdr, rows))
+            out.append(_table(f"{title}, load: {lg_name}", _JSON_COLS, sc[key]["rows"]))
     if "client_ceiling" in sc:
         c = sc["client_ceiling"]
         out.append(
@@ -170,88 +237,21 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
                 "Load generator ceiling: aiohttp client -> fast upstream direct, JSON calls",
                 ["conns", "req/s", "p50 ms", "p99 ms", "client CPU %", "upstream CPU %"],
                 [
-                    [
-                        str(c["conns"]),
-                        _fmt(c["ops_per_s"]),
-                        _fmt(c["p50_ms"]),
-                        _fmt(c["p99_ms"]),
-                        _fmt(c["cpu_pct"]["bench-client"]),
-                        _fmt(c["cpu_pct"]["upstream"]),
-                    ]
+                    [_fmt(c[k]) for k in ("conns", "ops_per_s", "p50_ms", "p99_ms")]
+                    + [_fmt(c["cpu_pct"]["bench-client"]), _fmt(c["cpu_pct"]["upstream"])]
                 ],
             )
         )
     if "sse" in sc:
         ev = sc["sse"]["rows"][0]["events_per_call"] if sc["sse"]["rows"] else 0
-        hdr = [
-            "target",
-            "conns",
-            "calls/s",
-            "events/s",
-            "e2e p50",
-            "e2e p99",
-            "ms/event",
-            "event p50",
-            "event p99",
-            "+event p50",
-            "+event p99",
-            "x direct",
-            "x nginx",
-            "CPU %",
-        ]
-        rows = [
-            [
-                r["target"],
-                str(r["conns"]),
-                _fmt(r["calls_per_s"]),
-                _fmt(r["events_per_s"]),
-                _fmt(r["e2e_p50_ms"]),
-                _fmt(r["e2e_p99_ms"]),
-                _fmt(r["per_event_ms"]),
-                _fmt(r["event_latency_p50_ms"]),
-                _fmt(r["event_latency_p99_ms"]),
-                _fmt(r.get("added_event_p50_ms")),
-                _fmt(r.get("added_event_p99_ms")),
-                _fmt(r.get("x_direct")),
-                _fmt(r.get("x_nginx")),
-                _cpu(r),
-            ]
-            for r in sc["sse"]["rows"]
-        ]
-        out.append(
-            (f"2. tools/call answered with SSE ({ev} events; ms; event = upstream write -> client read)", hdr, rows)
-        )
+        title = f"2. tools/call answered with SSE ({ev} events; ms; event = upstream write -> client read)"
+        out.append(_table(title, _SSE_COLS, sc["sse"]["rows"]))
     if "churn" in sc:
-        hdr = ["target", "conns", "sessions/s", "iter p50 ms", "iter p99 ms", "x direct", "x nginx", "errors", "CPU %"]
-        rows = [
-            [
-                r["target"],
-                str(r["conns"]),
-                _fmt(r["sessions_per_s"]),
-                _fmt(r["iteration_p50_ms"]),
-                _fmt(r["iteration_p99_ms"]),
-                _fmt(r.get("x_direct")),
-                _fmt(r.get("x_nginx")),
-                str(r["errors"]),
-                _cpu(r),
-            ]
-            for r in sc["churn"]["rows"]
-        ]
-        out.append(("3. Session churn: initialize -> tools/call -> DELETE", hdr, rows))
+        out.append(_table("3. Session churn: initialize -> tools/call -> DELETE", _CHURN_COLS, sc["churn"]["rows"]))
     if "resume" in sc:
         r = sc["resume"]
-        rows = [
-            [
-                "gateway (other replica)",
-                str(r["reps"]),
-                _fmt(r["first_p50_ms"]),
-                _fmt(r["first_p99_ms"]),
-                _fmt(r["last_p50_ms"]),
-                _fmt(r["last_p99_ms"]),
-                _fmt(r["pump_all_p50_ms"]),
-                str(r["errors"]),
-            ]
-        ]
+        keys = ("reps", "first_p50_ms", "first_p99_ms", "last_p50_ms", "last_p99_ms", "pump_all_p50_ms", "errors")
+        rows = [["gateway (other replica)"] + [_fmt(r[k]) for k in keys]]
         if "resume_direct" in sc:
             d = sc["resume_direct"]
             rows.append(
@@ -274,97 +274,28 @@ def tables(results: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]
             )
         )
     if "idle" in sc:
-        out.append(
-            (
-                "5. Idle standalone GET streams, one dedicated replica each phase",
-                [
-                    "streams",
-                    "keep-alive s",
-                    "open s",
-                    "RSS before MB",
-                    "RSS after MB",
-                    "KB/stream",
-                    "idle s",
-                    "idle gw CPU %",
-                    "us CPU/stream/s",
-                    "redis CPU %",
-                    "keep-alives/s",
-                    "alive at end",
-                    "open errors",
-                    "gw log errors",
-                    "OTHER CPU %",
-                ],
-                [
-                    [
-                        f"{r.get('opened', 0)}/{r['streams']}",
-                        _fmt(r["keepalive_interval_s"]),
-                        _fmt(r.get("open_s")),
-                        _fmt(r.get("rss_before_kb", 0) / 1024),
-                        _fmt(r.get("rss_after_kb", 0) / 1024),
-                        _fmt(r.get("rss_per_stream_kb")),
-                        _fmt(r.get("idle_window_s")),
-                        _fmt(r.get("gateway_cpu_pct")),
-                        _fmt(r.get("gateway_cpu_us_per_stream_per_s")),
-                        _fmt(r.get("redis_cpu_pct")),
-                        _fmt(r.get("keepalives_per_s")),
-                        str(r.get("alive_after_idle", "-")),
-                        str(r.get("open_errors", 0)),
-                        str(r.get("gateway_log_errors", "-")),
-                        _fmt(r.get("other_cpu_pct")),
-                    ]
-                    for r in sc["idle"]["phases"]
-                ],
-            )
-        )
+        title = "5. Idle standalone GET streams, one dedicated replica each phase"
+        out.append(_table(title, _IDLE_COLS, [_idle_row(r) for r in sc["idle"]["phases"]]))
     if "clients" in sc:
         r = sc["clients"]
-        out.append(
-            (
-                f"6. Upstream client: {r['streams']} concurrent SSE streams x {r['events_per_stream']} events, "
-                f"fast upstream, same process and loop",
-                ["client", "events/s", "stream p50 ms", "stream p99 ms", "client CPU us/event", "upstream CPU %"],
-                [
-                    [
-                        name,
-                        _fmt(r[name]["events_per_s"]),
-                        _fmt(r[name]["stream_p50_ms"]),
-                        _fmt(r[name]["stream_p99_ms"]),
-                        _fmt(r[name]["client_cpu_us_per_event"]),
-                        _fmt(r[name]["upstream_cpu_pct"]),
-                    ]
-                    for name in ("aiohttp", "httpx")
-                ],
-            )
+        title = (
+            f"6. Upstream client: {r['streams']} concurrent SSE streams x {r['events_per_stream']} events, "
+            f"fast upstream, same process and loop"
         )
+        out.append(_table(title, _CLIENT_COLS, [{"name": name, **r[name]} for name in ("aiohttp", "httpx")]))
     if results.get("targets"):
-        out.append(
-            (
-                "Targets",
-                ["target", "limit", "measured", "met", "where"],
-                [
-                    [t["target"], t["limit"], _fmt(t["measured"]), _fmt(t["met"]), t["where"]]
-                    for t in results["targets"]
-                ],
-            )
-        )
+        cols = (("target", "target"), ("limit", "limit"), ("measured", "measured"), ("met", "met"), ("where", "where"))
+        out.append(_table("Targets", cols, results["targets"]))
     prof = results.get("profile") or {}
     if prof.get("self_by_package"):
         rows = [
-            ["self, by layer", ", ".join(f"{x['name']} {x['pct']}%" for x in prof["self_by_layer"][:6])],
-            ["self, by package", ", ".join(f"{x['name']} {x['pct']}%" for x in prof["self_by_package"][:6])],
-            ["self, by function", ", ".join(f"{x['name']} {x['pct']}%" for x in prof["self_by_function"][:5])],
-            [
-                "inclusive, gateway",
-                ", ".join(f"{x['name']} {x['pct']}%" for x in prof["inclusive_gateway_functions"][:5]),
-            ],
+            ["self, by layer", _top(prof["self_by_layer"], 6)],
+            ["self, by package", _top(prof["self_by_package"], 6)],
+            ["self, by function", _top(prof["self_by_function"], 5)],
+            ["inclusive, gateway", _top(prof["inclusive_gateway_functions"], 5)],
         ]
-        out.append(
-            (
-                f"Profile: gw1 under JSON load, {prof['load']['conns']} conns ({prof['samples']} samples)",
-                ["view", "top"],
-                rows,
-            )
-        )
+        title = f"Profile: gw1 under JSON load, {prof['load']['conns']} conns ({prof['samples']} samples)"
+        out.append((title, ["view", "top"], rows))
     return out
 
 
