@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port, start_haproxy
+from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port, start_everything, start_haproxy
 
 INTEROP = REPO_ROOT / "interop"
 NODE_MODULES = INTEROP / "node_modules"
@@ -115,17 +115,6 @@ def start_sdk_server(group: ProcessGroup) -> str:
     argv = [sys.executable, str(REPO_ROOT / "tests" / "servers" / "sdk_server.py"), "--port", str(port)]
     proc = group.start(f"sdk-server-{port}", [*argv, "--event-store", "--name", "interop-sdk"])
     proc.wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30)
-    return f"http://127.0.0.1:{port}/mcp"
-
-
-def start_everything(group: ProcessGroup) -> str:
-    """@modelcontextprotocol/server-everything (tests/js, installed by scripts/setup)."""
-    binary = REPO_ROOT / "tests" / "js" / "node_modules" / ".bin" / "mcp-server-everything"
-    if not binary.exists():
-        raise MissingPackages(f"{binary} is missing: run scripts/setup (npm install in tests/js)")
-    port = free_port()
-    proc = group.start(f"everything-{port}", [str(binary), "streamableHttp"], env={"PORT": str(port)})
-    proc.wait_port(port, timeout=30)
     return f"http://127.0.0.1:{port}/mcp"
 
 

@@ -15,10 +15,17 @@ from typing import Protocol
 
 import pytest
 
-from tests.integration.procs import REPO_ROOT, Proc, ProcessGroup, free_port, start_haproxy
+from tests.integration.procs import (
+    REPO_ROOT,
+    Proc,
+    ProcessGroup,
+    ProcessStartError,
+    free_port,
+    start_everything,
+    start_haproxy,
+)
 
 SDK_SERVER = REPO_ROOT / "tests" / "servers" / "sdk_server.py"
-EVERYTHING_BIN = REPO_ROOT / "tests" / "js" / "node_modules" / ".bin" / "mcp-server-everything"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -114,12 +121,10 @@ def sdk_upstream(procs: ProcessGroup, sdk_upstreams: list[Upstream]) -> StartSdk
 @pytest.fixture
 def everything_upstream(procs: ProcessGroup) -> str:
     """`@modelcontextprotocol/server-everything streamableHttp` on a free port; returns its /mcp URL."""
-    if not EVERYTHING_BIN.exists():
-        pytest.fail(f"{EVERYTHING_BIN} is missing: run scripts/setup (npm install in tests/js)", pytrace=False)
-    port = free_port()
-    proc = procs.start(f"everything-{port}", [str(EVERYTHING_BIN), "streamableHttp"], env={"PORT": str(port)})
-    proc.wait_port(port, timeout=30)
-    return f"http://127.0.0.1:{port}/mcp"
+    try:
+        return start_everything(procs)
+    except ProcessStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 # ---------------------------------------------------------------- gateways

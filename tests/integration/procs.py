@@ -289,3 +289,16 @@ def start_haproxy(
     proc = group.start(f"haproxy-{port}", [binary, "-f", str(cfg_path), "-db"])
     proc.wait_port(port, timeout=timeout)
     return proc, port
+
+
+EVERYTHING_BIN = REPO_ROOT / "tests" / "js" / "node_modules" / ".bin" / "mcp-server-everything"
+
+
+def start_everything(group: ProcessGroup, timeout: float = 30.0) -> str:
+    """`@modelcontextprotocol/server-everything streamableHttp` on a free port; returns its /mcp URL."""
+    if not EVERYTHING_BIN.exists():
+        raise ProcessStartError(f"{EVERYTHING_BIN} is missing: run scripts/setup (npm install in tests/js)")
+    port = free_port()
+    proc = group.start(f"everything-{port}", [str(EVERYTHING_BIN), "streamableHttp"], env={"PORT": str(port)})
+    proc.wait_port(port, timeout=timeout)
+    return f"http://127.0.0.1:{port}/mcp"

@@ -86,9 +86,10 @@ def test_ts_sdk_client_progress_and_resume_through_gateway(procs: ProcessGroup, 
     assert run.detail["progress"] == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
-def test_ts_sdk_client_everything_with_answers_via_another_replica(procs: ProcessGroup, key_prefix: str) -> None:
-    upstream = harness.start_everything(procs)
-    ports = harness.start_gateways(procs, upstream, 3, key_prefix)
+def test_ts_sdk_client_everything_with_answers_via_another_replica(
+    procs: ProcessGroup, key_prefix: str, everything_upstream: str
+) -> None:
+    ports = harness.start_gateways(procs, everything_upstream, 3, key_prefix)
     urls = [f"http://127.0.0.1:{p}/mcp" for p in ports]
     run = harness.run_everything_client(*urls)
     assert run.ok, run.output
