@@ -279,6 +279,11 @@ def valid_session_id(value: str) -> bool:
     return _SESSION_ID_RE.fullmatch(value) is not None
 
 
+def field_value(value: str) -> str:
+    """RFC 9110 §5.5: leading/trailing whitespace (OWS) is not part of a field value."""
+    return value.strip(" \t")
+
+
 def forward_headers(headers: Iterable[tuple[str, str]], drop: frozenset[str]) -> dict[str, str]:
     """Copy headers except those in `drop` and those named by `Connection` (RFC 9110 §7.6.1)."""
     items = list(headers)
@@ -289,5 +294,4 @@ def forward_headers(headers: Iterable[tuple[str, str]], drop: frozenset[str]) ->
         for token in value.split(",")
         if token.strip()
     }
-    # RFC 9110 §5.5: leading/trailing whitespace (OWS) is not part of a field value.
-    return {name: value.strip(" \t") for name, value in items if name.lower() not in drop and name.lower() not in named}
+    return {name: field_value(value) for name, value in items if name.lower() not in drop and name.lower() not in named}

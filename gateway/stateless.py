@@ -31,10 +31,9 @@ def check_routing_headers(headers: Mapping[str, str], message: Mapping[str, Any]
     method = message.get("method")
     if method is None:
         return  # responses carry no routing headers
-    # RFC 9110 §5.5: OWS around a field value is not part of it (HTTP servers may leave it in place)
     header_method = headers.get(protocol.H_METHOD)
     header_name = headers.get(protocol.H_NAME)
-    if header_method is None or header_method.strip(" \t") != method:
+    if header_method is None or protocol.field_value(header_method) != method:
         raise errors.HeaderMismatch("Mcp-Method header does not match the request body's method")
     name_key = NAME_BEARING_METHODS.get(str(method))
     params = message.get("params")
@@ -42,7 +41,7 @@ def check_routing_headers(headers: Mapping[str, str], message: Mapping[str, Any]
         name_key is not None
         and isinstance(params, dict)
         and params.get(name_key) is not None
-        and (header_name is None or header_name.strip(" \t") != str(params[name_key]))
+        and (header_name is None or protocol.field_value(header_name) != str(params[name_key]))
     ):
         raise errors.HeaderMismatch(f"Mcp-Name header does not match the request body's {name_key!r}")
 
