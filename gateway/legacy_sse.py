@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message
 from gateway import errors, protocol, sse
 from gateway.handlers import SSE_HEADERS, error_response, read_body
 from gateway.pump import answered_ids
+from gateway.store import translated
 
 log = logging.getLogger("gateway.legacy_sse")
 
@@ -150,13 +151,15 @@ class LegacyBridge:
         return headers
 
     async def _record(self, gateway: Any, key: str) -> dict[str, str]:
-        return {_text(k): _text(v) for k, v in (await gateway.redis.hgetall(key)).items()}
+        with translated():
+            return {_text(k): _text(v) for k, v in (await gateway.redis.hgetall(key)).items()}
 
     async def _append(self, gateway: Any, out: str, data: str) -> None:
-        async with gateway.redis.pipeline(transaction=False) as pipe:  # one round trip
-            pipe.xadd(out, {"data": data}, maxlen=OUT_MAXLEN, approximate=True)
-            pipe.expire(out, BRIDGE_TTL)
-            await pipe.execute()
+        with translated():
+            async with gateway.redis.pipeline(transaction=False) as pipe:  # one round trip
+                pipe.xadd(out, {"data": data}, maxlen=OUT_MAXLEN, approximate=True)
+                pipe.expire(out, BRIDGE_TTL)
+                await pipe.execute()
 
     # --- GET /sse -------------------------------------------------------------------------------
 
@@ -165,13 +168,16 @@ class LegacyBridge:
         try:
             await gateway.guard.admit(request)
             gateway.pools.get(request.path_params.get("pool"))  # unknown pool -> 404 now
+            bridge = protocol.new_session_id()
+            key, out = gateway.keys.legacy(bridge)
+            record = {"pool": request.path_params.get("pool") or "", "principal": request.state.principal}
+            with translated():
+                async with gateway.redis.pipeline(transaction=False) as pipe:
+                    pipe.hset(key, mapping=record)
+                    pipe.expire(key, BRIDGE_TTL)
+                    await pipe.execute()
         except errors.GatewayError as exc:
             return error_response(exc)
-        bridge = protocol.new_session_id()
-        key, out = gateway.keys.legacy(bridge)
-        record = {"pool": request.path_params.get("pool") or "", "principal": request.state.principal}
-        await gateway.redis.hset(key, mapping=record)
-        await gateway.redis.expire(key, BRIDGE_TTL)
         endpoint = f"{request.scope.get('root_path', '')}/messages?session_id={bridge}"
         return StreamingResponse(
             self._stream(request, key, out, endpoint), media_type=protocol.SSE, headers=SSE_HEADERS
@@ -184,20 +190,24 @@ class LegacyBridge:
         try:
             yield sse.encode(endpoint, event="endpoint")
             while not gateway.relay.draining.is_set():
-                batches = await gateway.redis.xread({out: cursor}, count=100, block=KEEPALIVE_MS)
+                with translated():
+                    batches = await gateway.redis.xread({out: cursor}, count=100, block=KEEPALIVE_MS)
                 if not batches:
                     yield sse.comment("keep-alive")
                 for _, entries in batches or []:
                     for entry_id, fields in entries:
                         cursor = _text(entry_id)
                         yield sse.encode(_text(fields[b"data"]), event="message")
-                await gateway.redis.expire(key, BRIDGE_TTL)
+                with translated():
+                    await gateway.redis.expire(key, BRIDGE_TTL)
                 if standalone is None:
                     record = await self._record(gateway, key)
                     if record.get("sid"):
                         standalone = gateway.supervisor.spawn(
                             self._standalone(request, record, out), name="legacy-standalone"
                         )
+        except errors.StoreError as exc:
+            log.warning("legacy /sse stream ended: %s", exc)  # the client reconnects with a new GET /sse
         finally:
             if standalone is not None:
                 standalone.cancel()

@@ -142,3 +142,19 @@ async def test_legacy_messages_errors(sdk_upstream: StartSdkUpstream, redis_url:
                 "event: message",
                 'data: {"jsonrpc":"2.0","id":2,"result":{}}',
             ]
+
+
+async def test_legacy_routes_answer_503_when_redis_fails(
+    sdk_upstream: StartSdkUpstream, redis_url: str, key_prefix: str
+) -> None:
+    app = legacy_app(sdk_upstream(), redis_url, key_prefix)
+    async with serve(app) as url, httpx.AsyncClient(timeout=10) as client:
+        redis = app.state.gateway.redis
+        await redis.connection_pool.disconnect()
+        redis.connection_pool.connection_kwargs["port"] = 1  # nothing listens there: every command fails
+        opened = await client.get(f"{url}/sse")
+        assert opened.status_code == 503
+        assert opened.json()["error"]["message"].startswith("session store unavailable")
+        posted = await client.post(f"{url}/messages?session_id=abc", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert posted.status_code == 503
+        assert posted.json()["jsonrpc"] == "2.0" and posted.json()["id"] is None
