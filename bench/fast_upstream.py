@@ -155,8 +155,8 @@ async def _post(scope: dict[str, Any], receive: Any, send: Any) -> None:
             return
         if name == "json":
             result = {"content": [{"type": "text", "text": str(args.get("text", "ok"))}], "isError": False}
-            body = json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}, separators=(",", ":"))
-            await _respond(send, 200, body.encode(), JSON_HEADERS)
+            answer = json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result}, separators=(",", ":"))
+            await _respond(send, 200, answer.encode(), JSON_HEADERS)
             return
         error = {"code": -32602, "message": f"unknown tool {name!r}"}
     elif method == "tools/list":

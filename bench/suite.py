@@ -26,7 +26,8 @@ from typing import Any
 
 import redis
 
-from bench import report, scenarios
+from bench import report, scenarios, stream_scenarios
+from bench.knobs import Knobs
 from bench.loadgen import wrk_binary
 from bench.topology import REPO, RESULTS, Topology, describe_machine, nginx_binary, raise_nofile
 
@@ -63,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def configure(args: argparse.Namespace) -> tuple[scenarios.Knobs, dict[str, Any]]:
+def configure(args: argparse.Namespace) -> tuple[Knobs, dict[str, Any]]:
     smoke = args.smoke
     only = tuple(s.strip() for s in args.only.split(",") if s.strip()) or ALL
     bad = set(only) - set(ALL)
@@ -85,7 +86,7 @@ def configure(args: argparse.Namespace) -> tuple[scenarios.Knobs, dict[str, Any]
         raise SystemExit("nginx is not installed: run bench/setup (or pass --no-nginx)")
     if opts["wrk"] and wrk_binary() is None:
         raise SystemExit("wrk is not installed: run bench/setup (or pass --no-wrk)")
-    knobs = scenarios.Knobs(
+    knobs = Knobs(
         duration=args.duration or (0.3 if smoke else 4.0),
         conns=(1, 4) if smoke else (1, 64),
         use_wrk=opts["wrk"],
@@ -187,11 +188,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             sc["churn"] = await scenarios.churn(topo, knobs)
         if "resume" in only:
             step("4. resume")
-            sc["resume"] = await scenarios.resume(topo, knobs, args.redis_url)
-            sc["resume_direct"] = await scenarios.resume_direct(topo, knobs)
+            sc["resume"] = await stream_scenarios.resume(topo, knobs, args.redis_url)
+            sc["resume_direct"] = await stream_scenarios.resume_direct(topo, knobs)
         if "clients" in only:
             step("6. httpx vs aiohttp")
-            sc["clients"] = await scenarios.upstream_clients(topo, knobs)
+            sc["clients"] = await stream_scenarios.upstream_clients(topo, knobs)
         if "profile" in only:
             step("profile (py-spy)")
             from bench.profile import profile_gateway
@@ -199,7 +200,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             results["profile"] = await profile_gateway(topo, args.profile_seconds, RESULTS, knobs.workdir)
         if "idle" in only:
             step(f"5. idle streams {knobs.idle_phases}")
-            sc["idle"] = await scenarios.idle_streams(topo, knobs)
+            sc["idle"] = await stream_scenarios.idle_streams(topo, knobs)
     finally:
         step("stopping")
         topo.stop()
