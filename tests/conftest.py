@@ -12,6 +12,7 @@ import redis as redis_sync
 import redis.asyncio as aioredis
 
 from gateway.keys import Keys
+from tests.deploy_files import assert_deploy_files_exist
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -84,3 +85,9 @@ async def fake_redis() -> AsyncIterator[fakeredis.FakeAsyncRedis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def deploy_files_exist() -> None:
+    """The deployment files the tests/test_deploy_*.py modules read (their `pytestmark` uses it)."""
+    assert_deploy_files_exist()

@@ -22,11 +22,12 @@ from tests.deploy_files import (
     GATEWAY_SERVICES,
     HAPROXY_CFG,
     ROOT,
-    assert_deploy_files_exist,
     compose_services,
     final_stage,
     healthcheck_python,
 )
+
+pytestmark = pytest.mark.usefixtures("deploy_files_exist")
 
 
 def env_dict(env: Any) -> dict[str, str]:
@@ -169,8 +170,3 @@ def test_compose_matches_schema_if_docker_compose_available(tmp_path: Path) -> N
         pytest.fail("neither `docker compose` nor `docker-compose` on PATH: run scripts/setup")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
-
-
-@pytest.fixture(autouse=True)
-def _files_exist() -> None:
-    assert_deploy_files_exist()

@@ -18,13 +18,14 @@ import pytest
 from tests.deploy_files import (
     DOCKERIGNORE,
     ROOT,
-    assert_deploy_files_exist,
     base_object,
     dockerfile_instructions,
     exec_form,
     final_stage,
     healthcheck_python,
 )
+
+pytestmark = pytest.mark.usefixtures("deploy_files_exist")
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
@@ -134,8 +135,3 @@ def test_dockerignore_keeps_build_inputs_and_drops_the_rest() -> None:
     assert copied >= {"pyproject.toml", "gateway"}
     for src in copied:
         assert src not in patterns and f"{src}/" not in patterns, f"{src} is COPYed but ignored"
-
-
-@pytest.fixture(autouse=True)
-def _files_exist() -> None:
-    assert_deploy_files_exist()

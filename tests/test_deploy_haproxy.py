@@ -15,9 +15,10 @@ import pytest
 from tests.deploy_files import (
     GATEWAY_SERVICES,
     HAPROXY_CFG,
-    assert_deploy_files_exist,
     compose_services,
 )
+
+pytestmark = pytest.mark.usefixtures("deploy_files_exist")
 
 
 def haproxy_lines() -> list[str]:
@@ -91,8 +92,3 @@ def test_haproxy_config_check(tmp_path: Path) -> None:
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert "ALERT" not in output, output
-
-
-@pytest.fixture(autouse=True)
-def _files_exist() -> None:
-    assert_deploy_files_exist()

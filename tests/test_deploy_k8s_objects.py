@@ -14,10 +14,11 @@ from tests.deploy_files import (
     DEFAULT_DRAIN_TIMEOUT,
     K8S,
     all_k8s_objects,
-    assert_deploy_files_exist,
     base_object,
     k8s_docs,
 )
+
+pytestmark = pytest.mark.usefixtures("deploy_files_exist")
 
 
 def gateway_container() -> dict[str, Any]:
@@ -187,8 +188,3 @@ def test_redis_demo_manifests() -> None:
     port = resolve_port(container, service["spec"]["ports"][0]["targetPort"])
     assert port == service["spec"]["ports"][0]["port"] == 6379
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-
-
-@pytest.fixture(autouse=True)
-def _files_exist() -> None:
-    assert_deploy_files_exist()

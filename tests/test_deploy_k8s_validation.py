@@ -23,9 +23,10 @@ from tests.deploy_files import (
     K8S_VERSION,
     ROOT,
     all_k8s_objects,
-    assert_deploy_files_exist,
     base_object,
 )
+
+pytestmark = pytest.mark.usefixtures("deploy_files_exist")
 
 
 def kustomize_cmd() -> list[str] | None:
@@ -128,8 +129,3 @@ def test_kustomize_build_validates(target: str) -> None:
             assert parts.port in [p["port"] for p in services[parts.hostname]["spec"]["ports"]]
     gateway = by_kind["Deployment"]["mcp-gateway"]["spec"]["template"]["spec"]["containers"][0]
     assert re.fullmatch(r"mcp-gateway:\S+", gateway["image"])
-
-
-@pytest.fixture(autouse=True)
-def _files_exist() -> None:
-    assert_deploy_files_exist()

@@ -9,9 +9,10 @@ import pytest
 from tests.deploy_files import (
     DEPLOY_README,
     K8S,
-    assert_deploy_files_exist,
     compose_services,
 )
+
+pytestmark = pytest.mark.usefixtures("deploy_files_exist")
 
 
 def test_deploy_readme_commands_refer_to_real_things() -> None:
@@ -29,8 +30,3 @@ def test_deploy_readme_commands_refer_to_real_things() -> None:
     assert named >= 2
     assert "docker compose kill -s SIGKILL gateway2" in text
     assert "{<session id>}" in text or "hash tag" in text.lower()
-
-
-@pytest.fixture(autouse=True)
-def _files_exist() -> None:
-    assert_deploy_files_exist()
