@@ -6,8 +6,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-GATEWAY_TARGETS = ("gw1", "gw3+lb", "gw2+lb", "gw4+lb", "gw5+lb")
-
 # Per row scenario: its rate (for the ratios) and the added latencies (derived name: measured field).
 _DERIVED: dict[str, tuple[str, dict[str, str]]] = {
     "json": ("ops_per_s", {"added_p50_ms": "p50_ms", "added_p99_ms": "p99_ms"}),

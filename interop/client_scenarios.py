@@ -19,7 +19,6 @@ request it received; through the gateway they also hold the replicas' health pro
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -64,13 +63,13 @@ def client_command(via_gateway: bool, replicas: int = 3) -> str:
 
 
 def run_client_scenario(scenario: str, version: str, command: str, timeout: float = 120) -> ScenarioResult:
-    """One `conformance client` run; its checks (an empty set if the suite wrote none)."""
+    """One `conformance client` run and its checks; an error if the suite wrote none."""
     with tempfile.TemporaryDirectory(prefix="conformance-client-") as out:
         argv = [str(NODE), str(CONFORMANCE), "client", "--command", command, "--scenario", scenario]
         argv += ["--spec-version", version, "-o", out]
-        env = {**node_env(), "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")}
+        # the environment (REDIS_URL included) reaches interop/via_gateway.py through node_env()
         proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT, check=False
+            argv, capture_output=True, text=True, timeout=timeout, env=node_env(), cwd=REPO_ROOT, check=False
         )
         files = sorted(Path(out).glob("*/checks.json"))
         if not files:
