@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CLIENT ARGV... SERVER_URL")
     args = p.parse_args(argv)
-    command = [a for a in args.command if a != "--"]
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if len(command) < 2:
         p.error("expected a client command and the server URL after --")
     *client, server_url = command
