@@ -40,7 +40,7 @@ LAYERS = {
 
 def bucket(path: str) -> str:
     """The package of a frame's file. py-spy prints paths relative to sys.path entries
-    (`starlette/routing.py`, `asyncio/tasks.py`, `gateway/handlers.py`)."""
+    (`starlette/routing.py`, `asyncio/tasks.py`, `gateway/eras/sessionful.py`)."""
     p = path.replace("\\", "/")
     if "/site-packages/" in p:
         p = p.split("/site-packages/", 1)[1]

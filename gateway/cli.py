@@ -21,9 +21,9 @@ import uvicorn
 from pydantic import ValidationError
 
 from gateway import logs
-from gateway.app import Gateway, create_app
 from gateway.config import Settings, load_config_file
 from gateway.errors import ConfigError
+from gateway.http.app import Gateway, create_app
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ import pytest
 import redis as redis_sync
 import redis.asyncio as aioredis
 
-from gateway.keys import Keys
+from gateway.store.keys import Keys
 from tests.deploy_files import assert_deploy_files_exist
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

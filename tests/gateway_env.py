@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from gateway.app import create_app
 from gateway.config import Settings
+from gateway.http.app import create_app
 from tests.asgi_server import serve
 from tests.scripted_upstream import Behaviour, ScriptedUpstream
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway import protocol
+from gateway.wire import protocol
 from tests.gateway_env import ACCEPT, HEADERS, Env, call, init_body, parse_sse, running_gateway
 from tests.scripted_upstream import Behaviour
 

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import cursor, errors
-from gateway.cursor import Cursor, Gap, Replay
+from gateway import errors
+from gateway.wire import cursor
+from gateway.wire.cursor import Cursor, Gap, Replay
 
 STREAM = "AbC-_0123xyz"
 stream_ids = st.text(

@@ -11,9 +11,10 @@ import fakeredis
 import pytest
 import redis.asyncio as aioredis
 
-from gateway import cursor, errors, protocol
-from gateway.eventlog import END, MESSAGE, EventLog, LeaseLost, Meta, StreamVanished
-from gateway.keys import Keys
+from gateway import errors
+from gateway.store.eventlog import END, MESSAGE, EventLog, LeaseLost, Meta, StreamVanished
+from gateway.store.keys import Keys
+from gateway.wire import cursor, protocol
 
 FLUSH_DB = 15  # the only database these tests ever flush
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway import protocol
-from gateway.keys import Keys
+from gateway.store.keys import Keys
+from gateway.wire import protocol
 
 
 def crc16_xmodem(data: bytes) -> int:

@@ -10,7 +10,7 @@ import pytest
 
 from gateway import errors
 from gateway.config import Pool
-from gateway.pools import HealthChecker, Pools
+from gateway.upstream.pools import HealthChecker, Pools
 from tests.asgi_server import serve
 
 A, B, C = "http://a/mcp", "http://b/mcp", "http://c/mcp"

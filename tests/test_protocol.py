@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from gateway import errors, protocol
+from gateway import errors
+from gateway.wire import protocol
 
 # --- header_version ------------------------------------------------------------------------
 

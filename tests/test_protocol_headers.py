@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import errors, protocol
+from gateway import errors
+from gateway.wire import protocol
 
 # --- media types ----------------------------------------------------------------------------
 

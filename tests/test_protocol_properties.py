@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import errors, protocol
-from gateway.pump import answered_ids
+from gateway import errors
+from gateway.streams.pump import answered_ids
+from gateway.wire import protocol
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -8,10 +8,11 @@ import json
 import pytest
 import redis.asyncio as aioredis
 
-from gateway import errors, protocol
-from gateway.eventlog import EventLog
-from gateway.keys import Keys
-from gateway.sessions import SessionRecord, SessionStore, StreamInfo, new_record
+from gateway import errors
+from gateway.store.eventlog import EventLog
+from gateway.store.keys import Keys
+from gateway.store.sessions import SessionRecord, SessionStore, StreamInfo, new_record
+from gateway.wire import protocol
 
 
 def record(principal: str = "", **overrides: object) -> SessionRecord:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.signals import Signal, Signals
+from gateway.streams.signals import Signal, Signals
 
 
 async def test_wait_returns_at_once_when_behind() -> None:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import sse
-from gateway.sse import Event, Parser, SSEError
+from gateway.wire import sse
+from gateway.wire.sse import Event, Parser, SSEError
 
 
 def feed_all(parser: Parser, chunks: list[bytes]) -> list[Event]:

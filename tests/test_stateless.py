@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway import errors
-from gateway.stateless import check_routing_headers
+from gateway.eras.stateless import check_routing_headers
 
 
 @pytest.mark.parametrize(

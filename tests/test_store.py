@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway import errors
-from gateway.store import connect, translated
+from gateway.store.client import connect, translated
 
 
 async def test_pool_burst_waits_for_a_free_connection(redis_url: str, key_prefix: str) -> None:

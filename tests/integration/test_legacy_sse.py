@@ -1,4 +1,4 @@
-"""Legacy HTTP+SSE clients (2024-11-05) through `gateway/legacy_sse.py`, with the SDK's `sse_client`.
+"""Legacy HTTP+SSE clients (2024-11-05) through `gateway/eras/legacy_sse.py`, with the SDK's `sse_client`.
 
 Two in-process gateway apps (`create_app` installs the bridge's routes) share Redis; the client's
 `GET /sse` goes to replica A and every `POST /messages` is rewritten to replica B, so every answer
@@ -17,8 +17,8 @@ import mcp_types as types
 from mcp import ClientSession
 from mcp.client.sse import sse_client
 
-from gateway.app import create_app
 from gateway.config import Settings
+from gateway.http.app import create_app
 from tests.asgi_server import serve
 from tests.integration.conftest import StartSdkUpstream
 

@@ -17,7 +17,7 @@ from redis import exceptions as redis_exceptions
 
 from gateway.errors import StoreError
 
-log = logging.getLogger("gateway.store")
+log = logging.getLogger("gateway.store.client")
 
 Redis = aioredis.Redis
 

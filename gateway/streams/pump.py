@@ -18,16 +18,17 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway import errors, sse
-from gateway.eventlog import EventLog, LeaseLost, StreamVanished
-from gateway.protocol import H_LAST_EVENT_ID, H_SESSION, H_VERSION, PRIMING_VERSIONS, SSE
+from gateway import errors
 from gateway.retry import store as retry_store
 from gateway.retry import upstream_resume
-from gateway.sessions import SessionRecord
-from gateway.signals import Signal
-from gateway.upstreams import UpstreamClient, UpstreamResponse
+from gateway.store.eventlog import EventLog, LeaseLost, StreamVanished
+from gateway.store.sessions import SessionRecord
+from gateway.streams.signals import Signal
+from gateway.upstream.client import UpstreamClient, UpstreamResponse
+from gateway.wire import sse
+from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, H_VERSION, PRIMING_VERSIONS, SSE
 
-log = logging.getLogger("gateway.pump")
+log = logging.getLogger("gateway.streams.pump")
 
 MAX_FRUITLESS_RECONNECTS = 3
 DEFAULT_UPSTREAM_RETRY_MS = 100

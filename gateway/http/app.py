@@ -16,27 +16,28 @@ from fastapi import FastAPI
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from gateway import errors, logs, protocol
-from gateway.affinity import Affinity
-from gateway.auth import METADATA_PATH, Authenticator
+from gateway import errors, logs
 from gateway.config import Settings, csv
-from gateway.eventlog import EventLog
-from gateway.guard import Guard
-from gateway.handlers import SessionfulEndpoint, error_response, read_body
-from gateway.keys import Keys
-from gateway.legacy_sse import install as install_legacy_sse
-from gateway.limits import LimitConfig, Limiter
+from gateway.eras.legacy_sse import install as install_legacy_sse
+from gateway.eras.sessionful import SessionfulEndpoint, error_response, read_body
+from gateway.eras.stateless import StatelessEndpoint
+from gateway.http.auth import METADATA_PATH, Authenticator
+from gateway.http.guard import Guard
 from gateway.metrics import Metrics
-from gateway.pools import HealthChecker, Pools
-from gateway.pump import PumpConfig
-from gateway.relay import Relay, RelayConfig
-from gateway.sessions import SessionStore
-from gateway.stateless import StatelessEndpoint
-from gateway.store import Redis, connect
-from gateway.tasks import Supervisor
-from gateway.upstreams import HeaderPolicy, UpstreamClient, new_http_session
+from gateway.store.client import Redis, connect
+from gateway.store.eventlog import EventLog
+from gateway.store.keys import Keys
+from gateway.store.limits import LimitConfig, Limiter
+from gateway.store.sessions import SessionStore
+from gateway.streams.pump import PumpConfig
+from gateway.streams.relay import Relay, RelayConfig
+from gateway.supervisor import Supervisor
+from gateway.upstream.affinity import Affinity
+from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session
+from gateway.upstream.pools import HealthChecker, Pools
+from gateway.wire import protocol
 
-log = logging.getLogger("gateway.app")
+log = logging.getLogger("gateway.http.app")
 
 
 @dataclass

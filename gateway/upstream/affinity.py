@@ -17,14 +17,14 @@ import secrets
 from collections.abc import Mapping
 
 from gateway import errors
-from gateway.keys import Keys
-from gateway.pools import Pools
-from gateway.protocol import H_SESSION, H_VERSION, JSON, SSE
-from gateway.sessions import SessionRecord, SessionStore
-from gateway.store import Redis, translated
-from gateway.upstreams import UpstreamClient, UpstreamResponse
+from gateway.store.client import Redis, translated
+from gateway.store.keys import Keys
+from gateway.store.sessions import SessionRecord, SessionStore
+from gateway.upstream.client import UpstreamClient, UpstreamResponse
+from gateway.upstream.pools import Pools
+from gateway.wire.protocol import H_SESSION, H_VERSION, JSON, SSE
 
-log = logging.getLogger("gateway.affinity")
+log = logging.getLogger("gateway.upstream.affinity")
 
 REINIT_LOCK_TTL_MS = 15_000
 REINIT_WAIT = 15.0

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 
 from gateway import errors
-from gateway.keys import Keys
-from gateway.store import Redis, translated
+from gateway.store.client import Redis, translated
+from gateway.store.keys import Keys
 
 # KEYS: counter. ARGV: limit, window ms. Returns the count, or -1 when over the limit.
 _RATE = """

@@ -25,12 +25,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message
 
-from gateway import errors, protocol, sse
-from gateway.handlers import SSE_HEADERS, error_response, read_body
-from gateway.pump import answered_ids
-from gateway.store import translated
+from gateway import errors
+from gateway.eras.sessionful import SSE_HEADERS, error_response, read_body
+from gateway.store.client import translated
+from gateway.streams.pump import answered_ids
+from gateway.wire import protocol, sse
 
-log = logging.getLogger("gateway.legacy_sse")
+log = logging.getLogger("gateway.eras.legacy_sse")
 
 BRIDGE_TTL = 3600  # seconds; refreshed while the /sse connection lives
 OUT_MAXLEN = 10000

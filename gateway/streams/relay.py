@@ -15,17 +15,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import cursor, errors, logs, sse
-from gateway.eventlog import END, POLL, Entry, EventLog, StreamVanished
+from gateway import errors, logs
 from gateway.metrics import Metrics
-from gateway.protocol import PRIMING_VERSIONS
-from gateway.pump import Pump, PumpConfig, answered_ids, error_message
-from gateway.sessions import SessionRecord, SessionStore
-from gateway.signals import Signal, Signals
-from gateway.tasks import Supervisor
-from gateway.upstreams import UpstreamClient, UpstreamResponse
+from gateway.store.eventlog import END, POLL, Entry, EventLog, StreamVanished
+from gateway.store.sessions import SessionRecord, SessionStore
+from gateway.streams.pump import Pump, PumpConfig, answered_ids, error_message
+from gateway.streams.signals import Signal, Signals
+from gateway.supervisor import Supervisor
+from gateway.upstream.client import UpstreamClient, UpstreamResponse
+from gateway.wire import cursor, sse
+from gateway.wire.protocol import PRIMING_VERSIONS
 
-log = logging.getLogger("gateway.relay")
+log = logging.getLogger("gateway.streams.relay")
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from gateway import errors
-from gateway.keys import Keys
-from gateway.protocol import valid_session_id
-from gateway.store import Redis, translated
+from gateway.store.client import Redis, translated
+from gateway.store.keys import Keys
+from gateway.wire.protocol import valid_session_id
 
 
 @dataclass(frozen=True)

@@ -18,18 +18,19 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from gateway import cursor, errors, logs, protocol, sse
-from gateway.affinity import Affinity
-from gateway.eventlog import EventLog
-from gateway.limits import Limiter
+from gateway import errors, logs
 from gateway.metrics import Metrics
-from gateway.pools import Pools
-from gateway.protocol import H_LAST_EVENT_ID, H_SESSION, Body
-from gateway.relay import Relay
-from gateway.sessions import SessionRecord, SessionStore, new_record
-from gateway.upstreams import HeaderPolicy, UpstreamClient, UpstreamResponse
+from gateway.store.eventlog import EventLog
+from gateway.store.limits import Limiter
+from gateway.store.sessions import SessionRecord, SessionStore, new_record
+from gateway.streams.relay import Relay
+from gateway.upstream.affinity import Affinity
+from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
+from gateway.upstream.pools import Pools
+from gateway.wire import cursor, protocol, sse
+from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, Body
 
-log = logging.getLogger("gateway.handlers")
+log = logging.getLogger("gateway.eras.sessionful")
 
 # transports: SSE must not be buffered or cached by proxies in between (names lower-case: merged last)
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from gateway.tasks import Supervisor
+from gateway.supervisor import Supervisor
 
 
 async def test_spawn_tracks_and_forgets_finished() -> None:
@@ -73,13 +73,13 @@ async def test_failing_task_is_logged_and_removed(caplog: pytest.LogCaptureFixtu
     async def boom() -> None:
         raise ValueError("kaput")
 
-    with caplog.at_level(logging.ERROR, logger="gateway.tasks"):
+    with caplog.at_level(logging.ERROR, logger="gateway.supervisor"):
         task = sup.spawn(boom(), "boomer")
         with pytest.raises(ValueError):
             await task
         await asyncio.sleep(0)
     assert len(sup) == 0
-    records = [r for r in caplog.records if r.name == "gateway.tasks"]
+    records = [r for r in caplog.records if r.name == "gateway.supervisor"]
     assert len(records) == 1
     assert records[0].levelno == logging.ERROR
     assert "boomer" in records[0].getMessage()
@@ -89,7 +89,7 @@ async def test_failing_task_is_logged_and_removed(caplog: pytest.LogCaptureFixtu
 
 async def test_cancelled_task_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
     sup = Supervisor()
-    with caplog.at_level(logging.ERROR, logger="gateway.tasks"):
+    with caplog.at_level(logging.ERROR, logger="gateway.supervisor"):
         task = sup.spawn(asyncio.sleep(3600), "sleeper")
         await asyncio.sleep(0)
         task.cancel()
@@ -97,7 +97,7 @@ async def test_cancelled_task_is_not_logged(caplog: pytest.LogCaptureFixture) ->
             await task
         await asyncio.sleep(0)
     assert len(sup) == 0
-    assert not [r for r in caplog.records if r.name == "gateway.tasks"]
+    assert not [r for r in caplog.records if r.name == "gateway.supervisor"]
 
 
 async def test_wait_gives_tasks_time() -> None:

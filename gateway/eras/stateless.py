@@ -13,10 +13,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from gateway import errors, protocol
-from gateway.handlers import client_headers, error_response, read_body, sse_response
-from gateway.pools import Pools
-from gateway.upstreams import HeaderPolicy, UpstreamClient, UpstreamResponse
+from gateway import errors
+from gateway.eras.sessionful import client_headers, error_response, read_body, sse_response
+from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
+from gateway.upstream.pools import Pools
+from gateway.wire import protocol
 
 # 2026-07-28 basic/transports: methods whose Mcp-Name header mirrors a body parameter.
 NAME_BEARING_METHODS: Mapping[str, str] = {

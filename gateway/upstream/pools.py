@@ -21,7 +21,7 @@ import aiohttp
 from gateway import errors
 from gateway.config import Pool
 
-log = logging.getLogger("gateway.pools")
+log = logging.getLogger("gateway.upstream.pools")
 
 
 @dataclass

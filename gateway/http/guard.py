@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway import errors, protocol
-from gateway.auth import METADATA_PATH, Authenticator, resource_metadata
-from gateway.limits import Limiter
+from gateway import errors
+from gateway.http.auth import METADATA_PATH, Authenticator, resource_metadata
+from gateway.store.limits import Limiter
+from gateway.wire import protocol
 
 
 class HeadersTooLarge(errors.ClientError):

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from gateway import cursor
-from gateway.keys import Keys
-from gateway.store import Redis, translated
+from gateway.store.client import Redis, translated
+from gateway.store.keys import Keys
+from gateway.wire import cursor
 
 # Entry types: a message to deliver, or the end of the stream (never sent to clients).
 MESSAGE = "m"

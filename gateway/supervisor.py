@@ -7,7 +7,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-log = logging.getLogger("gateway.tasks")
+log = logging.getLogger("gateway.supervisor")
 
 
 class Supervisor:

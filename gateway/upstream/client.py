@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import aiohttp
 from prometheus_client import Histogram
 
-from gateway import errors, protocol
+from gateway import errors
 from gateway.retry import upstream_connect
+from gateway.wire import protocol
 
 
 @dataclass(frozen=True)

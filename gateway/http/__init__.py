@@ -1,0 +1,1 @@
+"""The ASGI app: lifespan, routes, admission (origin, auth, limits)."""

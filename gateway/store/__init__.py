@@ -1,0 +1,1 @@
+"""Everything that talks to Redis: the client, key names, sessions, the event log, limits."""

@@ -1,0 +1,1 @@
+"""Resumable streams: the pump (upstream -> Redis) and delivery (Redis -> client)."""

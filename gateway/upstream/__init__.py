@@ -1,0 +1,1 @@
+"""Upstream MCP instances: the HTTP client, pools with health checks, session affinity."""
