@@ -78,13 +78,15 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = connect(settings.redis_url, max_connections=settings.redis_max_connections)
+        replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        redis = connect(
+            settings.redis_url, max_connections=settings.redis_max_connections, client_name=f"mcpgw:{replica}"
+        )
         http = new_http_session(connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size)
         supervisor = Supervisor()
         keys = Keys(settings.key_prefix)
         sessions = SessionStore(redis, keys, settings.session_ttl)
         event_log = EventLog(redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl)
-        replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         liveness = Liveness(
             redis,
             keys,

@@ -224,10 +224,11 @@ class Relay:
         """The SSE body for one client connection on `stream`, starting after seq `after`.
 
         A poll marker (written only for 2025-11-25 sessions: the upstream closed the stream for the
-        client to poll) ends the connection with the upstream's retry hint; a resumed connection
-        skips the marker right after its cursor: that is the close its client already saw.
+        client to poll) ends the connection with the upstream's retry hint, once the connection has
+        delivered something: a resumed connection skips markers until its first message (the close
+        its client already saw, and polls of an upstream that had nothing new), so every connection
+        moves the client's cursor on or waits, never closes empty-handed in a loop.
         """
-        seen_close = after + 1 if resumed else None
         if record.protocol in PRIMING_VERSIONS:
             # 2025-11-25 transports §Resumability: priming event (an id, empty data) and retry; a
             # resumed stream is primed too, with the client's own cursor.
@@ -241,7 +242,7 @@ class Relay:
                     joined.append(await stack.enter_async_context(self._tail.watching(record, stream)))
                 return joined[0]
 
-            async with contextlib.aclosing(self._relay(record, stream, after, seen_close, watch)) as events:
+            async with contextlib.aclosing(self._relay(record, stream, after, resumed, watch)) as events:
                 async for event in events:
                     yield event
 
@@ -250,7 +251,7 @@ class Relay:
         record: SessionRecord,
         stream: str,
         after: int,
-        seen_close: int | None,
+        skip_polls: bool,
         watch: Callable[[], Awaitable[Watch]],
     ) -> AsyncGenerator[bytes, None]:
         last_write = time.monotonic()
@@ -282,11 +283,12 @@ class Relay:
                     return
                 if entry.type == POLL:
                     after = entry.seq
-                    if entry.seq != seen_close:
+                    if not skip_polls:
                         yield sse.retry_hint(int(entry.data or self._config.retry_ms))
                         return
                     continue
                 yield sse.encode(entry.data, id=cursor.event_id(stream, entry.seq))
+                skip_polls = False
                 self._metrics.events_relayed.inc()
                 after = entry.seq
             now = time.monotonic()
