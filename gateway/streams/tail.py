@@ -28,6 +28,7 @@ from gateway.store.keys import Keys
 from gateway.store.sessions import SessionRecord
 from gateway.streams.liveness import Liveness
 from gateway.streams.signals import Signal
+from gateway.supervisor import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +183,12 @@ class Tail:
 
     async def _read_loop(self) -> None:
         while True:
+            checkpoint()
             try:
                 with translated():
                     message = await self._get(1.0)
             except errors.StoreError as exc:
+                checkpoint()
                 log.warning("tail: pub/sub read failed, re-reading every watched stream: %s", exc)
                 await asyncio.sleep(0.2)
                 self._wake_all()  # notifications may have been missed while disconnected
@@ -228,6 +231,7 @@ class Tail:
 
     async def _monitor_loop(self) -> None:
         while True:
+            checkpoint()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._check_interval):
                     await self._kick.wait()
@@ -236,6 +240,7 @@ class Tail:
                 await self._flush_unsubscribes()
                 await self.check()
             except errors.StoreError as exc:
+                checkpoint()
                 log.warning("tail: liveness check failed: %s", exc)
 
     async def check(self) -> None:
