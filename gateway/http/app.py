@@ -93,10 +93,16 @@ def create_app(settings: Settings) -> FastAPI:
             replica,
             ttl=settings.lease_ttl,
             interval=settings.lease_ttl / 5,
-            on_lapse=lambda: relay.verify_leases(),  # bound late: the relay is built below
+            on_lapse=lambda: lapsed(),  # bound late: the relay is built below
         )
+
+        async def lapsed() -> None:
+            metrics.liveness_lapses.inc()
+            await relay.verify_leases()
+
         tail = Tail(redis, keys, event_log, liveness, check_interval=settings.lease_ttl / 5)
         await tail.start()  # presence first: from now on a kill of this process is seen at once
+        metrics.tail_watches.set_function(lambda: len(tail))
         await liveness.beat()
         upstream = UpstreamClient(http, request_timeout=settings.request_timeout, latency=metrics.upstream_latency)
         health = HealthChecker(pools, http, interval=settings.health_interval, timeout=settings.health_timeout)

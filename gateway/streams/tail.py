@@ -33,6 +33,7 @@ from gateway.supervisor import checkpoint
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_WAIT = 2.0  # seconds to wait for an SSUBSCRIBE confirmation before reading anyway
+ADOPT_BATCH = 64  # takeovers attempted at once (each is two round trips)
 
 
 class Watch(Signal):
@@ -48,6 +49,11 @@ class Watch(Signal):
         self.done = False  # the stream finished: nothing to take over
         self.vanished = False  # its state is gone from the store: deliveries answer with a gap
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def joined(self) -> bool:
+        """Subscribed and its holder read: only then may the monitor judge it."""
+        return self.ready.done() and not self.ready.cancelled() and self.ready.exception() is None
 
     @property
     def settled(self) -> bool:
@@ -247,16 +253,19 @@ class Tail:
         """Hand every watched stream whose holder is gone (dead, released) to `adopt`."""
         self.checks += 1
         me = self._liveness.replica_id
-        watches = [w for w in self._watches.values() if not w.settled]
+        watches = [w for w in self._watches.values() if w.joined and not w.settled]
         if not watches or self._adopt is None:
             return
         alive = await self._liveness.alive({w.holder for w in watches if w.holder})
+        orphans = []
         for watch in watches:
             session = watch.record.id if watch.record is not None else ""
             orphaned = watch.holder is None or watch.holder not in alive
             mine_but_idle = watch.holder == me and not self._pumping(session, watch.stream)
             if orphaned or mine_but_idle:
-                await self._adopt(watch)
+                orphans.append(watch)
+        for start in range(0, len(orphans), ADOPT_BATCH):  # a dead replica's streams, in parallel batches
+            await asyncio.gather(*(self._adopt(w) for w in orphans[start : start + ADOPT_BATCH]))
 
     async def _flush_unsubscribes(self) -> None:
         channels = [c for c in self._unsubscribe if c not in self._watches]
