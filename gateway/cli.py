@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         help_text = f"{field.description} (env MCPGW_{name.upper()})"
-        if name in ("upstream", "allowed_origins"):
+        if name in ("upstream", "allowed_origins", "health_probe"):
             parser.add_argument(flag, action="append", dest=name, default=None, help=help_text)
         else:
             parser.add_argument(flag, dest=name, default=None, help=help_text)

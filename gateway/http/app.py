@@ -35,6 +35,7 @@ from gateway.supervisor import Supervisor
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session
 from gateway.upstream.pools import HealthChecker, Pools
+from gateway.upstream.probes import Prober
 from gateway.wire import protocol
 
 log = logging.getLogger("gateway.http.app")
@@ -70,6 +71,7 @@ class Gateway:
 def create_app(settings: Settings) -> FastAPI:
     pools = Pools(settings.pools())  # invalid upstream config fails here, at start-up
     pool_headers = settings.pool_headers()
+    probe_specs = settings.probes()
     metrics = Metrics()
 
     @asynccontextmanager
@@ -83,7 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
             redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl, lease_ttl=settings.lease_ttl
         )
         upstream = UpstreamClient(http, request_timeout=settings.request_timeout, latency=metrics.upstream_latency)
-        health = HealthChecker(pools, http, interval=settings.health_interval, timeout=settings.health_timeout)
+        health = HealthChecker(pools, Prober(http, timeout=settings.health_timeout), probe_specs)
         await health.check_all()  # a fresh replica knows which instances are up before it serves
         supervisor.spawn(health.run(), name="health-checks")
         limiter = Limiter(
@@ -171,7 +173,11 @@ def create_app(settings: Settings) -> FastAPI:
             keys=keys,
             loop=asyncio.get_running_loop(),
         )
-        log.info("gateway up: pools %s", {p: list(pools.get(p).instances) for p in pools.names()})
+        log.info(
+            "gateway up: pools %s, health probes %s",
+            {p: list(pools.get(p).instances) for p in pools.names()},
+            {p: f"{spec.describe()} every {spec.interval:g} s" for p, spec in probe_specs.items()},
+        )
         try:
             yield
         finally:
