@@ -9,6 +9,7 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:{G}:m:{S}          hash   stream meta: kind, seq, pending, upstream id, done
     {prefix}:{G}:lease:{S}      string replica id of the pump, with PX expiry
     {prefix}:{G}:reinit         string lock while a new upstream session is being established
+    {prefix}:replica:{R}        string a live replica (R = host:pid:nonce), short PX, heartbeat
     {prefix}:limits:{kind}:{W}  string/zset per-client limits (W = principal or client IP)
     {prefix}:{legacy:B}:bridge  hash   legacy HTTP+SSE bridge B: pool, principal, gateway session
     {prefix}:{legacy:B}:out     stream messages waiting for bridge B's `/sse` connection
@@ -16,7 +17,15 @@ keeps a session in one slot and multi-key scripts stay legal.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_GLOB = re.compile(r"([*?\[\]\\])")
+
+
+def _literal(text: str) -> str:
+    """`text` as a SCAN MATCH pattern that matches only itself."""
+    return _GLOB.sub(r"\\\1", text)
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,24 @@ class Keys:
         """(record, outbox) of one legacy HTTP+SSE bridge session; one hash slot per bridge."""
         tag = f"{self.prefix}:{{legacy:{bridge}}}"
         return f"{tag}:bridge", f"{tag}:out"
+
+    def replica(self, replica_id: str) -> str:
+        """Liveness of one replica: exists while the replica heartbeats (one key per replica, any slot)."""
+        return f"{self.prefix}:replica:{replica_id}"
+
+    def replica_pattern(self) -> str:
+        return f"{_literal(self.prefix)}:replica:*"
+
+    def replica_of(self, key: str) -> str:
+        return key.removeprefix(f"{self.prefix}:replica:")
+
+    def session_pattern(self, id_prefix: str = "") -> str:
+        """SCAN pattern of session records, optionally of ids starting with `id_prefix`."""
+        return f"{_literal(self.prefix)}:{{{_literal(id_prefix)}*}}:session"
+
+    def session_of(self, key: str) -> str:
+        """The session id inside a session record key."""
+        return key.removeprefix(f"{self.prefix}:{{").removesuffix("}:session")
 
     def pattern(self) -> str:
         """SCAN pattern matching every key under this prefix (tests and tooling)."""
