@@ -11,6 +11,7 @@ import pytest
 
 from gateway import errors
 from gateway.config import Pool, ProbeSpec
+from gateway.metrics import Metrics
 from gateway.upstream.pools import HealthChecker, Pools
 from gateway.upstream.probes import Prober
 from tests.asgi_server import serve
@@ -47,6 +48,20 @@ def test_unknown_pool_is_404_and_default_is_first() -> None:
         pools.get("nope")
     with pytest.raises(errors.ConfigError):
         Pools(())
+
+
+def test_health_is_exported_per_pool_and_instance() -> None:
+    metrics = Metrics()
+    pools = Pools((Pool("main", (A, B)), Pool("also", (B,))), gauge=metrics.upstream_healthy)
+
+    def healthy(pool: str, url: str) -> float | None:
+        return metrics.registry.get_sample_value("mcpgw_upstream_healthy", {"pool": pool, "upstream": url})
+
+    assert healthy("main", A) == 1 and healthy("also", B) == 1
+    pools.mark_down(B, "test")
+    assert healthy("main", B) == 0 and healthy("also", B) == 0
+    pools.report_success(B)
+    assert healthy("main", B) == 1
 
 
 def test_passive_failures_open_the_circuit_and_success_closes_it() -> None:

@@ -18,6 +18,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from prometheus_client import Gauge
+
 from gateway import errors
 from gateway.config import Pool, ProbeSpec
 
@@ -34,14 +36,17 @@ class InstanceHealth:
 class Pools:
     """Named pools; new sessions go round robin over a pool's healthy instances."""
 
-    def __init__(self, pools: tuple[Pool, ...], *, failures_to_open: int = 3) -> None:
+    def __init__(self, pools: tuple[Pool, ...], *, failures_to_open: int = 3, gauge: Gauge | None = None) -> None:
         if not pools:
             raise errors.ConfigError("at least one --upstream NAME=URL is required")
+        self._gauge = gauge  # mcpgw_upstream_healthy{pool, instance}: 1 while placed on
         self._pools = {p.name: p for p in pools}
         self._cycles = {p.name: itertools.cycle(p.instances) for p in pools}
         self.default = pools[0].name
         self._health = {url: InstanceHealth() for p in pools for url in p.instances}
         self._failures_to_open = failures_to_open
+        for url in self._health:
+            self._export(url, healthy=True)
 
     def names(self) -> list[str]:
         return list(self._pools)
@@ -99,7 +104,15 @@ class Pools:
         if health.healthy != healthy:
             health.healthy = healthy
             health.changed = time.monotonic()
+            self._export(url, healthy=healthy)
             log.warning("upstream %s is now %s (%s)", url, "healthy" if healthy else "UNHEALTHY", reason)
+
+
+    def _export(self, url: str, *, healthy: bool) -> None:
+        if self._gauge is not None:
+            for pool in self._pools.values():
+                if url in pool.instances:
+                    self._gauge.labels(pool.name, url).set(1 if healthy else 0)
 
 
 class HealthChecker:
