@@ -15,11 +15,14 @@ import fakeredis
 import redis.asyncio as aioredis
 from redis import exceptions as redis_exceptions
 
-from gateway.errors import StoreError
+from gateway.errors import StoreBusy, StoreError
 
 log = logging.getLogger("gateway.store.client")
 
 Redis = aioredis.Redis
+
+# What redis-py's BlockingConnectionPool raises when no connection freed up within its timeout.
+POOL_EXHAUSTED = "No connection available"
 
 
 def connect(
@@ -52,6 +55,10 @@ def translated() -> Iterator[None]:
     """Translate redis-py (and fakeredis) failures into the gateway's StoreError."""
     try:
         yield
+    except redis_exceptions.ConnectionError as exc:
+        if POOL_EXHAUSTED in str(exc):
+            raise StoreBusy(f"session store busy: {exc}") from exc
+        raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc
     except redis_exceptions.RedisError as exc:
         raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc
     except OSError as exc:

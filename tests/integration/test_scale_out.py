@@ -37,16 +37,6 @@ def assert_exactly_once(values: list[float], steps: int) -> None:
     assert values == sorted(values), "out of order"
 
 
-async def lease_holders(redis_url: str, key_prefix: str, session_id: str) -> list[str]:
-    client = aioredis.from_url(redis_url)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{key_prefix}:{{{session_id}}}:lease:*")]
-        values = [await client.get(k) for k in keys]
-        return [v.decode() for v in values if v]
-    finally:
-        await client.aclose()
-
-
 def after_progress(n: int, action: Callable[[], None]) -> Callable[[ReceivedEvent, list[ReceivedEvent]], bool]:
     """A drop predicate: on the first connection, after progress `n`, run `action` and drop."""
 
@@ -69,32 +59,25 @@ async def test_killed_replica_is_taken_over_before_its_liveness_ttl(
     async with CarefulClient(a.url) as client:
         await client.initialize()
         assert client.session_id is not None
-        holder: list[str] = []
 
         def kill() -> None:
-            os.kill(a.proc.pid, signal.SIGKILL)
+            os.kill(a.proc.pid, signal.SIGKILL)  # the POST went to A: A pumps the stream
 
-        async def note_holder() -> None:
-            while not holder:
-                holder.extend(await lease_holders(redis_url, key_prefix, client.session_id or ""))
-                await asyncio.sleep(0.02)
-
-        watcher = asyncio.ensure_future(note_holder())
         result = await client.call_tool_resumable(
             "slow_count",
             {"steps": STEPS, "delay": 0.1},
             drop_when=after_progress(3, kill),
             resume_url=b.url,
         )
-        await watcher
     assert result.response.get("result", {}).get("content", [{}])[0].get("text") == f"counted {STEPS}", result.response
     assert_exactly_once(progress_values(result.events), STEPS)
-    dead = holder[0]
-    assert f":{a.proc.pid}:" in dead  # the killed replica pumped the stream
     store = aioredis.from_url(redis_url)
     try:
+        found = [k.decode() async for k in store.scan_iter(match=f"{key_prefix}:replica:*:{a.proc.pid}:*")]
+        assert len(found) == 1, found
+        dead = found[0].removeprefix(f"{key_prefix}:replica:")
         # The dead replica's liveness key outlived the whole takeover: presence decided it.
-        assert await store.exists(f"{key_prefix}:replica:{dead}") == 1
+        assert await store.exists(found[0]) == 1
         assert (await store.pubsub_shardnumsub(f"{key_prefix}:presence:{dead}"))[0][1] == 0
     finally:
         await store.aclose()
@@ -183,7 +166,10 @@ async def test_tailing_deliveries_share_a_bounded_number_of_redis_connections(
         store = aioredis.from_url(redis_url)
         try:
             while True:
-                clients = await store.client_list()
+                try:
+                    clients = await store.client_list()
+                except (aioredis.ConnectionError, aioredis.TimeoutError):
+                    continue  # a loaded machine: skip this sample, take the next
                 seen.append(sum(1 for c in clients if f":{pid}:" in c.get("name", "")))
                 await asyncio.sleep(0.1)
         finally:
@@ -191,9 +177,12 @@ async def test_tailing_deliveries_share_a_bounded_number_of_redis_connections(
 
     sampler = asyncio.ensure_future(sample(b.proc.pid))
     results = await asyncio.gather(*(one() for _ in range(calls)))
+    if sampler.done():
+        sampler.result()  # the sampler failed: say why
     sampler.cancel()
     for values in results:
         assert_exactly_once(values, steps)
     assert resumed.is_set(), f"only {resumed_count} of {calls} calls resumed on the tailing replica"
     assert seen and max(seen) > 0, "the tailing replica's connections were not found by name"
-    assert max(seen) <= bound + 1, f"tailing replica held {max(seen)} Redis connections (bound {bound} + pub/sub)"
+    # the command pool, the tail's pub/sub connection and the heartbeat's two control connections
+    assert max(seen) <= bound + 3, f"tailing replica held {max(seen)} Redis connections (bound {bound} + 3)"
