@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from gateway.eras.legacy_sse import install as install_legacy_sse
 from gateway.eras.sessionful import SessionfulEndpoint, error_response, read_body
 from gateway.eras.stateless import StatelessEndpoint
 from gateway.http.auth import METADATA_PATH, Authenticator
-from gateway.http.guard import Guard
+from gateway.http.guard import Guard, HeadersTooLarge
 from gateway.metrics import Metrics
 from gateway.store.client import Redis, connect
 from gateway.store.eventlog import EventLog
@@ -37,6 +38,7 @@ from gateway.supervisor import Supervisor
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session
 from gateway.upstream.pools import HealthChecker, Pools
+from gateway.upstream.probes import Prober
 from gateway.wire import protocol
 
 log = logging.getLogger("gateway.http.app")
@@ -74,9 +76,10 @@ class Gateway:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    pools = Pools(settings.pools())  # invalid upstream config fails here, at start-up
-    pool_headers = settings.pool_headers()
     metrics = Metrics()
+    pools = Pools(settings.pools(), gauge=metrics.upstream_healthy)  # invalid upstream config fails here
+    pool_headers = settings.pool_headers()
+    probe_specs = settings.probes()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -114,7 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.tail_watches.set_function(lambda: len(tail))
         await liveness.beat()
         upstream = UpstreamClient(http, request_timeout=settings.request_timeout, latency=metrics.upstream_latency)
-        health = HealthChecker(pools, http, interval=settings.health_interval, timeout=settings.health_timeout)
+        health = HealthChecker(pools, Prober(http, timeout=settings.health_timeout), probe_specs)
         await health.check_all()  # a fresh replica knows which instances are up before it serves
         supervisor.spawn(health.run(), name="health-checks")
         limiter = Limiter(
@@ -127,6 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
                 session_ttl=settings.session_ttl,
                 stream_ttl=max(30.0, settings.keepalive_interval * 2),
             ),
+            hits=metrics.limits_hit,
         )
         authenticator = (
             Authenticator(
@@ -201,7 +205,11 @@ def create_app(settings: Settings) -> FastAPI:
             keys=keys,
             loop=asyncio.get_running_loop(),
         )
-        log.info("gateway up: pools %s", {p: list(pools.get(p).instances) for p in pools.names()})
+        log.info(
+            "gateway up: pools %s, health probes %s",
+            {p: list(pools.get(p).instances) for p in pools.names()},
+            {p: f"{spec.describe()} every {spec.interval:g} s" for p, spec in probe_specs.items()},
+        )
         try:
             yield
         finally:
@@ -232,7 +240,13 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+# Size limits refused at the front door, by the `limit` label of mcpgw_limits_hit_total (the per-client
+# limits count themselves in store/limits.py).
+SIZE_LIMITS: dict[type[errors.GatewayError], str] = {errors.PayloadTooLarge: "size", HeadersTooLarge: "headers"}
+
+
 async def mcp_endpoint(request: Request) -> Response:
+    started = time.perf_counter()
     gateway: Gateway = request.app.state.gateway
     pool = request.path_params.get("pool")
     request.state.principal = ""
@@ -255,6 +269,8 @@ async def mcp_endpoint(request: Request) -> Response:
     except errors.UnsupportedVersion as exc:
         response = await _unsupported_version(request, exc, gateway.settings.max_body_bytes)
     except errors.GatewayError as exc:
+        if type(exc) in SIZE_LIMITS:
+            gateway.metrics.limits_hit.labels(SIZE_LIMITS[type(exc)]).inc()
         if isinstance(exc, errors.StoreError):
             gateway.metrics.store_errors.inc()
             log.error("store error: %s", exc)
@@ -262,7 +278,9 @@ async def mcp_endpoint(request: Request) -> Response:
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         response = error_response(errors.GatewayError("Internal error"))
-    gateway.metrics.requests.labels(request.method, str(response.status_code), era).inc()
+    status = str(response.status_code)
+    gateway.metrics.requests.labels(request.method, status, era).inc()
+    gateway.metrics.request_duration.labels(era, status).observe(time.perf_counter() - started)
     return response
 
 

@@ -20,7 +20,15 @@ keeps a session in one slot and multi-key scripts stay legal.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_GLOB = re.compile(r"([*?\[\]\\])")
+
+
+def _literal(text: str) -> str:
+    """`text` as a SCAN MATCH pattern that matches only itself."""
+    return _GLOB.sub(r"\\\1", text)
 
 
 @dataclass(frozen=True)
@@ -58,8 +66,8 @@ class Keys:
         return f"{self.prefix}:presence:{replica}"
 
     def replica_pattern(self) -> str:
-        """SCAN pattern of every replica liveness key (tooling)."""
-        return f"{self.prefix}:replica:*"
+        """SCAN pattern of every replica liveness key (tooling); the prefix's glob characters are escaped."""
+        return f"{_literal(self.prefix)}:replica:*"
 
     def reinit_lock(self, session: str) -> str:
         return f"{self._session_tag(session)}:reinit"
@@ -76,6 +84,17 @@ class Keys:
         """(record, outbox) of one legacy HTTP+SSE bridge session; one hash slot per bridge."""
         tag = f"{self.prefix}:{{legacy:{bridge}}}"
         return f"{tag}:bridge", f"{tag}:out"
+
+    def replica_of(self, key: str) -> str:
+        return key.removeprefix(f"{self.prefix}:replica:")
+
+    def session_pattern(self, id_prefix: str = "") -> str:
+        """SCAN pattern of session records, optionally of ids starting with `id_prefix`."""
+        return f"{_literal(self.prefix)}:{{{_literal(id_prefix)}*}}:session"
+
+    def session_of(self, key: str) -> str:
+        """The session id inside a session record key."""
+        return key.removeprefix(f"{self.prefix}:{{").removesuffix("}:session")
 
     def legacy_notify(self, outbox: str) -> str:
         """Shard channel announcing new outbox messages (same slot as the outbox)."""
