@@ -71,7 +71,8 @@ def load_config_file(path: str) -> dict[str, Any]:
     """Read a YAML or TOML file holding settings by field name (same schema as the flags).
 
     `upstream` may be a list of `NAME=URL,...` strings or a mapping
-    `{NAME: {instances: [URL, ...], on_instance_loss: reinit|expire}}`.
+    `{NAME: {instances: [URL, ...], on_instance_loss: reinit|expire}}`; `task_tools` a list of
+    `POOL=NAME,...` strings or a mapping `{POOL: [NAME[:required], ...]}`.
     """
     try:
         with open(path, "rb") as handle:
@@ -91,7 +92,17 @@ def load_config_file(path: str) -> dict[str, Any]:
     upstream = values.get("upstream")
     if isinstance(upstream, dict):
         values["upstream"] = [_pool_spec(name, body) for name, body in upstream.items()]
+    task_tools = values.get("task_tools")
+    if isinstance(task_tools, dict):
+        values["task_tools"] = [_task_tools_spec(pool, names) for pool, names in task_tools.items()]
     return values
+
+
+def _task_tools_spec(pool: str, names: Any) -> str:
+    """`task_tools: {POOL: [NAME[:required], ...]}` in a config file -> the flag's `POOL=NAME,...`."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"config: task_tools.{pool} must be a list of tool names")
+    return f"{pool}={','.join(names)}"
 
 
 def _pool_spec(name: str, body: Any) -> str:
@@ -171,6 +182,13 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(32 * 1024, ge=1024, description="Largest total request header size.")
     sse_max_line: int = Field(1 << 20, ge=1024, description="Longest SSE line accepted from upstreams.")
     trust_forwarded_for: bool = Field(False, description="Take the client IP from X-Forwarded-For.")
+    task_tools: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Tools the gateway runs as tasks (2026-07-28 tasks extension): `POOL=NAME[:required][,...]`; "
+        "names are shell-style globs; repeatable; `;` separates pools in one value.",
+    )
+    task_ttl: float = Field(3600.0, gt=0, description="Lifetime of a gateway-served task from its creation, s.")
+    task_poll_interval: int = Field(1000, ge=1, description="`pollIntervalMs` suggested to task clients, ms.")
     log_level: str = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log format: json or text.")
 
@@ -180,6 +198,7 @@ class Settings(BaseSettings):
         "auth_algorithms",
         "authorization_servers",
         "upstream_header",
+        "task_tools",
         mode="before",
     )
     @classmethod

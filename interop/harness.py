@@ -42,6 +42,11 @@ FIXTURE = INTEROP / "conformance_server.py"
 INSTALL_HINT = "run `scripts/interop --install` (npm ci in interop/, local only)"
 
 
+# The fixture's plain tools that the gateway serves as tasks (interop/conformance_task_tools.py): the
+# suite's tasks-* scenarios fail direct and pass through the gateway. `:required` where the scenarios
+# register the tool with taskSupport=required.
+TASK_TOOLS = "slow_compute,failing_job:required,protocol_error_job,confirm_delete,multi_input,test_tool_with_task:required"
+
 # Differences found (scripts/interop, tests/integration/test_interop.py): scenario -> (check id, status)
 # pairs only the direct run has, and only the gateway run has. Each names its cause.
 KNOWN_DIFFERENCES: dict[str, tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]] = {}
@@ -76,14 +81,16 @@ def start_fixture(group: ProcessGroup) -> str:
     return f"http://127.0.0.1:{port}/mcp"
 
 
-def start_gateways(group: ProcessGroup, upstream: str, n: int = 3, key_prefix: str | None = None) -> list[int]:
+def start_gateways(
+    group: ProcessGroup, upstream: str, n: int = 3, key_prefix: str | None = None, extra: Sequence[str] = ()
+) -> list[int]:
     prefix = key_prefix or f"interop-{secrets.token_hex(4)}"
     ports = []
     for _ in range(n):
         port = free_port()
         argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--upstream", f"default={upstream}", "--redis-url", redis_url(), "--key-prefix", prefix]
-        argv += ["--log-format", "text"]
+        argv += ["--log-format", "text", *extra]
         group.start(f"gateway-{port}", argv)
         ports.append(port)
     for port, proc in zip(ports, group.procs[-n:], strict=True):
@@ -91,9 +98,11 @@ def start_gateways(group: ProcessGroup, upstream: str, n: int = 3, key_prefix: s
     return ports
 
 
-def start_stack(group: ProcessGroup, upstream: str, n: int = 3, key_prefix: str | None = None) -> tuple[str, list[int]]:
+def start_stack(
+    group: ProcessGroup, upstream: str, n: int = 3, key_prefix: str | None = None, extra: Sequence[str] = ()
+) -> tuple[str, list[int]]:
     """n gateway replicas behind HAProxy; returns (load balancer /mcp URL, replica ports)."""
-    ports = start_gateways(group, upstream, n, key_prefix)
+    ports = start_gateways(group, upstream, n, key_prefix, extra)
     _, lb_port = start_haproxy(group, [("127.0.0.1", p) for p in ports])
     return f"http://127.0.0.1:{lb_port}/mcp", ports
 
@@ -104,7 +113,7 @@ def stack(replicas: int = 3, log_dir: Path | None = None) -> Iterator[tuple[str,
     group = ProcessGroup(log_dir=log_dir or REPO_ROOT / ".pytest_cache" / "interop-logs")
     try:
         direct = start_fixture(group)
-        via, _ = start_stack(group, direct, replicas)
+        via, _ = start_stack(group, direct, replicas, extra=("--task-tools", f"default={TASK_TOOLS}"))
         yield direct, via, group
     finally:
         group.stop_all()

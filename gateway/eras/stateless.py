@@ -1,12 +1,16 @@
-"""The stateless era (MCP 2026-07-28): POST only, no sessions, nothing written to Redis.
+"""The stateless era (MCP 2026-07-28): POST only, no sessions.
 
 Each request goes to any healthy instance of the pool with every `Mcp-*` header forwarded
 unchanged; the routing headers are checked against the body first. Closing the response
 stream cancels the request: the upstream response is closed as soon as the client goes.
+Only gateway-served tasks (`gateway/tasks/`, pools with `--task-tools`) write to Redis: their
+`tools/call` and `tasks/*` requests are answered here, and `server/discover` advertises them.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -15,15 +19,21 @@ from starlette.responses import Response
 
 from gateway import errors
 from gateway.eras.sessionful import client_headers, error_response, read_body, sse_response
+from gateway.tasks.protocol import NAME_PARAM, merge_discover
+from gateway.tasks.service import Call, TaskService
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
 from gateway.upstream.pools import Pools
-from gateway.wire import protocol
+from gateway.wire import protocol, sse
 
 # 2026-07-28 basic/transports: methods whose Mcp-Name header mirrors a body parameter.
 NAME_BEARING_METHODS: Mapping[str, str] = {
     "tools/call": "name",
     "prompts/get": "name",
     "resources/read": "uri",
+    # tasks extension §Streamable HTTP: Routing Headers: Mcp-Name carries params.taskId.
+    "tasks/get": NAME_PARAM,
+    "tasks/update": NAME_PARAM,
+    "tasks/cancel": NAME_PARAM,
 }
 
 
@@ -55,12 +65,45 @@ async def _relay_stream(response: UpstreamResponse) -> AsyncIterator[bytes]:
         response.close()  # client gone or stream done: the upstream sees the connection close
 
 
+def _result(request_id: Any, result: Mapping[str, Any]) -> Response:
+    body = json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+    return Response(body, media_type=protocol.JSON)
+
+
+async def _answer_of(response: UpstreamResponse, request_id: Any, limit: int) -> dict[str, Any] | None:
+    """The JSON-RPC response to `request_id` in a whole upstream answer (JSON or SSE)."""
+    payload = await response.read(limit)
+    texts = [payload.decode("utf-8", "replace")]
+    if response.is_sse:
+        try:
+            texts = [e.data for e in sse.Parser().feed(payload + b"\n\n") if e.data]
+        except sse.SSEError as exc:
+            raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
+    for text in texts:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and message.get("id") == request_id:
+            return message
+    return None
+
+
 class StatelessEndpoint:
-    def __init__(self, *, pools: Pools, upstream: UpstreamClient, headers: HeaderPolicy, max_body: int) -> None:
+    def __init__(
+        self,
+        *,
+        pools: Pools,
+        upstream: UpstreamClient,
+        headers: HeaderPolicy,
+        max_body: int,
+        tasks: TaskService | None = None,
+    ) -> None:
         self._headers = headers
         self._pools = pools
         self._upstream = upstream
         self._max_body = max_body
+        self._tasks = tasks
 
     async def handle(self, request: Request, pool_name: str | None) -> Response:
         if request.method != "POST":
@@ -69,12 +112,20 @@ class StatelessEndpoint:
         protocol.check_post_headers(request.headers.get("content-type"), request.headers.get("accept"))
         raw = await read_body(request, self._max_body)
         body = protocol.parse_body(raw, "2026-07-28")
+        message = body.messages[0]
         try:
-            check_routing_headers(request.headers, body.messages[0].raw)
+            check_routing_headers(request.headers, message.raw)
             pool = self._pools.get(pool_name)
-            instance = self._pools.pick(pool.name)
             headers = self._headers.build(request.headers.items(), pool.name)
-            response = await self._upstream.send("POST", instance, headers, raw)
+            tasks = self._tasks if self._tasks is not None and self._tasks.serves(pool.name) else None
+            if tasks is not None and message.is_request:
+                pick = functools.partial(self._pools.pick, pool.name)
+                served = await tasks.intercept(Call(pool.name, message, request.state.principal, pick, headers))
+                if served is not None:
+                    return _result(message.id, served)
+            response = await self._upstream.send("POST", self._pools.pick(pool.name), headers, raw)
+            if tasks is not None and message.method == "server/discover":
+                return await self._discover(response, message.id)
         except errors.GatewayError as exc:
             return error_response(exc, body.first_id)
         headers = client_headers(response.headers, None)
@@ -82,3 +133,12 @@ class StatelessEndpoint:
             return sse_response(_relay_stream(response), headers)
         payload = await response.read(self._max_body)
         return Response(payload, status_code=response.status, headers=headers)
+
+    async def _discover(self, response: UpstreamResponse, request_id: Any) -> Response:
+        """tasks §Capability Negotiation: the upstream's discover result plus the extension."""
+        answer = await _answer_of(response, request_id, self._max_body)
+        if answer is None:
+            raise errors.UpstreamError("Bad upstream answer: no response to server/discover")
+        if isinstance(answer.get("result"), dict):
+            answer["result"] = merge_discover(answer["result"])
+        return Response(json.dumps(answer), status_code=response.status, media_type=protocol.JSON)

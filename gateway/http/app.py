@@ -32,6 +32,11 @@ from gateway.store.sessions import SessionStore
 from gateway.streams.pump import PumpConfig
 from gateway.streams.relay import Relay, RelayConfig
 from gateway.supervisor import Supervisor
+from gateway.tasks.config import TaskTools, parse_task_tools
+from gateway.tasks.liveness import ReplicaHeartbeat
+from gateway.tasks.runner import Runner
+from gateway.tasks.service import TaskService, TaskSettings
+from gateway.tasks.store import TaskStore
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session
 from gateway.upstream.pools import HealthChecker, Pools
@@ -70,6 +75,7 @@ class Gateway:
 def create_app(settings: Settings) -> FastAPI:
     pools = Pools(settings.pools())  # invalid upstream config fails here, at start-up
     pool_headers = settings.pool_headers()
+    task_tools = parse_task_tools(settings.task_tools, pools.names())  # bad --task-tools fails at start-up
     metrics = Metrics()
 
     @asynccontextmanager
@@ -83,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
             redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl, lease_ttl=settings.lease_ttl
         )
         upstream = UpstreamClient(http, request_timeout=settings.request_timeout, latency=metrics.upstream_latency)
+        replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         health = HealthChecker(pools, http, interval=settings.health_interval, timeout=settings.health_timeout)
         await health.check_all()  # a fresh replica knows which instances are up before it serves
         supervisor.spawn(health.run(), name="health-checks")
@@ -134,8 +141,13 @@ def create_app(settings: Settings) -> FastAPI:
                 ),
                 replay_limit=settings.stream_maxlen * 2,
             ),
-            replica=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}",
+            replica=replica,
         )
+        heartbeat = ReplicaHeartbeat(redis, keys, replica)
+        tasks = _task_service(settings, task_tools, redis, keys, upstream, supervisor, heartbeat)
+        if tasks is not None:
+            await heartbeat.beat()  # alive before the first task names this replica as its runner
+            supervisor.spawn(heartbeat.run(), name="replica-heartbeat")
         app.state.gateway = Gateway(
             settings=settings,
             pools=pools,
@@ -156,7 +168,11 @@ def create_app(settings: Settings) -> FastAPI:
                 max_batch=settings.max_batch,
             ),
             stateless=StatelessEndpoint(
-                pools=pools, upstream=upstream, headers=header_policy, max_body=settings.max_body_bytes
+                pools=pools,
+                upstream=upstream,
+                headers=header_policy,
+                max_body=settings.max_body_bytes,
+                tasks=tasks,
             ),
             guard=Guard(
                 origins=settings.origin_list(),
@@ -176,7 +192,10 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             app.state.gateway._drain()
-            await supervisor.aclose()  # pumps release their leases as they stop
+            await supervisor.aclose()  # pumps release their leases as they stop; task runners fail their tasks
+            if tasks is not None:
+                with contextlib.suppress(errors.StoreError):
+                    await heartbeat.stop()
             await http.close()
             await redis.aclose()
 
@@ -190,6 +209,36 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_route(METADATA_PATH + "/{path:path}", protected_resource, methods=["GET"])
     install_legacy_sse(app)  # 2024-11-05 HTTP+SSE clients: GET /sse, POST /messages
     return app
+
+
+def _task_service(
+    settings: Settings,
+    tools: TaskTools,
+    redis: Redis,
+    keys: Keys,
+    upstream: UpstreamClient,
+    supervisor: Supervisor,
+    heartbeat: ReplicaHeartbeat,
+) -> TaskService | None:
+    """Gateway-served tasks, when some pool has `--task-tools` (else no heartbeat, no task keys)."""
+    if not tools.pools:
+        return None
+    store = TaskStore(redis, keys)
+    runner = Runner(
+        store=store,
+        upstream=upstream,
+        supervisor=supervisor,
+        replica_id=heartbeat.replica_id,
+        max_body=settings.max_body_bytes,
+        max_line=settings.sse_max_line,
+    )
+    return TaskService(
+        tools=tools,
+        store=store,
+        runner=runner,
+        liveness=heartbeat,
+        settings=TaskSettings(ttl_ms=int(settings.task_ttl * 1000), poll_ms=settings.task_poll_interval),
+    )
 
 
 async def mcp_endpoint(request: Request) -> Response:

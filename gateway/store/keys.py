@@ -12,6 +12,8 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:limits:{kind}:{W}  string/zset per-client limits (W = principal or client IP)
     {prefix}:{legacy:B}:bridge  hash   legacy HTTP+SSE bridge B: pool, principal, gateway session
     {prefix}:{legacy:B}:out     stream messages waiting for bridge B's `/sse` connection
+    {prefix}:{task:T}:task      hash   gateway-served task T (2026-07-28 tasks extension)
+    {prefix}:replica:{R}        string liveness of replica R (PX ~1 s, renewed by heartbeat)
 """
 
 from __future__ import annotations
@@ -56,6 +58,13 @@ class Keys:
         """(record, outbox) of one legacy HTTP+SSE bridge session; one hash slot per bridge."""
         tag = f"{self.prefix}:{{legacy:{bridge}}}"
         return f"{tag}:bridge", f"{tag}:out"
+
+    def task(self, task_id: str) -> str:
+        """One task's record; its own hash slot (a task belongs to no session)."""
+        return f"{self.prefix}:{{task:{task_id}}}:task"
+
+    def replica(self, replica_id: str) -> str:
+        return f"{self.prefix}:replica:{replica_id}"
 
     def pattern(self) -> str:
         """SCAN pattern matching every key under this prefix (tests and tooling)."""
