@@ -45,7 +45,16 @@ INSTALL_HINT = "run `scripts/interop --install` (npm ci in interop/, local only)
 # The fixture's plain tools that the gateway serves as tasks (interop/conformance_task_tools.py): the
 # suite's tasks-* scenarios fail direct and pass through the gateway. `:required` where the scenarios
 # register the tool with taskSupport=required.
-TASK_TOOLS = "slow_compute,failing_job:required,protocol_error_job,confirm_delete,multi_input,test_tool_with_task:required"
+TASK_TOOLS = ",".join(
+    (
+        "slow_compute",
+        "failing_job:required",
+        "protocol_error_job",
+        "confirm_delete",
+        "multi_input",
+        "test_tool_with_task:required",
+    )
+)
 
 # Differences found (scripts/interop, tests/integration/test_interop.py): scenario -> (check id, status)
 # pairs only the direct run has, and only the gateway run has. Each names its cause.
