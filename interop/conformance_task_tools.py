@@ -7,6 +7,7 @@ Input is asked for the 2026-07-28 way: an InputRequiredResult (SEP-2322), answer
 configures the gateway with `interop.harness.TASK_TOOLS`."""
 
 import asyncio
+import sys
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPError
@@ -22,7 +23,12 @@ def register_task_tools(server: MCPServer) -> None:
 
     @server.tool(description="Sleeps `seconds`, then answers (a task through the gateway)")
     async def slow_compute(seconds: float = 0, label: str = "") -> str:
-        await asyncio.sleep(seconds)
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            # tests/integration/test_tasks.py looks for this line: the upstream call was cancelled
+            print(f"slow_compute cancelled: {label}", file=sys.stderr, flush=True)
+            raise
         return f"computed {label or 'result'} after {seconds}s"
 
     @server.tool(description="Fails with a tool execution error after ~1 s (isError: true)")
