@@ -187,6 +187,11 @@ class Settings(BaseSettings):
         description="Tools the gateway runs as tasks (2026-07-28 tasks extension): `POOL=NAME[:required][,...]`; "
         "names are shell-style globs; repeatable; `;` separates pools in one value.",
     )
+    task_sync_input: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Task tools that ask for input before their long work: `POOL=NAME[,...]`; a call without "
+        "`inputResponses` is forwarded synchronously, the one with the answers becomes the task.",
+    )
     task_ttl: float = Field(3600.0, gt=0, description="Lifetime of a gateway-served task from its creation, s.")
     task_poll_interval: int = Field(1000, ge=1, description="`pollIntervalMs` suggested to task clients, ms.")
     log_level: str = Field("info", description="Log level.")
@@ -199,6 +204,7 @@ class Settings(BaseSettings):
         "authorization_servers",
         "upstream_header",
         "task_tools",
+        "task_sync_input",
         mode="before",
     )
     @classmethod

@@ -44,7 +44,8 @@ INSTALL_HINT = "run `scripts/interop --install` (npm ci in interop/, local only)
 
 # The fixture's plain tools that the gateway serves as tasks (interop/conformance_task_tools.py): the
 # suite's tasks-* scenarios fail direct and pass through the gateway. `:required` where the scenarios
-# register the tool with taskSupport=required.
+# register the tool with taskSupport=required. `test_tool_with_task` asks for input (MRTR) before it
+# becomes a task (tasks-mrtr-composition): `--task-sync-input`.
 TASK_TOOLS = ",".join(
     (
         "slow_compute",
@@ -122,7 +123,8 @@ def stack(replicas: int = 3, log_dir: Path | None = None) -> Iterator[tuple[str,
     group = ProcessGroup(log_dir=log_dir or REPO_ROOT / ".pytest_cache" / "interop-logs")
     try:
         direct = start_fixture(group)
-        via, _ = start_stack(group, direct, replicas, extra=("--task-tools", f"default={TASK_TOOLS}"))
+        tasks = ("--task-tools", f"default={TASK_TOOLS}", "--task-sync-input", "default=test_tool_with_task")
+        via, _ = start_stack(group, direct, replicas, extra=tasks)
         yield direct, via, group
     finally:
         group.stop_all()

@@ -70,3 +70,11 @@ def test_env_and_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     path.write_text("task_tools:\n  default: slow_compute\n")
     with pytest.raises(ConfigError, match="must be a list"):
         load_config_file(str(path))
+
+
+def test_sync_input_tools_ask_before_they_become_tasks() -> None:
+    tools = parse_task_tools(["default=deploy*,build"], POOLS, ["default=deploy_*"])
+    assert tools.asks_first("default", "deploy_prod") and not tools.asks_first("default", "build")
+    assert not tools.asks_first("ci", "deploy_prod")
+    with pytest.raises(ConfigError, match="not a pool with task tools"):
+        parse_task_tools(["default=x"], POOLS, ["ci=x"])

@@ -143,3 +143,21 @@ async def test_update_acks_and_validates(parts: Any) -> None:
     assert ack == {"resultType": "complete"}
     record = await store.load(task_id)
     assert record is not None and record.status == "working"
+
+
+async def test_sync_input_tool_forwards_the_first_round_and_tasks_the_answered_one(
+    redis: aioredis.Redis, key_prefix: str
+) -> None:
+    runner = StubRunner()
+    service = TaskService(
+        tools=parse_task_tools(["default=ask_first"], ["default"], ["default=ask_first"]),
+        store=TaskStore(redis, Keys(key_prefix)),
+        runner=runner,  # type: ignore[arg-type]
+        liveness=StubLiveness(),
+        settings=TaskSettings(ttl_ms=60_000, poll_ms=250),
+    )
+    assert await service.intercept(call("tools/call", {"name": "ask_first", **EXT})) is None
+    answered = {"name": "ask_first", "inputResponses": {"user_name": {"action": "accept"}}, **EXT}
+    created = await service.intercept(call("tools/call", answered))
+    assert created is not None and created["resultType"] == "task"
+    assert runner.jobs[0].params["inputResponses"] == {"user_name": {"action": "accept"}}

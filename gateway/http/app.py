@@ -75,7 +75,8 @@ class Gateway:
 def create_app(settings: Settings) -> FastAPI:
     pools = Pools(settings.pools())  # invalid upstream config fails here, at start-up
     pool_headers = settings.pool_headers()
-    task_tools = parse_task_tools(settings.task_tools, pools.names())  # bad --task-tools fails at start-up
+    # bad --task-tools / --task-sync-input fail here, at start-up
+    task_tools = parse_task_tools(settings.task_tools, pools.names(), settings.task_sync_input)
     metrics = Metrics()
 
     @asynccontextmanager

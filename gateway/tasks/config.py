@@ -5,6 +5,12 @@
 Names are shell-style globs (`fnmatch`, case-sensitive); the first pattern of a pool that matches
 a tool decides. `:required` marks a tool that can only be served as a task: a request that did not
 negotiate the extension gets -32021 instead of a plain synchronous call.
+
+    --task-sync-input POOL=NAME[,NAME...]
+
+Task tools that ask for input *before* their long work (the MRTR -> task composition): a call that
+carries no `inputResponses` is forwarded synchronously, so the upstream's InputRequiredResult goes
+back to the client as it is; the call that carries the answers becomes the task.
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ class TaskTools:
     """Per pool, the ordered task-tool patterns."""
 
     pools: Mapping[str, tuple[ToolPattern, ...]] = field(default_factory=dict)
+    sync_input: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def asks_first(self, pool: str, tool: str) -> bool:
+        """tasks §Task Creation: MRTR rounds before the task SHOULD be resolved synchronously."""
+        return any(fnmatch.fnmatchcase(tool, glob) for glob in self.sync_input.get(pool, ()))
 
     def support(self, pool: str, tool: str) -> TaskSupport | None:
         """How `tool` of `pool` is served as a task; None: not a task tool (forwarded as is)."""
@@ -58,10 +69,8 @@ def parse_pattern(item: str, spec: str) -> ToolPattern:
     return ToolPattern(glob, TaskSupport(MODIFIERS[modifier.strip()]))
 
 
-def parse_task_tools(specs: Iterable[str], pools: Iterable[str]) -> TaskTools:
-    """Parse every `--task-tools` value; a pool named here must be a configured upstream pool."""
-    known = set(pools)
-    parsed: dict[str, list[ToolPattern]] = {}
+def _pool_items(setting: str, specs: Iterable[str], known: set[str], kind: str) -> Iterable[tuple[str, str, list[str]]]:
+    """(pool, the spec part, its comma-separated items) of every `POOL=ITEM[,ITEM...]` value."""
     for spec in specs:
         for part in spec.split(";"):
             if not part.strip():
@@ -69,11 +78,24 @@ def parse_task_tools(specs: Iterable[str], pools: Iterable[str]) -> TaskTools:
             pool, sep, names = part.partition("=")
             pool = pool.strip()
             if not sep or not pool:
-                raise ConfigError(f"task_tools: expected `POOL=NAME[:required][,...]`, got {part!r}")
+                raise ConfigError(f"{setting}: expected `POOL=NAME[:required][,...]`, got {part!r}")
             if pool not in known:
-                raise ConfigError(f"task_tools: {pool!r} is not an upstream pool (known: {sorted(known)})")
-            patterns = [parse_pattern(item, part) for item in names.split(",") if item.strip()]
-            if not patterns:
-                raise ConfigError(f"task_tools: pool {pool!r} lists no tool in {part!r}")
-            parsed.setdefault(pool, []).extend(patterns)
-    return TaskTools({pool: tuple(patterns) for pool, patterns in parsed.items()})
+                raise ConfigError(f"{setting}: {pool!r} is not {kind} (known: {sorted(known)})")
+            items = [item.strip() for item in names.split(",") if item.strip()]
+            if not items:
+                raise ConfigError(f"{setting}: pool {pool!r} lists no tool in {part!r}")
+            yield pool, part, items
+
+
+def parse_task_tools(specs: Iterable[str], pools: Iterable[str], sync_input: Iterable[str] = ()) -> TaskTools:
+    """Parse every `--task-tools` (and `--task-sync-input`) value; pools must be upstream pools."""
+    parsed: dict[str, list[ToolPattern]] = {}
+    for pool, part, items in _pool_items("task_tools", specs, set(pools), "an upstream pool"):
+        parsed.setdefault(pool, []).extend(parse_pattern(item, part) for item in items)
+    asks: dict[str, list[str]] = {}
+    for pool, _, items in _pool_items("task_sync_input", sync_input, set(parsed), "a pool with task tools"):
+        asks.setdefault(pool, []).extend(items)
+    return TaskTools(
+        {pool: tuple(patterns) for pool, patterns in parsed.items()},
+        {pool: tuple(globs) for pool, globs in asks.items()},
+    )

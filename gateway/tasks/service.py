@@ -108,6 +108,9 @@ class TaskService:
             if support is TaskSupport.REQUIRED:
                 raise protocol.missing_capability(f"tool {name!r}")  # tasks §Capability Negotiation
             return None  # a plain synchronous call for a client without the extension
+        if "inputResponses" not in params and self._tools.asks_first(call.pool, str(name)):
+            # tasks §Task Creation: MRTR exchanges before the task are resolved synchronously.
+            return None
         now = self._clock()
         record = TaskRecord(
             id=protocol.new_task_id(),
