@@ -56,6 +56,8 @@ TASK_TOOLS = ",".join(
         "test_tool_with_task:required",
     )
 )
+TASK_ARGS = ("--task-tools", f"default={TASK_TOOLS}", "--task-sync-input", "default=test_tool_with_task")
+
 
 # Differences found (scripts/interop, tests/integration/test_interop.py): scenario -> (check id, status)
 # pairs only the direct run has, and only the gateway run has. Each names its cause.
@@ -123,8 +125,7 @@ def stack(replicas: int = 3, log_dir: Path | None = None) -> Iterator[tuple[str,
     group = ProcessGroup(log_dir=log_dir or REPO_ROOT / ".pytest_cache" / "interop-logs")
     try:
         direct = start_fixture(group)
-        tasks = ("--task-tools", f"default={TASK_TOOLS}", "--task-sync-input", "default=test_tool_with_task")
-        via, _ = start_stack(group, direct, replicas, extra=tasks)
+        via, _ = start_stack(group, direct, replicas, extra=TASK_ARGS)
         yield direct, via, group
     finally:
         group.stop_all()
@@ -254,6 +255,17 @@ def collect(out: Path) -> dict[str, ScenarioResult]:
     return results
 
 
+def is_task_scenario(name: str) -> bool:
+    """The suite's tasks extension scenarios: expected to fail direct and to pass through the gateway."""
+    return name.startswith("tasks-")
+
+
+def split_tasks(results: dict[str, ScenarioResult]) -> tuple[dict[str, ScenarioResult], dict[str, ScenarioResult]]:
+    """(the other scenarios, the tasks-* scenarios)."""
+    tasks = {n: r for n, r in results.items() if is_task_scenario(n)}
+    return {n: r for n, r in results.items() if n not in tasks}, tasks
+
+
 def diff(a: ScenarioResult | None, b: ScenarioResult | None) -> str:
     if a is None or b is None:
         return "missing in one run"
@@ -296,8 +308,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep = args.keep
         direct = run_conformance(direct_url, args.scenario, args.spec_version, keep=keep and keep / "direct")
         via = run_conformance(via_url, args.scenario, args.spec_version, keep=keep and keep / "gateway")
-    text, different = table(direct, via)
+    (direct, task_direct), (via, task_via) = split_tasks(direct), split_tasks(via)
+    text, different = table(direct, via) if direct or via else ("", [])
     print(text)
+    tasks_ok = all(r.failed == 0 for r in task_via.values())
+    if task_direct or task_via:
+        t_text, _ = table(task_direct, task_via)
+        print(f"\ntasks extension: the fixture has no tasks (direct), the gateway serves them (--task-tools)\n{t_text}")
+        print(f"tasks-* through the gateway: {'all pass' if tasks_ok else 'FAILURES'}")
     if not args.scenario:
         from interop import client_scenarios  # imports this module: loaded only once it is complete
 
@@ -331,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         n, replicas = len(direct), args.replicas
         print(f"\n{n} scenarios (server and client), identical direct and through {replicas} gateway replicas")
-    return 0 if clients_ok else 1
+    return 0 if clients_ok and tasks_ok else 1
 
 
 def run_clients(replicas: int = 3) -> list[tuple[str, str, str]]:

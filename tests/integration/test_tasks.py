@@ -121,6 +121,17 @@ async def test_sigkill_of_the_runner_fails_the_task_on_every_other_replica(
     assert result(await get(c.url, task_id)) == task  # the same terminal record on every replica
 
 
+async def test_sigterm_of_the_runner_fails_its_task_before_exit(
+    fixture_url: str, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    a, b, _ = cluster(gateway_cluster, fixture_url, key_prefix)
+    task_id = await start_task(a.url, "slow_compute", {"seconds": 60, "label": "drained"})
+    a.proc.terminate()
+    assert a.proc.wait(timeout=30) == 0
+    task = result(await get(b.url, task_id))  # terminal as soon as the replica is gone
+    assert task["status"] == "failed" and "shut down" in task["error"]["message"], task
+
+
 async def test_cancel_while_running_closes_the_upstream_call(
     procs: ProcessGroup, fixture_url: str, gateway_cluster: StartGateways, key_prefix: str
 ) -> None:
