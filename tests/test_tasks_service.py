@@ -3,12 +3,14 @@ the extension's order, principal binding, orphaned tasks failed on read, cancel 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
 from gateway import errors
+from gateway.metrics import Metrics
 from gateway.store.keys import Keys
 from gateway.tasks import protocol
 from gateway.tasks.config import parse_task_tools
@@ -29,9 +31,8 @@ class StubRunner:
 
 
 class StubLiveness:
-    replica_id = "me"
-
     def __init__(self) -> None:
+        self.replica_id = "me"
         self.dead: set[str] = set()
 
     async def is_alive(self, replica_id: str) -> bool:
@@ -48,13 +49,15 @@ def parts(redis: aioredis.Redis, key_prefix: str) -> tuple[TaskService, StubRunn
         runner=runner,  # type: ignore[arg-type]
         liveness=liveness,
         settings=TaskSettings(ttl_ms=60_000, poll_ms=250),
+        metrics=Metrics(),
     )
     return service, runner, liveness, store
 
 
-def call(method: str, params: dict[str, Any], principal: str = "", pool: str = "default") -> Call:
+def call(method: str, params: dict[str, Any], principal: str = "", pool: str = "default", token: str = "t1") -> Call:
     message = Message({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
-    return Call(pool, message, principal, lambda: "http://up/mcp", {"MCP-Protocol-Version": "2026-07-28"})
+    headers = {"MCP-Protocol-Version": "2026-07-28", "Authorization": f"Bearer {token}"}
+    return Call(pool, message, principal, lambda: "http://up/mcp", headers, frozenset({"authorization"}))
 
 
 async def create(service: TaskService, principal: str = "") -> str:
@@ -155,9 +158,46 @@ async def test_sync_input_tool_forwards_the_first_round_and_tasks_the_answered_o
         runner=runner,  # type: ignore[arg-type]
         liveness=StubLiveness(),
         settings=TaskSettings(ttl_ms=60_000, poll_ms=250),
+        metrics=Metrics(),
     )
     assert await service.intercept(call("tools/call", {"name": "ask_first", **EXT})) is None
     answered = {"name": "ask_first", "inputResponses": {"user_name": {"action": "accept"}}, **EXT}
     created = await service.intercept(call("tools/call", answered))
     assert created is not None and created["resultType"] == "task"
     assert runner.jobs[0].params["inputResponses"] == {"user_name": {"action": "accept"}}
+
+
+async def test_credentials_are_never_stored(parts: Any, redis: aioredis.Redis) -> None:
+    service, runner, _, store = parts
+    task_id = await create(service)
+    record = await store.load(task_id)
+    assert record is not None and json.loads(record.headers) == {"MCP-Protocol-Version": "2026-07-28"}
+    assert runner.jobs[0].headers["Authorization"] == "Bearer t1"  # the runner has them, in memory
+
+
+async def test_a_task_waiting_for_input_is_adopted_when_its_runner_dies(parts: Any) -> None:
+    service, runner, liveness, store = parts
+    task_id = await create(service)
+    await store.ask(task_id, 1, "me", {"1.ok": "{}"}, "st", 1)
+    liveness.dead.add("me")
+    liveness.replica_id = "other"
+    got = await service.intercept(call("tasks/get", {"taskId": task_id, **EXT}, token="t2"))
+    assert got is not None and got["status"] == "input_required" and list(got["inputRequests"]) == ["1.ok"]
+    adopted = runner.jobs[-1]
+    assert adopted.task_id == task_id and adopted.resume_round == 1
+    assert adopted.params["name"] == "slow_compute" and adopted.headers["Authorization"] == "Bearer t2"
+    record = await store.load(task_id)
+    assert record is not None and record.owner == "other"
+
+
+async def test_all_answers_in_but_not_sent_is_adopted_a_call_in_flight_is_not(parts: Any) -> None:
+    service, runner, liveness, store = parts
+    waiting, in_flight = await create(service), await create(service)
+    await store.ask(waiting, 1, "me", {"1.ok": "{}"}, None, 1)
+    await store.answer(waiting, 2, {"1.ok": "{}"})  # working, answers filed, next round not sent
+    liveness.dead.add("me")
+    liveness.replica_id = "other"
+    assert (await service.intercept(call("tasks/get", {"taskId": waiting, **EXT})) or {})["status"] == "working"
+    assert runner.jobs[-1].task_id == waiting
+    failed = await service.intercept(call("tasks/get", {"taskId": in_flight, **EXT}))
+    assert failed is not None and failed["status"] == "failed"

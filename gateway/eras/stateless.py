@@ -120,7 +120,8 @@ class StatelessEndpoint:
             tasks = self._tasks if self._tasks is not None and self._tasks.serves(pool.name) else None
             if tasks is not None and message.is_request:
                 pick = functools.partial(self._pools.pick, pool.name)
-                served = await tasks.intercept(Call(pool.name, message, request.state.principal, pick, headers))
+                secret = self._headers.credentials(pool.name)
+                served = await tasks.intercept(Call(pool.name, message, request.state.principal, pick, headers, secret))
                 if served is not None:
                     return _result(message.id, served)
             response = await self._upstream.send("POST", self._pools.pick(pool.name), headers, raw)

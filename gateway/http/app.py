@@ -145,7 +145,7 @@ def create_app(settings: Settings) -> FastAPI:
             replica=replica,
         )
         heartbeat = ReplicaHeartbeat(redis, keys, replica)
-        tasks = _task_service(settings, task_tools, redis, keys, upstream, supervisor, heartbeat)
+        tasks = _task_service(settings, task_tools, redis, keys, upstream, supervisor, heartbeat, metrics)
         if tasks is not None:
             await heartbeat.beat()  # alive before the first task names this replica as its runner
             supervisor.spawn(heartbeat.run(), name="replica-heartbeat")
@@ -220,6 +220,7 @@ def _task_service(
     upstream: UpstreamClient,
     supervisor: Supervisor,
     heartbeat: ReplicaHeartbeat,
+    metrics: Metrics,
 ) -> TaskService | None:
     """Gateway-served tasks, when some pool has `--task-tools` (else no heartbeat, no task keys)."""
     if not tools.pools:
@@ -232,6 +233,7 @@ def _task_service(
         replica_id=heartbeat.replica_id,
         max_body=settings.max_body_bytes,
         max_line=settings.sse_max_line,
+        metrics=metrics,
     )
     return TaskService(
         tools=tools,
@@ -239,6 +241,7 @@ def _task_service(
         runner=runner,
         liveness=heartbeat,
         settings=TaskSettings(ttl_ms=int(settings.task_ttl * 1000), poll_ms=settings.task_poll_interval),
+        metrics=metrics,
     )
 
 

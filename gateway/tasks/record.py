@@ -30,12 +30,21 @@ class TaskRecord:
     error: str | None = None  # JSON of the JSON-RPC error (failed)
     state: str | None = None  # the upstream's MRTR requestState, echoed on the next round
     round: int = 0  # MRTR rounds so far; prefixes input keys so each is unique in the task
+    call: str = "{}"  # JSON of the client's tools/call params: another replica can send the next round
+    headers: str = "{}"  # JSON of the upstream headers without credentials (those come with each request)
     inputs: Mapping[str, str] = field(default_factory=dict)
     answers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def between_rounds(self) -> bool:
+        """No upstream call is open: the task waits for input, or has all of it and the next round
+        is not sent yet (the runner drops the answers just before it sends them). Another replica
+        can then carry the task on without losing or repeating anything."""
+        return self.status == "input_required" or (self.status == "working" and bool(self.answers) and not self.inputs)
 
     def to_redis(self) -> dict[str, str]:
         fields = {
@@ -50,6 +59,8 @@ class TaskRecord:
             "poll": str(self.poll_ms),
             "message": self.message,
             "round": str(self.round),
+            "call": self.call,
+            "headers": self.headers,
         }
         return fields
 
@@ -72,6 +83,8 @@ class TaskRecord:
             error=f.get("error"),
             state=f.get("state") or None,
             round=int(f.get("round", "0")),
+            call=f.get("call", "{}"),
+            headers=f.get("headers", "{}"),
             inputs={k.removeprefix(INPUT_PREFIX): v for k, v in f.items() if k.startswith(INPUT_PREFIX)},
             answers={k.removeprefix(ANSWER_PREFIX): v for k, v in f.items() if k.startswith(ANSWER_PREFIX)},
         )

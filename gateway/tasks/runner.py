@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import errors
+from gateway.metrics import Metrics
 from gateway.supervisor import Supervisor
 from gateway.tasks import protocol
 from gateway.tasks.record import TaskRecord
@@ -47,6 +48,7 @@ class Job:
     headers: Mapping[str, str]  # upstream headers, built from the client's by the HeaderPolicy
     params: Mapping[str, Any]  # the client's `tools/call` params
     timeout: float  # the task's TTL bounds its upstream call
+    resume_round: int = 0  # > 0: adopted between rounds; wait for (or use) that round's answers first
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Runner:
         replica_id: str,
         max_body: int,
         max_line: int,
+        metrics: Metrics,
         watch_interval: float = 0.2,
         clock: Callable[[], int] = now_ms,
     ) -> None:
@@ -85,6 +88,7 @@ class Runner:
         self._max_line = max_line
         self._watch = watch_interval
         self._clock = clock
+        self._metrics = metrics
 
     def start(self, job: Job) -> None:
         self._supervisor.spawn(self._run(job), name=f"task-{job.task_id[:8]}")
@@ -104,7 +108,13 @@ class Runner:
 
     async def _drive(self, job: Job) -> None:
         params = protocol.upstream_params(job.params, progress_token=job.task_id)
-        round_ = 0
+        round_ = job.resume_round
+        if round_:
+            answered = await self._answers(job)
+            if answered is None:
+                return
+            params = self._retry_params(params, answered, round_)
+            await self._store.consume_answers(job.task_id, list(answered.answers))
         while True:
             outcome = await self._watched(job, params, round_)
             if outcome is None:
@@ -146,13 +156,17 @@ class Runner:
         )
         if applied != APPLIED:
             return None
+        return await self._answers(job)
+
+    async def _answers(self, job: Job) -> TaskRecord | None:
+        """Wait until `tasks/update` (on any replica) filed every answer; None: the task is over."""
         while True:
-            await asyncio.sleep(self._watch)
             record = await self._store.load(job.task_id)
             if record is None or record.terminal or record.owner != self._replica:
                 return None
             if record.status == "working":
                 return record
+            await asyncio.sleep(self._watch)
 
     @staticmethod
     def _retry_params(params: Mapping[str, Any], record: TaskRecord, round_: int) -> dict[str, Any]:
@@ -222,7 +236,9 @@ class Runner:
         if error is not None:
             fields["error"] = json.dumps(error)
             fields["message"] = str(error.get("message", "")) if isinstance(error, dict) else ""
-        await self._store.transition(task_id, self._clock(), fields, owner=self._replica, clear_inputs=True)
+        applied = await self._store.transition(task_id, self._clock(), fields, owner=self._replica, clear_inputs=True)
+        if applied == APPLIED:
+            self._metrics.tasks.labels(status).inc()
 
     async def _fail(self, task_id: str, exc: errors.GatewayError) -> None:
         try:

@@ -2,8 +2,9 @@
 
 Any replica answers any task: the record is in Redis. A task is visible only to the principal
 that created it (without auth: to whoever holds its unguessable id); everyone else, and every
-expired id, gets "task not found". A non-terminal task whose runner replica is gone is failed
-on the spot, so no reader ever sees it `working` forever.
+expired id, gets "task not found". A non-terminal task whose runner replica is gone is taken
+over on the spot: adopted when no upstream call was open (it waits for input, or has it all and
+the next round is not sent yet), else failed, so no reader ever sees it `working` forever.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import errors
+from gateway.metrics import Metrics
 from gateway.tasks import protocol
 from gateway.tasks.config import TaskSupport, TaskTools
 from gateway.tasks.liveness import Liveness
 from gateway.tasks.record import TaskRecord
 from gateway.tasks.runner import Job, Runner, now_ms
-from gateway.tasks.store import TaskStore
+from gateway.tasks.store import APPLIED, TaskStore
 from gateway.wire.protocol import Message
 
 log = logging.getLogger("gateway.tasks.service")
@@ -47,8 +49,9 @@ class Call:
     pool: str
     message: Message
     principal: str
-    instance: Callable[[], str]  # picks a healthy upstream instance (only a new task needs one)
-    headers: Mapping[str, str]
+    instance: Callable[[], str]  # picks a healthy upstream instance (only a task's runner needs one)
+    headers: Mapping[str, str]  # the upstream headers of this request
+    credentials: frozenset[str] = frozenset()  # lower-case names among them never stored in Redis
 
 
 class TaskService:
@@ -60,6 +63,7 @@ class TaskService:
         runner: Runner,
         liveness: Liveness,
         settings: TaskSettings,
+        metrics: Metrics,
         clock: Callable[[], int] = now_ms,
     ) -> None:
         self._tools = tools
@@ -68,6 +72,7 @@ class TaskService:
         self._liveness = liveness
         self._settings = settings
         self._clock = clock
+        self._metrics = metrics
         self._methods: Mapping[str, Callable[[TaskRecord, Mapping[str, Any]], Any]] = {
             "tasks/get": self._get,
             "tasks/cancel": self._cancel,
@@ -93,7 +98,7 @@ class TaskService:
             raise errors.MethodNotFound(f"Method not found: {method}")
         if not protocol.negotiated(params):
             raise protocol.missing_capability(method)  # tasks §Protocol Errors: -32021
-        record = await self._visible(params.get("taskId"), call.principal)
+        record = await self._visible(params.get("taskId"), call)
         if record is None:
             raise protocol.unknown_task()
         result: Mapping[str, Any] = await self._methods[method](record, params)
@@ -111,7 +116,9 @@ class TaskService:
         if "inputResponses" not in params and self._tools.asks_first(call.pool, str(name)):
             # tasks §Task Creation: MRTR exchanges before the task are resolved synchronously.
             return None
+        instance = call.instance()  # no healthy instance: 503 now, before any task exists
         now = self._clock()
+        stored = {k: v for k, v in call.headers.items() if k.lower() not in call.credentials}
         record = TaskRecord(
             id=protocol.new_task_id(),
             status="working",
@@ -123,26 +130,51 @@ class TaskService:
             updated=now,
             ttl_ms=self._settings.ttl_ms,
             poll_ms=self._settings.poll_ms,
+            call=json.dumps(params),
+            headers=json.dumps(stored),
         )
         await self._store.create(record)  # tasks §Task Creation: durable before it is announced
-        self._runner.start(Job(record.id, call.instance(), call.headers, params, timeout=self._settings.ttl_ms / 1000))
+        self._runner.start(Job(record.id, instance, call.headers, params, timeout=self._timeout(record)))
+        self._metrics.tasks.labels("created").inc()
         log.info("task %s: %s on pool %s", record.id[:8], name, call.pool)
         return record.created_result()
 
-    async def _visible(self, task_id: object, principal: str) -> TaskRecord | None:
+    def _timeout(self, record: TaskRecord) -> float:
+        """The upstream call may last until the task expires, not longer."""
+        return max(0.001, (record.created + record.ttl_ms - self._clock()) / 1000)
+
+    async def _visible(self, task_id: object, call: Call) -> TaskRecord | None:
         if not protocol.valid_task_id(task_id):
             return None
         record = await self._store.load(str(task_id))
         # tasks §Security Considerations (auth binding): another caller's task does not exist for it.
-        if record is None or not hmac.compare_digest(record.principal, principal):
+        if record is None or not hmac.compare_digest(record.principal, call.principal):
             return None
         if not record.terminal and record.owner and not await self._liveness.is_alive(record.owner):
-            log.warning("task %s: runner %s is gone; failing the task", record.id[:8], record.owner)
-            error = {"code": errors.INTERNAL_ERROR, "message": ORPHAN_ERROR}
-            fields = {"status": "failed", "error": json.dumps(error), "message": ORPHAN_ERROR}
-            await self._store.transition(record.id, self._clock(), fields, owner=record.owner, clear_inputs=True)
+            await self._take_over(record, call)
             record = await self._store.load(record.id)
         return record
+
+    async def _take_over(self, record: TaskRecord, call: Call) -> None:
+        """The runner replica is gone: carry the task on here if no call was open, else fail it."""
+        dead, me = record.owner, self._liveness.replica_id
+        if record.between_rounds:
+            adopted = await self._store.transition(record.id, self._clock(), {"owner": me}, owner=dead)
+            if adopted == APPLIED:
+                log.warning("task %s: runner %s is gone; adopted between rounds", record.id[:8], dead)
+                credentials = {k: v for k, v in call.headers.items() if k.lower() in call.credentials}
+                headers = {**json.loads(record.headers), **credentials}
+                job = Job(
+                    record.id, call.instance(), headers, json.loads(record.call), self._timeout(record), record.round
+                )
+                self._runner.start(job)
+                self._metrics.tasks.labels("adopted").inc()
+            return
+        log.warning("task %s: runner %s is gone mid-call; failing the task", record.id[:8], dead)
+        error = {"code": errors.INTERNAL_ERROR, "message": ORPHAN_ERROR}
+        fields = {"status": "failed", "error": json.dumps(error), "message": ORPHAN_ERROR}
+        if await self._store.transition(record.id, self._clock(), fields, owner=dead, clear_inputs=True) == APPLIED:
+            self._metrics.tasks.labels("orphaned").inc()
 
     async def _get(self, record: TaskRecord, params: Mapping[str, Any]) -> Mapping[str, Any]:
         return record.detailed()
@@ -150,7 +182,8 @@ class TaskService:
     async def _cancel(self, record: TaskRecord, params: Mapping[str, Any]) -> Mapping[str, Any]:
         # tasks §Task Cancellation: acknowledged on any task; a terminal one stays as it is.
         fields = {"status": "cancelled", "message": CANCELLED}
-        await self._store.transition(record.id, self._clock(), fields, clear_inputs=True)
+        if await self._store.transition(record.id, self._clock(), fields, clear_inputs=True) == APPLIED:
+            self._metrics.tasks.labels("cancelled").inc()
         return ACK
 
     async def _update(self, record: TaskRecord, params: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -27,6 +27,10 @@ class HeaderPolicy:
     drop_authorization: bool = False  # gateway auth on: never pass the client's token upstream
     per_pool: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
+    def credentials(self, pool: str) -> frozenset[str]:
+        """Lower-case names of the headers that carry credentials to `pool` (never stored in Redis)."""
+        return frozenset({"authorization", "cookie", *(name.lower() for name in self.per_pool.get(pool, {}))})
+
     def build(self, client_headers: Iterable[tuple[str, str]], pool: str) -> dict[str, str]:
         drop = protocol.DROP_TO_UPSTREAM | {"authorization"} if self.drop_authorization else protocol.DROP_TO_UPSTREAM
         headers = protocol.forward_headers(client_headers, drop)

@@ -121,6 +121,23 @@ async def test_sigkill_of_the_runner_fails_the_task_on_every_other_replica(
     assert result(await get(c.url, task_id)) == task  # the same terminal record on every replica
 
 
+async def test_a_task_waiting_for_input_outlives_its_runner(
+    fixture_url: str, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    a, b, c = cluster(gateway_cluster, fixture_url, key_prefix)
+    task_id = await start_task(a.url, "confirm_delete", {"filename": "kept.txt"})
+    asking = await until(b.url, task_id, ("input_required", "failed", "completed"))
+    assert asking["status"] == "input_required"
+    a.proc.kill()
+    await asyncio.sleep(1.5)  # the killed replica's liveness key (PX 1 s) lapses
+    still = result(await get(b.url, task_id))  # b adopts the task: no upstream call was open
+    assert still["status"] == "input_required" and still["inputRequests"] == asking["inputRequests"]
+    answer = {"1.confirm": {"action": "accept", "content": {"confirm": False}}}
+    assert result(await rpc(c.url, "tasks/update", {"taskId": task_id, "inputResponses": answer}))
+    done = await until(c.url, task_id, ("completed", "failed", "cancelled"))
+    assert done["status"] == "completed" and done["result"]["content"][0]["text"] == "kept kept.txt", done
+
+
 async def test_sigterm_of_the_runner_fails_its_task_before_exit(
     fixture_url: str, gateway_cluster: StartGateways, key_prefix: str
 ) -> None:
