@@ -19,7 +19,8 @@ from starlette.responses import Response
 
 from gateway import errors
 from gateway.eras.sessionful import client_headers, error_response, read_body, sse_response
-from gateway.tasks.protocol import NAME_PARAM, merge_discover
+from gateway.tasks.passthrough import Route, TaskRoutes
+from gateway.tasks.protocol import NAME_PARAM, SERVED_METHODS, merge_discover, negotiated
 from gateway.tasks.service import Call, TaskService
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
 from gateway.upstream.pools import Pools
@@ -57,9 +58,9 @@ def check_routing_headers(headers: Mapping[str, str], message: Mapping[str, Any]
         raise errors.HeaderMismatch(f"Mcp-Name header does not match the request body's {name_key!r}")
 
 
-async def _relay_stream(response: UpstreamResponse) -> AsyncIterator[bytes]:
+async def _relay_stream(response: UpstreamResponse, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     try:
-        async for chunk in response.chunks():
+        async for chunk in chunks:
             yield chunk
     finally:
         response.close()  # client gone or stream done: the upstream sees the connection close
@@ -98,12 +99,14 @@ class StatelessEndpoint:
         headers: HeaderPolicy,
         max_body: int,
         tasks: TaskService | None = None,
+        routes: TaskRoutes | None = None,
     ) -> None:
         self._headers = headers
         self._pools = pools
         self._upstream = upstream
         self._max_body = max_body
         self._tasks = tasks
+        self._routes = routes
 
     async def handle(self, request: Request, pool_name: str | None) -> Response:
         if request.method != "POST":
@@ -113,26 +116,41 @@ class StatelessEndpoint:
         raw = await read_body(request, self._max_body)
         body = protocol.parse_body(raw, "2026-07-28")
         message = body.messages[0]
+        raw_params = message.raw.get("params")
+        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+        with_tasks = message.is_request and negotiated(params)
+        principal: str = request.state.principal
         try:
             check_routing_headers(request.headers, message.raw)
             pool = self._pools.get(pool_name)
             headers = self._headers.build(request.headers.items(), pool.name)
+            instance = None
+            if self._routes is not None and with_tasks and message.method in SERVED_METHODS:
+                instance = await self._routes.instance_for(params, principal, pool.name)  # an upstream's own task
             tasks = self._tasks if self._tasks is not None and self._tasks.serves(pool.name) else None
-            if tasks is not None and message.is_request:
+            if instance is None and tasks is not None and message.is_request:
                 pick = functools.partial(self._pools.pick, pool.name)
                 secret = self._headers.credentials(pool.name)
-                served = await tasks.intercept(Call(pool.name, message, request.state.principal, pick, headers, secret))
+                served = await tasks.intercept(Call(pool.name, message, principal, pick, headers, secret))
                 if served is not None:
                     return _result(message.id, served)
-            response = await self._upstream.send("POST", self._pools.pick(pool.name), headers, raw)
+            instance = instance or self._pools.pick(pool.name)
+            response = await self._upstream.send("POST", instance, headers, raw)
             if tasks is not None and message.method == "server/discover":
                 return await self._discover(response, message.id)
+            headers = client_headers(response.headers, None)
+            watch = self._routes if with_tasks and message.method == "tools/call" else None
+            route = Route(instance, principal, pool.name)
+            if response.is_sse:
+                chunks = response.chunks()
+                if watch is not None:
+                    chunks = watch.record_stream(chunks, message.id, route)
+                return sse_response(_relay_stream(response, chunks), headers)
+            payload = await response.read(self._max_body)
+            if watch is not None:
+                await watch.record_json(payload, message.id, route)  # before the client sees the task
         except errors.GatewayError as exc:
             return error_response(exc, body.first_id)
-        headers = client_headers(response.headers, None)
-        if response.is_sse:
-            return sse_response(_relay_stream(response), headers)
-        payload = await response.read(self._max_body)
         return Response(payload, status_code=response.status, headers=headers)
 
     async def _discover(self, response: UpstreamResponse, request_id: Any) -> Response:

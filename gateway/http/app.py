@@ -34,6 +34,7 @@ from gateway.streams.relay import Relay, RelayConfig
 from gateway.supervisor import Supervisor
 from gateway.tasks.config import TaskTools, parse_task_tools
 from gateway.tasks.liveness import ReplicaHeartbeat
+from gateway.tasks.passthrough import TaskRoutes
 from gateway.tasks.runner import Runner
 from gateway.tasks.service import TaskService, TaskSettings
 from gateway.tasks.store import TaskStore
@@ -174,6 +175,9 @@ def create_app(settings: Settings) -> FastAPI:
                 headers=header_policy,
                 max_body=settings.max_body_bytes,
                 tasks=tasks,
+                routes=TaskRoutes(
+                    redis, keys, default_ttl_ms=int(settings.task_ttl * 1000), max_line=settings.sse_max_line
+                ),
             ),
             guard=Guard(
                 origins=settings.origin_list(),

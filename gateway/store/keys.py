@@ -13,6 +13,7 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:{legacy:B}:bridge  hash   legacy HTTP+SSE bridge B: pool, principal, gateway session
     {prefix}:{legacy:B}:out     stream messages waiting for bridge B's `/sse` connection
     {prefix}:{task:T}:task      hash   gateway-served task T (2026-07-28 tasks extension)
+    {prefix}:{task:T}:route     hash   task T created by an upstream itself: instance, principal, pool
     {prefix}:replica:{R}        string liveness of replica R (PX ~1 s, renewed by heartbeat)
 """
 
@@ -62,6 +63,10 @@ class Keys:
     def task(self, task_id: str) -> str:
         """One task's record; its own hash slot (a task belongs to no session)."""
         return f"{self.prefix}:{{task:{task_id}}}:task"
+
+    def task_route(self, task_id: str) -> str:
+        """Where a task that an upstream created lives (pass-through affinity)."""
+        return f"{self.prefix}:{{task:{task_id}}}:route"
 
     def replica(self, replica_id: str) -> str:
         return f"{self.prefix}:replica:{replica_id}"
