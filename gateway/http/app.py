@@ -148,7 +148,8 @@ def create_app(settings: Settings) -> FastAPI:
         heartbeat = ReplicaHeartbeat(redis, keys, replica)
         tasks = _task_service(settings, task_tools, redis, keys, upstream, supervisor, heartbeat, metrics)
         if tasks is not None:
-            await heartbeat.beat()  # alive before the first task names this replica as its runner
+            with contextlib.suppress(errors.StoreError):  # Redis down at start: the loop keeps trying
+                await heartbeat.beat()  # alive before the first task names this replica as its runner
             supervisor.spawn(heartbeat.run(), name="replica-heartbeat")
         app.state.gateway = Gateway(
             settings=settings,

@@ -28,13 +28,16 @@ class Route:
     pool: str
 
 
+MAX_TASK_ID = 256  # longer upstream ids are relayed but not routed
+
+
 def created_task(message: Mapping[str, Any], request_id: Any) -> tuple[str, int | None] | None:
     """(taskId, ttlMs) when `message` answers `request_id` with a CreateTaskResult (tasks §Task Creation)."""
     result = message.get("result")
     if message.get("id") != request_id or not isinstance(result, dict) or result.get("resultType") != "task":
         return None
     task_id, ttl = result.get("taskId"), result.get("ttlMs")
-    if not isinstance(task_id, str) or not task_id:
+    if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID:
         return None
     return task_id, ttl if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0 else None
 
@@ -57,7 +60,7 @@ class TaskRoutes:
     async def instance_for(self, params: Mapping[str, Any], principal: str, pool: str) -> str | None:
         """The instance holding this upstream task; None: the gateway never saw it created."""
         task_id = params.get(protocol.NAME_PARAM)
-        if not isinstance(task_id, str) or not task_id or len(task_id) > 256:
+        if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID:
             return None
         with translated():
             raw: dict[bytes, bytes] = await self._redis.hgetall(self._keys.task_route(task_id))  # type: ignore[assignment]

@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,7 +211,7 @@ class Runner:
         except errors.GatewayError as exc:
             return Outcome(error=exc)
 
-    async def _from_stream(self, job: Job, chunks: Any, request_id: str) -> Mapping[str, Any]:
+    async def _from_stream(self, job: Job, chunks: AsyncIterator[bytes], request_id: str) -> Mapping[str, Any]:
         parser = sse.Parser(self._max_line)
         async for chunk in chunks:
             try:
