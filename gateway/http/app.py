@@ -29,11 +29,13 @@ from gateway.store.eventlog import EventLog
 from gateway.store.keys import Keys
 from gateway.store.limits import LimitConfig, Limiter
 from gateway.store.sessions import SessionStore
+from gateway.streams.liveness import Liveness
 from gateway.streams.pump import PumpConfig
 from gateway.streams.relay import Relay, RelayConfig
+from gateway.streams.tail import Tail
 from gateway.supervisor import Supervisor
 from gateway.tasks.config import TaskTools, parse_task_tools
-from gateway.tasks.liveness import ReplicaHeartbeat
+from gateway.tasks.liveness import ReplicaLiveness
 from gateway.tasks.passthrough import TaskRoutes
 from gateway.tasks.runner import Runner
 from gateway.tasks.service import TaskService, TaskSettings
@@ -61,6 +63,7 @@ class Gateway:
     supervisor: Supervisor
     keys: Keys
     loop: asyncio.AbstractEventLoop
+    drain_started: float | None = None
 
     def start_drain(self) -> None:
         """Called from the signal handler: readiness goes 503, open SSE connections end."""
@@ -68,9 +71,10 @@ class Gateway:
 
     def _drain(self) -> None:
         if not self.relay.draining.is_set():
-            log.info("draining: readiness off, closing SSE connections with a retry hint")
+            log.info("draining: readiness off, closing SSE connections with a retry hint; pumps keep writing")
+            self.drain_started = self.loop.time()
             self.relay.draining.set()
-            self.relay.signals.wake_all()
+            self.relay.wake_all()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -82,16 +86,27 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = connect(settings.redis_url, max_connections=settings.redis_max_connections)
+        replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        redis = connect(
+            settings.redis_url, max_connections=settings.redis_max_connections, client_name=f"mcpgw:{replica}"
+        )
         http = new_http_session(connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size)
         supervisor = Supervisor()
         keys = Keys(settings.key_prefix)
         sessions = SessionStore(redis, keys, settings.session_ttl)
-        event_log = EventLog(
-            redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl, lease_ttl=settings.lease_ttl
+        event_log = EventLog(redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl)
+        liveness = Liveness(
+            redis,
+            keys,
+            replica,
+            ttl=settings.lease_ttl,
+            interval=settings.lease_ttl / 5,
+            on_lapse=lambda: relay.verify_leases(),  # bound late: the relay is built below
         )
+        tail = Tail(redis, keys, event_log, liveness, check_interval=settings.lease_ttl / 5)
+        await tail.start()  # presence first: from now on a kill of this process is seen at once
+        await liveness.beat()
         upstream = UpstreamClient(http, request_timeout=settings.request_timeout, latency=metrics.upstream_latency)
-        replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         health = HealthChecker(pools, http, interval=settings.health_interval, timeout=settings.health_timeout)
         await health.check_all()  # a fresh replica knows which instances are up before it serves
         supervisor.spawn(health.run(), name="health-checks")
@@ -136,21 +151,15 @@ def create_app(settings: Settings) -> FastAPI:
             config=RelayConfig(
                 keepalive=settings.keepalive_interval,
                 retry_ms=settings.retry_ms,
-                pump=PumpConfig(
-                    idle_timeout=settings.stream_idle_timeout,
-                    lease_ttl=settings.lease_ttl,
-                    max_line=settings.sse_max_line,
-                ),
+                pump=PumpConfig(idle_timeout=settings.stream_idle_timeout, max_line=settings.sse_max_line),
                 replay_limit=settings.stream_maxlen * 2,
             ),
             replica=replica,
+            tail=tail,
         )
-        heartbeat = ReplicaHeartbeat(redis, keys, replica)
-        tasks = _task_service(settings, task_tools, redis, keys, upstream, supervisor, heartbeat, metrics)
-        if tasks is not None:
-            with contextlib.suppress(errors.StoreError):  # Redis down at start: the loop keeps trying
-                await heartbeat.beat()  # alive before the first task names this replica as its runner
-            supervisor.spawn(heartbeat.run(), name="replica-heartbeat")
+        supervisor.spawn(liveness.run(), name="liveness")
+        supervisor.spawn(tail.run(), name="tail")
+        tasks = _task_service(settings, task_tools, redis, keys, upstream, supervisor, liveness, metrics)
         app.state.gateway = Gateway(
             settings=settings,
             pools=pools,
@@ -197,11 +206,16 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            app.state.gateway._drain()
-            await supervisor.aclose()  # pumps release their leases as they stop; task runners fail their tasks
-            if tasks is not None:
-                with contextlib.suppress(errors.StoreError):
-                    await heartbeat.stop()
+            gateway: Gateway = app.state.gateway
+            gateway._drain()
+            # Drain keeps pumping: streams that end before the deadline lose nothing, resumable
+            # upstream or not; the rest are released (and adopted elsewhere) at the deadline.
+            started = gateway.drain_started if gateway.drain_started is not None else gateway.loop.time()
+            await relay.finish_pumps(settings.drain_timeout - (gateway.loop.time() - started))
+            await supervisor.aclose()  # liveness, tail, health checks, task runners (they fail their tasks)
+            with contextlib.suppress(errors.StoreError):
+                await liveness.clear()
+            await tail.aclose()
             await http.close()
             await redis.aclose()
 
@@ -224,10 +238,10 @@ def _task_service(
     keys: Keys,
     upstream: UpstreamClient,
     supervisor: Supervisor,
-    heartbeat: ReplicaHeartbeat,
+    liveness: Liveness,
     metrics: Metrics,
 ) -> TaskService | None:
-    """Gateway-served tasks, when some pool has `--task-tools` (else no heartbeat, no task keys)."""
+    """Gateway-served tasks, when some pool has `--task-tools` (else no task records)."""
     if not tools.pools:
         return None
     store = TaskStore(redis, keys)
@@ -235,7 +249,7 @@ def _task_service(
         store=store,
         upstream=upstream,
         supervisor=supervisor,
-        replica_id=heartbeat.replica_id,
+        replica_id=liveness.replica_id,
         max_body=settings.max_body_bytes,
         max_line=settings.sse_max_line,
         metrics=metrics,
@@ -244,7 +258,7 @@ def _task_service(
         tools=tools,
         store=store,
         runner=runner,
-        liveness=heartbeat,
+        liveness=ReplicaLiveness(liveness),
         settings=TaskSettings(ttl_ms=int(settings.task_ttl * 1000), poll_ms=settings.task_poll_interval),
         metrics=metrics,
     )

@@ -20,7 +20,7 @@ from gateway import errors
 from gateway.metrics import Metrics
 from gateway.tasks import protocol
 from gateway.tasks.config import TaskSupport, TaskTools
-from gateway.tasks.liveness import Liveness
+from gateway.tasks.liveness import RunnerLiveness
 from gateway.tasks.record import TaskRecord
 from gateway.tasks.runner import Job, Runner, now_ms
 from gateway.tasks.store import APPLIED, TaskStore
@@ -61,7 +61,7 @@ class TaskService:
         tools: TaskTools,
         store: TaskStore,
         runner: Runner,
-        liveness: Liveness,
+        liveness: RunnerLiveness,
         settings: TaskSettings,
         metrics: Metrics,
         clock: Callable[[], int] = now_ms,
