@@ -138,20 +138,21 @@ class StatelessEndpoint:
             response = await self._upstream.send("POST", instance, headers, raw)
             if tasks is not None and message.method == "server/discover":
                 return await self._discover(response, message.id)
-            headers = client_headers(response.headers, None)
+            to_client = client_headers(response.headers, None)
+            # tasks extension: an upstream's own task is routed to its instance from now on.
             watch = self._routes if with_tasks and message.method == "tools/call" else None
             route = Route(instance, principal, pool.name)
             if response.is_sse:
                 chunks = response.chunks()
                 if watch is not None:
                     chunks = watch.record_stream(chunks, message.id, route)
-                return sse_response(_relay_stream(response, chunks), headers)
+                return sse_response(_relay_stream(response, chunks), to_client)
             payload = await response.read(self._max_body)
             if watch is not None:
                 await watch.record_json(payload, message.id, route)  # before the client sees the task
         except errors.GatewayError as exc:
             return error_response(exc, body.first_id)
-        return Response(payload, status_code=response.status, headers=headers)
+        return Response(payload, status_code=response.status, headers=to_client)
 
     async def _discover(self, response: UpstreamResponse, request_id: Any) -> Response:
         """tasks §Capability Negotiation: the upstream's discover result plus the extension."""
