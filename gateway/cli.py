@@ -25,13 +25,15 @@ from gateway.config import Settings, load_config_file
 from gateway.errors import ConfigError
 from gateway.http.app import Gateway, create_app
 
+REPEATABLE = frozenset({"upstream", "allowed_origins", "task_tools", "task_sync_input"})  # flags given many times
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcp-gateway", description=__doc__)
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         help_text = f"{field.description} (env MCPGW_{name.upper()})"
-        if name in ("upstream", "allowed_origins"):
+        if name in REPEATABLE:
             parser.add_argument(flag, action="append", dest=name, default=None, help=help_text)
         else:
             parser.add_argument(flag, dest=name, default=None, help=help_text)

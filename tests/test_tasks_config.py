@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli import load_settings
 from gateway.config import Settings, load_config_file
 from gateway.errors import ConfigError
 from gateway.tasks.config import TaskSupport, parse_task_tools
@@ -78,3 +79,19 @@ def test_sync_input_tools_ask_before_they_become_tasks() -> None:
     assert not tools.asks_first("ci", "deploy_prod")
     with pytest.raises(ConfigError, match="not a pool with task tools"):
         parse_task_tools(["default=x"], POOLS, ["ci=x"])
+
+
+def test_the_flags_repeat_on_the_command_line() -> None:
+    argv = [
+        "--upstream",
+        "default=http://127.0.0.1:1/mcp",
+        "--task-tools",
+        "default=a",
+        "--task-tools",
+        "default=b:required",
+    ]
+    settings = load_settings([*argv, "--task-sync-input", "default=a", "--task-sync-input", "default=b"])
+    assert settings.task_tools == ["default=a", "default=b:required"]
+    assert settings.task_sync_input == ["default=a", "default=b"]
+    tools = parse_task_tools(settings.task_tools, POOLS, settings.task_sync_input)
+    assert tools.support("default", "b") is TaskSupport.REQUIRED and tools.asks_first("default", "b")
