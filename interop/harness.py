@@ -346,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {'known' if known else 'NEW  '} {line}")
         if not all(line.split(":", 1)[0] in KNOWN_DIFFERENCES for line in different):
             return 1
-    else:
+    elif direct:
         n, replicas = len(direct), args.replicas
         print(f"\n{n} scenarios (server and client), identical direct and through {replicas} gateway replicas")
     return 0 if clients_ok and tasks_ok else 1
