@@ -47,6 +47,8 @@ from gateway.wire import protocol
 
 log = logging.getLogger("gateway.http.app")
 
+LIVENESS_CHECK = 0.2  # s between checks of the replicas holding watched streams (kill -> takeover)
+
 
 @dataclass
 class Gateway:
@@ -95,16 +97,29 @@ def create_app(settings: Settings) -> FastAPI:
         keys = Keys(settings.key_prefix)
         sessions = SessionStore(redis, keys, settings.session_ttl)
         event_log = EventLog(redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl)
+        # The heartbeat has its own connections: a burst that drains the command pool must not make
+        # this replica look dead (its streams would be taken over while it is fine).
+        control = (
+            connect(settings.redis_url, max_connections=2, client_name=f"mcpgw:{replica}:control")
+            if settings.redis_url
+            else redis  # the embedded store is this process: nothing to starve
+        )
         liveness = Liveness(
-            redis,
+            control,
             keys,
             replica,
             ttl=settings.lease_ttl,
             interval=settings.lease_ttl / 5,
-            on_lapse=lambda: relay.verify_leases(),  # bound late: the relay is built below
+            on_lapse=lambda: lapsed(),  # bound late: the relay is built below
         )
-        tail = Tail(redis, keys, event_log, liveness, check_interval=settings.lease_ttl / 5)
+
+        async def lapsed() -> None:
+            metrics.liveness_lapses.inc()
+            await relay.verify_leases()
+
+        tail = Tail(redis, keys, event_log, liveness, check_interval=min(LIVENESS_CHECK, settings.lease_ttl / 5))
         await tail.start()  # presence first: from now on a kill of this process is seen at once
+        metrics.tail_watches.set_function(lambda: len(tail))
         await liveness.beat()
         upstream = UpstreamClient(http, request_timeout=settings.request_timeout, latency=metrics.upstream_latency)
         health = HealthChecker(pools, http, interval=settings.health_interval, timeout=settings.health_timeout)
@@ -217,6 +232,8 @@ def create_app(settings: Settings) -> FastAPI:
                 await liveness.clear()
             await tail.aclose()
             await http.close()
+            if control is not redis:
+                await control.aclose()
             await redis.aclose()
 
     app = FastAPI(title="mcp-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
