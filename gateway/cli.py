@@ -26,13 +26,16 @@ from gateway.config import Settings, load_config_file
 from gateway.errors import ConfigError, GatewayError
 from gateway.http.app import Gateway, create_app
 
+# flags that may be given many times
+REPEATABLE = frozenset({"upstream", "allowed_origins", "health_probe", "task_tools", "task_sync_input"})
+
 
 def build_parser(prog: str = "mcp-gateway", description: str | None = __doc__) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         help_text = f"{field.description} (env MCPGW_{name.upper()})"
-        if name in ("upstream", "allowed_origins", "health_probe"):
+        if name in REPEATABLE:
             parser.add_argument(flag, action="append", dest=name, default=None, help=help_text)
         else:
             parser.add_argument(flag, dest=name, default=None, help=help_text)

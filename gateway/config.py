@@ -146,7 +146,8 @@ def load_config_file(path: str) -> dict[str, Any]:
     """Read a YAML or TOML file holding settings by field name (same schema as the flags).
 
     `upstream` may be a list of `NAME=URL,...` strings or a mapping
-    `{NAME: {instances: [URL, ...], on_instance_loss: reinit|expire}}`.
+    `{NAME: {instances: [URL, ...], on_instance_loss: reinit|expire}}`; `task_tools` a list of
+    `POOL=NAME,...` strings or a mapping `{POOL: [NAME[:required], ...]}`.
     """
     try:
         with open(path, "rb") as handle:
@@ -170,7 +171,17 @@ def load_config_file(path: str) -> dict[str, Any]:
         if probes:
             given = values.get("health_probe") or []
             values["health_probe"] = [*([given] if isinstance(given, str) else given), *probes]
+    task_tools = values.get("task_tools")
+    if isinstance(task_tools, dict):
+        values["task_tools"] = [_task_tools_spec(pool, names) for pool, names in task_tools.items()]
     return values
+
+
+def _task_tools_spec(pool: str, names: Any) -> str:
+    """`task_tools: {POOL: [NAME[:required], ...]}` in a config file -> the flag's `POOL=NAME,...`."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"config: task_tools.{pool} must be a list of tool names")
+    return f"{pool}={','.join(names)}"
 
 
 _POOL_FIELDS = {"instances", "on_instance_loss", "health_probe", "health_interval"}
@@ -275,6 +286,18 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(32 * 1024, ge=1024, description="Largest total request header size.")
     sse_max_line: int = Field(1 << 20, ge=1024, description="Longest SSE line accepted from upstreams.")
     trust_forwarded_for: bool = Field(False, description="Take the client IP from X-Forwarded-For.")
+    task_tools: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Tools the gateway runs as tasks (2026-07-28 tasks extension): `POOL=NAME[:required][,...]`; "
+        "names are shell-style globs; repeatable; `;` separates pools in one value.",
+    )
+    task_sync_input: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Task tools that ask for input before their long work: `POOL=NAME[,...]`; a call without "
+        "`inputResponses` is forwarded synchronously, the one with the answers becomes the task.",
+    )
+    task_ttl: float = Field(3600.0, gt=0, description="Lifetime of a gateway-served task from its creation, s.")
+    task_poll_interval: int = Field(1000, ge=1, description="`pollIntervalMs` suggested to task clients, ms.")
     log_level: str = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log format: json or text.")
 
@@ -285,6 +308,8 @@ class Settings(BaseSettings):
         "auth_algorithms",
         "authorization_servers",
         "upstream_header",
+        "task_tools",
+        "task_sync_input",
         mode="before",
     )
     @classmethod

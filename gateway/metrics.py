@@ -24,6 +24,12 @@ class Metrics:
         self.resumes = Counter("mcpgw_resumes_total", "Resumes with Last-Event-ID", registry=r)
         self.takeovers = Counter("mcpgw_lease_takeovers_total", "Pumps taken over from a dead replica", registry=r)
         self.gaps = Counter("mcpgw_stream_gaps_total", "Resumes that found lost events", registry=r)
+        self.tasks = Counter(
+            "mcpgw_tasks_total",
+            "Gateway-served tasks by event (created, completed, failed, cancelled, orphaned, adopted)",
+            ["event"],
+            registry=r,
+        )
         self.store_errors = Counter("mcpgw_store_errors_total", "Redis failures", registry=r)
         self.request_duration = Histogram(
             "mcpgw_request_duration_seconds",

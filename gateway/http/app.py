@@ -35,6 +35,12 @@ from gateway.streams.pump import PumpConfig
 from gateway.streams.relay import Relay, RelayConfig
 from gateway.streams.tail import Tail
 from gateway.supervisor import Supervisor
+from gateway.tasks.config import TaskTools, parse_task_tools
+from gateway.tasks.liveness import ReplicaLiveness
+from gateway.tasks.passthrough import TaskRoutes
+from gateway.tasks.runner import Runner
+from gateway.tasks.service import TaskService, TaskSettings
+from gateway.tasks.store import TaskStore
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session
 from gateway.upstream.pools import HealthChecker, Pools
@@ -80,6 +86,8 @@ def create_app(settings: Settings) -> FastAPI:
     pools = Pools(settings.pools(), gauge=metrics.upstream_healthy)  # invalid upstream config fails here
     pool_headers = settings.pool_headers()
     probe_specs = settings.probes()
+    # bad --task-tools / --task-sync-input fail here, at start-up
+    task_tools = parse_task_tools(settings.task_tools, pools.names(), settings.task_sync_input)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -170,6 +178,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         supervisor.spawn(liveness.run(), name="liveness")
         supervisor.spawn(tail.run(), name="tail")
+        tasks = _task_service(settings, task_tools, redis, keys, upstream, supervisor, liveness, metrics)
         app.state.gateway = Gateway(
             settings=settings,
             pools=pools,
@@ -190,7 +199,14 @@ def create_app(settings: Settings) -> FastAPI:
                 max_batch=settings.max_batch,
             ),
             stateless=StatelessEndpoint(
-                pools=pools, upstream=upstream, headers=header_policy, max_body=settings.max_body_bytes
+                pools=pools,
+                upstream=upstream,
+                headers=header_policy,
+                max_body=settings.max_body_bytes,
+                tasks=tasks,
+                routes=TaskRoutes(
+                    redis, keys, default_ttl_ms=int(settings.task_ttl * 1000), max_line=settings.sse_max_line
+                ),
             ),
             guard=Guard(
                 origins=settings.origin_list(),
@@ -219,7 +235,7 @@ def create_app(settings: Settings) -> FastAPI:
             # upstream or not; the rest are released (and adopted elsewhere) at the deadline.
             started = gateway.drain_started if gateway.drain_started is not None else gateway.loop.time()
             await relay.finish_pumps(settings.drain_timeout - (gateway.loop.time() - started))
-            await supervisor.aclose()  # liveness, tail, health checks (and any pump left)
+            await supervisor.aclose()  # liveness, tail, health checks, task runners (they fail their tasks)
             with contextlib.suppress(errors.StoreError):
                 await liveness.clear()
             await tail.aclose()
@@ -243,6 +259,39 @@ def create_app(settings: Settings) -> FastAPI:
 # Size limits refused at the front door, by the `limit` label of mcpgw_limits_hit_total (the per-client
 # limits count themselves in store/limits.py).
 SIZE_LIMITS: dict[type[errors.GatewayError], str] = {errors.PayloadTooLarge: "size", HeadersTooLarge: "headers"}
+
+
+def _task_service(
+    settings: Settings,
+    tools: TaskTools,
+    redis: Redis,
+    keys: Keys,
+    upstream: UpstreamClient,
+    supervisor: Supervisor,
+    liveness: Liveness,
+    metrics: Metrics,
+) -> TaskService | None:
+    """Gateway-served tasks, when some pool has `--task-tools` (else no task records)."""
+    if not tools.pools:
+        return None
+    store = TaskStore(redis, keys)
+    runner = Runner(
+        store=store,
+        upstream=upstream,
+        supervisor=supervisor,
+        replica_id=liveness.replica_id,
+        max_body=settings.max_body_bytes,
+        max_line=settings.sse_max_line,
+        metrics=metrics,
+    )
+    return TaskService(
+        tools=tools,
+        store=store,
+        runner=runner,
+        liveness=ReplicaLiveness(liveness),
+        settings=TaskSettings(ttl_ms=int(settings.task_ttl * 1000), poll_ms=settings.task_poll_interval),
+        metrics=metrics,
+    )
 
 
 async def mcp_endpoint(request: Request) -> Response:

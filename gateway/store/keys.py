@@ -16,6 +16,8 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:{legacy:B}:bridge  hash   legacy HTTP+SSE bridge B: pool, principal, gateway session
     {prefix}:{legacy:B}:out     stream messages waiting for bridge B's `/sse` connection
     {prefix}:{legacy:B}:n       shard channel: a message was added to the outbox
+    {prefix}:{task:T}:task      hash   gateway-served task T (2026-07-28 tasks extension)
+    {prefix}:{task:T}:route     hash   task T created by an upstream itself: instance, principal, pool
 """
 
 from __future__ import annotations
@@ -99,6 +101,14 @@ class Keys:
     def legacy_notify(self, outbox: str) -> str:
         """Shard channel announcing new outbox messages (same slot as the outbox)."""
         return f"{outbox.removesuffix(':out')}:n"
+
+    def task(self, task_id: str) -> str:
+        """One task's record; its own hash slot (a task belongs to no session)."""
+        return f"{self.prefix}:{{task:{task_id}}}:task"
+
+    def task_route(self, task_id: str) -> str:
+        """Where a task that an upstream created lives (pass-through affinity)."""
+        return f"{self.prefix}:{{task:{task_id}}}:route"
 
     def pattern(self) -> str:
         """SCAN pattern matching every key under this prefix (tests and tooling)."""
