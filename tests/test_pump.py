@@ -1,0 +1,98 @@
+"""The pump's resumption rules without sockets: a fake event log and a fake upstream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway.store.sessions import SessionRecord
+from gateway.streams.pump import Pump, PumpConfig
+from gateway.streams.signals import Signal
+from gateway.wire import sse
+
+
+class FakeLog:
+    def __init__(self) -> None:
+        self.seq = 0
+        self.entries: list[str] = []
+        self.finals = 0
+
+    async def append(self, session: str, stream: str, owner: str, events: list[tuple[str, str]], **kw: Any) -> int:
+        assert kw["expect"] == self.seq  # the pump always says where it left the log
+        self.entries.extend(data for data, _ in events)
+        self.seq += len(events) + (1 if kw.get("final") else 0)
+        self.finals += 1 if kw.get("final") else 0
+        return self.seq
+
+
+class FakeResponse:
+    status = 200
+    is_sse = True
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.closed = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        yield self._body
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeUpstream:
+    """Answers every resume GET with a replay of what its store holds after Last-Event-ID."""
+
+    def __init__(self, store: list[tuple[str, str]]) -> None:
+        self.store = store
+        self.resumes: list[str] = []
+
+    async def send(self, method: str, instance: str, headers: dict[str, str], *a: Any, **kw: Any) -> FakeResponse:
+        after = {k.lower(): v for k, v in headers.items()}["last-event-id"]
+        self.resumes.append(after)
+        ids = [eid for eid, _ in self.store]
+        tail = self.store[ids.index(after) + 1 :]
+        return FakeResponse(b"".join(sse.encode(data or None, id=eid) for eid, data in tail))
+
+
+def progress(n: int) -> str:
+    return json.dumps({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": n}})
+
+
+def pump(log: FakeLog, upstream: FakeUpstream) -> Pump:
+    record = SessionRecord(id="s", pool="default", instance="http://up", upstream_sid="u", protocol="2025-11-25")
+    return Pump(
+        log=log,  # type: ignore[arg-type]
+        upstream=upstream,  # type: ignore[arg-type]
+        config=PumpConfig(idle_timeout=30),
+        record=record,
+        stream="S",
+        kind="post",
+        pending=[1],
+        owner="me",
+        signal=Signal(),
+        uid="u3",
+    )
+
+
+async def test_resumed_stream_catches_up_what_the_replay_live_window_skipped() -> None:
+    """The upstream replayed u4, primed the connection, then sent u6 live: u5, produced while it
+    replayed, is in its store but came on no connection. The pump fetches it before going on."""
+    answer = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {}})
+    store = [("u3", progress(3)), ("u4", progress(4)), ("u5", progress(5)), ("prime", ""), ("u6", progress(6))]
+    log, upstream = FakeLog(), FakeUpstream(store)
+    p = pump(log, upstream)
+    p._boundary = True  # the pump had just re-opened the upstream stream (a takeover)
+    live = [sse.Event(progress(4), "u4"), sse.Event("", "prime"), sse.Event(progress(6), "u6"), sse.Event(answer, "u7")]
+    await p._handle(live)
+    assert log.entries == [progress(4), progress(5), progress(6), answer]  # in order, each once
+    assert upstream.resumes == ["u4"]  # one extra replay, from the newest logged id
+    assert p.finished and log.finals == 1 and p.pending == []
+
+
+async def test_no_catch_up_on_a_fresh_stream_or_after_the_boundary() -> None:
+    log, upstream = FakeLog(), FakeUpstream([("u3", "")])
+    p = pump(log, upstream)
+    await p._handle([sse.Event("", "prime"), sse.Event(progress(1), "u4")])  # a first connection's priming
+    assert upstream.resumes == [] and log.entries == [progress(1)]
