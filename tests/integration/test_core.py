@@ -44,7 +44,11 @@ async def test_session_started_on_one_replica_works_on_the_other(
         assert answer["result"]["content"][0]["text"] == "5"
         upstream_sid = await upstream_sid_of(redis_url, key_prefix, sid)
         assert upstream_sid and upstream_sid != sid  # the client never sees the upstream's id
-        assert await client.delete_session() == 200
+        assert await client.delete_session() == 200  # answered by gw2 ...
+        client.url = gw1.url  # ... and gw1, which served this session before, knows at once
+        with pytest.raises(SessionGone):
+            await client.request("tools/list")
+        client.url = gw2.url
         with pytest.raises(SessionGone):
             await client.request("tools/list")
 
