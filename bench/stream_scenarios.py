@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from bench import loadgen as lg
 from bench.knobs import Knobs
-from bench.topology import Topology, cpu_seconds, redis_pid, rss_kb, system_busy_seconds
+from bench.topology import Topology, cpu_seconds, rss_kb, system_busy_seconds
 
 # ---------------------------------------------------------------- 4. resume
 
@@ -196,14 +196,14 @@ async def idle_phase(topo: Topology, n: int, keepalive: float, idle_seconds: flo
             # Idle window: nothing but keep-alives (and lease heartbeats) flow.
             ka0 = keepalives
             c0 = cpu_seconds(pid)
-            r0 = cpu_seconds(redis_pid())
+            r0 = cpu_seconds(topo.redis_pid())
             s0, b0 = system_busy_seconds(), time.process_time()
             t0 = time.monotonic()
             await asyncio.sleep(idle_seconds)
             wall = time.monotonic() - t0
             result["idle_window_s"] = round(wall, 2)
             result["gateway_cpu_pct"] = round(100 * (cpu_seconds(pid) - c0) / wall, 1)
-            result["redis_cpu_pct"] = round(100 * (cpu_seconds(redis_pid()) - r0) / wall, 1)
+            result["redis_cpu_pct"] = round(100 * (cpu_seconds(topo.redis_pid()) - r0) / wall, 1)
             ours = result["gateway_cpu_pct"] + result["redis_cpu_pct"] + 100 * (time.process_time() - b0) / wall
             result["other_cpu_pct"] = round(max(0.0, 100 * (system_busy_seconds() - s0) / wall - ours), 1)
             result["keepalives_per_s"] = round((keepalives - ka0) / wall, 1)

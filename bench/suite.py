@@ -26,12 +26,12 @@ from typing import Any
 
 import redis
 
-from bench import report, scenarios, stream_scenarios
+from bench import report, reqpath, scenarios, stream_scenarios
 from bench.knobs import Knobs
 from bench.loadgen import wrk_binary
 from bench.topology import REPO, RESULTS, Topology, describe_machine, nginx_binary, raise_nofile
 
-ALL = ("json", "json_sdk", "client_ceiling", "sse", "churn", "resume", "idle", "clients", "profile")
+ALL = ("json", "json_sdk", "client_ceiling", "reqpath", "sse", "churn", "resume", "idle", "clients", "profile")
 DATE = time.strftime("%Y-%m-%d")
 
 
@@ -54,6 +54,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sdk", action=argparse.BooleanOptionalAction, default=None, help="SDK-server row")
     p.add_argument("--profile-seconds", type=int, default=5)
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    p.add_argument(
+        "--own-redis",
+        action="store_true",
+        help="start a private redis-server for the run (exact Redis command counts on a shared machine)",
+    )
     p.add_argument("--out", type=Path, help=f"results JSON (default bench/results/{DATE}.json)")
     p.add_argument(
         "--readme",
@@ -142,6 +147,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         with_nginx=opts["nginx"],
         with_sdk=opts["sdk"] and "json_sdk" in only,
         with_lb=opts["replicas"] > 1,
+        own_redis=args.own_redis,
     )
     results: dict[str, Any] = {
         "date": DATE,
@@ -166,6 +172,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     sc: dict[str, Any] = results["scenarios"]
     RESULTS.mkdir(parents=True, exist_ok=True)
     topo.start()
+    results["config"]["redis_url"] = topo.redis_url
 
     def step(name: str) -> None:
         print(f"[bench {time.monotonic() - started:6.1f}s] {name}", file=sys.stderr, flush=True)
@@ -180,6 +187,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if "client_ceiling" in only:
             step("client ceiling")
             sc["client_ceiling"] = await scenarios.client_ceiling(topo, knobs)
+        if "reqpath" in only:
+            step("7. request path: CPU and Redis per call, one replica")
+            sc["reqpath"] = await reqpath.request_path(topo, knobs, topo.redis_url)
         if "sse" in only:
             step("2. tools/call -> SSE")
             sc["sse"] = await scenarios.sse_calls(topo, knobs)
@@ -188,7 +198,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             sc["churn"] = await scenarios.churn(topo, knobs)
         if "resume" in only:
             step("4. resume")
-            sc["resume"] = await stream_scenarios.resume(topo, knobs, args.redis_url)
+            sc["resume"] = await stream_scenarios.resume(topo, knobs, topo.redis_url)
             sc["resume_direct"] = await stream_scenarios.resume_direct(topo, knobs)
         if "clients" in only:
             step("6. httpx vs aiohttp")
@@ -205,7 +215,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         step("stopping")
         topo.stop()
         with contextlib.suppress(Exception):
-            results["config"]["redis_keys_deleted"] = cleanup_redis(args.redis_url, prefix)
+            results["config"]["redis_keys_deleted"] = cleanup_redis(topo.redis_url, prefix)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     report.derive(results)
     return results

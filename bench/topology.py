@@ -176,6 +176,8 @@ class Topology:
     gateways: list[Gateway] = field(default_factory=list)
     lb: Proc | None = None
     lb_port: int = 0
+    own_redis: bool = False  # start a private redis-server (exact command counts; nothing else uses it)
+    redis: Proc | None = None
 
     # URLs of each way to reach the upstreams ---------------------------------------------
     def urls(self, upstream: str = "fast") -> dict[str, str]:
@@ -211,6 +213,14 @@ class Topology:
 
     def start(self) -> None:
         (RESULTS / "logs").mkdir(parents=True, exist_ok=True)
+        if self.own_redis:
+            port = free_port()
+            self.redis = self.group.start(
+                f"redis-{port}",
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            )
+            self.redis.wait_port(port)
+            self.redis_url = f"redis://127.0.0.1:{port}/0"
         self.fast_port = free_port()
         self.fast = self.group.start(
             f"fast-upstream-{self.fast_port}", [PY, "-m", "bench.fast_upstream", "--port", str(self.fast_port)]
@@ -251,6 +261,9 @@ class Topology:
         if self.lb is not None:
             out["haproxy"] = self.lb.pid
         return out
+
+    def redis_pid(self) -> int:
+        return self.redis.pid if self.redis is not None else redis_pid()
 
     def stop(self) -> None:
         self.group.stop_all()
