@@ -69,14 +69,18 @@ async def _aiohttp_row(url: str, sids: list[str], conns: int, duration: float, b
 async def request_path(topo: Topology, knobs: Knobs, redis_url: str) -> dict[str, Any]:
     """Direct vs gw1: CPU per call, throughput ratios (aiohttp, wrk), added p50, Redis per call and per event."""
     urls = topo.urls("fast")
-    gw_pid = topo.gateways[0].proc.pid
+    pids = {"gw1": topo.gateways[0].proc.pid}
+    if topo.baseline is not None:
+        urls["gw1-base"] = topo.baseline.url
+        pids["gw1-base"] = topo.baseline.proc.pid
     body = lg.tool_call("json", {"text": "hi"})
     counter = RedisCounter(redis_url)
     hi = max(knobs.conns)
     out: dict[str, Any] = {"conns": hi, "rows": []}
     try:
-        for target in ("direct", "gw1"):
+        for target in ("direct", *pids):
             url = urls[target]
+            gw_pid = pids.get(target, 0)
             async with lg.sessions_at(url, knobs.sessions_per_target) as sids:
                 await _aiohttp_row(url, sids, hi, 0.5, body)  # warm-up
                 row: dict[str, Any] = {"target": target}
@@ -95,7 +99,7 @@ async def request_path(topo: Topology, knobs: Knobs, redis_url: str) -> dict[str
                     aiohttp_p99_ms=s["p99_ms"],
                     errors=s["errors"],
                 )
-                if target == "gw1":
+                if gw_pid:
                     row["cpu_us_per_call"] = round(1e6 * gw_cpu / max(res.completed, 1), 1)
                     row["gw_cpu_pct"] = round(100 * gw_cpu / (time.monotonic() - t0), 1)
                     row["redis_per_call"] = redis_fig
@@ -105,18 +109,19 @@ async def request_path(topo: Topology, knobs: Knobs, redis_url: str) -> dict[str
                         url, sids, body, conns=hi, duration=max(1, round(knobs.duration)), workdir=knobs.workdir
                     )
                     row.update(wrk_ops_per_s=w["ops_per_s"], wrk_p99_ms=w["p99_ms"], errors=row["errors"] + w["errors"])
-                    if target == "gw1":
+                    if gw_pid:
                         row["wrk_cpu_us_per_call"] = round(1e6 * (cpu_seconds(gw_pid) - c0) / max(w["ops"], 1), 1)
-                if target == "gw1":
+                if gw_pid:
                     row["redis_per_sse_event"] = await _sse_redis(url, sids, knobs, counter)
                 out["rows"].append(row)
     finally:
         counter.close()
-    d, g = out["rows"]
-    g["added_p50_1conn_ms"] = round(g["p50_1conn_ms"] - d["p50_1conn_ms"], 3)
-    g["aiohttp_x_direct"] = round(g["aiohttp_ops_per_s"] / d["aiohttp_ops_per_s"], 3)
-    if knobs.use_wrk:
-        g["wrk_x_direct"] = round(g["wrk_ops_per_s"] / d["wrk_ops_per_s"], 3)
+    d = out["rows"][0]
+    for g in out["rows"][1:]:
+        g["added_p50_1conn_ms"] = round(g["p50_1conn_ms"] - d["p50_1conn_ms"], 3)
+        g["aiohttp_x_direct"] = round(g["aiohttp_ops_per_s"] / d["aiohttp_ops_per_s"], 3)
+        if knobs.use_wrk:
+            g["wrk_x_direct"] = round(g["wrk_ops_per_s"] / d["wrk_ops_per_s"], 3)
     return out
 
 

@@ -19,6 +19,8 @@ import json
 import os
 import re
 import shlex
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,6 +60,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--own-redis",
         action="store_true",
         help="start a private redis-server for the run (exact Redis command counts on a shared machine)",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run one replica of the gateway at git revision REV (scenario 7 row `gw1-base`)",
     )
     p.add_argument("--out", type=Path, help=f"results JSON (default bench/results/{DATE}.json)")
     p.add_argument(
@@ -117,6 +124,17 @@ def parse_phases(text: str) -> tuple[tuple[int, float, float], ...]:
     return tuple(phases)
 
 
+def checkout(rev: str) -> Path:
+    """The gateway's files at `rev`, unpacked under bench/results/ (for the `gw1-base` replica)."""
+    target = RESULTS / f"baseline-{re.sub(r'[^A-Za-z0-9_.-]', '_', rev)}"
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "gateway"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
 def cleanup_redis(url: str, prefix: str) -> int:
     r = redis.Redis.from_url(url)
     n = 0
@@ -148,6 +166,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         with_sdk=opts["sdk"] and "json_sdk" in only,
         with_lb=opts["replicas"] > 1,
         own_redis=args.own_redis,
+        baseline_dir=checkout(args.baseline) if args.baseline else None,
     )
     results: dict[str, Any] = {
         "date": DATE,
@@ -166,6 +185,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "redis_url": args.redis_url,
             "key_prefix": prefix,
             "sessions_per_target": knobs.sessions_per_target,
+            "baseline": args.baseline,
         },
         "scenarios": {},
     }

@@ -178,6 +178,8 @@ class Topology:
     lb_port: int = 0
     own_redis: bool = False  # start a private redis-server (exact command counts; nothing else uses it)
     redis: Proc | None = None
+    baseline_dir: Path | None = None  # another checkout of the gateway: one more replica, `gw1-base`
+    baseline: Gateway | None = None
 
     # URLs of each way to reach the upstreams ---------------------------------------------
     def urls(self, upstream: str = "fast") -> dict[str, str]:
@@ -203,9 +205,9 @@ class Topology:
         argv += ["--log-format", "text", *(extra or [])]
         return argv
 
-    def start_gateway(self, extra: list[str] | None = None, wait: bool = True) -> Gateway:
+    def start_gateway(self, extra: list[str] | None = None, wait: bool = True, cwd: Path | None = None) -> Gateway:
         port = free_port()
-        proc = self.group.start(f"gateway-{port}", self.gateway_argv(port, extra))
+        proc = self.group.start(f"gateway-{port}", self.gateway_argv(port, extra), cwd=cwd)
         gw = Gateway(port, proc)
         if wait:
             proc.wait_http(f"{gw.base}/readyz", timeout=30)
@@ -241,6 +243,8 @@ class Topology:
                     self.group, f"127.0.0.1:{self.sdk_port}", RESULTS / "logs"
                 )
         self.gateways = [self.start_gateway(wait=False) for _ in range(self.replicas)]
+        if self.baseline_dir is not None:  # `python -m gateway` run there imports that tree's code
+            self.baseline = self.start_gateway(cwd=self.baseline_dir)
         for gw in self.gateways:
             gw.proc.wait_http(f"{gw.base}/readyz", timeout=30)
         if self.with_lb and self.replicas > 1:

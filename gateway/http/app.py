@@ -11,10 +11,12 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal
 
-from fastapi import FastAPI
+from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from gateway import errors, logs
 from gateway.config import Settings, csv
@@ -67,13 +69,47 @@ class Gateway:
             self.relay.signals.wake_all()
 
 
-def create_app(settings: Settings) -> FastAPI:
+class GatewayApp(Starlette):
+    """Starlette, with `/mcp` and `/mcp/{pool}` served straight from the ASGI call.
+
+    Every MCP request would otherwise cross the middleware stack and the router (exception
+    middleware, route matching over every route, the request/response wrapper) although
+    `mcp_endpoint` answers every outcome itself; the other routes keep the full stack.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in _MCP_METHODS:
+            pool = _mcp_pool(scope["path"][len(scope.get("root_path", "")) :])
+            if pool is not False:
+                scope["app"] = self
+                scope["path_params"] = {} if pool is None else {"pool": pool}
+                response = await mcp_endpoint(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+_MCP_METHODS = ("GET", "POST", "DELETE")  # others take the router: its 405 with `Allow`
+
+
+def _mcp_pool(path: str) -> str | Literal[False] | None:
+    """`/mcp` -> None, `/mcp/<pool>` -> the pool name, any other path -> False."""
+    if path == "/mcp":
+        return None
+    if path.startswith("/mcp/"):
+        pool = path[5:]
+        if pool and "/" not in pool:
+            return pool
+    return False
+
+
+def create_app(settings: Settings) -> GatewayApp:
     pools = Pools(settings.pools())  # invalid upstream config fails here, at start-up
     pool_headers = settings.pool_headers()
     metrics = Metrics()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = connect(settings.redis_url, max_connections=settings.redis_max_connections)
         http = new_http_session(connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size)
         supervisor = Supervisor()
@@ -180,9 +216,10 @@ def create_app(settings: Settings) -> FastAPI:
             await http.close()
             await redis.aclose()
 
-    app = FastAPI(title="mcp-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"])
-    app.add_route("/mcp/{pool}", mcp_endpoint, methods=["GET", "POST", "DELETE"])
+    app = GatewayApp(lifespan=lifespan)
+    # GET/POST/DELETE on these two are served by GatewayApp.__call__ before routing.
+    app.add_route("/mcp", mcp_endpoint, methods=list(_MCP_METHODS))
+    app.add_route("/mcp/{pool}", mcp_endpoint, methods=list(_MCP_METHODS))
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/readyz", readyz, methods=["GET"])
     app.add_route("/metrics", metrics_endpoint, methods=["GET"])

@@ -94,7 +94,11 @@ class UpstreamClient:
         """Send a request and return once response headers arrived."""
         if not retry_connect:
             return await self._send_once(method, url, headers, body)
-        async for attempt in upstream_connect():
+        try:  # the first attempt outside the retry machinery: it is the one that almost always works
+            return await self._send_once(method, url, headers, body)
+        except errors.UpstreamUnavailable:
+            pass
+        async for attempt in upstream_connect(attempts=2):
             with attempt:
                 return await self._send_once(method, url, headers, body)
         raise AssertionError("unreachable")  # pragma: no cover
