@@ -226,6 +226,14 @@ def _idle_row(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_REDIS_CLIENT_COLS: Columns = (
+    ("client", "client"),
+    ("HGETALL+2 PEXPIRE pipeline ops/s", "pipeline_ops_per_s"),
+    ("pipeline CPU us/op", "pipeline_cpu_us"),
+    ("HGETALL ops/s", "hgetall_ops_per_s"),
+    ("HGETALL CPU us/op", "hgetall_cpu_us"),
+    ("error", "error"),
+)
 _REQPATH_COLS: Columns = (
     ("target", "target"),
     ("p50 1 conn ms", "p50_1conn_ms"),
@@ -304,6 +312,13 @@ def tables(results: dict[str, Any]) -> list[Table]:
     if "reqpath" in sc:
         out.append(_reqpath_table(sc["reqpath"]))
         out.append(_reqpath_commands(sc["reqpath"]))
+    if "redis_clients" in sc:
+        rc = sc["redis_clients"]
+        title = (
+            f"8. Redis clients, same commands, same Redis, same process: {rc['concurrency']} tasks, "
+            f"{rc['ops_per_round']} ops, best of {rc['rounds']} rounds (CPU = this process, all threads)"
+        )
+        out.append(_table(title, _REDIS_CLIENT_COLS, rc["rows"]))
     if "sse" in sc:
         ev = sc["sse"]["rows"][0]["events_per_call"] if sc["sse"]["rows"] else 0
         title = f"2. tools/call answered with SSE ({ev} events; ms; event = upstream write -> client read)"

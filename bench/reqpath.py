@@ -21,7 +21,7 @@ import redis
 
 from bench import loadgen as lg
 from bench.knobs import Knobs
-from bench.topology import Topology, cpu_seconds
+from bench.topology import Topology, tree_cpu_seconds
 
 # Commands the benchmark or the replica's housekeeping issue that are not part of a request.
 _HOUSEKEEPING = {"info", "ping", "client|setinfo", "client|setname", "hello", "select", "script|load"}
@@ -70,6 +70,9 @@ async def request_path(topo: Topology, knobs: Knobs, redis_url: str) -> dict[str
     """Direct vs gw1: CPU per call, throughput ratios (aiohttp, wrk), added p50, Redis per call and per event."""
     urls = topo.urls("fast")
     pids = {"gw1": topo.gateways[0].proc.pid}
+    if topo.granian is not None:
+        urls["gw1-granian"] = topo.granian.url
+        pids["gw1-granian"] = topo.granian.proc.pid
     if topo.baseline is not None:
         urls["gw1-base"] = topo.baseline.url
         pids["gw1-base"] = topo.baseline.proc.pid
@@ -87,11 +90,11 @@ async def request_path(topo: Topology, knobs: Knobs, redis_url: str) -> dict[str
                 one = await _aiohttp_row(url, sids, 1, knobs.duration, body)
                 row["p50_1conn_ms"] = one.summary()["p50_ms"]
                 row["p99_1conn_ms"] = one.summary()["p99_ms"]
-                c0, t0 = cpu_seconds(gw_pid), time.monotonic()
+                c0, t0 = tree_cpu_seconds(gw_pid), time.monotonic()
                 counter.start()
                 res = await _aiohttp_row(url, sids, hi, knobs.duration, body)
                 redis_fig = counter.stop(res.completed)
-                gw_cpu = cpu_seconds(gw_pid) - c0
+                gw_cpu = tree_cpu_seconds(gw_pid) - c0
                 s = res.summary()
                 row.update(
                     aiohttp_ops_per_s=s["ops_per_s"],
@@ -104,13 +107,13 @@ async def request_path(topo: Topology, knobs: Knobs, redis_url: str) -> dict[str
                     row["gw_cpu_pct"] = round(100 * gw_cpu / (time.monotonic() - t0), 1)
                     row["redis_per_call"] = redis_fig
                 if knobs.use_wrk:
-                    c0 = cpu_seconds(gw_pid)
+                    c0 = tree_cpu_seconds(gw_pid)
                     w = await lg.run_wrk(
                         url, sids, body, conns=hi, duration=max(1, round(knobs.duration)), workdir=knobs.workdir
                     )
                     row.update(wrk_ops_per_s=w["ops_per_s"], wrk_p99_ms=w["p99_ms"], errors=row["errors"] + w["errors"])
                     if gw_pid:
-                        row["wrk_cpu_us_per_call"] = round(1e6 * (cpu_seconds(gw_pid) - c0) / max(w["ops"], 1), 1)
+                        row["wrk_cpu_us_per_call"] = round(1e6 * (tree_cpu_seconds(gw_pid) - c0) / max(w["ops"], 1), 1)
                 if gw_pid:
                     row["redis_per_sse_event"] = await _sse_redis(url, sids, knobs, counter)
                 out["rows"].append(row)

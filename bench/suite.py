@@ -22,6 +22,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,19 @@ from bench.knobs import Knobs
 from bench.loadgen import wrk_binary
 from bench.topology import REPO, RESULTS, Topology, describe_machine, nginx_binary, raise_nofile
 
-ALL = ("json", "json_sdk", "client_ceiling", "reqpath", "sse", "churn", "resume", "idle", "clients", "profile")
+ALL = (
+    "json",
+    "json_sdk",
+    "client_ceiling",
+    "reqpath",
+    "redis_clients",
+    "sse",
+    "churn",
+    "resume",
+    "idle",
+    "clients",
+    "profile",
+)
 DATE = time.strftime("%Y-%m-%d")
 
 
@@ -61,6 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="start a private redis-server for the run (exact Redis command counts on a shared machine)",
     )
+    p.add_argument("--granian", action="store_true", help="scenario 7 row `gw1-granian`: this code on granian")
     p.add_argument(
         "--baseline",
         metavar="REV",
@@ -125,8 +139,8 @@ def parse_phases(text: str) -> tuple[tuple[int, float, float], ...]:
 
 
 def checkout(rev: str) -> Path:
-    """The gateway's files at `rev`, unpacked under bench/results/ (for the `gw1-base` replica)."""
-    target = RESULTS / f"baseline-{re.sub(r'[^A-Za-z0-9_.-]', '_', rev)}"
+    """The gateway's files at `rev`, unpacked in the temp dir (for the `gw1-base` replica)."""
+    target = Path(tempfile.gettempdir()) / f"mcpgw-bench-baseline-{re.sub(r'[^A-Za-z0-9_.-]', '_', rev)}"
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
@@ -166,6 +180,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         with_sdk=opts["sdk"] and "json_sdk" in only,
         with_lb=opts["replicas"] > 1,
         own_redis=args.own_redis,
+        with_granian=args.granian,
         baseline_dir=checkout(args.baseline) if args.baseline else None,
     )
     results: dict[str, Any] = {
@@ -210,6 +225,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if "reqpath" in only:
             step("7. request path: CPU and Redis per call, one replica")
             sc["reqpath"] = await reqpath.request_path(topo, knobs, topo.redis_url)
+        if "redis_clients" in only:
+            step("8. Redis clients: redis-py options, coredis, valkey-glide")
+            from bench.redis_clients import redis_clients
+
+            sc["redis_clients"] = await redis_clients(
+                topo.redis_url, prefix, ops=500 if args.smoke else 20_000, rounds=1 if args.smoke else 3
+            )
         if "sse" in only:
             step("2. tools/call -> SSE")
             sc["sse"] = await scenarios.sse_calls(topo, knobs)

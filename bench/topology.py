@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shlex
 import shutil
 import sys
 import time
@@ -36,6 +37,19 @@ def raise_nofile(want: int = 65536) -> int:
 
 
 # ---------------------------------------------------------------- /proc probes
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its direct children (granian serves from a worker process)."""
+    total = cpu_seconds(pid)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    total += cpu_seconds(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
@@ -180,6 +194,8 @@ class Topology:
     redis: Proc | None = None
     baseline_dir: Path | None = None  # another checkout of the gateway: one more replica, `gw1-base`
     baseline: Gateway | None = None
+    with_granian: bool = False  # one more replica of this code served by granian: `gw1-granian`
+    granian: Gateway | None = None
 
     # URLs of each way to reach the upstreams ---------------------------------------------
     def urls(self, upstream: str = "fast") -> dict[str, str]:
@@ -213,6 +229,16 @@ class Topology:
             proc.wait_http(f"{gw.base}/readyz", timeout=30)
         return gw
 
+    def start_granian_gateway(self) -> Gateway:
+        port = free_port()
+        flags = self.gateway_argv(port)[3:]  # without `python -m gateway`
+        argv = [str(Path(PY).parent / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--workers", "1", "--loop", "uvloop", "--no-ws", "--factory", "bench.granian_app:app"]
+        proc = self.group.start(f"gateway-granian-{port}", argv, env={"MCPGW_BENCH_ARGV": shlex.join(flags)})
+        gw = Gateway(port, proc)
+        proc.wait_http(f"{gw.base}/readyz", timeout=30)
+        return gw
+
     def start(self) -> None:
         (RESULTS / "logs").mkdir(parents=True, exist_ok=True)
         if self.own_redis:
@@ -243,6 +269,8 @@ class Topology:
                     self.group, f"127.0.0.1:{self.sdk_port}", RESULTS / "logs"
                 )
         self.gateways = [self.start_gateway(wait=False) for _ in range(self.replicas)]
+        if self.with_granian:
+            self.granian = self.start_granian_gateway()
         if self.baseline_dir is not None:  # `python -m gateway` run there imports that tree's code
             self.baseline = self.start_gateway(cwd=self.baseline_dir)
         for gw in self.gateways:
