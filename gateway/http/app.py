@@ -10,8 +10,8 @@ import secrets
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -57,6 +57,15 @@ class Gateway:
     supervisor: Supervisor
     keys: Keys
     loop: asyncio.AbstractEventLoop
+    _request_counters: dict[tuple[str, int, str], Any] = field(default_factory=dict)
+
+    def count_request(self, method: str, status: int, era: str) -> None:
+        """`metrics.requests.labels(...).inc()`, the labelled child looked up once per label set."""
+        key = (method, status, era)
+        child = self._request_counters.get(key)
+        if child is None:
+            child = self._request_counters[key] = self.metrics.requests.labels(method, str(status), era)
+        child.inc()
 
     def start_drain(self) -> None:
         """Called from the signal handler: readiness goes 503, open SSE connections end."""
@@ -259,7 +268,7 @@ async def mcp_endpoint(request: Request) -> Response:
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         response = error_response(errors.GatewayError("Internal error"))
-    gateway.metrics.requests.labels(request.method, str(response.status_code), era).inc()
+    gateway.count_request(request.method, response.status_code, era)
     return response
 
 

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from prometheus_client import Histogram
@@ -81,6 +82,7 @@ class UpstreamClient:
         self._session = session
         self._request_timeout = request_timeout
         self._latency = latency
+        self._latency_by_url: dict[str, Any] = {}  # labelled children, looked up once per URL
 
     async def send(
         self,
@@ -124,7 +126,10 @@ class UpstreamClient:
             raise errors.UpstreamUnavailable(f"Upstream unreachable: {exc.os_error}") from exc
         except aiohttp.ClientError as exc:
             raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
-        self._latency.labels(url).observe(time.perf_counter() - started)
+        child = self._latency_by_url.get(url)
+        if child is None:
+            child = self._latency_by_url[url] = self._latency.labels(url)
+        child.observe(time.perf_counter() - started)
         return UpstreamResponse(response)
 
 
@@ -135,5 +140,11 @@ def new_http_session(*, connect_timeout: float, pool_size: int) -> aiohttp.Clien
     )
     timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=None)
     return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+        # A proxy must not keep cookies: one jar shared by every client would hand one client's
+        # Set-Cookie to the next; Cookie/Set-Cookie headers pass through as they are. (Cheaper too.)
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
