@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.metrics import Metrics
-from gateway.upstream.client import UpstreamClient, new_http_session
+from gateway.upstream.client import UpstreamClient, new_upstream_pool
 from tests.integration.procs import free_port
 
 
@@ -37,7 +37,7 @@ async def upstream() -> AsyncIterator[tuple[str, list[str | None]]]:
 
 async def test_upstream_cookies_are_not_kept_for_the_next_client(upstream: tuple[str, list[str | None]]) -> None:
     url, seen = upstream
-    http = new_http_session(connect_timeout=2, pool_size=4)
+    http = new_upstream_pool(connect_timeout=2, pool_size=4)
     client = UpstreamClient(http, request_timeout=5, latency=Metrics().upstream_latency)
     try:
         first = await client.send("POST", url, {"Content-Type": "application/json"}, b"{}")
@@ -53,7 +53,7 @@ async def test_upstream_cookies_are_not_kept_for_the_next_client(upstream: tuple
 
 
 async def test_refused_connection_is_retried_then_unavailable() -> None:
-    http = new_http_session(connect_timeout=1, pool_size=4)
+    http = new_upstream_pool(connect_timeout=1, pool_size=4)
     metrics = Metrics()
     client = UpstreamClient(http, request_timeout=5, latency=metrics.upstream_latency)
     url = f"http://127.0.0.1:{free_port()}/mcp"  # nothing listens there

@@ -35,7 +35,7 @@ from gateway.streams.pump import PumpConfig
 from gateway.streams.relay import Relay, RelayConfig
 from gateway.supervisor import Supervisor
 from gateway.upstream.affinity import Affinity
-from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session
+from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session, new_upstream_pool
 from gateway.upstream.pools import HealthChecker, Pools
 from gateway.wire import protocol
 
@@ -127,7 +127,12 @@ def create_app(settings: Settings) -> GatewayApp:
         event_log = EventLog(
             redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl, lease_ttl=settings.lease_ttl
         )
-        upstream = UpstreamClient(http, request_timeout=settings.request_timeout, latency=metrics.upstream_latency)
+        upstream_pool = new_upstream_pool(
+            connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size
+        )
+        upstream = UpstreamClient(
+            upstream_pool, request_timeout=settings.request_timeout, latency=metrics.upstream_latency
+        )
         health = HealthChecker(pools, http, interval=settings.health_interval, timeout=settings.health_timeout)
         await health.check_all()  # a fresh replica knows which instances are up before it serves
         supervisor.spawn(health.run(), name="health-checks")
@@ -222,6 +227,7 @@ def create_app(settings: Settings) -> GatewayApp:
         finally:
             app.state.gateway._drain()
             await supervisor.aclose()  # pumps release their leases as they stop
+            await upstream_pool.close()
             await http.close()
             await redis.aclose()
 
