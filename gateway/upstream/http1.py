@@ -178,9 +178,12 @@ class Response:
         """Body chunks as they arrive; ends at the end of the message, raises if it broke."""
         while True:
             if self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
-                if self._buffered <= MAX_BUFFER // 2 and not self._complete:
+                # Everything that arrived so far, at once: the pump appends what one read gives it
+                # in one store write, so bytes that came together stay together (as aiohttp's iter_any).
+                chunk = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+                self._chunks.clear()
+                self._buffered = 0
+                if not self._complete:
                     self._connection.resume()
                 yield chunk
                 continue
