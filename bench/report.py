@@ -359,7 +359,11 @@ def tables(results: dict[str, Any]) -> list[Table]:
             f"6. Upstream client: {r['streams']} concurrent SSE streams x {r['events_per_stream']} events, "
             f"fast upstream, same process and loop"
         )
-        out.append(_table(title, _CLIENT_COLS, [{"name": name, **r[name]} for name in ("aiohttp", "httpx")]))
+        out.append(
+            _table(
+                title, _CLIENT_COLS, [{"name": name, **r[name]} for name in ("aiohttp", "httpx", "http1") if name in r]
+            )
+        )
     if results.get("targets"):
         cols = (("target", "target"), ("limit", "limit"), ("measured", "measured"), ("met", "met"), ("where", "where"))
         out.append(_table("Targets", cols, results["targets"]))

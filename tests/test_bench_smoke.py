@@ -73,7 +73,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert idle["rss_after_kb"] > 0 and idle["rss_before_kb"] > 0
         assert idle["keepalives_per_s"] > 0  # keep-alives flowed on the idle streams
 
-    for client in ("aiohttp", "httpx"):
+    for client in ("aiohttp", "httpx", "http1"):
         assert sc["clients"][client]["events_per_s"] > 0
         assert sc["clients"][client]["stream_p99_ms"] > 0
 
