@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from gateway.errors import GatewayError, StoreError, UpstreamUnavailable
+from gateway.errors import GatewayError, StoreBusy, StoreError, UpstreamUnavailable
 
 
 def _policy(retry_on: type[GatewayError], attempts: int, first_wait: float, max_wait: float) -> AsyncRetrying:
@@ -29,6 +29,12 @@ def upstream_connect(attempts: int = 3) -> AsyncRetrying:
 def store(attempts: int = 3) -> AsyncRetrying:
     """Idempotent store reads and lease renewals survive a blip (e.g. a failover)."""
     return _policy(StoreError, attempts, 0.05, 0.4)
+
+
+def store_busy(attempts: int = 4) -> AsyncRetrying:
+    """The pool had no free connection (nothing was sent): any command, even an append, may be
+    tried again; a pump or an open delivery waits out an overload instead of giving up its stream."""
+    return _policy(StoreBusy, attempts, 0.1, 1.0)
 
 
 def upstream_resume(attempts: int = 5) -> AsyncRetrying:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from redis import exceptions as redis_exceptions
 
 from gateway import errors
 from gateway.store.client import connect, translated
@@ -43,3 +44,20 @@ async def test_unreachable_redis_is_store_error() -> None:
             await client.ping()
     finally:
         await client.aclose()
+
+
+async def test_pool_exhaustion_is_store_busy_not_an_outage(redis_url: str) -> None:
+    """No free connection within the pool timeout: nothing was sent, so it is StoreBusy (retryable)."""
+    client = connect(redis_url, max_connections=1, pool_timeout=0.2)
+    try:
+        holder = asyncio.ensure_future(client.blpop(["mcpgw-test:never"], timeout=2))  # holds the one connection
+        await asyncio.sleep(0.1)
+        with pytest.raises(errors.StoreBusy), translated():
+            await client.ping()
+        holder.cancel()
+        await asyncio.gather(holder, return_exceptions=True)
+    finally:
+        await client.aclose()
+    with pytest.raises(errors.StoreError) as info, translated():
+        raise redis_exceptions.ConnectionError("Connection refused")
+    assert not isinstance(info.value, errors.StoreBusy)  # a refused connection is an outage

@@ -15,14 +15,20 @@ import fakeredis
 import redis.asyncio as aioredis
 from redis import exceptions as redis_exceptions
 
-from gateway.errors import StoreError
+from gateway.errors import StoreBusy, StoreError
 
 log = logging.getLogger("gateway.store.client")
 
 Redis = aioredis.Redis
 
+# What redis-py's BlockingConnectionPool raises when no connection freed up within its timeout.
+POOL_EXHAUSTED = "No connection available"
 
-def connect(redis_url: str | None, *, max_connections: int = 1024, pool_timeout: float = 5.0) -> Redis:
+
+def connect(
+    redis_url: str | None, *, max_connections: int = 64, pool_timeout: float = 5.0, client_name: str | None = None
+) -> Redis:
+    """`client_name` names every connection (`CLIENT LIST` shows which replica holds which)."""
     if redis_url:
         # A blocking pool: a burst beyond `max_connections` waits for a free connection (up to
         # `pool_timeout`, then StoreError) instead of failing at once with "Too many connections".
@@ -32,6 +38,7 @@ def connect(redis_url: str | None, *, max_connections: int = 1024, pool_timeout:
             timeout=pool_timeout,
             health_check_interval=30,
             socket_keepalive=True,
+            client_name=client_name,
         )
         client: Redis = aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
         return client
@@ -48,6 +55,10 @@ def translated() -> Iterator[None]:
     """Translate redis-py (and fakeredis) failures into the gateway's StoreError."""
     try:
         yield
+    except redis_exceptions.ConnectionError as exc:
+        if POOL_EXHAUSTED in str(exc):
+            raise StoreBusy(f"session store busy: {exc}") from exc
+        raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc
     except redis_exceptions.RedisError as exc:
         raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc
     except OSError as exc:

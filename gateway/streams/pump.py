@@ -1,7 +1,9 @@
 """The pump: upstream SSE -> Redis, one replica at a time per stream (the lease holder).
 
 A pump reads upstream events and appends each to the stream's Redis log *before* anyone
-delivers it. It keeps running when the client disconnects (transports: disconnect is not
+delivers it. Its lease is not renewed per stream (the replica's liveness heartbeat stands for
+every pump of the replica); each append checks the lease, so a pump whose stream was taken
+over stops at its next write. It keeps running when the client disconnects (transports: disconnect is not
 cancellation) until every request of the stream has its response, the upstream stays idle
 too long, or the stream cannot be resumed; then it appends JSON-RPC errors for whatever is
 still pending and the end marker, so no request is ever left hanging.
@@ -19,8 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import errors
-from gateway.retry import store as retry_store
-from gateway.retry import upstream_resume
+from gateway.retry import store_busy, upstream_resume
 from gateway.store.eventlog import EventLog, LeaseLost, StreamVanished
 from gateway.store.sessions import SessionRecord
 from gateway.streams.signals import Signal
@@ -32,6 +33,7 @@ log = logging.getLogger("gateway.streams.pump")
 
 MAX_FRUITLESS_RECONNECTS = 3
 DEFAULT_UPSTREAM_RETRY_MS = 100
+CATCH_UP_TIMEOUT = 5.0  # s: bound on the one extra replay that closes an upstream's replay->live window
 
 
 class CannotResume(Exception):
@@ -45,7 +47,6 @@ class PumpIdle(Exception):
 @dataclass(frozen=True)
 class PumpConfig:
     idle_timeout: float
-    lease_ttl: float
     max_line: int = 1 << 20
     repoll: float = 2.0  # re-poll a silent resumed upstream stream after this many seconds
 
@@ -85,49 +86,34 @@ class Pump:
     owner: str
     signal: Signal
     uid: str = ""
+    seq: int = 0  # the last seq this pump knows is in the log (checked by every append)
     retry_ms: int = DEFAULT_UPSTREAM_RETRY_MS
     finished: bool = False
+    lost: bool = False  # the lease went to another replica: never write, never release
+    _boundary: bool = False  # on a resumed upstream connection whose replay->live boundary is still ahead
     _last_event: float = 0.0
     _recent: deque[str] = field(default_factory=lambda: deque(maxlen=256))
 
     async def run(self, first: UpstreamResponse | None) -> None:
         """Pump until the stream ends; `first` is the open upstream response, or None to resume."""
         try:
-            async with asyncio.TaskGroup() as group:
-                heartbeat = group.create_task(self._heartbeat())
-                try:
-                    await self._main(first)
-                finally:
-                    heartbeat.cancel()
-        except* LeaseLost:
+            await self._main(first)
+        except LeaseLost:
+            self.lost = True
             log.info("stream %s: lease lost, another replica pumps it now", self.stream)
-        except* StreamVanished:
-            log.warning(
-                "stream %s: state vanished from the store; failing %d pending request(s)",
-                self.stream,
-                len(self.pending),
-            )
+        except StreamVanished as exc:
+            log.warning("stream %s: %s; failing %d pending request(s)", self.stream, exc, len(self.pending))
             self.signal.fail(
                 [sse.encode(error_message(i, "Stream state was lost by the gateway's store")) for i in self.pending]
             )
-        except* errors.StoreError as group:
-            log.error("stream %s: store failed: %s", self.stream, group.exceptions[0])
+        except errors.StoreError as exc:
+            log.error("stream %s: store failed: %s", self.stream, exc)
         finally:
             self.signal.close()
-            if not self.finished:
-                # Hand over at once (graceful shutdown, store hiccup): another replica may resume.
+            if not self.finished and not self.lost:
+                # Hand over at once (drain deadline, store hiccup): another replica adopts it.
                 with contextlib.suppress(errors.StoreError, asyncio.CancelledError):
                     await asyncio.shield(self.log.release(self.record.id, self.stream, self.owner))
-
-    async def _heartbeat(self) -> None:
-        interval = self.config.lease_ttl / 3
-        while True:
-            await asyncio.sleep(interval)
-            async for attempt in retry_store():
-                with attempt:
-                    renewed = await self.log.renew(self.record.id, self.stream, self.owner)
-            if not renewed:
-                raise LeaseLost(self.stream)
 
     async def _main(self, first: UpstreamResponse | None) -> None:
         response = first
@@ -138,6 +124,7 @@ class Pump:
                 resumed = response is None
                 if response is None:
                     response = await self._reopen()
+                    self._boundary = True
                 try:
                     progressed, repoll = await self._consume(response, resumed=resumed)
                 finally:
@@ -208,40 +195,87 @@ class Pump:
     async def _handle(self, events: list[sse.Event]) -> bool:
         batch: list[tuple[str, str]] = []
         uid = ""
+        progressed = False
         for event in events:
-            log.debug("stream %s: upstream event id=%r data=%d bytes", self.stream, event.id, len(event.data or ""))
-            if event.retry is not None:
-                self.retry_ms = event.retry
-            if event.id:
-                if event.id in self._recent:
-                    continue  # a replayed event we already logged
+            if event.id and not event.data and self._boundary and event.id not in self._recent:
+                # A resumed upstream primes the connection where its replay ends and live events start
+                # (2025-11-25 transports §Resumability). The Python SDK registers the connection for
+                # live events only after that, so an event produced meanwhile is stored but sent on no
+                # connection: fetch once more from what we have, then carry on (duplicates dropped).
+                self._boundary = False
                 self._recent.append(event.id)
-                uid = event.id
-            if not event.data:
-                continue  # priming event: only its id matters
+                progressed |= await self._flush(batch, uid)
+                batch, uid = [], ""
+                progressed |= await self._catch_up()
+                if self.finished:
+                    return progressed  # the catch-up brought the last answer
+                continue
+            uid = self._take(event, batch) or uid
+        return await self._flush(batch, uid) or progressed
+
+    def _take(self, event: sse.Event, batch: list[tuple[str, str]]) -> str:
+        """Add one upstream event to `batch` unless already logged; its id ("" if none or a repeat)."""
+        log.debug("stream %s: upstream event id=%r data=%d bytes", self.stream, event.id, len(event.data or ""))
+        if event.retry is not None:
+            self.retry_ms = event.retry
+        if event.id:
+            if event.id in self._recent:
+                return ""  # a replayed event we already logged
+            self._recent.append(event.id)
+        if event.data:  # a priming event (no data) only moves the cursor
             batch.append((event.data, event.id or ""))
             for answered in answered_ids(event.data):
                 if answered in self.pending:
                     self.pending.remove(answered)
+        return event.id or ""
+
+    async def _flush(self, batch: list[tuple[str, str]], uid: str) -> bool:
         if not batch and not uid:
             return False
         final = self.kind == "post" and not self.pending
         await self._append(batch, uid=uid, final=final)
         return bool(batch)
 
+    async def _catch_up(self) -> bool:
+        """One replay-only GET after the newest logged upstream id; best effort, bounded in time."""
+        try:
+            response = await self._reopen()
+        except CannotResume as exc:
+            log.info("stream %s: catch-up replay not possible: %s", self.stream, exc)
+            return False
+        parser = sse.Parser(self.config.max_line)
+        batch: list[tuple[str, str]] = []
+        uid = ""
+        try:
+            async with asyncio.timeout(CATCH_UP_TIMEOUT):
+                async for chunk in response.chunks():
+                    for event in parser.feed(chunk):
+                        uid = self._take(event, batch) or uid
+        except (TimeoutError, errors.UpstreamError, sse.SSEError) as exc:
+            log.info("stream %s: catch-up replay ended early: %s", self.stream, exc)
+        finally:
+            response.close()
+        if batch:
+            log.info("stream %s: catch-up replay found %d event(s) the resumed stream skipped", self.stream, len(batch))
+        return await self._flush(batch, uid)
+
     async def _append(
         self, batch: list[tuple[str, str]], *, uid: str = "", final: bool = False, poll_ms: int | None = None
     ) -> None:
-        seq = await self.log.append(
-            self.record.id,
-            self.stream,
-            self.owner,
-            batch,
-            pending=tuple(self.pending),
-            uid=uid,
-            final=final,
-            poll_ms=poll_ms,
-        )
+        async for attempt in store_busy():  # nothing was sent: retrying cannot double an entry
+            with attempt:
+                seq = await self.log.append(
+                    self.record.id,
+                    self.stream,
+                    self.owner,
+                    batch,
+                    pending=tuple(self.pending),
+                    uid=uid,
+                    final=final,
+                    poll_ms=poll_ms,
+                    expect=self.seq,
+                )
+        self.seq = seq
         if uid:
             self.uid = uid
         if final:
