@@ -176,6 +176,7 @@ class LoopResult:
     conns: int
     duration: float
     ops: int = 0
+    completed: int = 0  # every op that succeeded, also those ending after the window (for per-op costs)
     errors: int = 0
     first_error: str = ""
     latencies: list[float] = field(default_factory=list)  # seconds, ops completed in the window
@@ -223,6 +224,7 @@ async def closed_loop(conns: int, duration: float, op: Op, *, warmup: float = 0.
                 await asyncio.sleep(0.01)
                 continue
             end = time.perf_counter()
+            result.completed += 1
             if t_measure <= end <= t_end:
                 result.ops += 1
                 result.latencies.append(end - start)

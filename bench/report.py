@@ -69,6 +69,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             if r64 and "x_direct" in r64:
                 add(f"throughput vs direct, {hi} conns", ">= 0.6x", r64["x_direct"], r64["x_direct"] >= 0.6, gw)
                 add(f"p99, {hi} conns", "<= 50 ms", r64["p99_ms"], r64["p99_ms"] <= 50, gw)
+    g = _reqpath_gw(sc)
+    if g is not None:
+        for field, label in (("wrk_cpu_us_per_call", "wrk"), ("cpu_us_per_call", "aiohttp")):
+            if field in g:
+                add(f"CPU per JSON call ({label} load)", "<= 150 us", g[field], g[field] <= 150, "gw1")
+        add("added p50, 1 conn (aiohttp)", "<= 0.5 ms", g["added_p50_1conn_ms"], g["added_p50_1conn_ms"] <= 0.5, "gw1")
+        p99 = g["aiohttp_p99_ms"]
+        add(f"p99, {sc['reqpath']['conns']} conns (aiohttp)", "<= 50 ms", p99, p99 <= 50, "gw1")
     if "sse" in sc:
         rows = sc["sse"]["rows"]
         lo = min(r["conns"] for r in rows)
@@ -91,6 +99,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             where = f"{n} streams, keep-alive {ka} s" + ("" if held else " (streams failed: not a valid figure)")
             add("RSS per idle stream", "<= 50 KB", v, v <= 50 and held, where)
     return out
+
+
+def _reqpath_gw(sc: dict[str, Any]) -> dict[str, Any] | None:
+    rows = (sc.get("reqpath") or {}).get("rows", [])
+    return next((r for r in rows if r["target"] == "gw1"), None)
 
 
 # ---------------------------------------------------------------- tables
@@ -213,6 +226,62 @@ def _idle_row(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_REDIS_CLIENT_COLS: Columns = (
+    ("client", "client"),
+    ("HGETALL+2 PEXPIRE pipeline ops/s", "pipeline_ops_per_s"),
+    ("pipeline CPU us/op", "pipeline_cpu_us"),
+    ("HGETALL ops/s", "hgetall_ops_per_s"),
+    ("HGETALL CPU us/op", "hgetall_cpu_us"),
+    ("error", "error"),
+)
+_REQPATH_COLS: Columns = (
+    ("target", "target"),
+    ("p50 1 conn ms", "p50_1conn_ms"),
+    ("+p50 ms", "added_p50_1conn_ms"),
+    ("aiohttp req/s", "aiohttp_ops_per_s"),
+    ("x direct", "aiohttp_x_direct"),
+    ("p99 ms", "aiohttp_p99_ms"),
+    ("wrk req/s", "wrk_ops_per_s"),
+    ("wrk x direct", "wrk_x_direct"),
+    ("wrk p99 ms", "wrk_p99_ms"),
+    ("CPU us/call", "cpu_us_per_call"),
+    ("wrk CPU us/call", "wrk_cpu_us_per_call"),
+    ("Redis cmds/call", "redis_cmds_call"),
+    ("round trips/call", "redis_rtt_call"),
+    ("Redis cmds/SSE event", "redis_cmds_event"),
+    ("round trips/SSE event", "redis_rtt_event"),
+)
+
+
+def _reqpath_table(rp: dict[str, Any]) -> Table:
+    rows = []
+    for r in rp["rows"]:
+        call, event = r.get("redis_per_call") or {}, r.get("redis_per_sse_event") or {}
+        rows.append(
+            {
+                **r,
+                "redis_cmds_call": call.get("commands"),
+                "redis_rtt_call": call.get("round_trips"),
+                "redis_cmds_event": event.get("commands"),
+                "redis_rtt_event": event.get("round_trips"),
+            }
+        )
+    title = (
+        f"7. Request path, one replica: JSON tools/call at 1 and {rp['conns']} connections (fast upstream); "
+        "CPU = the replica's process CPU time / calls served; Redis from INFO commandstats"
+    )
+    return _table(title, _REQPATH_COLS, rows)
+
+
+def _reqpath_commands(rp: dict[str, Any]) -> Table:
+    g: dict[str, Any] = next((r for r in rp["rows"] if r["target"] == "gw1"), {})
+    rows = []
+    for key, what in (("redis_per_call", "per JSON call"), ("redis_per_sse_event", "per SSE event")):
+        by = (g.get(key) or {}).get("by_command") or {}
+        rows.append([what, ", ".join(f"{k} {v}" for k, v in by.items()) or "-"])
+    return "7b. Redis commands by name, gw1 (from INFO commandstats; inside Lua scripts too)", ["", "commands"], rows
+
+
 def _top(items: list[dict[str, Any]], n: int) -> str:
     return ", ".join(f"{x['name']} {x['pct']}%" for x in items[:n])
 
@@ -240,6 +309,16 @@ def tables(results: dict[str, Any]) -> list[Table]:
                 ],
             )
         )
+    if "reqpath" in sc:
+        out.append(_reqpath_table(sc["reqpath"]))
+        out.append(_reqpath_commands(sc["reqpath"]))
+    if "redis_clients" in sc:
+        rc = sc["redis_clients"]
+        title = (
+            f"8. Redis clients, same commands, same Redis, same process: {rc['concurrency']} tasks, "
+            f"{rc['ops_per_round']} ops, best of {rc['rounds']} rounds (CPU = this process, all threads)"
+        )
+        out.append(_table(title, _REDIS_CLIENT_COLS, rc["rows"]))
     if "sse" in sc:
         ev = sc["sse"]["rows"][0]["events_per_call"] if sc["sse"]["rows"] else 0
         title = f"2. tools/call answered with SSE ({ev} events; ms; event = upstream write -> client read)"
@@ -280,7 +359,11 @@ def tables(results: dict[str, Any]) -> list[Table]:
             f"6. Upstream client: {r['streams']} concurrent SSE streams x {r['events_per_stream']} events, "
             f"fast upstream, same process and loop"
         )
-        out.append(_table(title, _CLIENT_COLS, [{"name": name, **r[name]} for name in ("aiohttp", "httpx")]))
+        out.append(
+            _table(
+                title, _CLIENT_COLS, [{"name": name, **r[name]} for name in ("aiohttp", "httpx", "http1") if name in r]
+            )
+        )
     if results.get("targets"):
         cols = (("target", "target"), ("limit", "limit"), ("measured", "measured"), ("met", "met"), ("where", "where"))
         out.append(_table("Targets", cols, results["targets"]))

@@ -14,12 +14,12 @@ from typing import Any
 
 from bench import loadgen as lg
 from bench.knobs import Knobs
-from bench.topology import CpuMeter, Topology, redis_pid
+from bench.topology import CpuMeter, Topology
 
 
 def _cpu(topo: Topology, upstream: str = "fast") -> CpuMeter:
     pids = topo.pids(upstream)
-    pids["redis"] = redis_pid()
+    pids["redis"] = topo.redis_pid()
     return CpuMeter(pids)
 
 

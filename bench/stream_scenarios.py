@@ -17,7 +17,8 @@ import redis.asyncio as aioredis
 
 from bench import loadgen as lg
 from bench.knobs import Knobs
-from bench.topology import Topology, cpu_seconds, redis_pid, rss_kb, system_busy_seconds
+from bench.topology import Topology, cpu_seconds, rss_kb, system_busy_seconds
+from gateway.upstream import http1
 
 # ---------------------------------------------------------------- 4. resume
 
@@ -196,14 +197,14 @@ async def idle_phase(topo: Topology, n: int, keepalive: float, idle_seconds: flo
             # Idle window: nothing but keep-alives (and lease heartbeats) flow.
             ka0 = keepalives
             c0 = cpu_seconds(pid)
-            r0 = cpu_seconds(redis_pid())
+            r0 = cpu_seconds(topo.redis_pid())
             s0, b0 = system_busy_seconds(), time.process_time()
             t0 = time.monotonic()
             await asyncio.sleep(idle_seconds)
             wall = time.monotonic() - t0
             result["idle_window_s"] = round(wall, 2)
             result["gateway_cpu_pct"] = round(100 * (cpu_seconds(pid) - c0) / wall, 1)
-            result["redis_cpu_pct"] = round(100 * (cpu_seconds(redis_pid()) - r0) / wall, 1)
+            result["redis_cpu_pct"] = round(100 * (cpu_seconds(topo.redis_pid()) - r0) / wall, 1)
             ours = result["gateway_cpu_pct"] + result["redis_cpu_pct"] + 100 * (time.process_time() - b0) / wall
             result["other_cpu_pct"] = round(max(0.0, 100 * (system_busy_seconds() - s0) / wall - ours), 1)
             result["keepalives_per_s"] = round((keepalives - ka0) / wall, 1)
@@ -242,7 +243,8 @@ def _count_events(buf: bytes, chunk: bytes) -> tuple[int, bytes]:
 
 
 async def upstream_clients(topo: Topology, knobs: Knobs) -> dict[str, Any]:
-    """64 concurrent SSE streams of 200 events from the fast upstream: aiohttp vs httpx."""
+    """64 concurrent SSE streams of 200 events from the fast upstream: aiohttp vs httpx vs the
+    gateway's own HTTP/1.1 client (gateway/upstream/http1.py)."""
     url = topo.urls("fast")["direct"]
     streams, events = knobs.client_streams, knobs.client_events
     body = lg.tool_call("sse", {"events": events})
@@ -275,10 +277,22 @@ async def upstream_clients(topo: Topology, knobs: Knobs) -> dict[str, Any]:
             raise lg.BenchError(f"httpx: {got} events")
         return time.perf_counter() - t0
 
+    async def with_http1(pool: http1.Http1Pool) -> float:
+        t0 = time.perf_counter()
+        got, buf = 0, b""
+        response = await pool.request("POST", url, hdrs, body)
+        async for chunk in response.iter_chunks():
+            n, buf = _count_events(buf, chunk)
+            got += n
+        if got != events:
+            raise lg.BenchError(f"http1: {got} events")
+        return time.perf_counter() - t0
+
+    names = ("aiohttp", "httpx", "http1")
     results: dict[str, dict[str, list[float]]] = {
-        "aiohttp": {"stream_s": [], "round_s": [], "cpu_s": [], "upstream_cpu_s": []},
-        "httpx": {"stream_s": [], "round_s": [], "cpu_s": [], "upstream_cpu_s": []},
+        name: {"stream_s": [], "round_s": [], "cpu_s": [], "upstream_cpu_s": []} for name in names
     }
+    h_pool = http1.Http1Pool(connect_timeout=5, limit_per_host=streams)
     a_http = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=streams), timeout=aiohttp.ClientTimeout(total=60), auto_decompress=False
     )
@@ -288,14 +302,16 @@ async def upstream_clients(topo: Topology, knobs: Knobs) -> dict[str, Any]:
     up_pid = topo.fast.pid if topo.fast else 0
     try:
         for rnd in range(knobs.client_rounds + 1):  # round 0 warms both clients up
-            order = ("aiohttp", "httpx") if rnd % 2 == 0 else ("httpx", "aiohttp")
+            order = names if rnd % 2 == 0 else tuple(reversed(names))
             for name in order:
                 gc.collect()
                 c0, u0, t0 = time.process_time(), cpu_seconds(up_pid), time.perf_counter()
                 if name == "aiohttp":
                     times = await asyncio.gather(*(with_aiohttp(a_http) for _ in range(streams)))
-                else:
+                elif name == "httpx":
                     times = await asyncio.gather(*(with_httpx(x_http) for _ in range(streams)))
+                else:
+                    times = await asyncio.gather(*(with_http1(h_pool) for _ in range(streams)))
                 wall = time.perf_counter() - t0
                 if rnd == 0:
                     continue
@@ -307,6 +323,7 @@ async def upstream_clients(topo: Topology, knobs: Knobs) -> dict[str, Any]:
     finally:
         await a_http.close()
         await x_http.aclose()
+        await h_pool.close()
     out: dict[str, Any] = {"streams": streams, "events_per_stream": events, "rounds": knobs.client_rounds}
     for name, r in results.items():
         total_events = streams * events * len(r["round_s"])

@@ -19,20 +19,35 @@ import json
 import os
 import re
 import shlex
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from bench import chart, report, scenarios, stream_scenarios
+from bench import chart, report, reqpath, scenarios, stream_scenarios
 from bench.knobs import Knobs
 from bench.loadgen import wrk_binary
 from bench.progress import Progress
 from bench.topology import REPO, RESULTS, Topology, describe_machine, nginx_binary, raise_nofile
 
-ALL = ("json", "json_sdk", "client_ceiling", "sse", "churn", "resume", "idle", "clients", "profile")
+ALL = (
+    "json",
+    "json_sdk",
+    "client_ceiling",
+    "reqpath",
+    "redis_clients",
+    "sse",
+    "churn",
+    "resume",
+    "idle",
+    "clients",
+    "profile",
+)
 DATE = time.strftime("%Y-%m-%d")
 
 
@@ -55,6 +70,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sdk", action=argparse.BooleanOptionalAction, default=None, help="SDK-server row")
     p.add_argument("--profile-seconds", type=int, default=5)
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    p.add_argument(
+        "--own-redis",
+        action="store_true",
+        help="start a private redis-server for the run (exact Redis command counts on a shared machine)",
+    )
+    p.add_argument("--granian", action="store_true", help="scenario 7 row `gw1-granian`: this code on granian")
+    p.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run one replica of the gateway at git revision REV (scenario 7 row `gw1-base`)",
+    )
     p.add_argument("--out", type=Path, help=f"results JSON (default bench/results/{DATE}.json)")
     p.add_argument(
         "--readme",
@@ -113,6 +139,17 @@ def parse_phases(text: str) -> tuple[tuple[int, float, float], ...]:
     return tuple(phases)
 
 
+def checkout(rev: str) -> Path:
+    """The gateway's files at `rev`, unpacked in the temp dir (for the `gw1-base` replica)."""
+    target = Path(tempfile.gettempdir()) / f"mcpgw-bench-baseline-{re.sub(r'[^A-Za-z0-9_.-]', '_', rev)}"
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "gateway"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
+
+
 def cleanup_redis(url: str, prefix: str) -> int:
     r = redis.Redis.from_url(url)
     n = 0
@@ -143,6 +180,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         with_nginx=opts["nginx"],
         with_sdk=opts["sdk"] and "json_sdk" in only,
         with_lb=opts["replicas"] > 1,
+        own_redis=args.own_redis,
+        with_granian=args.granian,
+        baseline_dir=checkout(args.baseline) if args.baseline else None,
     )
     results: dict[str, Any] = {
         "date": DATE,
@@ -161,6 +201,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "redis_url": args.redis_url,
             "key_prefix": prefix,
             "sessions_per_target": knobs.sessions_per_target,
+            "baseline": args.baseline,
         },
         "scenarios": {},
     }
@@ -171,6 +212,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     step = progress.step
     progress.note(f"starting upstreams, {opts['replicas']} replica(s){', nginx' if opts['nginx'] else ''}")
     topo.start()
+    results["config"]["redis_url"] = topo.redis_url
 
     try:
         if "json" in only:
@@ -182,6 +224,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if "client_ceiling" in only:
             step("client ceiling")
             sc["client_ceiling"] = await scenarios.client_ceiling(topo, knobs)
+        if "reqpath" in only:
+            step("7. request path: CPU and Redis per call, one replica")
+            sc["reqpath"] = await reqpath.request_path(topo, knobs, topo.redis_url)
+        if "redis_clients" in only:
+            step("8. Redis clients: redis-py options, coredis, valkey-glide")
+            from bench.redis_clients import redis_clients
+
+            sc["redis_clients"] = await redis_clients(
+                topo.redis_url, prefix, ops=500 if args.smoke else 20_000, rounds=1 if args.smoke else 3
+            )
         if "sse" in only:
             step("2. tools/call -> SSE")
             sc["sse"] = await scenarios.sse_calls(topo, knobs)
@@ -190,7 +242,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             sc["churn"] = await scenarios.churn(topo, knobs)
         if "resume" in only:
             step("4. resume")
-            sc["resume"] = await stream_scenarios.resume(topo, knobs, args.redis_url)
+            sc["resume"] = await stream_scenarios.resume(topo, knobs, topo.redis_url)
             sc["resume_direct"] = await stream_scenarios.resume_direct(topo, knobs)
         if "clients" in only:
             step("6. httpx vs aiohttp")
@@ -208,7 +260,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         topo.stop()
         print(progress.summary(), file=sys.stderr, flush=True)
         with contextlib.suppress(Exception):
-            results["config"]["redis_keys_deleted"] = cleanup_redis(args.redis_url, prefix)
+            results["config"]["redis_keys_deleted"] = cleanup_redis(topo.redis_url, prefix)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     report.derive(results)
     return results

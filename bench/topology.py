@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shlex
 import shutil
 import sys
 import time
@@ -36,6 +37,19 @@ def raise_nofile(want: int = 65536) -> int:
 
 
 # ---------------------------------------------------------------- /proc probes
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its direct children (granian serves from a worker process)."""
+    total = cpu_seconds(pid)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    total += cpu_seconds(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return total
 
 
 def cpu_seconds(pid: int) -> float:
@@ -176,6 +190,12 @@ class Topology:
     gateways: list[Gateway] = field(default_factory=list)
     lb: Proc | None = None
     lb_port: int = 0
+    own_redis: bool = False  # start a private redis-server (exact command counts; nothing else uses it)
+    redis: Proc | None = None
+    baseline_dir: Path | None = None  # another checkout of the gateway: one more replica, `gw1-base`
+    baseline: Gateway | None = None
+    with_granian: bool = False  # one more replica of this code served by granian: `gw1-granian`
+    granian: Gateway | None = None
 
     # URLs of each way to reach the upstreams ---------------------------------------------
     def urls(self, upstream: str = "fast") -> dict[str, str]:
@@ -201,16 +221,34 @@ class Topology:
         argv += ["--log-format", "text", *(extra or [])]
         return argv
 
-    def start_gateway(self, extra: list[str] | None = None, wait: bool = True) -> Gateway:
+    def start_gateway(self, extra: list[str] | None = None, wait: bool = True, cwd: Path | None = None) -> Gateway:
         port = free_port()
-        proc = self.group.start(f"gateway-{port}", self.gateway_argv(port, extra))
+        proc = self.group.start(f"gateway-{port}", self.gateway_argv(port, extra), cwd=cwd)
         gw = Gateway(port, proc)
         if wait:
             proc.wait_http(f"{gw.base}/readyz", timeout=30)
         return gw
 
+    def start_granian_gateway(self) -> Gateway:
+        port = free_port()
+        flags = self.gateway_argv(port)[3:]  # without `python -m gateway`
+        argv = [str(Path(PY).parent / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--workers", "1", "--loop", "uvloop", "--no-ws", "--factory", "bench.granian_app:app"]
+        proc = self.group.start(f"gateway-granian-{port}", argv, env={"MCPGW_BENCH_ARGV": shlex.join(flags)})
+        gw = Gateway(port, proc)
+        proc.wait_http(f"{gw.base}/readyz", timeout=30)
+        return gw
+
     def start(self) -> None:
         (RESULTS / "logs").mkdir(parents=True, exist_ok=True)
+        if self.own_redis:
+            port = free_port()
+            self.redis = self.group.start(
+                f"redis-{port}",
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            )
+            self.redis.wait_port(port)
+            self.redis_url = f"redis://127.0.0.1:{port}/0"
         self.fast_port = free_port()
         self.fast = self.group.start(
             f"fast-upstream-{self.fast_port}", [PY, "-m", "bench.fast_upstream", "--port", str(self.fast_port)]
@@ -231,6 +269,10 @@ class Topology:
                     self.group, f"127.0.0.1:{self.sdk_port}", RESULTS / "logs"
                 )
         self.gateways = [self.start_gateway(wait=False) for _ in range(self.replicas)]
+        if self.with_granian:
+            self.granian = self.start_granian_gateway()
+        if self.baseline_dir is not None:  # `python -m gateway` run there imports that tree's code
+            self.baseline = self.start_gateway(cwd=self.baseline_dir)
         for gw in self.gateways:
             gw.proc.wait_http(f"{gw.base}/readyz", timeout=30)
         if self.with_lb and self.replicas > 1:
@@ -251,6 +293,9 @@ class Topology:
         if self.lb is not None:
             out["haproxy"] = self.lb.pid
         return out
+
+    def redis_pid(self) -> int:
+        return self.redis.pid if self.redis is not None else redis_pid()
 
     def stop(self) -> None:
         self.group.stop_all()

@@ -90,3 +90,41 @@ def test_tables_have_one_cell_per_column() -> None:
     json_rows = tables[0][2]
     assert json_rows[2][:9] == ["gw1", "1", "500", "1.40", "3.50", "0.5", "0.625", "0.4", "1.50"]
     assert json_rows[0][5] == "-"  # direct has no ratio to itself
+
+
+def _reqpath() -> dict[str, Any]:
+    per_call = {"commands": 1.0, "round_trips": 1.0, "by_command": {"hgetall": 1.0}}
+    per_event = {"commands": 2.5, "round_trips": 1.2, "by_command": {"xadd": 1.0, "pexpire": 1.5}}
+    return {
+        "conns": 64,
+        "rows": [
+            {"target": "direct", "p50_1conn_ms": 0.2, "aiohttp_ops_per_s": 10000.0, "aiohttp_p99_ms": 9.0},
+            {
+                "target": "gw1",
+                "p50_1conn_ms": 0.6,
+                "added_p50_1conn_ms": 0.4,
+                "aiohttp_ops_per_s": 3000.0,
+                "aiohttp_x_direct": 0.3,
+                "aiohttp_p99_ms": 40.0,
+                "cpu_us_per_call": 140.0,
+                "wrk_cpu_us_per_call": 160.0,
+                "redis_per_call": per_call,
+                "redis_per_sse_event": per_event,
+            },
+        ],
+    }
+
+
+def test_request_path_targets_and_tables() -> None:
+    results = {"scenarios": {"reqpath": _reqpath()}}
+    report.derive(results)
+    met = {t["target"]: t["met"] for t in results["targets"]}
+    assert met["CPU per JSON call (aiohttp load)"] is True  # 140 us <= 150 us
+    assert met["CPU per JSON call (wrk load)"] is False  # 160 us > 150 us
+    assert met["added p50, 1 conn (aiohttp)"] is True
+    assert met["p99, 64 conns (aiohttp)"] is True
+    tables = report.tables(results)
+    assert [t[0].split(" ")[0] for t in tables] == ["7.", "7b.", "Targets"]
+    for _title, header, rows in tables:
+        assert rows and all(len(row) == len(header) for row in rows)
+    assert tables[1][2] == [["per JSON call", "hgetall 1.0"], ["per SSE event", "xadd 1.0, pexpire 1.5"]]

@@ -49,6 +49,12 @@ def test_bench_smoke(tmp_path: Path) -> None:
 
     assert sc["client_ceiling"]["ops_per_s"] > 0
 
+    reqpath = {r["target"]: r for r in sc["reqpath"]["rows"]}
+    assert reqpath["gw1"]["cpu_us_per_call"] > 0 and reqpath["gw1"]["aiohttp_x_direct"] > 0
+    assert reqpath["gw1"]["redis_per_call"]["by_command"].get("hgetall", 0) > 0  # the session load
+    assert reqpath["gw1"]["redis_per_call"]["round_trips"] > 0
+    assert reqpath["gw1"]["redis_per_sse_event"]["by_command"].get("xadd", 0) > 0  # events land in the log
+
     for row in sc["sse"]["rows"]:
         assert row["calls_per_s"] > 0 and row["events_per_s"] > 0, row
         assert row["e2e_p50_ms"] > 0 and row["event_latency_p50_ms"] > 0, row
@@ -69,7 +75,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert idle["rss_after_kb"] > 0 and idle["rss_before_kb"] > 0
         assert idle["keepalives_per_s"] > 0  # keep-alives flowed on the idle streams
 
-    for client in ("aiohttp", "httpx"):
+    for client in ("aiohttp", "httpx", "http1"):
         assert sc["clients"][client]["events_per_s"] > 0
         assert sc["clients"][client]["stream_p99_ms"] > 0
 

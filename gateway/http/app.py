@@ -11,11 +11,13 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from fastapi import FastAPI
+from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from gateway import errors, logs
 from gateway.config import Settings, csv
@@ -42,7 +44,7 @@ from gateway.tasks.runner import Runner
 from gateway.tasks.service import TaskService, TaskSettings
 from gateway.tasks.store import TaskStore
 from gateway.upstream.affinity import Affinity
-from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session
+from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session, new_upstream_pool
 from gateway.upstream.pools import HealthChecker, Pools
 from gateway.upstream.probes import Prober
 from gateway.wire import protocol
@@ -68,6 +70,19 @@ class Gateway:
     keys: Keys
     loop: asyncio.AbstractEventLoop
     drain_started: float | None = None
+    _request_counters: dict[tuple[str, int, str], Any] = field(default_factory=dict)
+
+    def count_request(self, method: str, status: int, era: str, seconds: float) -> None:
+        """Count the request and its duration; labelled children are looked up once per label set."""
+        key = (method, status, era)
+        children = self._request_counters.get(key)
+        if children is None:
+            children = self._request_counters[key] = (
+                self.metrics.requests.labels(method, str(status), era),
+                self.metrics.request_duration.labels(era, str(status)),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def start_drain(self) -> None:
         """Called from the signal handler: readiness goes 503, open SSE connections end."""
@@ -81,7 +96,41 @@ class Gateway:
             self.relay.wake_all()
 
 
-def create_app(settings: Settings) -> FastAPI:
+class GatewayApp(Starlette):
+    """Starlette, with `/mcp` and `/mcp/{pool}` served straight from the ASGI call.
+
+    Every MCP request would otherwise cross the middleware stack and the router (exception
+    middleware, route matching over every route, the request/response wrapper) although
+    `mcp_endpoint` answers every outcome itself; the other routes keep the full stack.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in _MCP_METHODS:
+            pool = _mcp_pool(scope["path"][len(scope.get("root_path", "")) :])
+            if pool is not False:
+                scope["app"] = self
+                scope["path_params"] = {} if pool is None else {"pool": pool}
+                response = await mcp_endpoint(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+_MCP_METHODS = ("GET", "POST", "DELETE")  # others take the router: its 405 with `Allow`
+
+
+def _mcp_pool(path: str) -> str | Literal[False] | None:
+    """`/mcp` -> None, `/mcp/<pool>` -> the pool name, any other path -> False."""
+    if path == "/mcp":
+        return None
+    if path.startswith("/mcp/"):
+        pool = path[5:]
+        if pool and "/" not in pool:
+            return pool
+    return False
+
+
+def create_app(settings: Settings) -> GatewayApp:
     metrics = Metrics()
     pools = Pools(settings.pools(), gauge=metrics.upstream_healthy)  # invalid upstream config fails here
     pool_headers = settings.pool_headers()
@@ -90,7 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
     task_tools = parse_task_tools(settings.task_tools, pools.names(), settings.task_sync_input)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         redis = connect(
             settings.redis_url, max_connections=settings.redis_max_connections, client_name=f"mcpgw:{replica}"
@@ -124,7 +173,12 @@ def create_app(settings: Settings) -> FastAPI:
         await tail.start()  # presence first: from now on a kill of this process is seen at once
         metrics.tail_watches.set_function(lambda: len(tail))
         await liveness.beat()
-        upstream = UpstreamClient(http, request_timeout=settings.request_timeout, latency=metrics.upstream_latency)
+        upstream_pool = new_upstream_pool(
+            connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size
+        )
+        upstream = UpstreamClient(
+            upstream_pool, request_timeout=settings.request_timeout, latency=metrics.upstream_latency
+        )
         health = HealthChecker(pools, Prober(http, timeout=settings.health_timeout), probe_specs)
         await health.check_all()  # a fresh replica knows which instances are up before it serves
         supervisor.spawn(health.run(), name="health-checks")
@@ -239,14 +293,16 @@ def create_app(settings: Settings) -> FastAPI:
             with contextlib.suppress(errors.StoreError):
                 await liveness.clear()
             await tail.aclose()
+            await upstream_pool.close()
             await http.close()
             if control is not redis:
                 await control.aclose()
             await redis.aclose()
 
-    app = FastAPI(title="mcp-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"])
-    app.add_route("/mcp/{pool}", mcp_endpoint, methods=["GET", "POST", "DELETE"])
+    app = GatewayApp(lifespan=lifespan)
+    # GET/POST/DELETE on these two are served by GatewayApp.__call__ before routing.
+    app.add_route("/mcp", mcp_endpoint, methods=list(_MCP_METHODS))
+    app.add_route("/mcp/{pool}", mcp_endpoint, methods=list(_MCP_METHODS))
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/readyz", readyz, methods=["GET"])
     app.add_route("/metrics", metrics_endpoint, methods=["GET"])
@@ -327,9 +383,7 @@ async def mcp_endpoint(request: Request) -> Response:
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         response = error_response(errors.GatewayError("Internal error"))
-    status = str(response.status_code)
-    gateway.metrics.requests.labels(request.method, status, era).inc()
-    gateway.metrics.request_duration.labels(era, status).observe(time.perf_counter() - started)
+    gateway.count_request(request.method, response.status_code, era, time.perf_counter() - started)
     return response
 
 

@@ -1,7 +1,11 @@
 """Gateway sessions in Redis: the map from a gateway session id to its upstream session.
 
-Any replica can load any session; every load renews the sliding idle TTL of the record and
-of the session's stream registry in the same round trip.
+Any replica can load any session. A load is one HGETALL, read from Redis every time (so a
+DELETE or a re-initialization on one replica is seen by every other one at once). The sliding
+idle TTL of the record and of the session's stream registry is renewed in the same round trip,
+but only when this replica last renewed it more than `REFRESH_FRACTION` of the TTL ago; the
+renewal sets TTL x (1 + REFRESH_FRACTION), so a session still lives at least the configured TTL
+after its last request (and at most 10 % longer).
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import hmac
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -55,11 +60,19 @@ class StreamInfo:
     pending: tuple[Any, ...]
 
 
+REFRESH_FRACTION = 0.1  # renew a session's TTL when this replica renewed it more than 10 % of it ago
+_MAX_TRACKED = 100_000  # renewal times kept per replica before stale ones are dropped
+
+
 class SessionStore:
-    def __init__(self, redis: Redis, keys: Keys, ttl: float) -> None:
+    def __init__(self, redis: Redis, keys: Keys, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl_ms = int(ttl * 1000)
+        self._refresh_ttl_ms = int(ttl * (1 + REFRESH_FRACTION) * 1000)
+        self._refresh_every = ttl * REFRESH_FRACTION
+        self._clock = clock
+        self._renewed: dict[str, float] = {}  # session id -> when this replica last renewed its TTL
 
     async def create(self, record: SessionRecord) -> None:
         key = self._keys.session(record.id)
@@ -75,12 +88,18 @@ class SessionStore:
         if not valid_session_id(session_id):
             raise errors.SessionNotFound("Session not found")
         key = self._keys.session(session_id)
+        now = self._clock()
         with translated():
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hgetall(key)
-                pipe.pexpire(key, self._ttl_ms)
-                pipe.pexpire(self._keys.streams(session_id), self._ttl_ms)
-                raw, _, _ = await pipe.execute()
+            if now - self._renewed.get(session_id, -self._refresh_every) < self._refresh_every:
+                raw: dict[bytes, bytes] = await self._redis.hgetall(key)  # type: ignore[assignment]
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.hgetall(key)
+                    pipe.pexpire(key, self._refresh_ttl_ms)
+                    pipe.pexpire(self._keys.streams(session_id), self._refresh_ttl_ms)
+                    raw, _, _ = await pipe.execute()
+                if raw:
+                    self._remember_renewal(session_id, now)
         if not raw:
             raise errors.SessionNotFound("Session not found")
         record = SessionRecord.from_redis(session_id, raw)
@@ -88,6 +107,14 @@ class SessionStore:
         if not hmac.compare_digest(record.principal.encode(), principal.encode()):
             raise errors.SessionNotFound("Session not found")
         return record
+
+    def _remember_renewal(self, session_id: str, now: float) -> None:
+        if len(self._renewed) >= _MAX_TRACKED:
+            cutoff = now - self._refresh_every
+            self._renewed = {sid: t for sid, t in self._renewed.items() if t > cutoff}
+            if len(self._renewed) >= _MAX_TRACKED // 2:
+                self._renewed.clear()  # forgetting only costs an early renewal
+        self._renewed[session_id] = now
 
     async def update_upstream(self, session_id: str, instance: str, upstream_sid: str) -> None:
         with translated():
@@ -101,7 +128,7 @@ class SessionStore:
         with translated():
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hset(key, stream, json.dumps({"kind": kind, "pending": list(pending)}))
-                pipe.pexpire(key, self._ttl_ms)
+                pipe.pexpire(key, self._refresh_ttl_ms)  # as long as the record may live (see load)
                 await pipe.execute()
 
     async def stream_info(self, session_id: str, stream: str) -> StreamInfo | None:
@@ -114,6 +141,7 @@ class SessionStore:
 
     async def delete(self, session_id: str) -> int:
         """Remove the session and every stream it owns; returns the number of streams."""
+        self._renewed.pop(session_id, None)
         streams_key = self._keys.streams(session_id)
         with translated():
             stream_ids: list[bytes] = await self._redis.hkeys(streams_key)  # type: ignore[assignment]

@@ -1,7 +1,7 @@
 """The HTTP client that talks to upstream instances.
 
-The aiohttp session is created once in the app lifespan and passed in. Every aiohttp
-exception is translated here into the gateway's error tree: refused connection -> 503
+The connection pool (`gateway/upstream/http1.py`) is created once in the app lifespan and passed
+in. Every failure is translated here into the gateway's error tree: refused connection -> 503
 (UpstreamUnavailable), timeout -> 504, anything else malformed -> 502.
 """
 
@@ -11,12 +11,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from prometheus_client import Histogram
 
 from gateway import errors
 from gateway.retry import upstream_connect
+from gateway.upstream import http1
 from gateway.wire import protocol
 
 
@@ -42,11 +44,12 @@ class HeaderPolicy:
 class UpstreamResponse:
     """An open upstream response; the caller must `close()` it (or read it whole)."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: http1.Response) -> None:
         self._response = response
         self.status = response.status
         self.headers: Mapping[str, str] = response.headers
-        self.content_type = response.content_type
+        raw_type = response.headers.get("content-type", "application/octet-stream")
+        self.content_type = raw_type.split(";", 1)[0].strip().lower()
 
     @property
     def is_sse(self) -> bool:
@@ -57,12 +60,12 @@ class UpstreamResponse:
         chunks: list[bytes] = []
         size = 0
         try:
-            async for chunk in self._response.content.iter_any():
+            async for chunk in self._response.iter_chunks():
                 size += len(chunk)
                 if size > limit:
                     raise errors.UpstreamError("Bad upstream answer: body too large")
                 chunks.append(chunk)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (OSError, http1.ProtocolFailure) as exc:
             raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
         finally:
             self.close()
@@ -71,9 +74,9 @@ class UpstreamResponse:
     async def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives, unbuffered; ends when the upstream closes."""
         try:
-            async for chunk in self._response.content.iter_any():
+            async for chunk in self._response.iter_chunks():
                 yield chunk
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (OSError, http1.ProtocolFailure) as exc:
             raise errors.UpstreamError(f"Upstream stream broke: {exc}") from exc
 
     def close(self) -> None:
@@ -81,10 +84,11 @@ class UpstreamResponse:
 
 
 class UpstreamClient:
-    def __init__(self, session: aiohttp.ClientSession, *, request_timeout: float, latency: Histogram) -> None:
-        self._session = session
+    def __init__(self, pool: http1.Http1Pool, *, request_timeout: float, latency: Histogram) -> None:
+        self._pool = pool
         self._request_timeout = request_timeout
         self._latency = latency
+        self._latency_by_url: dict[str, Any] = {}  # labelled children, looked up once per URL
 
     async def send(
         self,
@@ -101,7 +105,11 @@ class UpstreamClient:
         limit = self._request_timeout if timeout is None else timeout
         if not retry_connect:
             return await self._send_once(method, url, headers, body, limit)
-        async for attempt in upstream_connect():
+        try:  # the first attempt outside the retry machinery: it is the one that almost always works
+            return await self._send_once(method, url, headers, body, limit)
+        except errors.UpstreamUnavailable:
+            pass
+        async for attempt in upstream_connect(attempts=2):
             with attempt:
                 return await self._send_once(method, url, headers, body, limit)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -112,31 +120,38 @@ class UpstreamClient:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(limit):
-                response = await self._session.request(
-                    method,
-                    url,
-                    headers=dict(headers),
-                    data=body,
-                    allow_redirects=False,
-                    auto_decompress=False,
-                )
+                response = await self._pool.request(method, url, headers, body)
         except TimeoutError as exc:
             raise errors.UpstreamTimeout("Upstream timed out") from exc
-        except aiohttp.ClientConnectorError as exc:
+        except http1.ConnectFailed as exc:
             # Nothing reached the upstream: safe to retry or place elsewhere.
-            raise errors.UpstreamUnavailable(f"Upstream unreachable: {exc.os_error}") from exc
-        except aiohttp.ClientError as exc:
+            raise errors.UpstreamUnavailable(f"Upstream unreachable: {exc}") from exc
+        except (OSError, http1.ProtocolFailure) as exc:
             raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
-        self._latency.labels(url).observe(time.perf_counter() - started)
+        child = self._latency_by_url.get(url)
+        if child is None:
+            child = self._latency_by_url[url] = self._latency.labels(url)
+        child.observe(time.perf_counter() - started)
         return UpstreamResponse(response)
 
 
+def new_upstream_pool(*, connect_timeout: float, pool_size: int) -> http1.Http1Pool:
+    """The request path's upstream connections of a replica (created in the lifespan)."""
+    return http1.Http1Pool(connect_timeout=connect_timeout, limit_per_host=pool_size)
+
+
 def new_http_session(*, connect_timeout: float, pool_size: int) -> aiohttp.ClientSession:
-    """The one upstream connection pool of a replica (created in the lifespan)."""
+    """aiohttp, for the health probes and the JWKS fetch (created in the lifespan)."""
     connector = aiohttp.TCPConnector(
         limit=0, limit_per_host=pool_size, keepalive_timeout=30, enable_cleanup_closed=True
     )
     timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=None)
     return aiohttp.ClientSession(
-        connector=connector, timeout=timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+        connector=connector,
+        timeout=timeout,
+        auto_decompress=False,
+        skip_auto_headers=("User-Agent",),
+        # A proxy must not keep cookies: one jar shared by every client would hand one client's
+        # Set-Cookie to the next; Cookie/Set-Cookie headers pass through as they are. (Cheaper too.)
+        cookie_jar=aiohttp.DummyCookieJar(),
     )

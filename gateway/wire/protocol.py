@@ -6,6 +6,7 @@ or raises a `gateway.errors` client error, so the rules are tested without socke
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import secrets
@@ -124,15 +125,16 @@ class Body:
     messages: tuple[Message, ...]
     is_batch: bool
 
-    @property
+    # Cached: read several times per request, and a Body never changes.
+    @functools.cached_property
     def requests(self) -> tuple[Message, ...]:
         return tuple(m for m in self.messages if m.is_request)
 
-    @property
+    @functools.cached_property
     def request_ids(self) -> tuple[str | int, ...]:
         return tuple(m.id for m in self.requests if m.id is not None)
 
-    @property
+    @functools.cached_property
     def first_id(self) -> errors.JsonRpcId:
         return self.requests[0].id if self.requests else None
 
