@@ -24,7 +24,7 @@ from gateway.eras.stateless import StatelessEndpoint
 from gateway.http.auth import METADATA_PATH, Authenticator
 from gateway.http.guard import Guard
 from gateway.metrics import Metrics
-from gateway.store.client import Redis, connect
+from gateway.store.client import Redis, connect, ping
 from gateway.store.eventlog import EventLog
 from gateway.store.keys import Keys
 from gateway.store.limits import LimitConfig, Limiter
@@ -74,7 +74,13 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = connect(settings.redis_url, max_connections=settings.redis_max_connections)
+        redis = connect(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            cluster=settings.redis_cluster,
+            sentinels=settings.sentinels(),
+            sentinel_master=settings.redis_sentinel_master,
+        )
         http = new_http_session(connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size)
         supervisor = Supervisor()
         keys = Keys(settings.key_prefix)
@@ -252,7 +258,7 @@ async def readyz(request: Request) -> Response:
         return JSONResponse({"status": "draining"}, status_code=503)
     try:
         async with asyncio.timeout(1.0):
-            await gateway.redis.ping()
+            await ping(gateway.redis)
     except Exception as exc:  # any failure means "not ready"; the reason is reported
         return JSONResponse({"status": "store unavailable", "error": str(exc)}, status_code=503)
     down = [name for name in gateway.pools.names() if not gateway.pools.pool_ready(name)]
