@@ -1,10 +1,15 @@
-"""The store connection against real Redis: a bounded, blocking pool and translated failures."""
+"""The store connection: a bounded, blocking pool and translated failures against real Redis; the
+Cluster and Sentinel clients as `connect` builds them (their real servers: tests/integration)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedSSLConnection
+from redis.exceptions import SlotNotCoveredError
 
 from gateway import errors
 from gateway.store.client import connect, translated
@@ -43,3 +48,44 @@ async def test_unreachable_redis_is_store_error() -> None:
             await client.ping()
     finally:
         await client.aclose()
+
+
+def test_cluster_client_bounded_per_node() -> None:
+    client = connect("redis://127.0.0.1:7000/0", cluster=True, max_connections=7)
+    assert isinstance(client, RedisCluster)
+    assert client.nodes_manager.connection_kwargs["max_connections"] == 7
+
+
+def test_sentinel_client_takes_credentials_db_and_tls_from_the_url() -> None:
+    client = connect(
+        "rediss://gw:secret@ignored:1/2",
+        sentinels=(("s1", 26379), ("s2", 26380)),
+        sentinel_master="gwmaster",
+        max_connections=5,
+        pool_timeout=0.5,
+    )
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and isinstance(pool, BlockingConnectionPool)
+    assert pool.service_name == "gwmaster" and pool.max_connections == 5 and pool.timeout == 0.5
+    assert issubclass(pool.connection_class, SentinelManagedSSLConnection)
+    kwargs = pool.connection_kwargs
+    assert (kwargs["username"], kwargs["password"], kwargs["db"]) == ("gw", "secret", 2)
+    assert "host" not in kwargs  # the primary's address comes from the Sentinels
+    assert [
+        (s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+        for s in pool.sentinel_manager.sentinels
+    ] == [("s1", 26379), ("s2", 26380)]
+
+
+async def test_no_sentinel_answering_is_store_error() -> None:
+    client = connect(None, sentinels=(("127.0.0.1", 1),), pool_timeout=0.5)
+    try:
+        with pytest.raises(errors.StoreError), translated():
+            await client.ping()
+    finally:
+        await client.aclose()
+
+
+def test_cluster_exceptions_are_store_errors() -> None:
+    with pytest.raises(errors.StoreError, match="SlotNotCoveredError"), translated():
+        raise SlotNotCoveredError('Slot "1" is not covered by the cluster.')

@@ -221,10 +221,13 @@ async def mcp_endpoint(request: Request) -> Response:
     except errors.UnsupportedVersion as exc:
         response = await _unsupported_version(request, exc, gateway.settings.max_body_bytes)
     except errors.GatewayError as exc:
+        request_id: errors.JsonRpcId = None
         if isinstance(exc, errors.StoreError):
             gateway.metrics.store_errors.inc()
             log.error("store error: %s", exc)
-        response = error_response(exc)
+            # The guard's limits hit the store before the body is read: answer with the request's id.
+            request_id, _ = await _peek(request, gateway.settings.max_body_bytes)
+        response = error_response(exc, request_id)
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         response = error_response(errors.GatewayError("Internal error"))
@@ -234,13 +237,18 @@ async def mcp_endpoint(request: Request) -> Response:
 
 async def _unsupported_version(request: Request, exc: errors.UnsupportedVersion, limit: int) -> Response:
     """400 + UnsupportedProtocolVersionError naming the request's id and the versions it could use."""
-    request_id: errors.JsonRpcId = None
-    method: str | None = None
-    if request.method == "POST":
-        with contextlib.suppress(errors.GatewayError, ClientDisconnect):
-            request_id, method = protocol.peek(await read_body(request, limit))
+    request_id, method = await _peek(request, limit)
     supported = protocol.versions_for(has_session=protocol.H_SESSION in request.headers, method=method)
     return error_response(errors.UnsupportedVersion(exc.message, data={**exc.data, "supported": supported}), request_id)
+
+
+async def _peek(request: Request, limit: int) -> tuple[errors.JsonRpcId, str | None]:
+    """The id and method of a POST whose body was not read yet (None, None otherwise)."""
+    if request.method == "POST":
+        # RuntimeError: the body was consumed already (the error came after parsing it).
+        with contextlib.suppress(errors.GatewayError, ClientDisconnect, RuntimeError):
+            return protocol.peek(await read_body(request, limit))
+    return None, None
 
 
 async def protected_resource(request: Request) -> Response:

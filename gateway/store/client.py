@@ -20,6 +20,7 @@ from typing import Any, cast
 import fakeredis
 import redis.asyncio as aioredis
 from redis import exceptions as redis_exceptions
+from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool, SSLConnection, parse_url
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -114,6 +115,15 @@ async def ping(redis: Redis) -> None:
         await redis.ping(target_nodes=RedisCluster.PRIMARIES)
     else:
         await redis.ping()
+
+
+async def pubsub(redis: Redis) -> PubSub:
+    """A pub/sub object that can SSUBSCRIBE on any topology. `RedisCluster` routes a shard
+    channel by its slot, so its slot map must be loaded first (`initialize` is idempotent);
+    the cluster pub/sub then holds one connection per node it subscribes on."""
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+    return redis.pubsub()
 
 
 @contextmanager

@@ -114,7 +114,8 @@ class EventLog:
             "done": "0",
         }
         with translated():
-            async with self._redis.pipeline(transaction=True) as pipe:
+            # One round trip, not MULTI: older redis-py Cluster pipelines refuse transaction=True.
+            async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hset(meta, mapping=mapping)  # type: ignore[arg-type]
                 pipe.pexpire(meta, int(self._ttl_ms))
                 pipe.set(lease, owner, px=self.lease_ms)

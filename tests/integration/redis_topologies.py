@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis as redis_sync
 
+from gateway.store.client import pubsub as store_pubsub
 from tests.integration.procs import Proc, ProcessGroup, ProcessStartError, free_port
 
 MAX_CLUSTER_PORT = 55535  # the cluster bus listens on port + 10000
@@ -284,3 +286,27 @@ def start_sentinels(procs: ProcessGroup, workdir: Path) -> LocalSentinels:
         setup.sentinels.append(RedisNode(port, proc))
     wait_until("every Sentinel knows the replica and its two peers", setup.ready_for_failover, timeout=40)
     return setup
+
+
+async def sharded_pubsub_roundtrip(client: Any, channels: list[str], timeout: float = 10.0) -> set[str]:
+    """SSUBSCRIBE to `channels` through `store.client.pubsub`, SPUBLISH one message on each, return
+    the channels whose message arrived (the multiplexed tail relies on exactly this)."""
+    pubsub = await store_pubsub(client)
+    try:
+        await pubsub.ssubscribe(*channels)
+        for channel in channels:
+            await client.spublish(channel, "1")
+        got: set[str] = set()
+        deadline = time.monotonic() + timeout
+        while got != set(channels) and time.monotonic() < deadline:
+            # a Cluster's pub/sub reads shard channels from its per-node connections
+            message = (
+                await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=0.2)
+                if hasattr(pubsub, "get_sharded_message")
+                else await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            )
+            if message and message["type"] == "smessage":
+                got.add(message["channel"].decode())
+        return got
+    finally:
+        await pubsub.aclose()

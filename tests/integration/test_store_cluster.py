@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
+from gateway.store.client import connect, ping
 from gateway.store.keys import Keys
 from tests.integration.careful_client import CarefulClient
 from tests.integration.conftest import StartGateways, StartLoadBalancer, StartSdkUpstream
-from tests.integration.redis_topologies import LocalCluster, wait_until
+from tests.integration.redis_topologies import LocalCluster, sharded_pubsub_roundtrip, wait_until
 from tests.integration.store_flows import GW_ARGS, Store, core_flows, failover
 
 
@@ -90,3 +91,14 @@ class ClusterTopology:
         victim = self.cluster.primary_for(self.keys.session(session_id))
         self.killed.append(victim.port)
         victim.kill()
+
+
+async def test_store_client_is_a_cluster_client_with_sharded_pubsub(redis_cluster: LocalCluster) -> None:
+    client = connect(redis_cluster.seed_url, cluster=True, max_connections=8)
+    try:
+        assert isinstance(client, RedisCluster)
+        channels = [f"mcpgw-t:{{s{i}}}:n:x" for i in range(12)]  # slots on every primary
+        assert await sharded_pubsub_roundtrip(client, channels) == set(channels)
+        await ping(client)
+    finally:
+        await client.aclose()
