@@ -7,6 +7,8 @@ re-opens a stream with Last-Event-ID). Policies are data: (what to retry, attemp
 
 from __future__ import annotations
 
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from gateway.errors import GatewayError, StoreError, UpstreamUnavailable
@@ -34,3 +36,11 @@ def store(attempts: int = 3) -> AsyncRetrying:
 def upstream_resume(attempts: int = 5) -> AsyncRetrying:
     """Re-opening an upstream stream with Last-Event-ID is idempotent (GET)."""
     return _policy(UpstreamUnavailable, attempts, 0.1, 1.0)
+
+
+def redis_client() -> Retry:
+    """Inside redis-py: a command that failed with a connection error or timeout is sent again
+    (a Cluster client re-reads the slot map first), so a blip of a few hundred ms is hidden; a
+    longer outage (a failover) surfaces as StoreError, a 503 with Retry-After, instead of holding
+    requests for seconds (redis-py's default is 10 attempts, which would make this invisible)."""
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.4), retries=3)

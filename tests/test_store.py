@@ -11,7 +11,7 @@ from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedSSLConnection
 from redis.exceptions import SlotNotCoveredError
 
-from gateway import errors
+from gateway import errors, retry
 from gateway.store.client import connect, translated
 
 
@@ -89,3 +89,14 @@ async def test_no_sentinel_answering_is_store_error() -> None:
 def test_cluster_exceptions_are_store_errors() -> None:
     with pytest.raises(errors.StoreError, match="SlotNotCoveredError"), translated():
         raise SlotNotCoveredError('Slot "1" is not covered by the cluster.')
+
+
+def test_every_client_uses_the_gateways_redis_retry_policy() -> None:
+    single = connect("redis://127.0.0.1:1/0")
+    sentinel = connect(None, sentinels=(("127.0.0.1", 1),))
+    cluster = connect("redis://127.0.0.1:7000/0", cluster=True)
+    policy = retry.redis_client()
+    for pool in (single.connection_pool, sentinel.connection_pool):
+        used = pool.connection_kwargs["retry"]
+        assert (used.get_retries(), type(used._backoff)) == (policy.get_retries(), type(policy._backoff))
+    assert cluster.retry.get_retries() == policy.get_retries()

@@ -25,6 +25,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool, SSLConnection, parse_url
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
+from gateway import retry
 from gateway.errors import StoreError
 
 log = logging.getLogger("gateway.store.client")
@@ -52,6 +53,7 @@ def connect(
 ) -> Redis:
     """The client for the configured topology (validated by `config.check_store`)."""
     common: dict[str, Any] = {
+        "retry": retry.redis_client(),
         "health_check_interval": 30,
         "socket_keepalive": True,
         "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
