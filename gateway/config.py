@@ -158,10 +158,11 @@ class Settings(BaseSettings):
         "embedded in-process store.",
     )
     redis_max_connections: int = Field(
-        1024,
+        64,
         ge=1,
-        description="Redis connections per replica (per node on a Cluster); when all are busy, callers wait "
-        "(up to 5 s; on a Cluster they fail with 503 at once).",
+        description="Redis command connections per replica (per node on a Cluster; no command blocks, so streams "
+        "do not hold one; the tail adds one pub/sub connection per node); when all are busy, callers wait (up to "
+        "5 s; on a Cluster they get a 503 at once).",
     )
     redis_cluster: bool = Field(
         False,
@@ -185,7 +186,12 @@ class Settings(BaseSettings):
     stream_idle_timeout: float = Field(
         300.0, gt=0, description="Stop pumping a stream after this long without an upstream event, s."
     )
-    lease_ttl: float = Field(3.0, gt=0, description="Pump lease lifetime, s; takeover happens after it.")
+    lease_ttl: float = Field(
+        1.0,
+        gt=0,
+        description="Replica liveness TTL, s: a replica whose heartbeat (every TTL/5) stopped this long ago is "
+        "dead and its streams are taken over (a killed replica is seen at once, through its presence channel).",
+    )
     keepalive_interval: float = Field(15.0, gt=0, description="Keep-alive comment on idle SSE, s.")
     retry_ms: int = Field(1000, ge=0, description="`retry:` hint sent to 2025-11-25 clients, ms.")
     connect_timeout: float = Field(5.0, gt=0, description="Upstream connect timeout, s.")

@@ -33,6 +33,13 @@ def store(attempts: int = 3) -> AsyncRetrying:
     return _policy(StoreError, attempts, 0.05, 0.4)
 
 
+def store_handover(attempts: int = 15) -> AsyncRetrying:
+    """Releasing a pump's lease outlasts a store failover (~10 s in all): while the lease names a
+    live replica no other one adopts the stream, so a pump stopped by a store error must hand
+    over once the store is back. The release compares the lease's value, so repeating it is safe."""
+    return _policy(StoreError, attempts, 0.1, 1.0)
+
+
 def upstream_resume(attempts: int = 5) -> AsyncRetrying:
     """Re-opening an upstream stream with Last-Event-ID is idempotent (GET)."""
     return _policy(UpstreamUnavailable, attempts, 0.1, 1.0)

@@ -100,3 +100,8 @@ def test_every_client_uses_the_gateways_redis_retry_policy() -> None:
         used = pool.connection_kwargs["retry"]
         assert (used.get_retries(), type(used._backoff)) == (policy.get_retries(), type(policy._backoff))
     assert cluster.retry.get_retries() == policy.get_retries()
+
+
+def test_transport_closed_under_redis_py_is_store_error() -> None:
+    with pytest.raises(errors.StoreError, match="handler is closed"), translated():
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")

@@ -29,8 +29,10 @@ from gateway.store.eventlog import EventLog
 from gateway.store.keys import Keys
 from gateway.store.limits import LimitConfig, Limiter
 from gateway.store.sessions import SessionStore
+from gateway.streams.liveness import Liveness
 from gateway.streams.pump import PumpConfig
 from gateway.streams.relay import Relay, RelayConfig
+from gateway.streams.tail import Tail
 from gateway.supervisor import Supervisor
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session
@@ -55,6 +57,7 @@ class Gateway:
     supervisor: Supervisor
     keys: Keys
     loop: asyncio.AbstractEventLoop
+    drain_started: float | None = None
 
     def start_drain(self) -> None:
         """Called from the signal handler: readiness goes 503, open SSE connections end."""
@@ -62,9 +65,10 @@ class Gateway:
 
     def _drain(self) -> None:
         if not self.relay.draining.is_set():
-            log.info("draining: readiness off, closing SSE connections with a retry hint")
+            log.info("draining: readiness off, closing SSE connections with a retry hint; pumps keep writing")
+            self.drain_started = self.loop.time()
             self.relay.draining.set()
-            self.relay.signals.wake_all()
+            self.relay.wake_all()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -85,9 +89,19 @@ def create_app(settings: Settings) -> FastAPI:
         supervisor = Supervisor()
         keys = Keys(settings.key_prefix)
         sessions = SessionStore(redis, keys, settings.session_ttl)
-        event_log = EventLog(
-            redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl, lease_ttl=settings.lease_ttl
+        event_log = EventLog(redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl)
+        replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        liveness = Liveness(
+            redis,
+            keys,
+            replica,
+            ttl=settings.lease_ttl,
+            interval=settings.lease_ttl / 5,
+            on_lapse=lambda: relay.verify_leases(),  # bound late: the relay is built below
         )
+        tail = Tail(redis, keys, event_log, liveness, check_interval=settings.lease_ttl / 5)
+        await tail.start()  # presence first: from now on a kill of this process is seen at once
+        await liveness.beat()
         upstream = UpstreamClient(http, request_timeout=settings.request_timeout, latency=metrics.upstream_latency)
         health = HealthChecker(pools, http, interval=settings.health_interval, timeout=settings.health_timeout)
         await health.check_all()  # a fresh replica knows which instances are up before it serves
@@ -133,15 +147,14 @@ def create_app(settings: Settings) -> FastAPI:
             config=RelayConfig(
                 keepalive=settings.keepalive_interval,
                 retry_ms=settings.retry_ms,
-                pump=PumpConfig(
-                    idle_timeout=settings.stream_idle_timeout,
-                    lease_ttl=settings.lease_ttl,
-                    max_line=settings.sse_max_line,
-                ),
+                pump=PumpConfig(idle_timeout=settings.stream_idle_timeout, max_line=settings.sse_max_line),
                 replay_limit=settings.stream_maxlen * 2,
             ),
-            replica=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}",
+            replica=replica,
+            tail=tail,
         )
+        supervisor.spawn(liveness.run(), name="liveness")
+        supervisor.spawn(tail.run(), name="tail")
         app.state.gateway = Gateway(
             settings=settings,
             pools=pools,
@@ -181,8 +194,16 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            app.state.gateway._drain()
-            await supervisor.aclose()  # pumps release their leases as they stop
+            gateway: Gateway = app.state.gateway
+            gateway._drain()
+            # Drain keeps pumping: streams that end before the deadline lose nothing, resumable
+            # upstream or not; the rest are released (and adopted elsewhere) at the deadline.
+            started = gateway.drain_started if gateway.drain_started is not None else gateway.loop.time()
+            await relay.finish_pumps(settings.drain_timeout - (gateway.loop.time() - started))
+            await supervisor.aclose()  # liveness, tail, health checks (and any pump left)
+            with contextlib.suppress(errors.StoreError):
+                await liveness.clear()
+            await tail.aclose()
             await http.close()
             await redis.aclose()
 

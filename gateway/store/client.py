@@ -24,6 +24,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool, SSLConnection, parse_url
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.maint_notifications import MaintNotificationsConfig
 
 from gateway import retry
 from gateway.errors import StoreError
@@ -57,6 +58,9 @@ def connect(
         "health_check_interval": 30,
         "socket_keepalive": True,
         "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+        # Open-source Redis has no maintenance notifications (a Redis Enterprise/Cloud feature): skip
+        # redis-py's handshake on every new connection, a reconnect path that failed mid-failover.
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
     }
     if sentinels:
         return _sentinel(redis_url or "redis://", sentinels, sentinel_master, max_connections, pool_timeout, common)
@@ -140,3 +144,7 @@ def translated() -> Iterator[None]:
         raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc
     except OSError as exc:
         raise StoreError(f"session store unavailable: {exc}") from exc
+    except RuntimeError as exc:
+        # redis-py writing to a transport that closed under it while it reconnects (uvloop: "the
+        # handler is closed"), seen on a Cluster pub/sub connection during a failover.
+        raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc

@@ -42,8 +42,10 @@ GW_ARGS = (
     "--max-streams-per-client",
     "1000",
 )
-FAILOVER_CALL_STEPS = 40
-FAILOVER_CALL_DELAY = 0.15
+FAILOVER_CALL_STEPS = 25
+# Steps spaced well apart: the SDK server (mcp 2.3.0) drops an event produced while a resumed
+# stream replays (README, known peer behaviour); a takeover after the failover re-opens one.
+FAILOVER_CALL_DELAY = 0.3
 
 
 class Store:
@@ -312,6 +314,8 @@ async def failover(gateways: list[GatewayProc], lb_url: str, topology: Topology)
     if "result" in response:
         assert response["result"]["content"][0]["text"] == f"counted {steps}"
         outcome, errored, lost_silently = "complete", 0, steps - len(progress)  # complete = every event
+        if lost_silently:
+            print(f"progress received: {progress}; connections {result.connections}, statuses {result.statuses}")
     else:
         assert response["error"]["code"] == -32000, response
         outcome, errored, lost_silently = "error", steps - len(progress), 0
