@@ -23,7 +23,9 @@ import redis as redis_sync
 from gateway.store.client import pubsub as store_pubsub
 from tests.integration.procs import Proc, ProcessGroup, ProcessStartError, free_port
 
-MAX_CLUSTER_PORT = 55535  # the cluster bus listens on port + 10000
+# The cluster bus listens on port + 10000, so nodes need ports <= 55535; these stay below the
+# ephemeral range with their bus ports (30000-32767) too.
+CLUSTER_PORTS = (20000, 22767)
 NODE_TIMEOUT_MS = 1000
 SENTINEL_MASTER = "mymaster"
 _used_cluster_ports: set[int] = set()
@@ -53,15 +55,16 @@ def _bindable(port: int) -> bool:
 
 
 def free_cluster_port() -> int:
-    """A port <= 55535 whose bus port (port + 10000) is free too."""
+    """A port <= 55535 whose bus port (port + 10000) is free too. Both lie below Linux's ephemeral
+    range (32768-60999), so neither collides with `free_port()` nor with outgoing connections."""
     for _ in range(500):
-        port = random.randint(20000, MAX_CLUSTER_PORT)
+        port = random.randint(CLUSTER_PORTS[0], CLUSTER_PORTS[1])
         if port in _used_cluster_ports or port + 10000 in _used_cluster_ports:
             continue
         if _bindable(port) and _bindable(port + 10000):
             _used_cluster_ports.update((port, port + 10000))
             return port
-    raise RuntimeError("no free port pair (port, port + 10000) below 55535")
+    raise RuntimeError(f"no free port pair (port, port + 10000) with port in {CLUSTER_PORTS}")
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float, interval: float = 0.1) -> None:
