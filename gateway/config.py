@@ -187,10 +187,11 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Stop pumping a stream after this long without an upstream event, s."
     )
     lease_ttl: float = Field(
-        1.0,
+        5.0,
         gt=0,
-        description="Replica liveness TTL, s: a replica whose heartbeat (every TTL/5) stopped this long ago is "
-        "dead and its streams are taken over (a killed replica is seen at once, through its presence channel).",
+        description="Replica liveness TTL, s: a replica whose heartbeat (every TTL/5) stopped this long ago "
+        "(paused, cut off) is dead and its streams are taken over; a killed replica is seen within 0.2 s "
+        "through its presence channel, whatever this TTL.",
     )
     keepalive_interval: float = Field(15.0, gt=0, description="Keep-alive comment on idle SSE, s.")
     retry_ms: int = Field(1000, ge=0, description="`retry:` hint sent to 2025-11-25 clients, ms.")

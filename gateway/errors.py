@@ -140,6 +140,11 @@ class StoreError(GatewayError):
     headers = {"Retry-After": "1"}
 
 
+class StoreBusy(StoreError):
+    """Every pooled Redis connection stayed busy for the pool timeout: the command was never sent,
+    so trying it again is safe (even an append); it says overload, not an outage."""
+
+
 class StreamLost(GatewayError):
     """A stream's events can no longer be delivered (gap, vanished metadata, failed resume)."""
 

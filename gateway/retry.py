@@ -11,7 +11,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from gateway.errors import GatewayError, StoreError, UpstreamUnavailable
+from gateway.errors import GatewayError, StoreBusy, StoreError, UpstreamUnavailable
 
 
 def _policy(retry_on: type[GatewayError], attempts: int, first_wait: float, max_wait: float) -> AsyncRetrying:
@@ -38,6 +38,12 @@ def store_handover(attempts: int = 15) -> AsyncRetrying:
     live replica no other one adopts the stream, so a pump stopped by a store error must hand
     over once the store is back. The release compares the lease's value, so repeating it is safe."""
     return _policy(StoreError, attempts, 0.1, 1.0)
+
+
+def store_busy(attempts: int = 4) -> AsyncRetrying:
+    """The pool had no free connection (nothing was sent): any command, even an append, may be
+    tried again; a pump or an open delivery waits out an overload instead of giving up its stream."""
+    return _policy(StoreBusy, attempts, 0.1, 1.0)
 
 
 def upstream_resume(attempts: int = 5) -> AsyncRetrying:

@@ -110,8 +110,6 @@ class Cluster:
             self.redis_url,
             "--upstream",
             f"default=http://127.0.0.1:{self.upstream_port}/mcp",
-            "--lease-ttl",
-            "1",
             "--retry-ms",
             "200",
             "--log-format",

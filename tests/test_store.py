@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from redis import exceptions as redis_exceptions
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedSSLConnection
@@ -105,3 +106,20 @@ def test_every_client_uses_the_gateways_redis_retry_policy() -> None:
 def test_transport_closed_under_redis_py_is_store_error() -> None:
     with pytest.raises(errors.StoreError, match="handler is closed"), translated():
         raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
+
+
+async def test_pool_exhaustion_is_store_busy_not_an_outage(redis_url: str) -> None:
+    """No free connection within the pool timeout: nothing was sent, so it is StoreBusy (retryable)."""
+    client = connect(redis_url, max_connections=1, pool_timeout=0.2)
+    try:
+        holder = asyncio.ensure_future(client.blpop(["mcpgw-test:never"], timeout=2))  # holds the one connection
+        await asyncio.sleep(0.1)
+        with pytest.raises(errors.StoreBusy), translated():
+            await client.ping()
+        holder.cancel()
+        await asyncio.gather(holder, return_exceptions=True)
+    finally:
+        await client.aclose()
+    with pytest.raises(errors.StoreError) as info, translated():
+        raise redis_exceptions.ConnectionError("Connection refused")
+    assert not isinstance(info.value, errors.StoreBusy)  # a refused connection is an outage

@@ -41,6 +41,8 @@ from gateway.wire import protocol
 
 log = logging.getLogger("gateway.http.app")
 
+LIVENESS_CHECK = 0.2  # s between checks of the replicas holding watched streams (kill -> takeover)
+
 
 @dataclass
 class Gateway:
@@ -78,29 +80,47 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = connect(
-            settings.redis_url,
-            max_connections=settings.redis_max_connections,
-            cluster=settings.redis_cluster,
-            sentinels=settings.sentinels(),
-            sentinel_master=settings.redis_sentinel_master,
-        )
+        replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+        def store(max_connections: int, name: str) -> Redis:
+            return connect(
+                settings.redis_url,
+                max_connections=max_connections,
+                cluster=settings.redis_cluster,
+                sentinels=settings.sentinels(),
+                sentinel_master=settings.redis_sentinel_master,
+                client_name=name,
+            )
+
+        redis = store(settings.redis_max_connections, f"mcpgw:{replica}")
         http = new_http_session(connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size)
         supervisor = Supervisor()
         keys = Keys(settings.key_prefix)
         sessions = SessionStore(redis, keys, settings.session_ttl)
         event_log = EventLog(redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl)
-        replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        # The heartbeat has its own connections: a burst that drains the command pool must not make
+        # this replica look dead (its streams would be taken over while it is fine).
+        control = (
+            redis  # the embedded store is this process: nothing to starve
+            if settings.embedded_store
+            else store(2, f"mcpgw:{replica}:control")  # per node on a Cluster
+        )
         liveness = Liveness(
-            redis,
+            control,
             keys,
             replica,
             ttl=settings.lease_ttl,
             interval=settings.lease_ttl / 5,
-            on_lapse=lambda: relay.verify_leases(),  # bound late: the relay is built below
+            on_lapse=lambda: lapsed(),  # bound late: the relay is built below
         )
-        tail = Tail(redis, keys, event_log, liveness, check_interval=settings.lease_ttl / 5)
+
+        async def lapsed() -> None:
+            metrics.liveness_lapses.inc()
+            await relay.verify_leases()
+
+        tail = Tail(redis, keys, event_log, liveness, check_interval=min(LIVENESS_CHECK, settings.lease_ttl / 5))
         await tail.start()  # presence first: from now on a kill of this process is seen at once
+        metrics.tail_watches.set_function(lambda: len(tail))
         await liveness.beat()
         upstream = UpstreamClient(http, request_timeout=settings.request_timeout, latency=metrics.upstream_latency)
         health = HealthChecker(pools, http, interval=settings.health_interval, timeout=settings.health_timeout)
@@ -205,6 +225,8 @@ def create_app(settings: Settings) -> FastAPI:
                 await liveness.clear()
             await tail.aclose()
             await http.close()
+            if control is not redis:
+                await control.aclose()
             await redis.aclose()
 
     app = FastAPI(title="mcp-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

@@ -27,7 +27,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.maint_notifications import MaintNotificationsConfig
 
 from gateway import retry
-from gateway.errors import StoreError
+from gateway.errors import StoreBusy, StoreError
 
 log = logging.getLogger("gateway.store.client")
 
@@ -35,6 +35,8 @@ log = logging.getLogger("gateway.store.client")
 # client offer the same command, pipeline, script and pub/sub API for single-slot work.
 Redis = aioredis.Redis
 
+# What redis-py's BlockingConnectionPool raises when no connection freed up within its timeout.
+POOL_EXHAUSTED = "No connection available"
 SOCKET_CONNECT_TIMEOUT = 2.0  # a dead node must fail fast so a failover is noticed within seconds
 
 
@@ -46,18 +48,21 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
 def connect(
     redis_url: str | None,
     *,
-    max_connections: int = 1024,
+    max_connections: int = 64,
     pool_timeout: float = 5.0,
     cluster: bool = False,
     sentinels: tuple[tuple[str, int], ...] = (),
     sentinel_master: str = "mymaster",
+    client_name: str | None = None,
 ) -> Redis:
-    """The client for the configured topology (validated by `config.check_store`)."""
+    """The client for the configured topology (validated by `config.check_store`); `client_name`
+    names every connection (`CLIENT LIST` shows which replica holds which)."""
     common: dict[str, Any] = {
         "retry": retry.redis_client(),
         "health_check_interval": 30,
         "socket_keepalive": True,
         "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+        "client_name": client_name,
         # Open-source Redis has no maintenance notifications (a Redis Enterprise/Cloud feature): skip
         # redis-py's handshake on every new connection, a reconnect path that failed mid-failover.
         "maint_notifications_config": MaintNotificationsConfig(enabled=False),
@@ -140,6 +145,10 @@ def translated() -> Iterator[None]:
     from `RedisError`, so it is named too."""
     try:
         yield
+    except redis_exceptions.ConnectionError as exc:
+        if POOL_EXHAUSTED in str(exc):
+            raise StoreBusy(f"session store busy: {exc}") from exc
+        raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc
     except (redis_exceptions.RedisError, redis_exceptions.RedisClusterException) as exc:
         raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc
     except OSError as exc:

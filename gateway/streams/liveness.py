@@ -23,6 +23,7 @@ from typing import Any
 from gateway import errors
 from gateway.store.client import Redis, translated
 from gateway.store.keys import Keys
+from gateway.supervisor import checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +57,12 @@ class Liveness:
         """Heartbeat until cancelled; a lapse (our key had expired) makes the owner verify its leases."""
         failing = False
         while True:
+            checkpoint()
             await asyncio.sleep(self.interval)
             try:
                 renewed = await self.beat()
             except errors.StoreError as exc:
+                checkpoint()
                 if not failing:
                     log.error("liveness heartbeat failed (will keep trying): %s", exc)
                 failing = True

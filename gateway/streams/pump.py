@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import errors
-from gateway.retry import store_handover, upstream_resume
+from gateway.retry import store_busy, store_handover, upstream_resume
 from gateway.store.eventlog import EventLog, LeaseLost, StreamVanished
 from gateway.store.sessions import SessionRecord
 from gateway.streams.signals import Signal
@@ -223,17 +223,19 @@ class Pump:
     async def _append(
         self, batch: list[tuple[str, str]], *, uid: str = "", final: bool = False, poll_ms: int | None = None
     ) -> None:
-        seq = await self.log.append(
-            self.record.id,
-            self.stream,
-            self.owner,
-            batch,
-            pending=tuple(self.pending),
-            uid=uid,
-            final=final,
-            poll_ms=poll_ms,
-            expect=self.seq,
-        )
+        async for attempt in store_busy():  # nothing was sent: retrying cannot double an entry
+            with attempt:
+                seq = await self.log.append(
+                    self.record.id,
+                    self.stream,
+                    self.owner,
+                    batch,
+                    pending=tuple(self.pending),
+                    uid=uid,
+                    final=final,
+                    poll_ms=poll_ms,
+                    expect=self.seq,
+                )
         self.seq = seq
         if uid:
             self.uid = uid

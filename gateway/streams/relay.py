@@ -20,6 +20,7 @@ from typing import Any
 
 from gateway import errors, logs
 from gateway.metrics import Metrics
+from gateway.retry import store_busy
 from gateway.store.eventlog import DONE, END, POLL, TAKEN, VANISHED, Entry, EventLog
 from gateway.store.sessions import SessionRecord, SessionStore
 from gateway.streams.pump import Pump, PumpConfig, answered_ids, error_message
@@ -224,10 +225,11 @@ class Relay:
         """The SSE body for one client connection on `stream`, starting after seq `after`.
 
         A poll marker (written only for 2025-11-25 sessions: the upstream closed the stream for the
-        client to poll) ends the connection with the upstream's retry hint; a resumed connection
-        skips the marker right after its cursor: that is the close its client already saw.
+        client to poll) ends the connection with the upstream's retry hint, once the connection has
+        delivered something: a resumed connection skips markers until its first message (the close
+        its client already saw, and polls of an upstream that had nothing new), so every connection
+        moves the client's cursor on or waits, never closes empty-handed in a loop.
         """
-        seen_close = after + 1 if resumed else None
         if record.protocol in PRIMING_VERSIONS:
             # 2025-11-25 transports §Resumability: priming event (an id, empty data) and retry; a
             # resumed stream is primed too, with the client's own cursor.
@@ -235,13 +237,14 @@ class Relay:
         async with contextlib.AsyncExitStack() as stack:
             joined: list[Watch] = []
 
-            async def watch() -> Watch:
+            async def watch() -> tuple[Watch, bool]:
                 # Join the tail lazily: a stream this replica pumps never needs a subscription.
                 if not joined:
                     joined.append(await stack.enter_async_context(self._tail.watching(record, stream)))
-                return joined[0]
+                    return joined[0], True
+                return joined[0], False
 
-            async with contextlib.aclosing(self._relay(record, stream, after, seen_close, watch)) as events:
+            async with contextlib.aclosing(self._relay(record, stream, after, resumed, watch)) as events:
                 async for event in events:
                     yield event
 
@@ -250,8 +253,8 @@ class Relay:
         record: SessionRecord,
         stream: str,
         after: int,
-        seen_close: int | None,
-        watch: Callable[[], Awaitable[Watch]],
+        skip_polls: bool,
+        watch: Callable[[], Awaitable[tuple[Watch, bool]]],
     ) -> AsyncGenerator[bytes, None]:
         last_write = time.monotonic()
         while True:
@@ -282,11 +285,12 @@ class Relay:
                     return
                 if entry.type == POLL:
                     after = entry.seq
-                    if entry.seq != seen_close:
+                    if not skip_polls:
                         yield sse.retry_hint(int(entry.data or self._config.retry_ms))
                         return
                     continue
                 yield sse.encode(entry.data, id=cursor.event_id(stream, entry.seq))
+                skip_polls = False
                 self._metrics.events_relayed.inc()
                 after = entry.seq
             now = time.monotonic()
@@ -302,7 +306,7 @@ class Relay:
         stream: str,
         after: int,
         last_write: float,
-        watch: Callable[[], Awaitable[Watch]],
+        watch: Callable[[], Awaitable[tuple[Watch, bool]]],
     ) -> tuple[list[Entry], list[bytes] | None]:
         """The next entries after `after` (maybe none, on a keep-alive tick) or final events."""
         budget = max(0.05, self._config.keepalive - (time.monotonic() - last_write))
@@ -313,13 +317,24 @@ class Relay:
             if signal.failure is not None:
                 return [], signal.failure
             await signal.wait(after, budget)
-            return await self._log.read(record.id, stream, after), None
-        # Pumped elsewhere (or by nobody yet): the multiplexed tail wakes us; read only then.
-        watched = await watch()
-        entries = await self._log.read(record.id, stream, after)
-        if entries:
-            return entries, None
+            return await self._read(record, stream, after), None
+        # Pumped elsewhere (or by nobody yet): the multiplexed tail wakes us; read only then. An idle
+        # stream costs Redis nothing: a keep-alive tick without a notification reads nothing.
+        watched, fresh = await watch()
+        if fresh:
+            entries = await self._read(record, stream, after)
+            if entries:
+                return entries, None
         if watched.vanished:
             return [], await self.gap_events(record, stream, "the stream's state vanished from the store")
+        version = watched.version
         await watched.wait(after, budget)
-        return await self._log.read(record.id, stream, after), None
+        if watched.version == version and watched.seq <= after:
+            return [], None
+        return await self._read(record, stream, after), None
+
+    async def _read(self, record: SessionRecord, stream: str, after: int) -> list[Entry]:
+        async for attempt in store_busy():  # an overloaded pool is waited out, not fatal to the stream
+            with attempt:
+                entries = await self._log.read(record.id, stream, after)
+        return entries

@@ -15,12 +15,14 @@ class Signal:
 
     def __init__(self, seq: int = 0) -> None:
         self.seq = seq  # every entry up to `seq` is already in Redis
+        self.version = 0  # bumped by every notify: a waiter tells a wake-up from a timeout
         self.closed = False
         self.failure: list[bytes] | None = None
         self._event = asyncio.Event()
 
     def notify(self, seq: int) -> None:
         self.seq = max(self.seq, seq)
+        self.version += 1
         event, self._event = self._event, asyncio.Event()
         event.set()
 

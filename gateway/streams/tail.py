@@ -28,10 +28,12 @@ from gateway.store.keys import Keys
 from gateway.store.sessions import SessionRecord
 from gateway.streams.liveness import Liveness
 from gateway.streams.signals import Signal
+from gateway.supervisor import checkpoint
 
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_WAIT = 2.0  # seconds to wait for an SSUBSCRIBE confirmation before reading anyway
+ADOPT_BATCH = 64  # takeovers attempted at once (each is two round trips)
 
 
 class Watch(Signal):
@@ -47,6 +49,11 @@ class Watch(Signal):
         self.done = False  # the stream finished: nothing to take over
         self.vanished = False  # its state is gone from the store: deliveries answer with a gap
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def joined(self) -> bool:
+        """Subscribed and its holder read: only then may the monitor judge it."""
+        return self.ready.done() and not self.ready.cancelled() and self.ready.exception() is None
 
     @property
     def settled(self) -> bool:
@@ -183,10 +190,12 @@ class Tail:
 
     async def _read_loop(self) -> None:
         while True:
+            checkpoint()
             try:
                 with translated():
                     message = await self._get(1.0)
             except errors.StoreError as exc:
+                checkpoint()
                 log.warning("tail: pub/sub read failed, re-reading every watched stream: %s", exc)
                 await asyncio.sleep(0.2)
                 self._wake_all()  # notifications may have been missed while disconnected
@@ -229,6 +238,7 @@ class Tail:
 
     async def _monitor_loop(self) -> None:
         while True:
+            checkpoint()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._check_interval):
                     await self._kick.wait()
@@ -237,22 +247,26 @@ class Tail:
                 await self._flush_unsubscribes()
                 await self.check()
             except errors.StoreError as exc:
+                checkpoint()
                 log.warning("tail: liveness check failed: %s", exc)
 
     async def check(self) -> None:
         """Hand every watched stream whose holder is gone (dead, released) to `adopt`."""
         self.checks += 1
         me = self._liveness.replica_id
-        watches = [w for w in self._watches.values() if not w.settled]
+        watches = [w for w in self._watches.values() if w.joined and not w.settled]
         if not watches or self._adopt is None:
             return
         alive = await self._liveness.alive({w.holder for w in watches if w.holder})
+        orphans = []
         for watch in watches:
             session = watch.record.id if watch.record is not None else ""
             orphaned = watch.holder is None or watch.holder not in alive
             mine_but_idle = watch.holder == me and not self._pumping(session, watch.stream)
             if orphaned or mine_but_idle:
-                await self._adopt(watch)
+                orphans.append(watch)
+        for start in range(0, len(orphans), ADOPT_BATCH):  # a dead replica's streams, in parallel batches
+            await asyncio.gather(*(self._adopt(w) for w in orphans[start : start + ADOPT_BATCH]))
 
     async def _flush_unsubscribes(self) -> None:
         channels = [c for c in self._unsubscribe if c not in self._watches]
