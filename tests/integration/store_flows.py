@@ -30,8 +30,6 @@ from tests.integration.conftest import GatewayProc
 GW_ARGS = (
     "--log-format",
     "text",
-    "--lease-ttl",
-    "1",
     "--retry-ms",
     "200",
     # the limit scripts run too (far above what the tests use)
