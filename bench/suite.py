@@ -26,9 +26,10 @@ from typing import Any
 
 import redis
 
-from bench import report, scenarios, stream_scenarios
+from bench import chart, report, scenarios, stream_scenarios
 from bench.knobs import Knobs
 from bench.loadgen import wrk_binary
+from bench.progress import Progress
 from bench.topology import REPO, RESULTS, Topology, describe_machine, nginx_binary, raise_nofile
 
 ALL = ("json", "json_sdk", "client_ceiling", "sse", "churn", "resume", "idle", "clients", "profile")
@@ -165,10 +166,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     sc: dict[str, Any] = results["scenarios"]
     RESULTS.mkdir(parents=True, exist_ok=True)
+    # one counted step per scenario that runs (`resume` also runs its direct baseline)
+    progress = Progress(total=len(only))
+    step = progress.step
+    progress.note(f"starting upstreams, {opts['replicas']} replica(s){', nginx' if opts['nginx'] else ''}")
     topo.start()
-
-    def step(name: str) -> None:
-        print(f"[bench {time.monotonic() - started:6.1f}s] {name}", file=sys.stderr, flush=True)
 
     try:
         if "json" in only:
@@ -202,8 +204,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             step(f"5. idle streams {knobs.idle_phases}")
             sc["idle"] = await stream_scenarios.idle_streams(topo, knobs)
     finally:
-        step("stopping")
+        progress.note("stopping")
         topo.stop()
+        print(progress.summary(), file=sys.stderr, flush=True)
         with contextlib.suppress(Exception):
             results["config"]["redis_keys_deleted"] = cleanup_redis(args.redis_url, prefix)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -224,9 +227,14 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS / f"{DATE}{'-smoke' if args.smoke else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
+    png = chart.write(results, out.with_suffix(".png"))
     write_readme = args.readme if args.readme is not None else (not args.smoke and not args.only)
     if write_readme:
         report.update_readme(REPO / "bench" / "README.md", results)
     print(report.text(results))
-    print(f"\nresults: {out}" + ("; tables written to bench/README.md" if write_readme else ""))
+    print(
+        f"\nresults: {out}"
+        + (f", chart: {png}" if png else "")
+        + ("; tables written to bench/README.md" if write_readme else "")
+    )
     return 0

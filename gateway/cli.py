@@ -8,6 +8,7 @@ gracefully within `--drain-timeout`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import os
 import signal
@@ -20,18 +21,21 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
-from gateway import logs
+from gateway import inspect, logs
 from gateway.config import Settings, load_config_file
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 from gateway.http.app import Gateway, create_app
 
+# flags that may be given many times
+REPEATABLE = frozenset({"upstream", "allowed_origins", "health_probe", "task_tools", "task_sync_input"})
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mcp-gateway", description=__doc__)
+
+def build_parser(prog: str = "mcp-gateway", description: str | None = __doc__) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         help_text = f"{field.description} (env MCPGW_{name.upper()})"
-        if name in ("upstream", "allowed_origins"):
+        if name in REPEATABLE:
             parser.add_argument(flag, action="append", dest=name, default=None, help=help_text)
         elif field.annotation is bool:  # a bare `--redis-cluster` means true; `--flag false` also works
             parser.add_argument(flag, dest=name, default=None, nargs="?", const="true", help=help_text)
@@ -42,8 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_settings(argv: Sequence[str] | None = None) -> Settings:
     """Flags beat env vars (MCPGW_*), which beat the config file, which beats defaults."""
-    args = build_parser().parse_args(argv)
-    given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+    return settings_from(build_parser().parse_args(argv))
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    given: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None and k in Settings.model_fields}
     path = given.get("config") or os.environ.get("MCPGW_CONFIG")
     if path:
         from_file = load_config_file(path)
@@ -85,9 +92,42 @@ class GatewayServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+INSPECT_HELP = """Read-only view of the store: replicas alive, sessions, streams, or one session in detail.
+Takes the server's own flags, env vars and config file (only the store ones matter: --redis-url,
+--key-prefix, --config). Reads with SCAN in small steps; never blocks Redis."""
+
+
+def inspect_main(argv: Sequence[str]) -> int:
+    """`mcp-gateway inspect [all|replicas|sessions|streams|session ID] [--json] [server flags]`."""
+    parser = build_parser(prog="mcp-gateway inspect", description=INSPECT_HELP)
+    parser.add_argument("view", nargs="?", default="all", choices=["all", "replicas", "sessions", "streams", "session"])
+    parser.add_argument("session_id", nargs="?", help="for `session`: a session id or its first characters")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    args = parser.parse_args(argv)
+    if args.view == "session" and not args.session_id:
+        parser.error("`session` needs a session id (or its first characters)")
     try:
-        settings = load_settings(argv)
+        settings = settings_from(args)
+    except (ValidationError, ConfigError) as exc:
+        print(f"mcp-gateway inspect: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    if not settings.redis_url:
+        print("mcp-gateway inspect: needs --redis-url (the embedded store lives inside the server)", file=sys.stderr)
+        return 2
+    try:
+        print(asyncio.run(inspect.report(settings, args.view, args.session_id, as_json=args.json)))
+    except GatewayError as exc:
+        print(f"mcp-gateway inspect: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["inspect"]:
+        raise SystemExit(inspect_main(args[1:]))
+    try:
+        settings = load_settings(args)
         app = create_app(settings)
     except (ValidationError, ConfigError) as exc:
         print(f"mcp-gateway: invalid configuration: {exc}", file=sys.stderr)

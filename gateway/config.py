@@ -23,6 +23,25 @@ DEFAULT_POOL = "default"
 
 POLICIES = ("reinit", "expire")
 
+# Health probe kinds (gateway/upstream/probes.py sends them; the README measures what each costs an upstream).
+# `METHOD /path` (or a bare `/path`, GET) probes a health endpoint on the instance's origin instead.
+PROBE_KINDS = ("tcp", "options", "ping", "discover", "get")
+DEFAULT_PROBE = "tcp"
+HTTP_METHODS = ("GET", "HEAD", "OPTIONS", "POST")
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """How one pool's instances are probed: a kind from PROBE_KINDS, or `http` with a method and path."""
+
+    kind: str
+    interval: float
+    method: str = ""
+    path: str = ""
+
+    def describe(self) -> str:
+        return f"{self.method} {self.path}" if self.kind == "http" else self.kind
+
 
 @dataclass(frozen=True)
 class Pool:
@@ -99,11 +118,68 @@ def check_store(url: str | None, cluster: bool, sentinels: tuple[tuple[str, int]
         raise ConfigError(f"redis_url: a Redis Cluster has only database 0, not /{db}")
 
 
+def parse_probe(spec: str, base: ProbeSpec) -> tuple[str | None, ProbeSpec]:
+    """Parse `[POOL=]PROBE[@SECONDS]` into (pool or None for every pool, spec); omitted parts come from `base`.
+
+    PROBE is a kind (`tcp`, `options`, `ping`, `discover`, `get`), `METHOD /path`, a bare `/path` (GET),
+    or empty (keep the kind, change the interval: `search=@10`).
+    """
+    pool: str | None = None
+    head, sep, rest = spec.partition("=")
+    if sep and head.strip() and head.strip().replace("-", "").replace("_", "").isalnum():
+        pool, spec = head.strip(), rest
+    probe, at, seconds = spec.strip().rpartition("@")
+    if not at:
+        probe, seconds = seconds, ""
+    interval = base.interval
+    if seconds:
+        try:
+            interval = float(seconds)
+        except ValueError:
+            raise ConfigError(f"health_probe: bad interval {seconds!r} in {spec!r}") from None
+        if interval <= 0:
+            raise ConfigError(f"health_probe: interval must be > 0 in {spec!r}")
+    probe = probe.strip()
+    if not probe:
+        return pool, ProbeSpec(base.kind, interval, base.method, base.path)
+    if probe.lower() in PROBE_KINDS:
+        return pool, ProbeSpec(probe.lower(), interval)
+    method, _, path = probe.rpartition(" ")
+    method = method.strip().upper() or "GET"
+    if not path.startswith("/") or method not in HTTP_METHODS:
+        raise ConfigError(
+            f"health_probe: {probe!r} is not one of {PROBE_KINDS}, `METHOD /path` ({'/'.join(HTTP_METHODS)}) or `/path`"
+        )
+    return pool, ProbeSpec("http", interval, method, path)
+
+
+def resolve_probes(specs: list[str], pools: tuple[Pool, ...], interval: float) -> dict[str, ProbeSpec]:
+    """Every pool's probe: the default, then entries without a pool (in order), then per-pool entries."""
+    default = ProbeSpec(DEFAULT_PROBE, interval)
+    per_pool: list[tuple[str, str]] = []
+    for item in specs:
+        for part in item.split(";"):
+            if not part.strip():
+                continue
+            pool, spec = parse_probe(part, default)
+            if pool is None:
+                default = spec
+            else:
+                per_pool.append((pool, part))
+    probes = {p.name: default for p in pools}
+    for pool, part in per_pool:
+        if pool not in probes:
+            raise ConfigError(f"health_probe: {part!r} names no configured pool (pools: {sorted(probes)})")
+        probes[pool] = parse_probe(part, probes[pool])[1]
+    return probes
+
+
 def load_config_file(path: str) -> dict[str, Any]:
     """Read a YAML or TOML file holding settings by field name (same schema as the flags).
 
     `upstream` may be a list of `NAME=URL,...` strings or a mapping
-    `{NAME: {instances: [URL, ...], on_instance_loss: reinit|expire}}`.
+    `{NAME: {instances: [URL, ...], on_instance_loss: reinit|expire}}`; `task_tools` a list of
+    `POOL=NAME,...` strings or a mapping `{POOL: [NAME[:required], ...]}`.
     """
     try:
         with open(path, "rb") as handle:
@@ -123,18 +199,43 @@ def load_config_file(path: str) -> dict[str, Any]:
     upstream = values.get("upstream")
     if isinstance(upstream, dict):
         values["upstream"] = [_pool_spec(name, body) for name, body in upstream.items()]
+        probes = [p for name, body in upstream.items() if (p := _pool_probe(name, body))]
+        if probes:
+            given = values.get("health_probe") or []
+            values["health_probe"] = [*([given] if isinstance(given, str) else given), *probes]
+    task_tools = values.get("task_tools")
+    if isinstance(task_tools, dict):
+        values["task_tools"] = [_task_tools_spec(pool, names) for pool, names in task_tools.items()]
     return values
+
+
+def _task_tools_spec(pool: str, names: Any) -> str:
+    """`task_tools: {POOL: [NAME[:required], ...]}` in a config file -> the flag's `POOL=NAME,...`."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"config: task_tools.{pool} must be a list of tool names")
+    return f"{pool}={','.join(names)}"
+
+
+_POOL_FIELDS = {"instances", "on_instance_loss", "health_probe", "health_interval"}
 
 
 def _pool_spec(name: str, body: Any) -> str:
     if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
         raise ConfigError(f"config: upstream.{name}.instances must be a list of URLs")
-    unknown = set(body) - {"instances", "on_instance_loss"}
+    unknown = set(body) - _POOL_FIELDS
     if unknown:
         raise ConfigError(f"config: upstream.{name}: unknown field(s) {sorted(unknown)}")
     policy = body.get("on_instance_loss")
     head = f"{name}@{policy}" if policy else name
     return f"{head}={','.join(str(u) for u in body['instances'])}"
+
+
+def _pool_probe(name: str, body: dict[str, Any]) -> str | None:
+    """A pool mapping's `health_probe`/`health_interval` as a `--health-probe POOL=PROBE@SECONDS` entry."""
+    probe, interval = body.get("health_probe"), body.get("health_interval")
+    if probe is None and interval is None:
+        return None
+    return f"{name}={probe or ''}" + (f"@{interval}" if interval is not None else "")
 
 
 class Settings(BaseSettings):
@@ -151,6 +252,11 @@ class Settings(BaseSettings):
         "reinit", description="Default policy when a session's instance is gone (per pool: NAME@POLICY=...)."
     )
     health_interval: float = Field(2.0, gt=0, description="Active upstream health probe interval, s.")
+    health_probe: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Health probe `[POOL=]PROBE[@SECONDS]`: `tcp` (default), `options`, `ping`, `discover`, `get` "
+        "or `METHOD /path`; without POOL for every pool; repeatable, `;` separates.",
+    )
     health_timeout: float = Field(1.0, gt=0, description="Health probe timeout, s.")
     redis_url: str | None = Field(
         None,
@@ -230,16 +336,31 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(32 * 1024, ge=1024, description="Largest total request header size.")
     sse_max_line: int = Field(1 << 20, ge=1024, description="Longest SSE line accepted from upstreams.")
     trust_forwarded_for: bool = Field(False, description="Take the client IP from X-Forwarded-For.")
+    task_tools: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Tools the gateway runs as tasks (2026-07-28 tasks extension): `POOL=NAME[:required][,...]`; "
+        "names are shell-style globs; repeatable; `;` separates pools in one value.",
+    )
+    task_sync_input: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Task tools that ask for input before their long work: `POOL=NAME[,...]`; a call without "
+        "`inputResponses` is forwarded synchronously, the one with the answers becomes the task.",
+    )
+    task_ttl: float = Field(3600.0, gt=0, description="Lifetime of a gateway-served task from its creation, s.")
+    task_poll_interval: int = Field(1000, ge=1, description="`pollIntervalMs` suggested to task clients, ms.")
     log_level: str = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log format: json or text.")
 
     @field_validator(
         "upstream",
+        "health_probe",
         "allowed_origins",
         "auth_algorithms",
         "authorization_servers",
         "upstream_header",
         "redis_sentinel",
+        "task_tools",
+        "task_sync_input",
         mode="before",
     )
     @classmethod
@@ -265,6 +386,10 @@ class Settings(BaseSettings):
     def pools(self) -> tuple[Pool, ...]:
         """Upstream pools in configuration order; the first one serves `/mcp`."""
         return parse_upstreams(self.upstream, self.instance_loss)
+
+    def probes(self) -> dict[str, ProbeSpec]:
+        """Each pool's health probe (kind and interval), from `--health-probe` and `--health-interval`."""
+        return resolve_probes(self.health_probe, self.pools(), self.health_interval)
 
     def pool_headers(self) -> dict[str, dict[str, str]]:
         """Per-pool upstream credentials from `--upstream-header POOL:Name: value`."""

@@ -17,6 +17,7 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 SERVER_ERROR = -32000  # implementation-defined server errors: -32000..-32099
 HEADER_MISMATCH = -32020  # MCP 2026-07-28 basic/transports "HeaderMismatch"
+MISSING_REQUIRED_CAPABILITY = -32021  # MCP 2026-07-28 "MissingRequiredClientCapability"
 UNSUPPORTED_PROTOCOL_VERSION = -32022  # MCP 2026-07-28 "UnsupportedProtocolVersionError"
 
 JsonRpcId = str | int | None
@@ -89,6 +90,27 @@ class SessionNotFound(ClientError):
 
 class StreamNotFound(SessionNotFound):
     """A resume cursor naming a stream this session does not own."""
+
+
+class RequestError(ClientError):
+    """A well-formed request the JSON-RPC layer refuses (unknown method, bad params): HTTP 200,
+    because the transport worked; the JSON-RPC error body carries the verdict."""
+
+    status = 200
+
+
+class MethodNotFound(RequestError):
+    code = METHOD_NOT_FOUND
+
+
+class InvalidParams(RequestError):
+    code = INVALID_PARAMS
+
+
+class MissingCapability(RequestError):
+    """The request needs a client capability (e.g. an extension) it did not declare."""
+
+    code = MISSING_REQUIRED_CAPABILITY
 
 
 class Forbidden(ClientError):

@@ -1,4 +1,8 @@
-"""Prometheus metrics, one registry per app instance (no global state)."""
+"""Prometheus metrics, one registry per app instance (no global state).
+
+`deploy/grafana/mcp-gateway.json` and `deploy/prometheus/alerts.yaml` use these names; a test
+checks that every name they use is served by `/metrics`.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,32 @@ class Metrics:
         self.resumes = Counter("mcpgw_resumes_total", "Resumes with Last-Event-ID", registry=r)
         self.takeovers = Counter("mcpgw_lease_takeovers_total", "Pumps taken over from a dead replica", registry=r)
         self.gaps = Counter("mcpgw_stream_gaps_total", "Resumes that found lost events", registry=r)
+        self.tasks = Counter(
+            "mcpgw_tasks_total",
+            "Gateway-served tasks by event (created, completed, failed, cancelled, orphaned, adopted)",
+            ["event"],
+            registry=r,
+        )
         self.store_errors = Counter("mcpgw_store_errors_total", "Redis failures", registry=r)
+        self.request_duration = Histogram(
+            "mcpgw_request_duration_seconds",
+            "MCP endpoint requests: time to the response's start (an SSE answer: to its headers)",
+            ["era", "status"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.upstream_healthy = Gauge(
+            "mcpgw_upstream_healthy",
+            "1 while this replica places sessions on the upstream instance",
+            ["pool", "upstream"],  # not "instance": Prometheus sets that to the scraped replica
+            registry=r,
+        )
+        self.limits_hit = Counter(
+            "mcpgw_limits_hit_total",
+            "Requests refused by a limit (rate, sessions, streams, size, headers)",
+            ["limit"],
+            registry=r,
+        )
         self.tail_watches = Gauge(
             "mcpgw_tail_watches", "Streams delivered here but pumped elsewhere (tail subscriptions)", registry=r
         )

@@ -43,6 +43,7 @@ from interop.conformance_common import sampling_question
 from interop.conformance_input_required import register_input_required_tools
 from interop.conformance_prompts import register_prompts
 from interop.conformance_resources import register_resources
+from interop.conformance_task_tools import register_task_tools
 from interop.conformance_tools import register_content_tools, register_notification_tools
 
 
@@ -79,6 +80,7 @@ def build_server() -> MCPServer:
     server._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, on_set_level)
 
     register_prompts(server)
+    register_task_tools(server)
 
     @server.custom_route("/healthz", methods=["GET"])  # type: ignore[untyped-decorator]
     async def healthz(request: Request) -> Response:

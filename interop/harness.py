@@ -42,6 +42,23 @@ FIXTURE = INTEROP / "conformance_server.py"
 INSTALL_HINT = "run `scripts/interop --install` (npm ci in interop/, local only)"
 
 
+# The fixture's plain tools that the gateway serves as tasks (interop/conformance_task_tools.py): the
+# suite's tasks-* scenarios fail direct and pass through the gateway. `:required` where the scenarios
+# register the tool with taskSupport=required. `test_tool_with_task` asks for input (MRTR) before it
+# becomes a task (tasks-mrtr-composition): `--task-sync-input`.
+TASK_TOOLS = ",".join(
+    (
+        "slow_compute",
+        "failing_job:required",
+        "protocol_error_job",
+        "confirm_delete",
+        "multi_input",
+        "test_tool_with_task:required",
+    )
+)
+TASK_ARGS = ("--task-tools", f"default={TASK_TOOLS}", "--task-sync-input", "default=test_tool_with_task")
+
+
 # Differences found (scripts/interop, tests/integration/test_interop.py): scenario -> (check id, status)
 # pairs only the direct run has, and only the gateway run has. Each names its cause.
 KNOWN_DIFFERENCES: dict[str, tuple[Counter[tuple[str, str]], Counter[tuple[str, str]]]] = {}
@@ -76,14 +93,16 @@ def start_fixture(group: ProcessGroup) -> str:
     return f"http://127.0.0.1:{port}/mcp"
 
 
-def start_gateways(group: ProcessGroup, upstream: str, n: int = 3, key_prefix: str | None = None) -> list[int]:
+def start_gateways(
+    group: ProcessGroup, upstream: str, n: int = 3, key_prefix: str | None = None, extra: Sequence[str] = ()
+) -> list[int]:
     prefix = key_prefix or f"interop-{secrets.token_hex(4)}"
     ports = []
     for _ in range(n):
         port = free_port()
         argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--upstream", f"default={upstream}", "--redis-url", redis_url(), "--key-prefix", prefix]
-        argv += ["--log-format", "text"]
+        argv += ["--log-format", "text", *extra]
         group.start(f"gateway-{port}", argv)
         ports.append(port)
     for port, proc in zip(ports, group.procs[-n:], strict=True):
@@ -91,9 +110,11 @@ def start_gateways(group: ProcessGroup, upstream: str, n: int = 3, key_prefix: s
     return ports
 
 
-def start_stack(group: ProcessGroup, upstream: str, n: int = 3, key_prefix: str | None = None) -> tuple[str, list[int]]:
+def start_stack(
+    group: ProcessGroup, upstream: str, n: int = 3, key_prefix: str | None = None, extra: Sequence[str] = ()
+) -> tuple[str, list[int]]:
     """n gateway replicas behind HAProxy; returns (load balancer /mcp URL, replica ports)."""
-    ports = start_gateways(group, upstream, n, key_prefix)
+    ports = start_gateways(group, upstream, n, key_prefix, extra)
     _, lb_port = start_haproxy(group, [("127.0.0.1", p) for p in ports])
     return f"http://127.0.0.1:{lb_port}/mcp", ports
 
@@ -104,7 +125,7 @@ def stack(replicas: int = 3, log_dir: Path | None = None) -> Iterator[tuple[str,
     group = ProcessGroup(log_dir=log_dir or REPO_ROOT / ".pytest_cache" / "interop-logs")
     try:
         direct = start_fixture(group)
-        via, _ = start_stack(group, direct, replicas)
+        via, _ = start_stack(group, direct, replicas, extra=TASK_ARGS)
         yield direct, via, group
     finally:
         group.stop_all()
@@ -234,6 +255,17 @@ def collect(out: Path) -> dict[str, ScenarioResult]:
     return results
 
 
+def is_task_scenario(name: str) -> bool:
+    """The suite's tasks extension scenarios: expected to fail direct and to pass through the gateway."""
+    return name.startswith("tasks-")
+
+
+def split_tasks(results: dict[str, ScenarioResult]) -> tuple[dict[str, ScenarioResult], dict[str, ScenarioResult]]:
+    """(the other scenarios, the tasks-* scenarios)."""
+    tasks = {n: r for n, r in results.items() if is_task_scenario(n)}
+    return {n: r for n, r in results.items() if n not in tasks}, tasks
+
+
 def diff(a: ScenarioResult | None, b: ScenarioResult | None) -> str:
     if a is None or b is None:
         return "missing in one run"
@@ -276,8 +308,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep = args.keep
         direct = run_conformance(direct_url, args.scenario, args.spec_version, keep=keep and keep / "direct")
         via = run_conformance(via_url, args.scenario, args.spec_version, keep=keep and keep / "gateway")
-    text, different = table(direct, via)
+    (direct, task_direct), (via, task_via) = split_tasks(direct), split_tasks(via)
+    text, different = table(direct, via) if direct or via else ("", [])
     print(text)
+    tasks_ok = all(r.failed == 0 for r in task_via.values())
+    if task_direct or task_via:
+        t_text, _ = table(task_direct, task_via)
+        print(f"\ntasks extension: the fixture has no tasks (direct), the gateway serves them (--task-tools)\n{t_text}")
+        print(f"tasks-* through the gateway: {'all pass' if tasks_ok else 'FAILURES'}")
     if not args.scenario:
         from interop import client_scenarios  # imports this module: loaded only once it is complete
 
@@ -308,10 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {'known' if known else 'NEW  '} {line}")
         if not all(line.split(":", 1)[0] in KNOWN_DIFFERENCES for line in different):
             return 1
-    else:
+    elif direct:
         n, replicas = len(direct), args.replicas
         print(f"\n{n} scenarios (server and client), identical direct and through {replicas} gateway replicas")
-    return 0 if clients_ok else 1
+    return 0 if clients_ok and tasks_ok else 1
 
 
 def run_clients(replicas: int = 3) -> list[tuple[str, str, str]]:

@@ -34,6 +34,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert proc.returncode == 0, f"bench --smoke failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     results = json.loads(out.read_text())
     assert results["mode"] == "smoke"
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the chart beside the JSON
+    assert "1/" in proc.stderr and "step times:" in proc.stderr  # progress on stderr
     assert results["machine"]["cpus"] > 0
     sc = results["scenarios"]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import build_parser, load_settings
+from gateway.config import ProbeSpec
 from gateway.errors import ConfigError
 
 
@@ -80,6 +81,19 @@ def test_env_then_file_then_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyP
     (pool,) = settings.pools()
     assert pool.name == "main" and pool.on_instance_loss == "expire" and len(pool.instances) == 2
     assert load_settings(["--config", str(config), "--port", "7200"]).port == 7200  # flags beat env
+
+
+def test_health_probes_from_flags_and_the_pool_mapping(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text(
+        "health_probe: options\nupstream:\n  main:\n    instances: [http://a/mcp]\n"
+        "    health_probe: GET /healthz\n    health_interval: 5\n  side:\n    instances: [http://b/mcp]\n"
+    )
+    probes = load_settings(["--config", str(config)]).probes()
+    assert probes == {"main": ProbeSpec("http", 5.0, "GET", "/healthz"), "side": ProbeSpec("options", 2.0)}
+    flags = ["--upstream", "a=http://a/mcp", "--upstream", "b=http://b/mcp"]
+    probes = load_settings([*flags, "--health-probe", "ping", "--health-probe", "b=discover@1"]).probes()
+    assert probes == {"a": ProbeSpec("ping", 2.0), "b": ProbeSpec("discover", 1.0)}
 
 
 def test_toml_config(tmp_path: Path) -> None:

@@ -7,7 +7,15 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from gateway.config import DEFAULT_POOL, Settings, parse_upstream, parse_upstreams
+from gateway.config import (
+    DEFAULT_POOL,
+    ProbeSpec,
+    Settings,
+    parse_probe,
+    parse_upstream,
+    parse_upstreams,
+    resolve_probes,
+)
 from gateway.errors import ConfigError
 
 
@@ -223,3 +231,50 @@ def test_cluster_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_store_topology_is_a_clear_config_error(values: dict[str, object], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         Settings(**values)  # type: ignore[arg-type]
+
+
+# --- health probes -----------------------------------------------------------------------------
+
+BASE = ProbeSpec("tcp", 2.0)
+
+
+@pytest.mark.parametrize(
+    ("spec", "pool", "expected"),
+    [
+        ("tcp", None, ProbeSpec("tcp", 2.0)),
+        ("DISCOVER@10", None, ProbeSpec("discover", 10.0)),
+        ("search=ping", "search", ProbeSpec("ping", 2.0)),
+        ("search=GET /healthz@0.5", "search", ProbeSpec("http", 0.5, "GET", "/healthz")),
+        ("my-pool_2=/healthz", "my-pool_2", ProbeSpec("http", 2.0, "GET", "/healthz")),
+        ("head /ready?deep=1", None, ProbeSpec("http", 2.0, "HEAD", "/ready?deep=1")),
+        ("search=@7", "search", ProbeSpec("tcp", 7.0)),
+    ],
+)
+def test_parse_probe(spec: str, pool: str | None, expected: ProbeSpec) -> None:
+    assert parse_probe(spec, BASE) == (pool, expected)
+
+
+@pytest.mark.parametrize("spec", ["carrier-pigeon", "DELETE /x", "GET healthz", "tcp@soon", "tcp@0", "p=tcp@-1"])
+def test_bad_probes(spec: str) -> None:
+    with pytest.raises(ConfigError, match="health_probe"):
+        parse_probe(spec, BASE)
+
+
+def test_resolve_probes_default_then_global_then_per_pool() -> None:
+    pools = parse_upstreams(["a=http://a;b=http://b;c=http://c"])
+    assert resolve_probes([], pools, 3.0) == dict.fromkeys("abc", ProbeSpec("tcp", 3.0))
+    got = resolve_probes(["b=GET /healthz@5; options", "c=@9"], pools, 3.0)
+    assert got == {
+        "a": ProbeSpec("options", 3.0),
+        "b": ProbeSpec("http", 5.0, "GET", "/healthz"),
+        "c": ProbeSpec("options", 9.0),  # per-pool entries start from the pool-wide default
+    }
+    with pytest.raises(ConfigError, match="names no configured pool"):
+        resolve_probes(["zz=tcp"], pools, 3.0)
+
+
+def test_probes_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCPGW_UPSTREAM", "a=http://a;b=http://b")
+    monkeypatch.setenv("MCPGW_HEALTH_PROBE", "discover;b=tcp@1")
+    monkeypatch.setenv("MCPGW_HEALTH_INTERVAL", "4")
+    assert Settings().probes() == {"a": ProbeSpec("discover", 4.0), "b": ProbeSpec("tcp", 1.0)}

@@ -100,3 +100,15 @@ def test_stream_keys_differ_per_stream() -> None:
     assert not set(first) & set(second)
     assert len(set(first)) == 3
     assert keys.session(g) not in first + second and keys.streams(g) not in first + second
+
+
+def test_replica_and_session_patterns_match_only_their_keys() -> None:
+    keys = Keys("tenant[1]*")
+    assert keys.replica("h:1:ab") == "tenant[1]*:replica:h:1:ab"
+    assert keys.replica_of(keys.replica("h:1:ab")) == "h:1:ab"
+    assert keys.session_of(keys.session("G123")) == "G123"
+    # Redis MATCH is a glob; the prefix's own glob characters are escaped
+    unescape = str.maketrans({"\\": ""})
+    assert keys.replica_pattern() == "tenant\\[1\\]\\*:replica:*"
+    assert keys.session_pattern("G1").translate(unescape) == "tenant[1]*:{G1*}:session"
+    assert keys.session_pattern().endswith(":{*}:session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
@@ -9,8 +10,10 @@ import aiohttp
 import pytest
 
 from gateway import errors
-from gateway.config import Pool
+from gateway.config import Pool, ProbeSpec
+from gateway.metrics import Metrics
 from gateway.upstream.pools import HealthChecker, Pools
+from gateway.upstream.probes import Prober
 from tests.asgi_server import serve
 
 A, B, C = "http://a/mcp", "http://b/mcp", "http://c/mcp"
@@ -45,6 +48,20 @@ def test_unknown_pool_is_404_and_default_is_first() -> None:
         pools.get("nope")
     with pytest.raises(errors.ConfigError):
         Pools(())
+
+
+def test_health_is_exported_per_pool_and_instance() -> None:
+    metrics = Metrics()
+    pools = Pools((Pool("main", (A, B)), Pool("also", (B,))), gauge=metrics.upstream_healthy)
+
+    def healthy(pool: str, url: str) -> float | None:
+        return metrics.registry.get_sample_value("mcpgw_upstream_healthy", {"pool": pool, "upstream": url})
+
+    assert healthy("main", A) == 1 and healthy("also", B) == 1
+    pools.mark_down(B, "test")
+    assert healthy("main", B) == 0 and healthy("also", B) == 0
+    pools.report_success(B)
+    assert healthy("main", B) == 1
 
 
 def test_passive_failures_open_the_circuit_and_success_closes_it() -> None:
@@ -89,7 +106,7 @@ async def test_health_checker_marks_dead_at_start_and_needs_two_failures_later()
     async with serve(toggle) as url, aiohttp.ClientSession() as http:
         live, dead = f"{url}/mcp", dead_url()
         pools = Pools((Pool("p", (live, dead)),))
-        checker = HealthChecker(pools, http, interval=60, timeout=1.0, fall=2)
+        checker = HealthChecker(pools, Prober(http, timeout=1.0), {"p": ProbeSpec("get", 60)}, fall=2)
         await checker.check_all()  # start-up round: one failed probe is enough
         assert pools.is_healthy(live) and not pools.is_healthy(dead)
 
@@ -102,3 +119,27 @@ async def test_health_checker_marks_dead_at_start_and_needs_two_failures_later()
         toggle.status = 200
         await checker.check_all()  # one good probe brings it back
         assert pools.is_healthy(live) and checker.rounds == 4
+
+
+async def test_each_pool_is_probed_at_its_own_interval() -> None:
+    """One loop, many schedules: instances are probed when due, by their pool's probe kind."""
+    now = [0.0]
+    calls: list[tuple[float, str, str]] = []
+
+    async def probe(url: str, spec: ProbeSpec) -> bool:
+        calls.append((now[0], url, spec.kind))
+        return True
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+        if now[0] > 6.5:
+            raise asyncio.CancelledError
+
+    pools = Pools((Pool("fast", (A, B)), Pool("slow", (C,))))
+    specs = {"fast": ProbeSpec("tcp", 1.0), "slow": ProbeSpec("discover", 3.0)}
+    checker = HealthChecker(pools, probe, specs, clock=lambda: now[0], sleep=sleep)
+    with pytest.raises(asyncio.CancelledError):
+        await checker.run()
+    assert [t for t, u, _ in calls if u == C] == [0.0, 3.0, 6.0]
+    assert [t for t, u, _ in calls if u == A] == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert {(u, kind) for _, u, kind in calls} == {(A, "tcp"), (B, "tcp"), (C, "discover")}

@@ -115,6 +115,8 @@ async def test_session_cap_is_429_and_delete_frees_a_slot(limited: Env) -> None:
     sids = [await limited.initialize() for _ in range(3)]
     r = await limited.client.post(limited.mcp, headers=HEADERS, json=init_body())
     assert r.status_code == 429 and r.json()["error"]["message"].startswith("Too Many Requests")
+    registry = limited.app.state.gateway.metrics.registry
+    assert registry.get_sample_value("mcpgw_limits_hit_total", {"limit": "sessions"}) == 1
     assert (await limited.client.delete(limited.mcp, headers=limited.headers(sids[0]))).status_code == 200
     assert await limited.initialize()
 
@@ -147,6 +149,12 @@ async def test_rate_limit_429_then_other_limits(limited: Env) -> None:
     ]
     assert 429 in statuses and statuses[0] == 200
     assert statuses.index(429) <= 30
+    registry = limited.app.state.gateway.metrics.registry
+
+    def hits(limit: str) -> float | None:
+        return registry.get_sample_value("mcpgw_limits_hit_total", {"limit": limit})
+
+    assert hits("size") == 1 and hits("headers") == 1 and hits("rate") == statuses.count(429)
 
 
 async def test_hostile_upstream_answers_never_crash_or_hang(limited: Env) -> None:

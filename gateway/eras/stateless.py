@@ -1,12 +1,16 @@
-"""The stateless era (MCP 2026-07-28): POST only, no sessions, nothing written to Redis.
+"""The stateless era (MCP 2026-07-28): POST only, no sessions.
 
 Each request goes to any healthy instance of the pool with every `Mcp-*` header forwarded
 unchanged; the routing headers are checked against the body first. Closing the response
 stream cancels the request: the upstream response is closed as soon as the client goes.
+Only gateway-served tasks (`gateway/tasks/`, pools with `--task-tools`) write to Redis: their
+`tools/call` and `tasks/*` requests are answered here, and `server/discover` advertises them.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -15,15 +19,22 @@ from starlette.responses import Response
 
 from gateway import errors
 from gateway.eras.sessionful import client_headers, error_response, read_body, sse_response
+from gateway.tasks.passthrough import Route, TaskRoutes
+from gateway.tasks.protocol import NAME_PARAM, SERVED_METHODS, merge_discover, negotiated
+from gateway.tasks.service import Call, TaskService
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
 from gateway.upstream.pools import Pools
-from gateway.wire import protocol
+from gateway.wire import protocol, sse
 
 # 2026-07-28 basic/transports: methods whose Mcp-Name header mirrors a body parameter.
 NAME_BEARING_METHODS: Mapping[str, str] = {
     "tools/call": "name",
     "prompts/get": "name",
     "resources/read": "uri",
+    # tasks extension §Streamable HTTP: Routing Headers: Mcp-Name carries params.taskId.
+    "tasks/get": NAME_PARAM,
+    "tasks/update": NAME_PARAM,
+    "tasks/cancel": NAME_PARAM,
 }
 
 
@@ -47,20 +58,55 @@ def check_routing_headers(headers: Mapping[str, str], message: Mapping[str, Any]
         raise errors.HeaderMismatch(f"Mcp-Name header does not match the request body's {name_key!r}")
 
 
-async def _relay_stream(response: UpstreamResponse) -> AsyncIterator[bytes]:
+async def _relay_stream(response: UpstreamResponse, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     try:
-        async for chunk in response.chunks():
+        async for chunk in chunks:
             yield chunk
     finally:
         response.close()  # client gone or stream done: the upstream sees the connection close
 
 
+def _result(request_id: Any, result: Mapping[str, Any]) -> Response:
+    body = json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+    return Response(body, media_type=protocol.JSON)
+
+
+async def _answer_of(response: UpstreamResponse, request_id: Any, limit: int) -> dict[str, Any] | None:
+    """The JSON-RPC response to `request_id` in a whole upstream answer (JSON or SSE)."""
+    payload = await response.read(limit)
+    texts = [payload.decode("utf-8", "replace")]
+    if response.is_sse:
+        try:
+            texts = [e.data for e in sse.Parser().feed(payload + b"\n\n") if e.data]
+        except sse.SSEError as exc:
+            raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
+    for text in texts:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and message.get("id") == request_id:
+            return message
+    return None
+
+
 class StatelessEndpoint:
-    def __init__(self, *, pools: Pools, upstream: UpstreamClient, headers: HeaderPolicy, max_body: int) -> None:
+    def __init__(
+        self,
+        *,
+        pools: Pools,
+        upstream: UpstreamClient,
+        headers: HeaderPolicy,
+        max_body: int,
+        tasks: TaskService | None = None,
+        routes: TaskRoutes | None = None,
+    ) -> None:
         self._headers = headers
         self._pools = pools
         self._upstream = upstream
         self._max_body = max_body
+        self._tasks = tasks
+        self._routes = routes
 
     async def handle(self, request: Request, pool_name: str | None) -> Response:
         if request.method != "POST":
@@ -69,16 +115,50 @@ class StatelessEndpoint:
         protocol.check_post_headers(request.headers.get("content-type"), request.headers.get("accept"))
         raw = await read_body(request, self._max_body)
         body = protocol.parse_body(raw, "2026-07-28")
+        message = body.messages[0]
+        raw_params = message.raw.get("params")
+        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+        with_tasks = message.is_request and negotiated(params)
+        principal: str = request.state.principal
         try:
-            check_routing_headers(request.headers, body.messages[0].raw)
+            check_routing_headers(request.headers, message.raw)
             pool = self._pools.get(pool_name)
-            instance = self._pools.pick(pool.name)
             headers = self._headers.build(request.headers.items(), pool.name)
+            instance = None
+            if self._routes is not None and with_tasks and message.method in SERVED_METHODS:
+                instance = await self._routes.instance_for(params, principal, pool.name)  # an upstream's own task
+            tasks = self._tasks if self._tasks is not None and self._tasks.serves(pool.name) else None
+            if instance is None and tasks is not None and message.is_request:
+                pick = functools.partial(self._pools.pick, pool.name)
+                secret = self._headers.credentials(pool.name)
+                served = await tasks.intercept(Call(pool.name, message, principal, pick, headers, secret))
+                if served is not None:
+                    return _result(message.id, served)
+            instance = instance or self._pools.pick(pool.name)
             response = await self._upstream.send("POST", instance, headers, raw)
+            if tasks is not None and message.method == "server/discover":
+                return await self._discover(response, message.id)
+            to_client = client_headers(response.headers, None)
+            # tasks extension: an upstream's own task is routed to its instance from now on.
+            watch = self._routes if with_tasks and message.method == "tools/call" else None
+            route = Route(instance, principal, pool.name)
+            if response.is_sse:
+                chunks = response.chunks()
+                if watch is not None:
+                    chunks = watch.record_stream(chunks, message.id, route)
+                return sse_response(_relay_stream(response, chunks), to_client)
+            payload = await response.read(self._max_body)
+            if watch is not None:
+                await watch.record_json(payload, message.id, route)  # before the client sees the task
         except errors.GatewayError as exc:
             return error_response(exc, body.first_id)
-        headers = client_headers(response.headers, None)
-        if response.is_sse:
-            return sse_response(_relay_stream(response), headers)
-        payload = await response.read(self._max_body)
-        return Response(payload, status_code=response.status, headers=headers)
+        return Response(payload, status_code=response.status, headers=to_client)
+
+    async def _discover(self, response: UpstreamResponse, request_id: Any) -> Response:
+        """tasks §Capability Negotiation: the upstream's discover result plus the extension."""
+        answer = await _answer_of(response, request_id, self._max_body)
+        if answer is None:
+            raise errors.UpstreamError("Bad upstream answer: no response to server/discover")
+        if isinstance(answer.get("result"), dict):
+            answer["result"] = merge_discover(answer["result"])
+        return Response(json.dumps(answer), status_code=response.status, media_type=protocol.JSON)

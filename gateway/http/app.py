@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from gateway.eras.legacy_sse import install as install_legacy_sse
 from gateway.eras.sessionful import SessionfulEndpoint, error_response, read_body
 from gateway.eras.stateless import StatelessEndpoint
 from gateway.http.auth import METADATA_PATH, Authenticator
-from gateway.http.guard import Guard
+from gateway.http.guard import Guard, HeadersTooLarge
 from gateway.metrics import Metrics
 from gateway.store.client import Redis, connect, ping
 from gateway.store.eventlog import EventLog
@@ -34,9 +35,16 @@ from gateway.streams.pump import PumpConfig
 from gateway.streams.relay import Relay, RelayConfig
 from gateway.streams.tail import Tail
 from gateway.supervisor import Supervisor
+from gateway.tasks.config import TaskTools, parse_task_tools
+from gateway.tasks.liveness import ReplicaLiveness
+from gateway.tasks.passthrough import TaskRoutes
+from gateway.tasks.runner import Runner
+from gateway.tasks.service import TaskService, TaskSettings
+from gateway.tasks.store import TaskStore
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session
 from gateway.upstream.pools import HealthChecker, Pools
+from gateway.upstream.probes import Prober
 from gateway.wire import protocol
 
 log = logging.getLogger("gateway.http.app")
@@ -74,9 +82,12 @@ class Gateway:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    pools = Pools(settings.pools())  # invalid upstream config fails here, at start-up
-    pool_headers = settings.pool_headers()
     metrics = Metrics()
+    pools = Pools(settings.pools(), gauge=metrics.upstream_healthy)  # invalid upstream config fails here
+    pool_headers = settings.pool_headers()
+    probe_specs = settings.probes()
+    # bad --task-tools / --task-sync-input fail here, at start-up
+    task_tools = parse_task_tools(settings.task_tools, pools.names(), settings.task_sync_input)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -123,7 +134,7 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.tail_watches.set_function(lambda: len(tail))
         await liveness.beat()
         upstream = UpstreamClient(http, request_timeout=settings.request_timeout, latency=metrics.upstream_latency)
-        health = HealthChecker(pools, http, interval=settings.health_interval, timeout=settings.health_timeout)
+        health = HealthChecker(pools, Prober(http, timeout=settings.health_timeout), probe_specs)
         await health.check_all()  # a fresh replica knows which instances are up before it serves
         supervisor.spawn(health.run(), name="health-checks")
         limiter = Limiter(
@@ -136,6 +147,7 @@ def create_app(settings: Settings) -> FastAPI:
                 session_ttl=settings.session_ttl,
                 stream_ttl=max(30.0, settings.keepalive_interval * 2),
             ),
+            hits=metrics.limits_hit,
         )
         authenticator = (
             Authenticator(
@@ -175,6 +187,7 @@ def create_app(settings: Settings) -> FastAPI:
         )
         supervisor.spawn(liveness.run(), name="liveness")
         supervisor.spawn(tail.run(), name="tail")
+        tasks = _task_service(settings, task_tools, redis, keys, upstream, supervisor, liveness, metrics)
         app.state.gateway = Gateway(
             settings=settings,
             pools=pools,
@@ -195,7 +208,14 @@ def create_app(settings: Settings) -> FastAPI:
                 max_batch=settings.max_batch,
             ),
             stateless=StatelessEndpoint(
-                pools=pools, upstream=upstream, headers=header_policy, max_body=settings.max_body_bytes
+                pools=pools,
+                upstream=upstream,
+                headers=header_policy,
+                max_body=settings.max_body_bytes,
+                tasks=tasks,
+                routes=TaskRoutes(
+                    redis, keys, default_ttl_ms=int(settings.task_ttl * 1000), max_line=settings.sse_max_line
+                ),
             ),
             guard=Guard(
                 origins=settings.origin_list(),
@@ -210,7 +230,11 @@ def create_app(settings: Settings) -> FastAPI:
             keys=keys,
             loop=asyncio.get_running_loop(),
         )
-        log.info("gateway up: pools %s", {p: list(pools.get(p).instances) for p in pools.names()})
+        log.info(
+            "gateway up: pools %s, health probes %s",
+            {p: list(pools.get(p).instances) for p in pools.names()},
+            {p: f"{spec.describe()} every {spec.interval:g} s" for p, spec in probe_specs.items()},
+        )
         try:
             yield
         finally:
@@ -220,7 +244,7 @@ def create_app(settings: Settings) -> FastAPI:
             # upstream or not; the rest are released (and adopted elsewhere) at the deadline.
             started = gateway.drain_started if gateway.drain_started is not None else gateway.loop.time()
             await relay.finish_pumps(settings.drain_timeout - (gateway.loop.time() - started))
-            await supervisor.aclose()  # liveness, tail, health checks (and any pump left)
+            await supervisor.aclose()  # liveness, tail, health checks, task runners (they fail their tasks)
             with contextlib.suppress(errors.StoreError):
                 await liveness.clear()
             await tail.aclose()
@@ -241,7 +265,46 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+# Size limits refused at the front door, by the `limit` label of mcpgw_limits_hit_total (the per-client
+# limits count themselves in store/limits.py).
+SIZE_LIMITS: dict[type[errors.GatewayError], str] = {errors.PayloadTooLarge: "size", HeadersTooLarge: "headers"}
+
+
+def _task_service(
+    settings: Settings,
+    tools: TaskTools,
+    redis: Redis,
+    keys: Keys,
+    upstream: UpstreamClient,
+    supervisor: Supervisor,
+    liveness: Liveness,
+    metrics: Metrics,
+) -> TaskService | None:
+    """Gateway-served tasks, when some pool has `--task-tools` (else no task records)."""
+    if not tools.pools:
+        return None
+    store = TaskStore(redis, keys)
+    runner = Runner(
+        store=store,
+        upstream=upstream,
+        supervisor=supervisor,
+        replica_id=liveness.replica_id,
+        max_body=settings.max_body_bytes,
+        max_line=settings.sse_max_line,
+        metrics=metrics,
+    )
+    return TaskService(
+        tools=tools,
+        store=store,
+        runner=runner,
+        liveness=ReplicaLiveness(liveness),
+        settings=TaskSettings(ttl_ms=int(settings.task_ttl * 1000), poll_ms=settings.task_poll_interval),
+        metrics=metrics,
+    )
+
+
 async def mcp_endpoint(request: Request) -> Response:
+    started = time.perf_counter()
     gateway: Gateway = request.app.state.gateway
     pool = request.path_params.get("pool")
     request.state.principal = ""
@@ -264,6 +327,8 @@ async def mcp_endpoint(request: Request) -> Response:
     except errors.UnsupportedVersion as exc:
         response = await _unsupported_version(request, exc, gateway.settings.max_body_bytes)
     except errors.GatewayError as exc:
+        if type(exc) in SIZE_LIMITS:
+            gateway.metrics.limits_hit.labels(SIZE_LIMITS[type(exc)]).inc()
         request_id: errors.JsonRpcId = None
         if isinstance(exc, errors.StoreError):
             gateway.metrics.store_errors.inc()
@@ -274,7 +339,9 @@ async def mcp_endpoint(request: Request) -> Response:
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         response = error_response(errors.GatewayError("Internal error"))
-    gateway.metrics.requests.labels(request.method, str(response.status_code), era).inc()
+    status = str(response.status_code)
+    gateway.metrics.requests.labels(request.method, status, era).inc()
+    gateway.metrics.request_duration.labels(era, status).observe(time.perf_counter() - started)
     return response
 
 

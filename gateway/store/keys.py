@@ -16,11 +16,21 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:{legacy:B}:bridge  hash   legacy HTTP+SSE bridge B: pool, principal, gateway session
     {prefix}:{legacy:B}:out     stream messages waiting for bridge B's `/sse` connection
     {prefix}:{legacy:B}:n       shard channel: a message was added to the outbox
+    {prefix}:{task:T}:task      hash   gateway-served task T (2026-07-28 tasks extension)
+    {prefix}:{task:T}:route     hash   task T created by an upstream itself: instance, principal, pool
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_GLOB = re.compile(r"([*?\[\]\\])")
+
+
+def _literal(text: str) -> str:
+    """`text` as a SCAN MATCH pattern that matches only itself."""
+    return _GLOB.sub(r"\\\1", text)
 
 
 @dataclass(frozen=True)
@@ -58,8 +68,8 @@ class Keys:
         return f"{self.prefix}:presence:{replica}"
 
     def replica_pattern(self) -> str:
-        """SCAN pattern of every replica liveness key (tooling)."""
-        return f"{self.prefix}:replica:*"
+        """SCAN pattern of every replica liveness key (tooling); the prefix's glob characters are escaped."""
+        return f"{_literal(self.prefix)}:replica:*"
 
     def reinit_lock(self, session: str) -> str:
         return f"{self._session_tag(session)}:reinit"
@@ -77,9 +87,28 @@ class Keys:
         tag = f"{self.prefix}:{{legacy:{bridge}}}"
         return f"{tag}:bridge", f"{tag}:out"
 
+    def replica_of(self, key: str) -> str:
+        return key.removeprefix(f"{self.prefix}:replica:")
+
+    def session_pattern(self, id_prefix: str = "") -> str:
+        """SCAN pattern of session records, optionally of ids starting with `id_prefix`."""
+        return f"{_literal(self.prefix)}:{{{_literal(id_prefix)}*}}:session"
+
+    def session_of(self, key: str) -> str:
+        """The session id inside a session record key."""
+        return key.removeprefix(f"{self.prefix}:{{").removesuffix("}:session")
+
     def legacy_notify(self, outbox: str) -> str:
         """Shard channel announcing new outbox messages (same slot as the outbox)."""
         return f"{outbox.removesuffix(':out')}:n"
+
+    def task(self, task_id: str) -> str:
+        """One task's record; its own hash slot (a task belongs to no session)."""
+        return f"{self.prefix}:{{task:{task_id}}}:task"
+
+    def task_route(self, task_id: str) -> str:
+        """Where a task that an upstream created lives (pass-through affinity)."""
+        return f"{self.prefix}:{{task:{task_id}}}:route"
 
     def pattern(self) -> str:
         """SCAN pattern matching every key under this prefix (tests and tooling)."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
 from gateway import errors
 from gateway.store.client import Redis, translated
 from gateway.store.keys import Keys
@@ -49,12 +51,17 @@ class LimitConfig:
 
 
 class Limiter:
-    def __init__(self, redis: Redis, keys: Keys, config: LimitConfig) -> None:
+    def __init__(self, redis: Redis, keys: Keys, config: LimitConfig, *, hits: Counter | None = None) -> None:
+        self._hits = hits  # mcpgw_limits_hit_total{limit}
         self._redis = redis
         self._keys = keys
         self.config = config
         self._rate = redis.register_script(_RATE)
         self._admit = redis.register_script(_ADMIT)
+
+    def _hit(self, limit: str) -> None:
+        if self._hits is not None:
+            self._hits.labels(limit).inc()
 
     async def check_rate(self, who: str) -> None:
         if not self.config.rate_per_minute:
@@ -68,6 +75,7 @@ class Limiter:
                 )
             )
         if count < 0:
+            self._hit("rate")
             raise TooManyRequests(f"Too Many Requests: more than {self.config.rate_per_minute} requests a minute")
 
     async def admit_session(self, who: str, session_id: str) -> None:
@@ -98,4 +106,5 @@ class Limiter:
                 )
             )
         if not admitted:
+            self._hit(kind)
             raise TooManyRequests(f"Too Many Requests: more than {limit} {what} for this client")

@@ -33,6 +33,7 @@ log = logging.getLogger("gateway.streams.pump")
 
 MAX_FRUITLESS_RECONNECTS = 3
 DEFAULT_UPSTREAM_RETRY_MS = 100
+CATCH_UP_TIMEOUT = 5.0  # s: bound on the one extra replay that closes an upstream's replay->live window
 
 
 class CannotResume(Exception):
@@ -89,6 +90,7 @@ class Pump:
     retry_ms: int = DEFAULT_UPSTREAM_RETRY_MS
     finished: bool = False
     lost: bool = False  # the lease went to another replica: never write, never release
+    _boundary: bool = False  # on a resumed upstream connection whose replay->live boundary is still ahead
     _last_event: float = 0.0
     _recent: deque[str] = field(default_factory=lambda: deque(maxlen=256))
 
@@ -129,6 +131,7 @@ class Pump:
                 resumed = response is None
                 if response is None:
                     response = await self._reopen()
+                    self._boundary = True
                 try:
                     progressed, repoll = await self._consume(response, resumed=resumed)
                 finally:
@@ -199,26 +202,69 @@ class Pump:
     async def _handle(self, events: list[sse.Event]) -> bool:
         batch: list[tuple[str, str]] = []
         uid = ""
+        progressed = False
         for event in events:
-            log.debug("stream %s: upstream event id=%r data=%d bytes", self.stream, event.id, len(event.data or ""))
-            if event.retry is not None:
-                self.retry_ms = event.retry
-            if event.id:
-                if event.id in self._recent:
-                    continue  # a replayed event we already logged
+            if event.id and not event.data and self._boundary and event.id not in self._recent:
+                # A resumed upstream primes the connection where its replay ends and live events start
+                # (2025-11-25 transports §Resumability). The Python SDK registers the connection for
+                # live events only after that, so an event produced meanwhile is stored but sent on no
+                # connection: fetch once more from what we have, then carry on (duplicates dropped).
+                self._boundary = False
                 self._recent.append(event.id)
-                uid = event.id
-            if not event.data:
-                continue  # priming event: only its id matters
+                progressed |= await self._flush(batch, uid)
+                batch, uid = [], ""
+                progressed |= await self._catch_up()
+                if self.finished:
+                    return progressed  # the catch-up brought the last answer
+                continue
+            uid = self._take(event, batch) or uid
+        return await self._flush(batch, uid) or progressed
+
+    def _take(self, event: sse.Event, batch: list[tuple[str, str]]) -> str:
+        """Add one upstream event to `batch` unless already logged; its id ("" if none or a repeat)."""
+        log.debug("stream %s: upstream event id=%r data=%d bytes", self.stream, event.id, len(event.data or ""))
+        if event.retry is not None:
+            self.retry_ms = event.retry
+        if event.id:
+            if event.id in self._recent:
+                return ""  # a replayed event we already logged
+            self._recent.append(event.id)
+        if event.data:  # a priming event (no data) only moves the cursor
             batch.append((event.data, event.id or ""))
             for answered in answered_ids(event.data):
                 if answered in self.pending:
                     self.pending.remove(answered)
+        return event.id or ""
+
+    async def _flush(self, batch: list[tuple[str, str]], uid: str) -> bool:
         if not batch and not uid:
             return False
         final = self.kind == "post" and not self.pending
         await self._append(batch, uid=uid, final=final)
         return bool(batch)
+
+    async def _catch_up(self) -> bool:
+        """One replay-only GET after the newest logged upstream id; best effort, bounded in time."""
+        try:
+            response = await self._reopen()
+        except CannotResume as exc:
+            log.info("stream %s: catch-up replay not possible: %s", self.stream, exc)
+            return False
+        parser = sse.Parser(self.config.max_line)
+        batch: list[tuple[str, str]] = []
+        uid = ""
+        try:
+            async with asyncio.timeout(CATCH_UP_TIMEOUT):
+                async for chunk in response.chunks():
+                    for event in parser.feed(chunk):
+                        uid = self._take(event, batch) or uid
+        except (TimeoutError, errors.UpstreamError, sse.SSEError) as exc:
+            log.info("stream %s: catch-up replay ended early: %s", self.stream, exc)
+        finally:
+            response.close()
+        if batch:
+            log.info("stream %s: catch-up replay found %d event(s) the resumed stream skipped", self.stream, len(batch))
+        return await self._flush(batch, uid)
 
     async def _append(
         self, batch: list[tuple[str, str]], *, uid: str = "", final: bool = False, poll_ms: int | None = None

@@ -27,6 +27,10 @@ class HeaderPolicy:
     drop_authorization: bool = False  # gateway auth on: never pass the client's token upstream
     per_pool: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
+    def credentials(self, pool: str) -> frozenset[str]:
+        """Lower-case names of the headers that carry credentials to `pool` (never stored in Redis)."""
+        return frozenset({"authorization", "cookie", *(name.lower() for name in self.per_pool.get(pool, {}))})
+
     def build(self, client_headers: Iterable[tuple[str, str]], pool: str) -> dict[str, str]:
         drop = protocol.DROP_TO_UPSTREAM | {"authorization"} if self.drop_authorization else protocol.DROP_TO_UPSTREAM
         headers = protocol.forward_headers(client_headers, drop)
@@ -90,21 +94,24 @@ class UpstreamClient:
         body: bytes | None = None,
         *,
         retry_connect: bool = True,
+        timeout: float | None = None,
     ) -> UpstreamResponse:
-        """Send a request and return once response headers arrived."""
+        """Send a request and return once response headers arrived (within `timeout`, default
+        --request-timeout; a task's call may wait as long as the task lives)."""
+        limit = self._request_timeout if timeout is None else timeout
         if not retry_connect:
-            return await self._send_once(method, url, headers, body)
+            return await self._send_once(method, url, headers, body, limit)
         async for attempt in upstream_connect():
             with attempt:
-                return await self._send_once(method, url, headers, body)
+                return await self._send_once(method, url, headers, body, limit)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send_once(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, limit: float
     ) -> UpstreamResponse:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._request_timeout):
+            async with asyncio.timeout(limit):
                 response = await self._session.request(
                     method,
                     url,

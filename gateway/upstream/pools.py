@@ -2,8 +2,9 @@
 
 Placement is round robin over the instances currently believed healthy. Health is derived
 by every replica on its own (no shared state to go stale): an active probe per instance
-every `health_interval` seconds, plus passive counting of refused connections, which opens
-an instance's circuit after `failures_to_open` consecutive failures until a probe succeeds.
+(its pool's `--health-probe` kind and interval, sent by `probes.Prober`), plus passive
+counting of refused connections, which opens an instance's circuit after `failures_to_open`
+consecutive failures until a probe succeeds.
 A replica probes all instances once before it reports ready, so a fresh replica never
 places sessions on a dead instance.
 """
@@ -14,12 +15,13 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-import aiohttp
+from prometheus_client import Gauge
 
 from gateway import errors
-from gateway.config import Pool
+from gateway.config import Pool, ProbeSpec
 
 log = logging.getLogger("gateway.upstream.pools")
 
@@ -34,14 +36,17 @@ class InstanceHealth:
 class Pools:
     """Named pools; new sessions go round robin over a pool's healthy instances."""
 
-    def __init__(self, pools: tuple[Pool, ...], *, failures_to_open: int = 3) -> None:
+    def __init__(self, pools: tuple[Pool, ...], *, failures_to_open: int = 3, gauge: Gauge | None = None) -> None:
         if not pools:
             raise errors.ConfigError("at least one --upstream NAME=URL is required")
+        self._gauge = gauge  # mcpgw_upstream_healthy{pool, instance}: 1 while placed on
         self._pools = {p.name: p for p in pools}
         self._cycles = {p.name: itertools.cycle(p.instances) for p in pools}
         self.default = pools[0].name
         self._health = {url: InstanceHealth() for p in pools for url in p.instances}
         self._failures_to_open = failures_to_open
+        for url in self._health:
+            self._export(url, healthy=True)
 
     def names(self) -> list[str]:
         return list(self._pools)
@@ -99,37 +104,59 @@ class Pools:
         if health.healthy != healthy:
             health.healthy = healthy
             health.changed = time.monotonic()
+            self._export(url, healthy=healthy)
             log.warning("upstream %s is now %s (%s)", url, "healthy" if healthy else "UNHEALTHY", reason)
+
+    def _export(self, url: str, *, healthy: bool) -> None:
+        if self._gauge is not None:
+            for pool in self._pools.values():
+                if url in pool.instances:
+                    self._gauge.labels(pool.name, url).set(1 if healthy else 0)
 
 
 class HealthChecker:
-    """Active probes: any HTTP answer from the instance URL means it is up."""
+    """Active probes, each pool with its own probe kind and interval (`--health-probe`).
+
+    One loop serves every instance: it probes the instances that are due, then sleeps until
+    the next one is, so pools with different intervals need no task each.
+    """
 
     def __init__(
-        self, pools: Pools, session: aiohttp.ClientSession, *, interval: float, timeout: float, fall: int = 2
+        self,
+        pools: Pools,
+        probe: Callable[[str, ProbeSpec], Awaitable[bool]],
+        specs: Mapping[str, ProbeSpec],
+        *,
+        fall: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._pools = pools
-        self._session = session
-        self._interval = interval
-        self._timeout = timeout
+        self._probe = probe
         self._fall = fall  # consecutive failed probes before a serving instance is taken out
+        self._clock = clock
+        self._sleep = sleep
+        # an instance listed by several pools is probed as its first pool says
+        self._specs: dict[str, ProbeSpec] = {}
+        for name in pools.names():
+            for url in pools.get(name).instances:
+                self._specs.setdefault(url, specs[name])
+        self._due = dict.fromkeys(self._specs, 0.0)
         self._failed: dict[str, int] = {}
         self.rounds = 0
 
-    async def probe(self, url: str) -> bool:
-        try:
-            async with (
-                asyncio.timeout(self._timeout),
-                self._session.get(url, headers={"Accept": "text/event-stream"}, allow_redirects=False) as response,
-            ):
-                return response.status < 500
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            return False
+    def spec(self, url: str) -> ProbeSpec:
+        return self._specs[url]
 
     async def check_all(self) -> None:
-        urls = self._pools.instances()
-        results = await asyncio.gather(*(self.probe(url) for url in urls))
+        """Probe every instance now (start-up, tests)."""
+        await self._check(list(self._specs))
+
+    async def _check(self, urls: list[str]) -> None:
+        results = await asyncio.gather(*(self._probe(url, self._specs[url]) for url in urls))
+        now = self._clock()
         for url, ok in zip(urls, results, strict=True):
+            self._due[url] = now + self._specs[url].interval
             if ok:
                 self._failed.pop(url, None)
                 self._pools.report_success(url)
@@ -137,10 +164,13 @@ class HealthChecker:
             self._failed[url] = failed = self._failed.get(url, 0) + 1
             # the first round (start-up) trusts one probe: a fresh replica must not send to a dead instance
             if failed >= self._fall or self.rounds == 0:
-                self._pools.mark_down(url, f"{failed} health probe(s) failed")
+                self._pools.mark_down(url, f"{failed} health probe(s) failed ({self._specs[url].describe()})")
         self.rounds += 1
 
     async def run(self) -> None:
         while True:
-            await self.check_all()
-            await asyncio.sleep(self._interval)
+            now = self._clock()
+            due = [url for url, at in self._due.items() if at <= now]
+            if due:
+                await self._check(due)
+            await self._sleep(max(0.0, min(self._due.values()) - self._clock()))

@@ -44,9 +44,12 @@ def modern_headers(name: str, **extra: str) -> dict[str, str]:
 
 
 async def keys_under(redis_url: str, prefix: str) -> list[bytes]:
+    """Keys under `prefix`, apart from the replicas' own liveness keys (`Keys.replica`)."""
     client = aioredis.from_url(redis_url)
     try:
-        return [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        return [
+            k async for k in client.scan_iter(match=f"{prefix}:*") if not k.startswith(f"{prefix}:replica:".encode())
+        ]
     finally:
         await client.aclose()
 

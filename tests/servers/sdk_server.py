@@ -1,11 +1,13 @@
 """Real upstream MCP server on the official Python SDK (mcp 2.3.0), for integration tests.
 
     python tests/servers/sdk_server.py --port P [--host 127.0.0.1] [--name NAME] [--event-store]
-        [--json-response] [--stateless] [--retry-interval MS]
+        [--json-response] [--stateless] [--retry-interval MS] [--log-level LEVEL]
 
 Serves Streamable HTTP at `/mcp` and `GET /healthz` (200 "ok"). DNS-rebinding protection is
 switched off: the SDK turns it on for host 127.0.0.1 and would answer 421 to a proxy that
-forwards another Host header.
+forwards another Host header. `--log-level INFO` logs what a production SDK server logs (its
+session manager's "Created new transport ..." lines and uvicorn's access log): the health-probe
+tests count those lines.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from event_store import (  # type: ignore[import-not-found]
 )
 
 
-def build_server(name: str) -> MCPServer:
-    server: MCPServer = MCPServer(name=name, log_level="WARNING")
+def build_server(name: str, log_level: str = "WARNING") -> MCPServer:
+    server: MCPServer = MCPServer(name=name, log_level=log_level)  # type: ignore[arg-type]
     # slow_count bookkeeping, served at GET /stats so tests can see cancellations upstream
     stats = {"started": 0, "finished": 0, "cancelled": 0}
 
@@ -106,12 +108,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json-response", action="store_true")
     p.add_argument("--stateless", action="store_true")
     p.add_argument("--retry-interval", type=int, default=None, help="SSE retry hint in ms (needs --event-store)")
+    p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    server = build_server(args.name)
+    server = build_server(args.name, args.log_level)
     app = server.streamable_http_app(
         json_response=args.json_response,
         stateless_http=args.stateless,
@@ -125,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         app,
         host=args.host,
         port=args.port,
-        log_level="warning",
+        log_level=args.log_level.lower(),
         timeout_graceful_shutdown=1,
     )
     uvicorn.Server(config).run()

@@ -1,0 +1,1 @@
+"""Gateway-served tasks (MCP 2026-07-28 tasks extension, `io.modelcontextprotocol/tasks`)."""
