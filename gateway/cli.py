@@ -37,6 +37,8 @@ def build_parser(prog: str = "mcp-gateway", description: str | None = __doc__) -
         help_text = f"{field.description} (env MCPGW_{name.upper()})"
         if name in REPEATABLE:
             parser.add_argument(flag, action="append", dest=name, default=None, help=help_text)
+        elif field.annotation is bool:  # a bare `--redis-cluster` means true; `--flag false` also works
+            parser.add_argument(flag, dest=name, default=None, nargs="?", const="true", help=help_text)
         else:
             parser.add_argument(flag, dest=name, default=None, help=help_text)
     return parser
@@ -131,9 +133,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"mcp-gateway: invalid configuration: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logs.configure(settings.log_level, settings.log_format)
-    if settings.workers > 1 and not settings.redis_url:
+    if settings.workers > 1 and settings.embedded_store:
         print(
-            "mcp-gateway: --workers > 1 needs --redis-url (the embedded store is per process)",
+            "mcp-gateway: --workers > 1 needs --redis-url or --redis-sentinel (the embedded store is per process)",
             file=sys.stderr,
         )
         raise SystemExit(2)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.errors import ConfigError
@@ -84,6 +84,38 @@ def parse_upstreams(specs: list[str], default_policy: str = "reinit") -> tuple[P
                     raise ConfigError(f"upstream: pool {pool.name!r} is defined twice")
                 pools[pool.name] = pool
     return tuple(pools.values())
+
+
+SENTINEL_PORT = 26379
+STORE_SCHEMES = ("redis", "rediss")
+
+
+def parse_sentinels(items: list[str]) -> tuple[tuple[str, int], ...]:
+    """`HOST:PORT[,HOST:PORT...]` (repeatable, `[v6]:PORT` for IPv6) -> (host, port) pairs."""
+    out: list[tuple[str, int]] = []
+    for part in csv(items):
+        host, sep, port = part.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"redis_sentinel: expected HOST:PORT (e.g. sentinel-1:{SENTINEL_PORT}), got {part!r}")
+        out.append((host, int(port)))
+    return tuple(out)
+
+
+def check_store(url: str | None, cluster: bool, sentinels: tuple[tuple[str, int], ...]) -> None:
+    """The store settings must name exactly one topology: one node, a Cluster, or Sentinels."""
+    if cluster and sentinels:
+        raise ConfigError("--redis-cluster and --redis-sentinel exclude each other: pick one topology")
+    if cluster and not url:
+        raise ConfigError("--redis-cluster needs --redis-url naming one seed node of the Cluster")
+    if url is None:
+        return
+    parts = urlsplit(url)
+    if parts.scheme not in STORE_SCHEMES and not (parts.scheme == "unix" and not (cluster or sentinels)):
+        raise ConfigError(f"redis_url: scheme must be redis:// or rediss:// (TLS), not {parts.scheme!r}")
+    db = parts.path.strip("/")
+    if cluster and db not in ("", "0"):
+        raise ConfigError(f"redis_url: a Redis Cluster has only database 0, not /{db}")
 
 
 def parse_probe(spec: str, base: ProbeSpec) -> tuple[str | None, ProbeSpec]:
@@ -226,12 +258,30 @@ class Settings(BaseSettings):
         "or `METHOD /path`; without POOL for every pool; repeatable, `;` separates.",
     )
     health_timeout: float = Field(1.0, gt=0, description="Health probe timeout, s.")
-    redis_url: str | None = Field(None, description="Redis URL; unset = embedded in-process store.")
+    redis_url: str | None = Field(
+        None,
+        description="Redis URL `redis[s]://[user:password@]host:port[/db]`; unset (and no Sentinels) = the "
+        "embedded in-process store.",
+    )
     redis_max_connections: int = Field(
         64,
         ge=1,
-        description="Redis command connections per replica (no command blocks, so streams do not hold one; the "
-        "tail adds one pub/sub connection per node); when all are busy, callers wait (up to 5 s).",
+        description="Redis command connections per replica (per node on a Cluster; no command blocks, so streams "
+        "do not hold one; the tail adds one pub/sub connection per node); when all are busy, callers wait (up to "
+        "5 s; on a Cluster they get a 503 at once).",
+    )
+    redis_cluster: bool = Field(
+        False,
+        description="`--redis-url` names one seed node of a Redis Cluster; the gateway discovers the others and "
+        "follows slot moves and failovers.",
+    )
+    redis_sentinel: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Sentinels `HOST:PORT[,HOST:PORT...]` to ask for the primary (follows failovers); credentials, "
+        "db and TLS (`rediss://`) come from `--redis-url`, whose host is then ignored.",
+    )
+    redis_sentinel_master: str = Field(
+        "mymaster", min_length=1, description="Name of the primary the Sentinels monitor."
     )
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="Port to listen on.")
@@ -308,6 +358,7 @@ class Settings(BaseSettings):
         "auth_algorithms",
         "authorization_servers",
         "upstream_header",
+        "redis_sentinel",
         "task_tools",
         "task_sync_input",
         mode="before",
@@ -318,6 +369,19 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [value]
         return value
+
+    @model_validator(mode="after")
+    def _check_store(self) -> Settings:
+        check_store(self.redis_url, self.redis_cluster, self.sentinels())
+        return self
+
+    def sentinels(self) -> tuple[tuple[str, int], ...]:
+        return parse_sentinels(self.redis_sentinel)
+
+    @property
+    def embedded_store(self) -> bool:
+        """No Redis named at all: the in-process store (one process only)."""
+        return not self.redis_url and not self.sentinels()
 
     def pools(self) -> tuple[Pool, ...]:
         """Upstream pools in configuration order; the first one serves `/mcp`."""

@@ -222,7 +222,13 @@ def session_text(session: Session) -> str:
 
 async def report(settings: Settings, view: str, session_id: str | None, *, as_json: bool) -> str:
     """One view (`all`, `replicas`, `sessions`, `streams`, `session`) of the store, as text or JSON."""
-    redis = connect(settings.redis_url, max_connections=4)
+    redis = connect(
+        settings.redis_url,
+        max_connections=4,
+        cluster=settings.redis_cluster,
+        sentinels=settings.sentinels(),
+        sentinel_master=settings.redis_sentinel_master,
+    )
     try:
         inspector = Inspector(redis, Keys(settings.key_prefix))
         if view == "session":

@@ -7,6 +7,8 @@ re-opens a stream with Last-Event-ID). Policies are data: (what to retry, attemp
 
 from __future__ import annotations
 
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from gateway.errors import GatewayError, StoreBusy, StoreError, UpstreamUnavailable
@@ -31,6 +33,13 @@ def store(attempts: int = 3) -> AsyncRetrying:
     return _policy(StoreError, attempts, 0.05, 0.4)
 
 
+def store_handover(attempts: int = 15) -> AsyncRetrying:
+    """Releasing a pump's lease outlasts a store failover (~10 s in all): while the lease names a
+    live replica no other one adopts the stream, so a pump stopped by a store error must hand
+    over once the store is back. The release compares the lease's value, so repeating it is safe."""
+    return _policy(StoreError, attempts, 0.1, 1.0)
+
+
 def store_busy(attempts: int = 4) -> AsyncRetrying:
     """The pool had no free connection (nothing was sent): any command, even an append, may be
     tried again; a pump or an open delivery waits out an overload instead of giving up its stream."""
@@ -40,3 +49,11 @@ def store_busy(attempts: int = 4) -> AsyncRetrying:
 def upstream_resume(attempts: int = 5) -> AsyncRetrying:
     """Re-opening an upstream stream with Last-Event-ID is idempotent (GET)."""
     return _policy(UpstreamUnavailable, attempts, 0.1, 1.0)
+
+
+def redis_client() -> Retry:
+    """Inside redis-py: a command that failed with a connection error or timeout is sent again
+    (a Cluster client re-reads the slot map first), so a blip of a few hundred ms is hidden; a
+    longer outage (a failover) surfaces as StoreError, a 503 with Retry-After, instead of holding
+    requests for seconds (redis-py's default is 10 attempts, which would make this invisible)."""
+    return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.4), retries=3)

@@ -48,7 +48,6 @@ class Supervisor:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-
 def cancelling() -> bool:
     """True when the current task was asked to stop."""
     task = asyncio.current_task()

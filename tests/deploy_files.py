@@ -16,6 +16,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "docker-compose.yml"
 HAPROXY_CFG = ROOT / "deploy" / "compose" / "haproxy.cfg"
+SENTINEL_OVERRIDE = ROOT / "deploy" / "compose" / "sentinel.yml"
+SENTINEL_SERVICES = ("redis-primary", "redis-replica", "sentinel1", "sentinel2", "sentinel3")
 K8S = ROOT / "deploy" / "k8s"
 K8S_BASE = K8S / "base"
 DEPLOY_README = ROOT / "deploy" / "README.md"
@@ -106,5 +108,5 @@ def healthcheck_python(command: list[str]) -> str:
 
 
 def assert_deploy_files_exist() -> None:
-    for path in (DOCKERFILE, DOCKERIGNORE, COMPOSE, HAPROXY_CFG, DEPLOY_README):
+    for path in (DOCKERFILE, DOCKERIGNORE, COMPOSE, HAPROXY_CFG, SENTINEL_OVERRIDE, DEPLOY_README):
         assert path.exists(), f"{path.relative_to(ROOT)} is missing"

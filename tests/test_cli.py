@@ -51,6 +51,23 @@ def test_every_setting_has_a_flag() -> None:
         assert flag in help_text
 
 
+def test_store_topology_flags() -> None:
+    settings = load_settings(["--upstream", "http://x/mcp", "--redis-url", "redis://seed:7000", "--redis-cluster"])
+    assert settings.redis_cluster  # a bare boolean flag means true
+    assert not load_settings(["--upstream", "http://x/mcp", "--redis-cluster", "false"]).redis_cluster
+    sentinel = load_settings(
+        ["--upstream", "http://x/mcp", "--redis-sentinel", "a:26379,b:26379", "--redis-sentinel-master", "gw"]
+    )
+    assert sentinel.sentinels() == (("a", 26379), ("b", 26379)) and sentinel.redis_sentinel_master == "gw"
+
+
+def test_store_topology_from_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "gw.yaml"
+    config.write_text("upstream: [http://x/mcp]\nredis_sentinel: [s1:26379, s2:26379]\nredis-sentinel-master: m\n")
+    settings = load_settings(["--config", str(config)])
+    assert settings.sentinels() == (("s1", 26379), ("s2", 26379)) and settings.redis_sentinel_master == "m"
+
+
 def test_env_then_file_then_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "gw.yaml"
     config.write_text(
@@ -110,6 +127,12 @@ def test_bad_config_file_names_the_field(tmp_path: Path, content: str, needle: s
         (["--upstream", "a@sometimes=http://x/mcp"], "on_instance_loss"),
         (["--port", "99999", "--upstream", "http://x/mcp"], "port"),
         ([], "at least one --upstream"),
+        (["--upstream", "http://x/mcp", "--redis-cluster"], "--redis-cluster needs --redis-url"),
+        (
+            ["--upstream", "http://x/mcp", "--redis-url", "redis://a:1", "--redis-cluster", "--redis-sentinel", "s:1"],
+            "exclude each other",
+        ),
+        (["--upstream", "http://x/mcp", "--redis-sentinel", "s1:26379,s2"], "expected HOST:PORT"),
     ],
 )
 def test_bad_configuration_exits_2_with_a_clear_message(args: list[str], needle: str) -> None:

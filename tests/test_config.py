@@ -181,6 +181,58 @@ def test_bad_env_values_rejected(monkeypatch: pytest.MonkeyPatch, var: str, valu
         Settings()
 
 
+# --- store topology ----------------------------------------------------------------------------
+
+
+def test_store_defaults_to_one_node() -> None:
+    settings = Settings()
+    assert (settings.redis_cluster, settings.sentinels(), settings.redis_sentinel_master) == (False, (), "mymaster")
+    assert settings.embedded_store
+
+
+def test_sentinels_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCPGW_REDIS_SENTINEL", "s1:26379, s2:26380,[::1]:26381")
+    monkeypatch.setenv("MCPGW_REDIS_SENTINEL_MASTER", "gw")
+    monkeypatch.setenv("MCPGW_REDIS_URL", "rediss://:secret@ignored/2")
+    settings = Settings()
+    assert settings.sentinels() == (("s1", 26379), ("s2", 26380), ("::1", 26381))
+    assert settings.redis_sentinel_master == "gw" and not settings.embedded_store
+
+
+def test_sentinels_without_url_are_not_embedded() -> None:
+    assert not Settings(redis_sentinel=["s1:26379"]).embedded_store
+
+
+def test_empty_sentinel_env_means_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCPGW_REDIS_SENTINEL", "")
+    assert Settings().sentinels() == () and Settings().embedded_store
+
+
+def test_cluster_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCPGW_REDIS_CLUSTER", "true")
+    monkeypatch.setenv("MCPGW_REDIS_URL", "rediss://user:pw@clustercfg.example:6379")
+    assert Settings().redis_cluster
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"redis_cluster": True, "redis_url": "redis://a:1", "redis_sentinel": ["s:1"]}, "exclude each other"),
+        ({"redis_cluster": True}, "needs --redis-url"),
+        ({"redis_cluster": True, "redis_url": "redis://a:1/3"}, "only database 0"),
+        ({"redis_sentinel": ["sentinel-1"]}, "expected HOST:PORT"),
+        ({"redis_sentinel": ["s:notaport"]}, "expected HOST:PORT"),
+        ({"redis_sentinel": [":26379"]}, "expected HOST:PORT"),
+        ({"redis_sentinel": ["s:70000"]}, "expected HOST:PORT"),
+        ({"redis_url": "http://a:1"}, "redis:// or rediss://"),
+        ({"redis_url": "unix:///tmp/r.sock", "redis_sentinel": ["s:1"]}, "redis:// or rediss://"),
+    ],
+)
+def test_bad_store_topology_is_a_clear_config_error(values: dict[str, object], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        Settings(**values)  # type: ignore[arg-type]
+
+
 # --- health probes -----------------------------------------------------------------------------
 
 BASE = ProbeSpec("tcp", 2.0)

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from tests.deploy_files import (
     COMPOSE,
@@ -22,6 +23,8 @@ from tests.deploy_files import (
     GATEWAY_SERVICES,
     HAPROXY_CFG,
     ROOT,
+    SENTINEL_OVERRIDE,
+    SENTINEL_SERVICES,
     compose_services,
     final_stage,
     healthcheck_python,
@@ -156,17 +159,92 @@ def test_compose_volumes_are_relative_and_exist() -> None:
 def test_compose_ports_only_on_lb() -> None:
     services = compose_services()
     assert "8080:8080" in [str(p) for p in services["lb"]["ports"]]
-    for name in (*GATEWAY_SERVICES, "redis", "everything"):
+    for name in (*GATEWAY_SERVICES, "redis", "everything", *SENTINEL_SERVICES):
         assert not services[name].get("ports"), f"{name} should be reached through the LB only"
+
+
+def compose_cmd() -> list[str]:
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    pytest.fail("neither `docker compose` nor `docker-compose` on PATH: run scripts/setup")
 
 
 def test_compose_matches_schema_if_docker_compose_available(tmp_path: Path) -> None:
     """`docker compose config -q` (or v1 `docker-compose`) validates the whole file."""
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        cmd = ["docker", "compose", "-f", str(COMPOSE), "config", "-q"]
-    elif shutil.which("docker-compose"):
-        cmd = ["docker-compose", "-f", str(COMPOSE), "config", "-q"]
-    else:
-        pytest.fail("neither `docker compose` nor `docker-compose` on PATH: run scripts/setup")
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    proc = subprocess.run(
+        [*compose_cmd(), "-f", str(COMPOSE), "config", "-q"], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
+
+
+# --- profile `sentinel` + deploy/compose/sentinel.yml ----------------------------------------------
+
+
+def sentinel_conf(service: dict[str, Any]) -> dict[str, str]:
+    """The config lines a Sentinel service writes before it starts: directive -> arguments."""
+    script = service["command"][-1]
+    lines = re.findall(r"'([^']*)'", script.split(">", 1)[0])
+    return {" ".join(line.split()[:2]) if line.startswith("sentinel ") else line.split()[0]: line for line in lines}
+
+
+def test_sentinel_profile_services() -> None:
+    services = compose_services()
+    for name, svc in services.items():
+        assert svc.get("profiles", []) == (["sentinel"] if name in SENTINEL_SERVICES else []), name
+    assert services["redis-primary"]["image"].startswith("redis:7")
+    replica = services["redis-replica"]["command"]
+    assert replica[replica.index("--replicaof") + 1 :][:2] == ["redis-primary", "6379"]
+    sentinels = [n for n in SENTINEL_SERVICES if n.startswith("sentinel")]
+    assert len(sentinels) == 3, "three Sentinels: a majority survives the loss of one"
+    for name in sentinels:
+        svc = services[name]
+        conf = sentinel_conf(svc)
+        _, _, master, host, port, quorum = conf["sentinel monitor"].split()
+        assert (master, host, port) == ("mymaster", "redis-primary", "6379")
+        assert 2 <= int(quorum) <= len(sentinels)
+        assert conf["port"] == "port 26379"
+        assert "sentinel resolve-hostnames" in conf  # it monitors a compose service name
+        assert svc["command"][-1].rstrip().endswith("--sentinel")
+        assert svc["depends_on"]["redis-primary"]["condition"] == "service_healthy"
+        assert svc["healthcheck"]["test"] == ["CMD", "redis-cli", "-p", "26379", "ping"]
+
+
+def test_sentinel_override_points_the_gateways_at_the_sentinels(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.config import Settings
+
+    services = compose_services()
+    override = yaml.safe_load(SENTINEL_OVERRIDE.read_text())["services"]
+    assert set(override) == set(GATEWAY_SERVICES)
+    for name in GATEWAY_SERVICES:
+        env = env_dict(services[name]["environment"]) | env_dict(override[name]["environment"])
+        for key in [k for k in os.environ if k.startswith("MCPGW_")]:
+            monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        settings = Settings()
+        assert not settings.redis_cluster and not settings.embedded_store
+        for host, port in settings.sentinels():
+            assert host in SENTINEL_SERVICES and host.startswith("sentinel"), host
+            assert f"port {port}" == sentinel_conf(services[host])["port"]
+        assert {h for h, _ in settings.sentinels()} == {"sentinel1", "sentinel2", "sentinel3"}
+        master = sentinel_conf(services["sentinel1"])["sentinel monitor"].split()[2]
+        assert settings.redis_sentinel_master == master
+        deps = override[name]["depends_on"]
+        assert all(deps[s]["condition"] == "service_healthy" for s in ("sentinel1", "sentinel2", "sentinel3"))
+
+
+def test_sentinel_profile_renders_with_docker_compose() -> None:
+    proc = subprocess.run(
+        [*compose_cmd(), "-f", str(COMPOSE), "-f", str(SENTINEL_OVERRIDE), "--profile", "sentinel", "config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rendered = yaml.safe_load(proc.stdout)["services"]
+    assert set(SENTINEL_SERVICES) <= set(rendered)
+    for name in GATEWAY_SERVICES:
+        assert env_dict(rendered[name]["environment"])["MCPGW_REDIS_SENTINEL"].count(":26379") == 3

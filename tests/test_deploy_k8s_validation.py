@@ -7,6 +7,7 @@ Objects are validated offline against the JSON schemas that `kubernetes-validate
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from tests.deploy_files import (
 )
 
 pytestmark = pytest.mark.usefixtures("deploy_files_exist")
+OVERLAYS = ("overlays/demo", "overlays/sentinel", "overlays/managed-cluster")
 
 
 def kustomize_cmd() -> list[str] | None:
@@ -73,7 +75,7 @@ def test_k8s_validation_rejects_bad_objects() -> None:
 
 def kustomizations() -> list[Path]:
     found = sorted(K8S.rglob("kustomization.yaml"))
-    assert {p.parent.relative_to(K8S).as_posix() for p in found} >= {"base", "redis", "overlays/demo"}
+    assert {p.parent.relative_to(K8S).as_posix() for p in found} >= {"base", "redis", *OVERLAYS}
     return found
 
 
@@ -96,7 +98,7 @@ def test_kustomizations_list_existing_files_and_no_orphans() -> None:
         assert path.resolve() in referenced, f"{path.relative_to(ROOT)} is in no kustomization"
 
 
-@pytest.mark.parametrize("target", ["base", "redis", "overlays/demo"])
+@pytest.mark.parametrize("target", ["base", "redis", *OVERLAYS])
 def test_kustomize_build_validates(target: str) -> None:
     cmd = kustomize_cmd()
     if cmd is None:
@@ -129,3 +131,42 @@ def test_kustomize_build_validates(target: str) -> None:
             assert parts.port in [p["port"] for p in services[parts.hostname]["spec"]["ports"]]
     gateway = by_kind["Deployment"]["mcp-gateway"]["spec"]["template"]["spec"]["containers"][0]
     assert re.fullmatch(r"mcp-gateway:\S+", gateway["image"])
+
+
+def kustomize_build(target: str) -> list[dict[str, Any]]:
+    cmd = kustomize_cmd()
+    if cmd is None:
+        pytest.fail("neither kustomize nor kubectl on PATH: run scripts/setup")
+    proc = subprocess.run([*cmd, str(K8S / target)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def overlay_settings(target: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The Settings a gateway pod of the overlay gets from its ConfigMap and Secret (envFrom)."""
+    from gateway.config import Settings
+
+    docs = kustomize_build(target)
+    env = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    env |= next(d for d in docs if d["kind"] == "Secret")["stringData"]
+    for key in [k for k in os.environ if k.startswith("MCPGW_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+def test_sentinel_overlay_asks_three_sentinels(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = overlay_settings("overlays/sentinel", monkeypatch)
+    sentinels = settings.sentinels()
+    assert len(sentinels) >= 3 and len({h for h, _ in sentinels}) == len(sentinels)
+    assert all(port == 26379 for _, port in sentinels)
+    assert settings.redis_sentinel_master and not settings.redis_cluster and not settings.embedded_store
+
+
+def test_managed_cluster_overlay_is_a_tls_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = overlay_settings("overlays/managed-cluster", monkeypatch)
+    assert settings.redis_cluster and not settings.sentinels()
+    parts = urlsplit(settings.redis_url)
+    assert parts.scheme == "rediss" and parts.hostname and parts.password  # TLS and AUTH to a managed service
+    assert parts.path.strip("/") in ("", "0")

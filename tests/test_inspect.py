@@ -136,4 +136,3 @@ async def test_cli_inspect_text_and_json(
     assert code == 1 and "no session 'zzzz'" in err
     code, _, err = await asyncio.to_thread(run, "--key-prefix", key_prefix)
     assert code == 2 and "needs --redis-url" in err
-

@@ -1,4 +1,5 @@
-"""The store connection against real Redis: a bounded, blocking pool and translated failures."""
+"""The store connection: a bounded, blocking pool and translated failures against real Redis; the
+Cluster and Sentinel clients as `connect` builds them (their real servers: tests/integration)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import asyncio
 
 import pytest
 from redis import exceptions as redis_exceptions
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedSSLConnection
+from redis.exceptions import SlotNotCoveredError
 
-from gateway import errors
+from gateway import errors, retry
 from gateway.store.client import connect, translated
 
 
@@ -44,6 +49,63 @@ async def test_unreachable_redis_is_store_error() -> None:
             await client.ping()
     finally:
         await client.aclose()
+
+
+def test_cluster_client_bounded_per_node() -> None:
+    client = connect("redis://127.0.0.1:7000/0", cluster=True, max_connections=7)
+    assert isinstance(client, RedisCluster)
+    assert client.nodes_manager.connection_kwargs["max_connections"] == 7
+
+
+def test_sentinel_client_takes_credentials_db_and_tls_from_the_url() -> None:
+    client = connect(
+        "rediss://gw:secret@ignored:1/2",
+        sentinels=(("s1", 26379), ("s2", 26380)),
+        sentinel_master="gwmaster",
+        max_connections=5,
+        pool_timeout=0.5,
+    )
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and isinstance(pool, BlockingConnectionPool)
+    assert pool.service_name == "gwmaster" and pool.max_connections == 5 and pool.timeout == 0.5
+    assert issubclass(pool.connection_class, SentinelManagedSSLConnection)
+    kwargs = pool.connection_kwargs
+    assert (kwargs["username"], kwargs["password"], kwargs["db"]) == ("gw", "secret", 2)
+    assert "host" not in kwargs  # the primary's address comes from the Sentinels
+    assert [
+        (s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+        for s in pool.sentinel_manager.sentinels
+    ] == [("s1", 26379), ("s2", 26380)]
+
+
+async def test_no_sentinel_answering_is_store_error() -> None:
+    client = connect(None, sentinels=(("127.0.0.1", 1),), pool_timeout=0.5)
+    try:
+        with pytest.raises(errors.StoreError), translated():
+            await client.ping()
+    finally:
+        await client.aclose()
+
+
+def test_cluster_exceptions_are_store_errors() -> None:
+    with pytest.raises(errors.StoreError, match="SlotNotCoveredError"), translated():
+        raise SlotNotCoveredError('Slot "1" is not covered by the cluster.')
+
+
+def test_every_client_uses_the_gateways_redis_retry_policy() -> None:
+    single = connect("redis://127.0.0.1:1/0")
+    sentinel = connect(None, sentinels=(("127.0.0.1", 1),))
+    cluster = connect("redis://127.0.0.1:7000/0", cluster=True)
+    policy = retry.redis_client()
+    for pool in (single.connection_pool, sentinel.connection_pool):
+        used = pool.connection_kwargs["retry"]
+        assert (used.get_retries(), type(used._backoff)) == (policy.get_retries(), type(policy._backoff))
+    assert cluster.retry.get_retries() == policy.get_retries()
+
+
+def test_transport_closed_under_redis_py_is_store_error() -> None:
+    with pytest.raises(errors.StoreError, match="handler is closed"), translated():
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
 
 
 async def test_pool_exhaustion_is_store_busy_not_an_outage(redis_url: str) -> None:

@@ -27,7 +27,7 @@ from gateway.eras.stateless import StatelessEndpoint
 from gateway.http.auth import METADATA_PATH, Authenticator
 from gateway.http.guard import Guard, HeadersTooLarge
 from gateway.metrics import Metrics
-from gateway.store.client import Redis, connect
+from gateway.store.client import Redis, connect, ping
 from gateway.store.eventlog import EventLog
 from gateway.store.keys import Keys
 from gateway.store.limits import LimitConfig, Limiter
@@ -141,9 +141,18 @@ def create_app(settings: Settings) -> GatewayApp:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        redis = connect(
-            settings.redis_url, max_connections=settings.redis_max_connections, client_name=f"mcpgw:{replica}"
-        )
+
+        def store(max_connections: int, name: str) -> Redis:
+            return connect(
+                settings.redis_url,
+                max_connections=max_connections,
+                cluster=settings.redis_cluster,
+                sentinels=settings.sentinels(),
+                sentinel_master=settings.redis_sentinel_master,
+                client_name=name,
+            )
+
+        redis = store(settings.redis_max_connections, f"mcpgw:{replica}")
         http = new_http_session(connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size)
         supervisor = Supervisor()
         keys = Keys(settings.key_prefix)
@@ -152,9 +161,9 @@ def create_app(settings: Settings) -> GatewayApp:
         # The heartbeat has its own connections: a burst that drains the command pool must not make
         # this replica look dead (its streams would be taken over while it is fine).
         control = (
-            connect(settings.redis_url, max_connections=2, client_name=f"mcpgw:{replica}:control")
-            if settings.redis_url
-            else redis  # the embedded store is this process: nothing to starve
+            redis  # the embedded store is this process: nothing to starve
+            if settings.embedded_store
+            else store(2, f"mcpgw:{replica}:control")  # per node on a Cluster
         )
         liveness = Liveness(
             control,
@@ -376,10 +385,13 @@ async def mcp_endpoint(request: Request) -> Response:
     except errors.GatewayError as exc:
         if type(exc) in SIZE_LIMITS:
             gateway.metrics.limits_hit.labels(SIZE_LIMITS[type(exc)]).inc()
+        request_id: errors.JsonRpcId = None
         if isinstance(exc, errors.StoreError):
             gateway.metrics.store_errors.inc()
             log.error("store error: %s", exc)
-        response = error_response(exc)
+            # The guard's limits hit the store before the body is read: answer with the request's id.
+            request_id, _ = await _peek(request, gateway.settings.max_body_bytes)
+        response = error_response(exc, request_id)
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         response = error_response(errors.GatewayError("Internal error"))
@@ -389,13 +401,18 @@ async def mcp_endpoint(request: Request) -> Response:
 
 async def _unsupported_version(request: Request, exc: errors.UnsupportedVersion, limit: int) -> Response:
     """400 + UnsupportedProtocolVersionError naming the request's id and the versions it could use."""
-    request_id: errors.JsonRpcId = None
-    method: str | None = None
-    if request.method == "POST":
-        with contextlib.suppress(errors.GatewayError, ClientDisconnect):
-            request_id, method = protocol.peek(await read_body(request, limit))
+    request_id, method = await _peek(request, limit)
     supported = protocol.versions_for(has_session=protocol.H_SESSION in request.headers, method=method)
     return error_response(errors.UnsupportedVersion(exc.message, data={**exc.data, "supported": supported}), request_id)
+
+
+async def _peek(request: Request, limit: int) -> tuple[errors.JsonRpcId, str | None]:
+    """The id and method of a POST whose body was not read yet (None, None otherwise)."""
+    if request.method == "POST":
+        # RuntimeError: the body was consumed already (the error came after parsing it).
+        with contextlib.suppress(errors.GatewayError, ClientDisconnect, RuntimeError):
+            return protocol.peek(await read_body(request, limit))
+    return None, None
 
 
 async def protected_resource(request: Request) -> Response:
@@ -413,7 +430,7 @@ async def readyz(request: Request) -> Response:
         return JSONResponse({"status": "draining"}, status_code=503)
     try:
         async with asyncio.timeout(1.0):
-            await gateway.redis.ping()
+            await ping(gateway.redis)
     except Exception as exc:  # any failure means "not ready"; the reason is reported
         return JSONResponse({"status": "store unavailable", "error": str(exc)}, status_code=503)
     down = [name for name in gateway.pools.names() if not gateway.pools.pool_ready(name)]

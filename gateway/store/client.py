@@ -1,6 +1,12 @@
 """The Redis connection: created once in the app lifespan, passed to whoever needs it.
 
-With no Redis URL the gateway runs on an embedded in-process store (fakeredis, with Lua),
+Three topologies, one client API (commands, pipelines, `register_script`, `.pubsub()` with
+`ssubscribe`): one Redis node, a Redis Cluster (`RedisCluster` discovers every node from one
+seed and follows MOVED redirections and failovers) or a primary watched by Sentinels (a
+`master_for` client asks the Sentinels for the primary on every new connection, so it follows a
+promotion without a restart). Every key of a session shares one hash tag, so all of them work.
+
+With no Redis named the gateway runs on an embedded in-process store (fakeredis, with Lua),
 which behaves like Redis for one process only; `connect` says so loudly.
 """
 
@@ -9,36 +15,70 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import fakeredis
 import redis.asyncio as aioredis
 from redis import exceptions as redis_exceptions
+from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import BlockingConnectionPool, SSLConnection, parse_url
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.maint_notifications import MaintNotificationsConfig
 
+from gateway import retry
 from gateway.errors import StoreBusy, StoreError
 
 log = logging.getLogger("gateway.store.client")
 
+# The store code is typed against the single-node client; `RedisCluster` and the Sentinel master
+# client offer the same command, pipeline, script and pub/sub API for single-slot work.
 Redis = aioredis.Redis
 
 # What redis-py's BlockingConnectionPool raises when no connection freed up within its timeout.
 POOL_EXHAUSTED = "No connection available"
+SOCKET_CONNECT_TIMEOUT = 2.0  # a dead node must fail fast so a failover is noticed within seconds
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's pool (asks the Sentinels for the primary's address) with the blocking
+    pool's bound: a burst beyond `max_connections` waits instead of failing."""
 
 
 def connect(
-    redis_url: str | None, *, max_connections: int = 64, pool_timeout: float = 5.0, client_name: str | None = None
+    redis_url: str | None,
+    *,
+    max_connections: int = 64,
+    pool_timeout: float = 5.0,
+    cluster: bool = False,
+    sentinels: tuple[tuple[str, int], ...] = (),
+    sentinel_master: str = "mymaster",
+    client_name: str | None = None,
 ) -> Redis:
-    """`client_name` names every connection (`CLIENT LIST` shows which replica holds which)."""
+    """The client for the configured topology (validated by `config.check_store`); `client_name`
+    names every connection (`CLIENT LIST` shows which replica holds which)."""
+    common: dict[str, Any] = {
+        "retry": retry.redis_client(),
+        "health_check_interval": 30,
+        "socket_keepalive": True,
+        "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+        "client_name": client_name,
+        # Open-source Redis has no maintenance notifications (a Redis Enterprise/Cloud feature): skip
+        # redis-py's handshake on every new connection, a reconnect path that failed mid-failover.
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+    }
+    if sentinels:
+        return _sentinel(redis_url or "redis://", sentinels, sentinel_master, max_connections, pool_timeout, common)
+    if redis_url and cluster:
+        # Per node: at most `max_connections` (RedisCluster has no blocking pool; beyond the
+        # bound a command fails at once, which the caller sees as a 503 StoreError).
+        nodes = RedisCluster.from_url(redis_url, max_connections=max_connections, **common)
+        return cast(Redis, nodes)
     if redis_url:
         # A blocking pool: a burst beyond `max_connections` waits for a free connection (up to
         # `pool_timeout`, then StoreError) instead of failing at once with "Too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(
-            redis_url,
-            max_connections=max_connections,
-            timeout=pool_timeout,
-            health_check_interval=30,
-            socket_keepalive=True,
-            client_name=client_name,
+        pool = BlockingConnectionPool.from_url(
+            redis_url, max_connections=max_connections, timeout=pool_timeout, **common
         )
         client: Redis = aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
         return client
@@ -50,16 +90,70 @@ def connect(
     return embedded  # type: ignore[no-any-return]
 
 
+def _sentinel(
+    redis_url: str,
+    sentinels: tuple[tuple[str, int], ...],
+    master: str,
+    max_connections: int,
+    pool_timeout: float,
+    common: dict[str, Any],
+) -> Redis:
+    """Credentials, db and TLS of the primary come from the URL; its host and port from the
+    Sentinels. The Sentinels themselves are asked without credentials, over TLS when the URL
+    says `rediss://`."""
+    url_kwargs: dict[str, Any] = dict(parse_url(redis_url))
+    tls = url_kwargs.pop("connection_class", None) is SSLConnection
+    url_kwargs.pop("host", None)
+    url_kwargs.pop("port", None)
+    sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": SOCKET_CONNECT_TIMEOUT, "ssl": tls}
+    manager = Sentinel(list(sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    client: Redis = manager.master_for(
+        master,
+        connection_pool_class=_BlockingSentinelPool,
+        max_connections=max_connections,
+        timeout=pool_timeout,
+        ssl=tls,
+        **url_kwargs,
+        **common,
+    )
+    return client
+
+
+async def ping(redis: Redis) -> None:
+    """Readiness: every primary answers (on a Cluster, one per slot range: a primary that is
+    down means a share of the sessions cannot be served until its replica is promoted)."""
+    if isinstance(redis, RedisCluster):
+        await redis.ping(target_nodes=RedisCluster.PRIMARIES)
+    else:
+        await redis.ping()
+
+
+async def pubsub(redis: Redis) -> PubSub:
+    """A pub/sub object that can SSUBSCRIBE on any topology. `RedisCluster` routes a shard
+    channel by its slot, so its slot map must be loaded first (`initialize` is idempotent);
+    the cluster pub/sub then holds one connection per node it subscribes on."""
+    if isinstance(redis, RedisCluster):
+        await redis.initialize()
+    return redis.pubsub()
+
+
 @contextmanager
 def translated() -> Iterator[None]:
-    """Translate redis-py (and fakeredis) failures into the gateway's StoreError."""
+    """Translate redis-py (and fakeredis) failures into the gateway's StoreError.
+
+    `RedisClusterException` (e.g. a slot no node serves while a failover runs) does not derive
+    from `RedisError`, so it is named too."""
     try:
         yield
     except redis_exceptions.ConnectionError as exc:
         if POOL_EXHAUSTED in str(exc):
             raise StoreBusy(f"session store busy: {exc}") from exc
         raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc
-    except redis_exceptions.RedisError as exc:
+    except (redis_exceptions.RedisError, redis_exceptions.RedisClusterException) as exc:
         raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc
     except OSError as exc:
         raise StoreError(f"session store unavailable: {exc}") from exc
+    except RuntimeError as exc:
+        # redis-py writing to a transport that closed under it while it reconnects (uvloop: "the
+        # handler is closed"), seen on a Cluster pub/sub connection during a failover.
+        raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc

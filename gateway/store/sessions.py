@@ -77,7 +77,8 @@ class SessionStore:
     async def create(self, record: SessionRecord) -> None:
         key = self._keys.session(record.id)
         with translated():
-            async with self._redis.pipeline(transaction=True) as pipe:
+            # One round trip, not MULTI: older redis-py Cluster pipelines refuse transaction=True.
+            async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.hset(key, mapping=record.to_redis())  # type: ignore[arg-type]
                 pipe.pexpire(key, self._ttl_ms)
                 await pipe.execute()

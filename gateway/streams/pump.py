@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import errors
-from gateway.retry import store_busy, upstream_resume
+from gateway.retry import store_busy, store_handover, upstream_resume
 from gateway.store.eventlog import EventLog, LeaseLost, StreamVanished
 from gateway.store.sessions import SessionRecord
 from gateway.streams.signals import Signal
@@ -113,7 +113,14 @@ class Pump:
             if not self.finished and not self.lost:
                 # Hand over at once (drain deadline, store hiccup): another replica adopts it.
                 with contextlib.suppress(errors.StoreError, asyncio.CancelledError):
-                    await asyncio.shield(self.log.release(self.record.id, self.stream, self.owner))
+                    await asyncio.shield(self._hand_over())
+
+    async def _hand_over(self) -> None:
+        """Release the lease, through a store failover too: until then its holder (this live
+        replica) keeps every other replica from adopting the stream."""
+        async for attempt in store_handover():
+            with attempt:
+                await self.log.release(self.record.id, self.stream, self.owner)
 
     async def _main(self, first: UpstreamResponse | None) -> None:
         response = first

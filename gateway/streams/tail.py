@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from gateway import errors
-from gateway.store.client import translated
+from gateway.store.client import pubsub, translated
 from gateway.store.eventlog import RELEASED, EventLog
 from gateway.store.keys import Keys
 from gateway.store.sessions import SessionRecord
@@ -98,7 +98,8 @@ class Tail:
 
     async def start(self) -> None:
         """Open the pub/sub connection with this replica's presence subscription (liveness)."""
-        self._pubsub = self._redis.pubsub()
+        with translated():
+            self._pubsub = await pubsub(self._redis)  # a Cluster client loads its slot map first
         presence = self._keys.presence(self._liveness.replica_id)
         waiter = self._expect(presence)
         with translated():

@@ -107,7 +107,6 @@ class Pools:
             self._export(url, healthy=healthy)
             log.warning("upstream %s is now %s (%s)", url, "healthy" if healthy else "UNHEALTHY", reason)
 
-
     def _export(self, url: str, *, healthy: bool) -> None:
         if self._gauge is not None:
             for pool in self._pools.values():

@@ -24,6 +24,7 @@ from tests.integration.procs import (
     start_everything,
     start_haproxy,
 )
+from tests.integration.redis_topologies import LocalCluster, LocalSentinels, start_cluster, start_sentinels
 
 SDK_SERVER = REPO_ROOT / "tests" / "servers" / "sdk_server.py"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -56,6 +57,27 @@ def procs(request: pytest.FixtureRequest) -> Iterator[ProcessGroup]:
         yield group
     finally:
         group.stop_all()
+
+
+# ---------------------------------------------------------------- Redis topologies
+
+
+@pytest.fixture
+def redis_cluster(procs: ProcessGroup, tmp_path: Path) -> LocalCluster:
+    """A 3-primary Redis Cluster with one replica each (six `redis-server --cluster-enabled yes`)."""
+    try:
+        return start_cluster(procs, tmp_path / "cluster")
+    except ProcessStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture
+def redis_sentinels(procs: ProcessGroup, tmp_path: Path) -> LocalSentinels:
+    """A primary, its replica and three Sentinels that all know both (ready to fail over)."""
+    try:
+        return start_sentinels(procs, tmp_path / "sentinel")
+    except ProcessStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 # ---------------------------------------------------------------- upstreams
