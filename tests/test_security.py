@@ -145,10 +145,11 @@ async def test_rate_limit_429_then_other_limits(limited: Env) -> None:
     assert r.status_code == 431
     statuses = [
         (await limited.client.post(limited.mcp, headers=limited.headers(sid), json=call("echo"))).status_code
-        for _ in range(40)
+        for _ in range(70)
     ]
     assert 429 in statuses and statuses[0] == 200
-    assert statuses.index(429) <= 30
+    # 30 a minute (3 requests above went first); a slow machine may cross one window boundary
+    assert statuses.index(429) <= 60
     registry = limited.app.state.gateway.metrics.registry
 
     def hits(limit: str) -> float | None:
