@@ -154,6 +154,7 @@ async def run(
     )
     topo.start()
     extra = ["--upstream-pool-size", str(streams_n + 512), "--redis-max-connections", str(max_connections)]
+    extra += ["--stream-idle-timeout", "3600"]  # the POST answers idle for minutes while the rest opens
     result: dict[str, Any] = {
         "streams": streams_n,
         "pumpers": pumpers_n,

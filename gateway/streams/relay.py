@@ -187,7 +187,10 @@ class Relay:
     async def verify_leases(self) -> None:
         """Our liveness lapsed: stop every pump whose stream another replica took meanwhile."""
         for (session, stream), (pump, task) in list(self._pumps.items()):
-            if await self._log.lease_holder(session, stream) != self._replica:
+            if pump.finished:
+                continue
+            holder = await self._log.lease_holder(session, stream)
+            if holder is not None and holder != self._replica:  # None: it finished meanwhile
                 log.warning("stream %s: taken over while this replica looked dead; stopping its pump", stream)
                 pump.lost = True
                 task.cancel()
