@@ -149,6 +149,12 @@ class Settings(BaseSettings):
         description="Max open connections per upstream host; each open SSE stream holds one, so size it above "
         "the streams you expect (requests beyond it wait for a free connection).",
     )
+    replay_max_requests: int = Field(
+        512, ge=1, description="Request ids remembered per session against replays (the newest are kept)."
+    )
+    replay_max_answer_bytes: int = Field(
+        16 * 1024, ge=0, description="Largest JSON answer kept per request for its replays (larger: not kept)."
+    )
     drain_timeout: float = Field(10.0, ge=0, description="Graceful shutdown deadline, s.")
     auth_issuer: str | None = Field(None, description="Enable bearer-JWT auth: the required `iss`.")
     auth_audience: str | None = Field(None, description="Required `aud` (default: --resource-url).")

@@ -20,6 +20,9 @@ class Metrics:
         self.resumes = Counter("mcpgw_resumes_total", "Resumes with Last-Event-ID", registry=r)
         self.takeovers = Counter("mcpgw_lease_takeovers_total", "Pumps taken over from a dead replica", registry=r)
         self.gaps = Counter("mcpgw_stream_gaps_total", "Resumes that found lost events", registry=r)
+        self.replays = Counter(
+            "mcpgw_replayed_requests_total", "Repeats of a request id answered from the first copy", registry=r
+        )
         self.store_errors = Counter("mcpgw_store_errors_total", "Redis failures", registry=r)
         self.upstream_latency = Histogram(
             "mcpgw_upstream_latency_seconds",

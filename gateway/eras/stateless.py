@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import errors
-from gateway.eras.sessionful import client_headers, error_response, read_body, sse_response
+from gateway.eras.responses import client_headers, error_response, read_body, sse_response
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
 from gateway.upstream.pools import Pools
 from gateway.wire import protocol

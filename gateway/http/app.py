@@ -19,11 +19,14 @@ from starlette.responses import JSONResponse, Response
 from gateway import errors, logs
 from gateway.config import Settings, csv
 from gateway.eras.legacy_sse import install as install_legacy_sse
-from gateway.eras.sessionful import SessionfulEndpoint, error_response, read_body
+from gateway.eras.replays import Replays
+from gateway.eras.responses import error_response, read_body
+from gateway.eras.sessionful import SessionfulEndpoint
 from gateway.eras.stateless import StatelessEndpoint
 from gateway.http.auth import METADATA_PATH, Authenticator
 from gateway.http.guard import Guard
 from gateway.metrics import Metrics
+from gateway.store.claims import Claims
 from gateway.store.client import Redis, connect
 from gateway.store.eventlog import EventLog
 from gateway.store.keys import Keys
@@ -118,6 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
             keys=keys,
             max_body=settings.max_body_bytes,
         )
+        replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         relay = Relay(
             log_=event_log,
             sessions=sessions,
@@ -134,7 +138,14 @@ def create_app(settings: Settings) -> FastAPI:
                 ),
                 replay_limit=settings.stream_maxlen * 2,
             ),
-            replica=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}",
+            replica=replica,
+        )
+        claims = Claims(
+            redis,
+            keys,
+            ttl=settings.session_ttl,
+            max_requests=settings.replay_max_requests,
+            max_answer=settings.replay_max_answer_bytes,
         )
         app.state.gateway = Gateway(
             settings=settings,
@@ -154,6 +165,9 @@ def create_app(settings: Settings) -> FastAPI:
                 limiter=limiter,
                 max_body=settings.max_body_bytes,
                 max_batch=settings.max_batch,
+                claims=claims,
+                replays=Replays(claims, event_log, wait=settings.request_timeout),
+                replica=replica,
             ),
             stateless=StatelessEndpoint(
                 pools=pools, upstream=upstream, headers=header_policy, max_body=settings.max_body_bytes
