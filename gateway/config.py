@@ -139,6 +139,12 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(5.0, gt=0, description="Upstream connect timeout, s.")
     request_timeout: float = Field(60.0, gt=0, description="Upstream time to response headers, s.")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted POST body.")
+    refusal_drain_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="After an early refusal (413, 401, ...), read and drop up to this much of the unread "
+        "body so the client receives the answer instead of a reset.",
+    )
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Allowed `Origin` values besides localhost ones; `*` allows any.",

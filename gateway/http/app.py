@@ -25,6 +25,7 @@ from gateway.eras.sessionful import SessionfulEndpoint
 from gateway.eras.stateless import StatelessEndpoint
 from gateway.http.auth import METADATA_PATH, Authenticator
 from gateway.http.guard import Guard
+from gateway.http.refusals import DrainRefusedBodies
 from gateway.metrics import Metrics
 from gateway.store.claims import Claims
 from gateway.store.client import Redis, connect
@@ -203,6 +204,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_route(METADATA_PATH, protected_resource, methods=["GET"])
     app.add_route(METADATA_PATH + "/{path:path}", protected_resource, methods=["GET"])
     install_legacy_sse(app)  # 2024-11-05 HTTP+SSE clients: GET /sse, POST /messages
+    # Refusals sent before the body is read reach a client that is still uploading.
+    app.add_middleware(DrainRefusedBodies, limit=settings.refusal_drain_bytes)
     return app
 
 
