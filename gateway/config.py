@@ -161,6 +161,12 @@ class Settings(BaseSettings):
     replay_max_answer_bytes: int = Field(
         16 * 1024, ge=0, description="Largest JSON answer kept per request for its replays (larger: not kept)."
     )
+    idempotency_ttl: float = Field(
+        86400.0, gt=0, description="How long an Idempotency-Key and its stored response are kept, s."
+    )
+    idempotency_max_response_bytes: int = Field(
+        1024 * 1024, ge=0, description="Largest response (JSON or SSE) stored for an Idempotency-Key."
+    )
     drain_timeout: float = Field(10.0, ge=0, description="Graceful shutdown deadline, s.")
     auth_issuer: str | None = Field(None, description="Enable bearer-JWT auth: the required `iss`.")
     auth_audience: str | None = Field(None, description="Required `aud` (default: --resource-url).")

@@ -18,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import errors, logs
+from gateway.eras.idempotent import Idempotency
+from gateway.eras.outcomes import Outcome
 from gateway.eras.replays import Recorded, Replays, body_hash
 from gateway.eras.responses import (
     SSE_HEADERS,
@@ -31,6 +33,7 @@ from gateway.eras.responses import (
 from gateway.metrics import Metrics
 from gateway.store.claims import Claim, Claims
 from gateway.store.eventlog import EventLog
+from gateway.store.idempotency import IdempotencyRecord
 from gateway.store.limits import Limiter
 from gateway.store.sessions import SessionRecord, SessionStore, new_record
 from gateway.streams.relay import Relay
@@ -60,8 +63,10 @@ class SessionfulEndpoint:
         max_batch: int,
         claims: Claims,
         replays: Replays,
+        idempotency: Idempotency,
         replica: str,
     ) -> None:
+        self._idempotency = idempotency
         self._claims = claims
         self._replays = replays
         self._replica = replica
@@ -153,20 +158,30 @@ class SessionfulEndpoint:
         if taken is not None:
             self._metrics.replays.inc()
             return await self._answer_replay(record, body, digest, taken, slot)
+        outcome = Outcome(self._claims, record.id, ids, claim, self._idempotency)
+        try:
+            opened = await self._idempotency.open(request, raw)
+        except errors.GatewayError:
+            await outcome.not_sent()
+            raise
+        if isinstance(opened, IdempotencyRecord):
+            await outcome.not_sent()  # answered from the Idempotency-Key record: this copy runs nothing
+            return await self._answer_stored(record, opened, slot)
+        outcome = dataclasses.replace(outcome, ticket=opened)
         headers = self._upstream_headers(request, record.pool, None)
         try:
             record, response = await self._affinity.send(record, "POST", headers, raw)
         except errors.UpstreamUnavailable:
-            await self._claims.release(record.id, ids)  # never reached the upstream: a retry may run it
+            await outcome.not_sent()  # never reached the upstream: a retry may run it
             raise
         except errors.GatewayError as exc:
-            await self._record(record, ids, claim, exc.status, json.dumps(exc.to_jsonrpc(body.first_id)).encode())
+            await outcome.failed(exc)
             raise
         await self._upstream_lost_session(record, response)
         try:
-            return await self._relay_post(record, body, response, slot, claim)
+            return await self._relay_post(record, body, response, slot, outcome)
         except errors.GatewayError as exc:
-            await self._record(record, ids, claim, exc.status, json.dumps(exc.to_jsonrpc(body.first_id)).encode())
+            await outcome.failed(exc)
             raise
 
     async def _answer_replay(
@@ -180,16 +195,16 @@ class SessionfulEndpoint:
         delivery = slot.track(self._relay.deliver(record, outcome.stream, 0))
         return sse_response(delivery, {"mcp-session-id": record.id})
 
-    async def _record(
-        self, record: SessionRecord, ids: tuple[errors.JsonRpcId, ...], claim: Claim, status: int, answer: bytes
-    ) -> None:
-        """Keep the first copy's JSON answer for its repeats (bounded: larger ones are dropped)."""
-        if len(answer) > self._claims.max_answer:
-            outcome = dataclasses.replace(claim, dropped=True)
-        else:
-            outcome = dataclasses.replace(claim, status=status, answer=answer.decode("utf-8", "replace"))
-        with contextlib.suppress(errors.StoreError):
-            await self._claims.record(record.id, ids, outcome)
+    async def _answer_stored(self, record: SessionRecord, stored: IdempotencyRecord, slot: StreamSlot) -> Response:
+        """The stored response of an Idempotency-Key; a stream is replayed to its own session only."""
+        if not stored.stream:
+            await slot.release()
+            return self._idempotency.stored_response(stored, {"Mcp-Session-Id": record.id})
+        if stored.session != record.id:
+            # DESIGN guarantee 3: never replay an event to another session.
+            raise errors.RequestIdReused("Conflict: this Idempotency-Key was answered on another session's stream")
+        delivery = slot.track(self._relay.deliver(record, stored.stream, 0))
+        return sse_response(delivery, {"mcp-session-id": record.id})
 
     async def _relay_post(
         self,
@@ -197,7 +212,7 @@ class SessionfulEndpoint:
         body: Body,
         response: UpstreamResponse,
         slot: StreamSlot | None,
-        claim: Claim | None,
+        outcome: Outcome | None,
     ) -> Response:
         if not body.requests:
             # transports §Sending Messages: only notifications/responses -> 202 Accepted, no body
@@ -208,16 +223,17 @@ class SessionfulEndpoint:
         if response.status == 200 and not response.is_sse and response.content_type != protocol.JSON:
             response.close()
             raise errors.UpstreamError(f"Bad upstream answer: unexpected content type {response.content_type!r}")
-        if response.status != 200 or not response.is_sse or slot is None or claim is None:
+        if response.status != 200 or not response.is_sse or slot is None or outcome is None:
             if slot is not None:
                 await slot.release()
             answer = await self._relay_plain(response, record.id)
-            if claim is not None:
-                await self._record(record, body.request_ids, claim, answer.status_code, bytes(answer.body))
+            if outcome is not None:
+                await outcome.answered(answer.status_code, bytes(answer.body))
             return answer
         stream = await self._relay.open_stream(
-            record, response, kind="post", pending=body.request_ids, stream=claim.stream
+            record, response, kind="post", pending=body.request_ids, stream=outcome.claim.stream
         )
+        await outcome.streamed(stream)
         delivery = slot.track(self._relay.deliver(record, stream, 0))
         return sse_response(delivery, client_headers(response.headers, record.id))
 

@@ -1,4 +1,5 @@
-"""The stateless era (MCP 2026-07-28): POST only, no sessions, nothing written to Redis.
+"""The stateless era (MCP 2026-07-28): POST only, no sessions, nothing written to Redis
+(except an Idempotency-Key record, when the client sends that header).
 
 Each request goes to any healthy instance of the pool with every `Mcp-*` header forwarded
 unchanged; the routing headers are checked against the body first. Closing the response
@@ -14,7 +15,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import errors
+from gateway.eras.idempotent import Idempotency, Ticket
 from gateway.eras.responses import client_headers, error_response, read_body, sse_response
+from gateway.store.idempotency import IdempotencyRecord
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
 from gateway.upstream.pools import Pools
 from gateway.wire import protocol
@@ -56,11 +59,20 @@ async def _relay_stream(response: UpstreamResponse) -> AsyncIterator[bytes]:
 
 
 class StatelessEndpoint:
-    def __init__(self, *, pools: Pools, upstream: UpstreamClient, headers: HeaderPolicy, max_body: int) -> None:
+    def __init__(
+        self,
+        *,
+        pools: Pools,
+        upstream: UpstreamClient,
+        headers: HeaderPolicy,
+        max_body: int,
+        idempotency: Idempotency,
+    ) -> None:
         self._headers = headers
         self._pools = pools
         self._upstream = upstream
         self._max_body = max_body
+        self._idempotency = idempotency
 
     async def handle(self, request: Request, pool_name: str | None) -> Response:
         if request.method != "POST":
@@ -69,16 +81,30 @@ class StatelessEndpoint:
         protocol.check_post_headers(request.headers.get("content-type"), request.headers.get("accept"))
         raw = await read_body(request, self._max_body)
         body = protocol.parse_body(raw, "2026-07-28")
+        ticket: Ticket | None = None
         try:
             check_routing_headers(request.headers, body.messages[0].raw)
+            opened = await self._idempotency.open(request, raw)  # the one Redis write, with the header only
+            if isinstance(opened, IdempotencyRecord):
+                return self._idempotency.stored_response(opened)
+            ticket = opened
             pool = self._pools.get(pool_name)
             instance = self._pools.pick(pool.name)
             headers = self._headers.build(request.headers.items(), pool.name)
             response = await self._upstream.send("POST", instance, headers, raw)
+        except errors.UpstreamUnavailable as exc:
+            if ticket is not None:
+                await self._idempotency.not_sent(ticket)  # never reached an upstream: a retry may run it
+            return error_response(exc, body.first_id)
         except errors.GatewayError as exc:
+            if ticket is not None:
+                await self._idempotency.failed(ticket, exc, body.first_id)
             return error_response(exc, body.first_id)
         headers = client_headers(response.headers, None)
         if response.is_sse:
-            return sse_response(_relay_stream(response), headers)
+            stream = _relay_stream(response)
+            return sse_response(stream if ticket is None else self._idempotency.recording(ticket, stream), headers)
         payload = await response.read(self._max_body)
+        if ticket is not None:
+            await self._idempotency.answered(ticket, response.status, payload, response.content_type or protocol.JSON)
         return Response(payload, status_code=response.status, headers=headers)

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway import errors, logs
 from gateway.config import Settings, csv
+from gateway.eras.idempotent import Idempotency
 from gateway.eras.legacy_sse import install as install_legacy_sse
 from gateway.eras.replays import Replays
 from gateway.eras.responses import error_response, read_body
@@ -30,6 +31,7 @@ from gateway.metrics import Metrics
 from gateway.store.claims import Claims
 from gateway.store.client import Redis, connect
 from gateway.store.eventlog import EventLog
+from gateway.store.idempotency import IdempotencyStore
 from gateway.store.keys import Keys
 from gateway.store.limits import LimitConfig, Limiter
 from gateway.store.sessions import SessionStore
@@ -141,6 +143,10 @@ def create_app(settings: Settings) -> FastAPI:
             ),
             replica=replica,
         )
+        idempotency = Idempotency(
+            IdempotencyStore(redis, keys, ttl=settings.idempotency_ttl),
+            max_response=settings.idempotency_max_response_bytes,
+        )
         claims = Claims(
             redis,
             keys,
@@ -168,10 +174,15 @@ def create_app(settings: Settings) -> FastAPI:
                 max_batch=settings.max_batch,
                 claims=claims,
                 replays=Replays(claims, event_log, wait=settings.request_timeout),
+                idempotency=idempotency,
                 replica=replica,
             ),
             stateless=StatelessEndpoint(
-                pools=pools, upstream=upstream, headers=header_policy, max_body=settings.max_body_bytes
+                pools=pools,
+                upstream=upstream,
+                headers=header_policy,
+                max_body=settings.max_body_bytes,
+                idempotency=idempotency,
             ),
             guard=Guard(
                 origins=settings.origin_list(),
