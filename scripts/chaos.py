@@ -230,6 +230,19 @@ def dump(
     path.write_text(json.dumps(detail, indent=2))
 
 
+async def initialize(client: CarefulClient, attempts: int = 10) -> None:
+    """initialize, retrying a 503 (Retry-After: 1): after a Redis restart each replica's pooled
+    connections fail once before they reconnect, and the client is told to retry."""
+    for attempt in range(attempts):
+        try:
+            await client.initialize()
+            return
+        except CarefulClientError as exc:
+            if " 503 " not in str(exc) or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.2)
+
+
 async def one_call(client: CarefulClient, rid: int, tag: str, delay: float) -> tuple[Any, str]:
     """One copy of the call: its StreamResult, or a verdict word, and the failure text."""
     await asyncio.sleep(delay)
@@ -260,7 +273,7 @@ async def trial(
     tag = f"{mode.name}-{number}"
     break_at = rng.uniform(0.0, STEPS * DELAY * 1.2)
     async with CarefulClient(lb, read_timeout=20) as client:
-        await client.initialize()
+        await initialize(client)
         session = client.session_id
         assert session is not None
         broke_at: list[float] = []
@@ -325,8 +338,12 @@ async def run_mode(mode: Mode, args: argparse.Namespace, rng: random.Random, log
             result = await trial(cluster, lb, redis, rng, n, log_dir)
             trials.append(result)
             results[result.verdict] += 1
+            runs = (await cluster.executions()).get(result.tag, 0)
             shown = f", resumed after {result.gap:.2f}s" if result.gap is not None else ""
-            print(f"[{mode.name}] trial {n}/{args.trials}: {result.verdict} ({result.elapsed:.2f}s{shown})", flush=True)
+            line = (
+                f"[{mode.name}] trial {n}/{args.trials}: {result.verdict}, ran {runs}x ({result.elapsed:.2f}s{shown})"
+            )
+            print(line, flush=True)
         await asyncio.sleep(0.5)  # a second run, if any, would have started by now
         executions = await cluster.executions()
     finally:
@@ -338,7 +355,7 @@ async def run_mode(mode: Mode, args: argparse.Namespace, rng: random.Random, log
     twice = [t.tag for t in trials if executions.get(t.tag, 0) > 1]
     durations = [t.elapsed for t in trials]
     gaps = [t.gap for t in trials if t.gap is not None]
-    return {
+    summary = {
         "trials": len(trials),
         **{v: results[v] for v in VERDICTS},
         "twice": len(twice),
@@ -350,6 +367,8 @@ async def run_mode(mode: Mode, args: argparse.Namespace, rng: random.Random, log
         "break_to_first_resumed_event_p50": percentile(gaps, 0.5),
         "break_to_first_resumed_event_p99": percentile(gaps, 0.99),
     }
+    print(table({mode.name: summary}), flush=True)  # each mode's figures as soon as it is done
+    return summary
 
 
 def table(per_mode: dict[str, dict[str, Any]]) -> str:
