@@ -122,7 +122,10 @@ class Settings(BaseSettings):
     health_timeout: float = Field(1.0, gt=0, description="Health probe timeout, s.")
     redis_url: str | None = Field(None, description="Redis URL; unset = embedded in-process store.")
     redis_max_connections: int = Field(
-        1024, ge=1, description="Redis connections per replica; when all are busy, callers wait (up to 5 s)."
+        64,
+        ge=1,
+        description="Redis command connections per replica (no command blocks, so streams do not hold one; the "
+        "tail adds one pub/sub connection per node); when all are busy, callers wait (up to 5 s).",
     )
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="Port to listen on.")
@@ -133,7 +136,13 @@ class Settings(BaseSettings):
     stream_idle_timeout: float = Field(
         300.0, gt=0, description="Stop pumping a stream after this long without an upstream event, s."
     )
-    lease_ttl: float = Field(3.0, gt=0, description="Pump lease lifetime, s; takeover happens after it.")
+    lease_ttl: float = Field(
+        5.0,
+        gt=0,
+        description="Replica liveness TTL, s: a replica whose heartbeat (every TTL/5) stopped this long ago "
+        "(paused, cut off) is dead and its streams are taken over; a killed replica is seen within 0.2 s "
+        "through its presence channel, whatever this TTL.",
+    )
     keepalive_interval: float = Field(15.0, gt=0, description="Keep-alive comment on idle SSE, s.")
     retry_ms: int = Field(1000, ge=0, description="`retry:` hint sent to 2025-11-25 clients, ms.")
     connect_timeout: float = Field(5.0, gt=0, description="Upstream connect timeout, s.")

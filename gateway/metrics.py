@@ -24,6 +24,12 @@ class Metrics:
             "mcpgw_replayed_requests_total", "Repeats of a request id answered from the first copy", registry=r
         )
         self.store_errors = Counter("mcpgw_store_errors_total", "Redis failures", registry=r)
+        self.tail_watches = Gauge(
+            "mcpgw_tail_watches", "Streams delivered here but pumped elsewhere (tail subscriptions)", registry=r
+        )
+        self.liveness_lapses = Counter(
+            "mcpgw_liveness_lapses_total", "Heartbeats that found this replica's liveness key expired", registry=r
+        )
         self.upstream_latency = Histogram(
             "mcpgw_upstream_latency_seconds",
             "Time to upstream response headers",

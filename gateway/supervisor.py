@@ -46,3 +46,17 @@ class Supervisor:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def cancelling() -> bool:
+    """True when the current task was asked to stop."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def checkpoint() -> None:
+    """Raise CancelledError if the current task was asked to stop. Long-lived loops call this each
+    round: a client library may swallow a cancellation that lands inside its call (redis-py can turn
+    it into its own error, or finish the call), and the loop would then run on forever."""
+    if cancelling():
+        raise asyncio.CancelledError()

@@ -184,7 +184,7 @@ class Cluster:
 
     def start_gateway(self, port: int) -> None:
         argv = [sys.executable, "-m", "gateway", "--port", str(port), "--redis-url", self.redis_url]
-        argv += ["--upstream", f"default=http://127.0.0.1:{self.upstream_port}/mcp", "--lease-ttl", "1"]
+        argv += ["--upstream", f"default=http://127.0.0.1:{self.upstream_port}/mcp"]
         argv += ["--retry-ms", "200", "--request-timeout", "5", "--drain-timeout", "5"]
         argv += ["--log-format", "text", "--log-level", self.log_level]
         proc = self.procs.start(f"gateway-{port}", argv, env={"MCPGW_KEY_PREFIX": self.prefix})

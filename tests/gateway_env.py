@@ -79,6 +79,8 @@ async def running_gateway(
 ) -> AsyncIterator[Env]:
     """Serve a scripted upstream and a gateway app in front of it; `{}` in `pools` is the upstream URL."""
     upstream = ScriptedUpstream(behaviour or Behaviour())
+    # Drain keeps pumping until answers end or the deadline: a short one keeps teardown quick.
+    settings.setdefault("drain_timeout", 1.0)
     async with serve(upstream) as upstream_url:
         app = create_app(Settings(upstream=[p.format(f"{upstream_url}/mcp") for p in pools], **settings))
         async with serve(app) as url, httpx.AsyncClient(timeout=timeout) as client:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -12,7 +11,20 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway import errors
-from gateway.store.eventlog import END, MESSAGE, EventLog, LeaseLost, Meta, StreamVanished
+from gateway.store.eventlog import (
+    DONE,
+    END,
+    HELD,
+    MESSAGE,
+    RELEASED,
+    TAKEN,
+    VANISHED,
+    Acquired,
+    EventLog,
+    LeaseLost,
+    Meta,
+    StreamVanished,
+)
 from gateway.store.keys import Keys
 from gateway.wire import cursor, protocol
 
@@ -43,9 +55,8 @@ def make_log(
     *,
     maxlen: int = 1000,
     ttl: float = 60,
-    lease_ttl: float = 5,
 ) -> EventLog:
-    return EventLog(client, keys, maxlen=maxlen, ttl=ttl, lease_ttl=lease_ttl)  # type: ignore[arg-type]
+    return EventLog(client, keys, maxlen=maxlen, ttl=ttl)  # type: ignore[arg-type]
 
 
 async def new_stream(
@@ -105,7 +116,7 @@ async def test_final_append_writes_end_and_drops_lease(
     assert await log.lease_holder(session, stream) is None
     assert await any_redis.exists(keys.lease(session, stream)) == 0
     # a finished stream is never pumped again, and its old owner cannot write
-    assert await log.acquire(session, stream, "r2") is False
+    assert await log.acquire(session, stream, "r2", None) == Acquired(DONE, "")
     with pytest.raises(LeaseLost):
         await log.append(session, stream, "r1", [("late", "")], pending=())
 
@@ -134,8 +145,7 @@ async def test_append_after_meta_deleted_vanishes(
         await any_redis.delete(key)
     with pytest.raises(StreamVanished):
         await log.append(session, stream, "r1", [("two", "")], pending=(1,))
-    with pytest.raises(StreamVanished):
-        await log.acquire(session, stream, "r1")
+    assert (await log.acquire(session, stream, "r1", "r1")).code == VANISHED
     assert await any_redis.exists(*log_keys(keys, session, stream)) == 0  # nothing was written
     assert await log.meta(session, stream) is None
 
@@ -152,8 +162,7 @@ async def test_meta_vanished_while_lease_alive(
     await any_redis.delete(keys.meta(session, stream))
     with pytest.raises(StreamVanished):
         await log.append(session, stream, "r1", [("x", "")], pending=(1,))
-    with pytest.raises(StreamVanished):
-        await log.acquire(session, stream, "r2")
+    assert (await log.acquire(session, stream, "r2", "r1")).code == VANISHED
     assert await any_redis.exists(keys.events(session, stream)) == 0
 
 
@@ -180,8 +189,7 @@ async def test_flushdb_makes_stream_vanish(flushable: aioredis.Redis, keys: Keys
     await flushable.flushdb()
     with pytest.raises(StreamVanished):
         await log.append(session, stream, "r1", [("two", "")], pending=(1,))
-    with pytest.raises(StreamVanished):
-        await log.acquire(session, stream, "r1")
+    assert (await log.acquire(session, stream, "r1", "r1")).code == VANISHED
     assert await flushable.exists(*keys.stream_keys(session, stream)) == 0
     assert await log.meta(session, stream) is None
     assert cursor.decide(1, meta_seq=None, first_retained=await log.first_seq(session, stream)) == cursor.Gap(
@@ -189,85 +197,90 @@ async def test_flushdb_makes_stream_vanish(flushable: aioredis.Redis, keys: Keys
     )
 
 
-async def test_acquire_waits_for_lease_expiry(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
-    log = make_log(redis, keys, lease_ttl=0.2)
+async def test_acquire_is_compare_and_set_and_fences_the_old_owner(
+    any_redis: aioredis.Redis, keys: Keys, session: str, stream: str
+) -> None:
+    log = make_log(any_redis, keys)
     await new_stream(log, session, stream)
-    assert 0 < await redis.pttl(keys.lease(session, stream)) <= 200
-    assert await log.acquire(session, stream, "r2") is False
+    # Only a caller that saw the current holder dead may take it: a stale view changes nothing.
+    assert await log.acquire(session, stream, "r2", "someone-else") == Acquired(HELD, "r1")
+    assert await log.acquire(session, stream, "r2", None) == Acquired(HELD, "r1")
     assert await log.lease_holder(session, stream) == "r1"
-    await asyncio.sleep(0.3)
-    assert await log.lease_holder(session, stream) is None
-    # the old owner lost its lease: its writes are fenced
+    assert await log.acquire(session, stream, "r2", "r1") == Acquired(TAKEN, "r2")
+    # the old owner (paused, then awake) is fenced from the next write on
     with pytest.raises(LeaseLost):
         await log.append(session, stream, "r1", [("stale", "")], pending=(1,))
-    assert await log.acquire(session, stream, "r2") is True
-    assert await log.lease_holder(session, stream) == "r2"
-    assert await log.append(session, stream, "r2", [("fresh", "")], pending=(1,)) == 1
-    with pytest.raises(LeaseLost):
-        await log.append(session, stream, "r1", [("stale", "")], pending=(1,))
+    assert await log.append(session, stream, "r2", [("fresh", "")], pending=(1,), expect=0) == 1
     assert [e.data for e in await log.read(session, stream, 0)] == ["fresh"]
-
-
-async def test_acquire_own_live_lease_is_false(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
-    log = make_log(redis, keys)
-    await new_stream(log, session, stream)
-    assert await log.acquire(session, stream, "r1") is False  # SET NX: held, even by the caller
+    assert await log.release(session, stream, "r1") is False  # a stale owner cannot release either
+    assert await log.lease_holder(session, stream) == "r2"
 
 
 async def test_no_double_pump(redis: aioredis.Redis, redis_url: str, keys: Keys, session: str) -> None:
-    log = make_log(redis, keys, lease_ttl=0.2)
+    log = make_log(redis, keys)
     streams = [cursor.new_stream_id() for _ in range(20)]
     for stream in streams:
         await new_stream(log, session, stream, owner="dead")
-    await asyncio.sleep(0.3)  # every lease expired
     others = [aioredis.from_url(redis_url) for _ in range(3)]
     try:
-        logs = [log, *(make_log(client, keys, lease_ttl=5) for client in others)]
+        logs = [log, *(make_log(client, keys) for client in others)]
         for stream in streams:
-            attempts = (lg.acquire(session, stream, f"r{i}") for i, lg in enumerate(logs))
+            # every replica saw "dead" dead at the same moment: exactly one wins
+            attempts = (lg.acquire(session, stream, f"r{i}", "dead") for i, lg in enumerate(logs))
             results = await asyncio.gather(*attempts)
-            assert sum(results) == 1, results
-            winner = f"r{results.index(True)}"
+            assert sum(r.code == TAKEN for r in results) == 1, results
+            winner = next(r.holder for r in results if r.code == TAKEN)
+            assert {r.holder for r in results} == {winner}  # the losers learn who won
             assert await log.lease_holder(session, stream) == winner
     finally:
         for client in others:
             await client.aclose()
 
 
-async def test_renew_keeps_lease_past_ttl(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
-    log = make_log(redis, keys, lease_ttl=0.2)
+async def test_append_checks_the_expected_seq(
+    any_redis: aioredis.Redis, keys: Keys, session: str, stream: str
+) -> None:
+    """A log that is not where its pump left it (a failover lost writes) is a gap, not a renumbering."""
+    log = make_log(any_redis, keys)
     await new_stream(log, session, stream)
-    for _ in range(6):  # 0.48 s, more than twice the lease TTL
-        await asyncio.sleep(0.08)
-        assert await log.renew(session, stream, "r1") is True
-    assert await log.lease_holder(session, stream) == "r1"
-    assert await log.acquire(session, stream, "r2") is False
-    assert await log.renew(session, stream, "r2") is False
-    await asyncio.sleep(0.3)
-    assert await log.renew(session, stream, "r1") is False  # expired: renewing does not resurrect it
-    assert await log.lease_holder(session, stream) is None
-    assert await log.acquire(session, stream, "r2") is True
+    assert await log.append(session, stream, "r1", [("a", ""), ("b", "")], pending=(1,), expect=0) == 2
+    await any_redis.hset(keys.meta(session, stream), "seq", "1")  # as if the last write was lost
+    with pytest.raises(StreamVanished):
+        await log.append(session, stream, "r1", [("c", "")], pending=(1,), expect=2)
+    assert [e.seq for e in await log.read(session, stream, 0)] == [1, 2]  # nothing written
 
 
-async def test_append_renews_lease(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
-    log = make_log(redis, keys, lease_ttl=0.2)
+async def test_appends_and_releases_are_announced(
+    any_redis: aioredis.Redis, keys: Keys, session: str, stream: str
+) -> None:
+    log = make_log(any_redis, keys)
     await new_stream(log, session, stream)
-    for i in range(6):
-        await asyncio.sleep(0.08)
-        await log.append(session, stream, "r1", [(str(i), "")], pending=(1,))
-    assert await log.lease_holder(session, stream) == "r1"
+    pubsub = any_redis.pubsub()
+    await pubsub.ssubscribe(keys.notify(session, stream))
+    assert (await pubsub.get_message(timeout=1.0))["type"] in (b"ssubscribe", "ssubscribe")
+    try:
+        await log.append(session, stream, "r1", [("a", ""), ("b", "")], pending=(1,))
+        await log.release(session, stream, "r1")
+        got = [await pubsub.get_message(timeout=1.0) for _ in range(2)]
+        assert [m["data"] for m in got if m] == [b"2", RELEASED]
+        assert await log.lease_holder(session, stream) is None
+        # a released, unfinished stream may be adopted by whoever saw nobody holding it
+        assert await log.acquire(session, stream, "r2", None) == Acquired(TAKEN, "r2")
+    finally:
+        await pubsub.aclose()
 
 
-async def test_release_only_by_owner(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
-    log = make_log(redis, keys)
+async def test_silent_log_publishes_nothing(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
+    log = EventLog(redis, keys, maxlen=100, ttl=60, notify=False)
     await new_stream(log, session, stream)
-    await log.release(session, stream, "r2")
-    assert await log.lease_holder(session, stream) == "r1"
-    await log.release(session, stream, "r1")
-    assert await log.lease_holder(session, stream) is None
-    assert await log.acquire(session, stream, "r2") is True
-    await log.release(session, stream, "r1")  # a stale owner's release does nothing
-    assert await log.lease_holder(session, stream) == "r2"
+    pubsub = redis.pubsub()
+    await pubsub.ssubscribe(keys.notify(session, stream))
+    await pubsub.get_message(timeout=1.0)
+    try:
+        await log.append(session, stream, "r1", [("a", "")], pending=(1,))
+        assert await pubsub.get_message(timeout=0.3) is None
+    finally:
+        await pubsub.aclose()
 
 
 async def test_read_in_batches(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
@@ -286,46 +299,6 @@ async def test_read_in_batches(redis: aioredis.Redis, keys: Keys, session: str, 
     assert await log.read(session, protocol.new_session_id(), 0) == []
 
 
-async def test_wait_returns_concurrent_append(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
-    log = make_log(redis, keys)
-    await new_stream(log, session, stream)
-    await log.append(session, stream, "r1", [("old", "")], pending=(1,))
-    appended_at: list[float] = []
-
-    async def writer() -> None:
-        await asyncio.sleep(0.2)
-        appended_at.append(time.monotonic())
-        await log.append(session, stream, "r1", [("new1", ""), ("new2", "")], pending=())
-
-    started = time.monotonic()
-    task = asyncio.create_task(writer())
-    entries = await log.wait(session, stream, 1, timeout=3)
-    returned = time.monotonic()
-    await task
-    assert [(e.seq, e.data) for e in entries] == [(2, "new1"), (3, "new2")]
-    assert appended_at and returned >= appended_at[0]
-    assert 0.15 <= returned - started < 2
-
-
-async def test_wait_returns_at_once_when_behind(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
-    log = make_log(redis, keys)
-    await new_stream(log, session, stream)
-    await log.append(session, stream, "r1", [("a", ""), ("b", ""), ("c", "")], pending=(1,))
-    started = time.monotonic()
-    entries = await log.wait(session, stream, 1, timeout=3, count=1)
-    assert time.monotonic() - started < 0.5
-    assert [e.seq for e in entries] == [2]
-
-
-async def test_wait_times_out_empty(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
-    log = make_log(redis, keys)
-    await new_stream(log, session, stream)
-    started = time.monotonic()
-    assert await log.wait(session, stream, 0, timeout=0.2) == []
-    elapsed = time.monotonic() - started
-    assert 0.15 <= elapsed < 1.5
-
-
 async def test_trimming_makes_a_gap(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
     log = make_log(redis, keys, maxlen=10)
     await new_stream(log, session, stream)
@@ -342,26 +315,25 @@ async def test_trimming_makes_a_gap(redis: aioredis.Redis, keys: Keys, session: 
 
 
 async def test_keys_get_ttl(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
-    log = make_log(redis, keys, ttl=30, lease_ttl=2)
+    log = make_log(redis, keys, ttl=30)
     await new_stream(log, session, stream)
     events, meta, lease = keys.stream_keys(session, stream)
     assert 29_000 < await redis.pttl(meta) <= 30_000
-    assert 1_500 < await redis.pttl(lease) <= 2_000
+    assert 29_000 < await redis.pttl(lease) <= 30_000  # the lease lives as long as its stream
     await log.append(session, stream, "r1", [("x", "")], pending=(1,))
     assert 29_000 < await redis.pttl(events) <= 30_000
     assert 29_000 < await redis.pttl(meta) <= 30_000
-    assert 1_500 < await redis.pttl(lease) <= 2_000
+    assert 29_000 < await redis.pttl(lease) <= 30_000
 
 
 async def test_stream_expires_with_ttl(redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
-    log = make_log(redis, keys, ttl=0.3, lease_ttl=0.2)
+    log = make_log(redis, keys, ttl=0.3)
     await new_stream(log, session, stream)
     await log.append(session, stream, "r1", [("x", "")], pending=(1,))
     await asyncio.sleep(0.45)
     assert await log.meta(session, stream) is None
     assert await log.first_seq(session, stream) is None
-    with pytest.raises(StreamVanished):
-        await log.acquire(session, stream, "r2")
+    assert (await log.acquire(session, stream, "r2", None)).code == VANISHED
 
 
 async def test_unreachable_store_is_store_error(keys: Keys, session: str, stream: str) -> None:

@@ -27,7 +27,7 @@ async def setup(
     redis: aioredis.Redis, keys: Keys, now: float = 100.0
 ) -> tuple[Claims, EventLog, Replays, SessionRecord]:
     claims = Claims(redis, keys, ttl=60, max_requests=10, max_answer=64)
-    log = EventLog(redis, keys, maxlen=100, ttl=60, lease_ttl=1)
+    log = EventLog(redis, keys, maxlen=100, ttl=60)
     replays = Replays(claims, log, wait=1.0, poll=0.01, clock=lambda: now)
     sid = await session(redis, keys)
     record, _ = await claims.load_and_claim(

@@ -148,7 +148,7 @@ async def test_register_stream_and_stream_info(redis: aioredis.Redis, keys: Keys
 
 async def test_delete_removes_session_and_streams(redis: aioredis.Redis, keys: Keys) -> None:
     store = SessionStore(redis, keys, ttl=60)
-    log = EventLog(redis, keys, maxlen=100, ttl=60, lease_ttl=5)
+    log = EventLog(redis, keys, maxlen=100, ttl=60)
     rec = record()
     other = record()
     await store.create(rec)

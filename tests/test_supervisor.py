@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import warnings
 
@@ -120,3 +121,28 @@ async def test_wait_gives_tasks_time() -> None:
     await sup.aclose()
     assert slow_task.cancelled()
     await Supervisor().wait(1)  # empty supervisor returns at once
+
+
+async def test_checkpoint_stops_a_loop_whose_cancellation_was_swallowed() -> None:
+    """A library that swallows the CancelledError landing in its call must not keep a loop alive."""
+    from gateway.supervisor import checkpoint
+
+    rounds = 0
+
+    async def swallowing_call() -> None:
+        with contextlib.suppress(asyncio.CancelledError):  # what a client library may do with it
+            await asyncio.sleep(10)
+
+    async def loop() -> None:
+        nonlocal rounds
+        while True:
+            checkpoint()
+            rounds += 1
+            await swallowing_call()
+
+    task = asyncio.get_running_loop().create_task(loop())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)
+    assert rounds == 1

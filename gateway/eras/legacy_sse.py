@@ -160,6 +160,7 @@ class LegacyBridge:
             async with gateway.redis.pipeline(transaction=False) as pipe:  # one round trip
                 pipe.xadd(out, {"data": data}, maxlen=OUT_MAXLEN, approximate=True)
                 pipe.expire(out, BRIDGE_TTL)
+                pipe.spublish(gateway.keys.legacy_notify(out), b"1")  # wakes the /sse reader's tail
                 await pipe.execute()
 
     # --- GET /sse -------------------------------------------------------------------------------
@@ -190,23 +191,27 @@ class LegacyBridge:
         cursor = "0-0"
         try:
             yield sse.encode(endpoint, event="endpoint")
-            while not gateway.relay.draining.is_set():
-                with translated():
-                    batches = await gateway.redis.xread({out: cursor}, count=100, block=KEEPALIVE_MS)
-                if not batches:
-                    yield sse.comment("keep-alive")
-                for _, entries in batches or []:
+            async with gateway.relay.tail.listening(gateway.keys.legacy_notify(out)) as outbox:
+                while not gateway.relay.draining.is_set():
+                    seen = outbox.seq  # before the read: a message added after it wakes the wait
+                    with translated():
+                        entries = await gateway.redis.xrange(out, min=f"({cursor}", count=100)
+                    if not entries:
+                        await outbox.wait(seen, KEEPALIVE_MS / 1000)
+                        if outbox.seq == seen:
+                            yield sse.comment("keep-alive")
+                        continue
                     for entry_id, fields in entries:
                         cursor = _text(entry_id)
                         yield sse.encode(_text(fields[b"data"]), event="message")
-                with translated():
-                    await gateway.redis.expire(key, BRIDGE_TTL)
-                if standalone is None:
-                    record = await self._record(gateway, key)
-                    if record.get("sid"):
-                        standalone = gateway.supervisor.spawn(
-                            self._standalone(request, record, out), name="legacy-standalone"
-                        )
+                    with translated():
+                        await gateway.redis.expire(key, BRIDGE_TTL)
+                    if standalone is None:
+                        record = await self._record(gateway, key)
+                        if record.get("sid"):
+                            standalone = gateway.supervisor.spawn(
+                                self._standalone(request, record, out), name="legacy-standalone"
+                            )
         except errors.StoreError as exc:
             log.warning("legacy /sse stream ended: %s", exc)  # the client reconnects with a new GET /sse
         finally:

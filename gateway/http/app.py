@@ -35,8 +35,10 @@ from gateway.store.idempotency import IdempotencyStore
 from gateway.store.keys import Keys
 from gateway.store.limits import LimitConfig, Limiter
 from gateway.store.sessions import SessionStore
+from gateway.streams.liveness import Liveness
 from gateway.streams.pump import PumpConfig
 from gateway.streams.relay import Relay, RelayConfig
+from gateway.streams.tail import Tail
 from gateway.supervisor import Supervisor
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session
@@ -44,6 +46,8 @@ from gateway.upstream.pools import HealthChecker, Pools
 from gateway.wire import protocol
 
 log = logging.getLogger("gateway.http.app")
+
+LIVENESS_CHECK = 0.2  # s between checks of the replicas holding watched streams (kill -> takeover)
 
 
 @dataclass
@@ -61,6 +65,7 @@ class Gateway:
     supervisor: Supervisor
     keys: Keys
     loop: asyncio.AbstractEventLoop
+    drain_started: float | None = None
 
     def start_drain(self) -> None:
         """Called from the signal handler: readiness goes 503, open SSE connections end."""
@@ -68,9 +73,10 @@ class Gateway:
 
     def _drain(self) -> None:
         if not self.relay.draining.is_set():
-            log.info("draining: readiness off, closing SSE connections with a retry hint")
+            log.info("draining: readiness off, closing SSE connections with a retry hint; pumps keep writing")
+            self.drain_started = self.loop.time()
             self.relay.draining.set()
-            self.relay.signals.wake_all()
+            self.relay.wake_all()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -80,14 +86,39 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = connect(settings.redis_url, max_connections=settings.redis_max_connections)
+        replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        redis = connect(
+            settings.redis_url, max_connections=settings.redis_max_connections, client_name=f"mcpgw:{replica}"
+        )
         http = new_http_session(connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size)
         supervisor = Supervisor()
         keys = Keys(settings.key_prefix)
         sessions = SessionStore(redis, keys, settings.session_ttl)
-        event_log = EventLog(
-            redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl, lease_ttl=settings.lease_ttl
+        event_log = EventLog(redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl)
+        # The heartbeat has its own connections: a burst that drains the command pool must not make
+        # this replica look dead (its streams would be taken over while it is fine).
+        control = (
+            connect(settings.redis_url, max_connections=2, client_name=f"mcpgw:{replica}:control")
+            if settings.redis_url
+            else redis  # the embedded store is this process: nothing to starve
         )
+        liveness = Liveness(
+            control,
+            keys,
+            replica,
+            ttl=settings.lease_ttl,
+            interval=settings.lease_ttl / 5,
+            on_lapse=lambda: lapsed(),  # bound late: the relay is built below
+        )
+
+        async def lapsed() -> None:
+            metrics.liveness_lapses.inc()
+            await relay.verify_leases()
+
+        tail = Tail(redis, keys, event_log, liveness, check_interval=min(LIVENESS_CHECK, settings.lease_ttl / 5))
+        await tail.start()  # presence first: from now on a kill of this process is seen at once
+        metrics.tail_watches.set_function(lambda: len(tail))
+        await liveness.beat()
         upstream = UpstreamClient(http, request_timeout=settings.request_timeout, latency=metrics.upstream_latency)
         health = HealthChecker(pools, http, interval=settings.health_interval, timeout=settings.health_timeout)
         await health.check_all()  # a fresh replica knows which instances are up before it serves
@@ -124,7 +155,6 @@ def create_app(settings: Settings) -> FastAPI:
             keys=keys,
             max_body=settings.max_body_bytes,
         )
-        replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         relay = Relay(
             log_=event_log,
             sessions=sessions,
@@ -134,14 +164,11 @@ def create_app(settings: Settings) -> FastAPI:
             config=RelayConfig(
                 keepalive=settings.keepalive_interval,
                 retry_ms=settings.retry_ms,
-                pump=PumpConfig(
-                    idle_timeout=settings.stream_idle_timeout,
-                    lease_ttl=settings.lease_ttl,
-                    max_line=settings.sse_max_line,
-                ),
+                pump=PumpConfig(idle_timeout=settings.stream_idle_timeout, max_line=settings.sse_max_line),
                 replay_limit=settings.stream_maxlen * 2,
             ),
             replica=replica,
+            tail=tail,
         )
         idempotency = Idempotency(
             IdempotencyStore(redis, keys, ttl=settings.idempotency_ttl),
@@ -154,6 +181,8 @@ def create_app(settings: Settings) -> FastAPI:
             max_requests=settings.replay_max_requests,
             max_answer=settings.replay_max_answer_bytes,
         )
+        supervisor.spawn(liveness.run(), name="liveness")
+        supervisor.spawn(tail.run(), name="tail")
         app.state.gateway = Gateway(
             settings=settings,
             pools=pools,
@@ -201,9 +230,19 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            app.state.gateway._drain()
-            await supervisor.aclose()  # pumps release their leases as they stop
+            gateway: Gateway = app.state.gateway
+            gateway._drain()
+            # Drain keeps pumping: streams that end before the deadline lose nothing, resumable
+            # upstream or not; the rest are released (and adopted elsewhere) at the deadline.
+            started = gateway.drain_started if gateway.drain_started is not None else gateway.loop.time()
+            await relay.finish_pumps(settings.drain_timeout - (gateway.loop.time() - started))
+            await supervisor.aclose()  # liveness, tail, health checks (and any pump left)
+            with contextlib.suppress(errors.StoreError):
+                await liveness.clear()
+            await tail.aclose()
             await http.close()
+            if control is not redis:
+                await control.aclose()
             await redis.aclose()
 
     app = FastAPI(title="mcp-gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)

@@ -22,7 +22,10 @@ log = logging.getLogger("gateway.store.client")
 Redis = aioredis.Redis
 
 
-def connect(redis_url: str | None, *, max_connections: int = 1024, pool_timeout: float = 5.0) -> Redis:
+def connect(
+    redis_url: str | None, *, max_connections: int = 64, pool_timeout: float = 5.0, client_name: str | None = None
+) -> Redis:
+    """`client_name` names every connection (`CLIENT LIST` shows which replica holds which)."""
     if redis_url:
         # A blocking pool: a burst beyond `max_connections` waits for a free connection (up to
         # `pool_timeout`, then StoreError) instead of failing at once with "Too many connections".
@@ -32,6 +35,7 @@ def connect(redis_url: str | None, *, max_connections: int = 1024, pool_timeout:
             timeout=pool_timeout,
             health_check_interval=30,
             socket_keepalive=True,
+            client_name=client_name,
         )
         client: Redis = aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
         return client

@@ -1,9 +1,16 @@
 """Resumable streams in Redis: the event log, its metadata and the pump lease.
 
 Writes go through small Lua scripts registered once, so each step is one round trip and
-atomic: an append checks the writer still holds the lease (fencing a pump that lost it),
-bumps the sequence number, XADDs the entry as `N-0` with an approximate MAXLEN, updates the
-meta hash and renews every TTL.
+atomic, and each touches one session's keys only (one hash slot: legal on Redis Cluster).
+An append checks the writer still holds the lease (fencing a pump that lost it) and that
+the log is where the writer left it (a Redis failover that lost writes is a gap, never a
+silent renumbering), bumps the sequence number, XADDs the entry as `N-0` with an
+approximate MAXLEN, updates the meta hash, renews every TTL and SPUBLISHes the new seq on
+the stream's shard channel, which wakes deliveries on other replicas (streams.tail).
+
+A lease names the replica that pumps; it is not renewed per stream. Whether that replica
+still lives is the liveness key's business (streams.liveness); a lease whose replica is gone
+is taken over by compare-and-set against the holder the caller saw dead.
 """
 
 from __future__ import annotations
@@ -20,51 +27,69 @@ from gateway.wire import cursor
 MESSAGE = "m"
 END = "e"
 POLL = "p"  # the upstream closed the connection for the client to poll; data = its retry in ms
+RELEASED = b"r"  # payload on the notify channel: the pump let go of the lease without finishing
 
-# KEYS: events, meta, lease.  ARGV: owner, maxlen, ttl_ms, lease_ms, pending, uid, marker ('1' end,
-# 'p<ms>' poll, '0' none), then
-# pairs of (data, upstream id) to append.  Returns the last seq, -1 lease lost, -2 meta vanished.
+# KEYS: events, meta, lease.  ARGV: owner, ttl_ms, kind, pending.
+_CREATE = """
+redis.call('HSET', KEYS[2], 'kind', ARGV[3], 'seq', '0', 'pending', ARGV[4], 'uid', '', 'done', '0')
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: events, meta, lease, notify channel.  ARGV: owner, maxlen, ttl_ms, pending, uid, marker ('1' end,
+# 'p<ms>' poll, '0' none), expected seq ('' = unchecked), notify ('1'/'0'), then pairs of (data, upstream id).
+# Returns the last seq; -1 lease lost, -2 meta vanished, -3 the log is not where the writer left it.
 _APPEND = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return -2 end
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
 local seq = tonumber(redis.call('HGET', KEYS[2], 'seq'))
-for i = 8, #ARGV, 2 do
+if ARGV[7] ~= '' and seq ~= tonumber(ARGV[7]) then return -3 end
+for i = 9, #ARGV, 2 do
   seq = seq + 1
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-0', 't', 'm', 'd', ARGV[i], 'u', ARGV[i+1])
 end
-if ARGV[7] == '1' then
+if ARGV[6] == '1' then
   seq = seq + 1
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-0', 't', 'e', 'd', '', 'u', '')
   redis.call('HSET', KEYS[2], 'done', '1')
   redis.call('DEL', KEYS[3])
 else
-  if string.sub(ARGV[7], 1, 1) == 'p' then
+  if string.sub(ARGV[6], 1, 1) == 'p' then
     seq = seq + 1
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-0', 't', 'p', 'd', string.sub(ARGV[7], 2), 'u', '')
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-0', 't', 'p', 'd', string.sub(ARGV[6], 2), 'u', '')
   end
-  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
 end
-redis.call('HSET', KEYS[2], 'seq', seq, 'pending', ARGV[5])
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[2], 'uid', ARGV[6]) end
+redis.call('HSET', KEYS[2], 'seq', seq, 'pending', ARGV[4])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'uid', ARGV[5]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if ARGV[8] == '1' then redis.call('SPUBLISH', KEYS[4], seq) end
 return seq
 """
 
-# KEYS: events, meta, lease.  ARGV: owner, lease_ms.  1 when the caller now holds the lease.
+# KEYS: events, meta, lease.  ARGV: owner, expected holder ('' = none), ttl_ms.
+# Returns {1, owner} taken; {0, holder} someone else holds it; {2, ''} stream done; {-2, ''} meta vanished.
 _ACQUIRE = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return -2 end
-if redis.call('HGET', KEYS[2], 'done') == '1' then return 0 end
-if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-return 0
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-2, ''} end
+if redis.call('HGET', KEYS[2], 'done') == '1' then return {2, ''} end
+local holder = redis.call('GET', KEYS[3])
+if holder == false then holder = '' end
+if holder ~= ARGV[2] then return {0, holder} end
+redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3])
+return {1, ARGV[1]}
 """
 
-# KEYS: lease.  ARGV: owner, lease_ms (0 = release).  1 when the caller held the lease.
-_RENEW = """
+# KEYS: lease, notify channel.  ARGV: owner, notify ('1'/'0').  1 when the caller held the lease.
+_RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '0' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+redis.call('DEL', KEYS[1])
+if ARGV[2] == '1' then redis.call('SPUBLISH', KEYS[2], 'r') end
 return 1
 """
+
+TAKEN, HELD, DONE, VANISHED = 1, 0, 2, -2
 
 
 class LeaseLost(Exception):
@@ -72,7 +97,15 @@ class LeaseLost(Exception):
 
 
 class StreamVanished(Exception):
-    """The stream's metadata is gone (store flushed, failed over or expired)."""
+    """The stream's state is gone or rewound (store flushed, failed over, expired): a gap."""
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """The outcome of a takeover attempt: TAKEN, HELD (by `holder`), DONE or VANISHED."""
+
+    code: int
+    holder: str
 
 
 @dataclass(frozen=True)
@@ -93,32 +126,22 @@ class Entry:
 
 
 class EventLog:
-    def __init__(self, redis: Redis, keys: Keys, *, maxlen: int, ttl: float, lease_ttl: float) -> None:
+    def __init__(self, redis: Redis, keys: Keys, *, maxlen: int, ttl: float, notify: bool = True) -> None:
         self._redis = redis
         self._keys = keys
         self._maxlen = str(maxlen)
         self._ttl_ms = str(int(ttl * 1000))
-        self.lease_ms = int(lease_ttl * 1000)
+        self._notify = "1" if notify else "0"
+        self._create = redis.register_script(_CREATE)
         self._append = redis.register_script(_APPEND)
         self._acquire = redis.register_script(_ACQUIRE)
-        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
 
     async def create(self, session: str, stream: str, *, kind: str, pending: tuple[Any, ...], owner: str) -> None:
         """Create the meta record and take the lease for a brand-new stream."""
-        _, meta, lease = self._keys.stream_keys(session, stream)
-        mapping: dict[str | bytes, str | bytes] = {
-            "kind": kind,
-            "seq": "0",
-            "pending": json.dumps(list(pending)),
-            "uid": "",
-            "done": "0",
-        }
+        args = [owner, self._ttl_ms, kind, json.dumps(list(pending))]
         with translated():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(meta, mapping=mapping)  # type: ignore[arg-type]
-                pipe.pexpire(meta, int(self._ttl_ms))
-                pipe.set(lease, owner, px=self.lease_ms)
-                await pipe.execute()
+            await self._create(keys=list(self._keys.stream_keys(session, stream)), args=args)
 
     async def append(
         self,
@@ -131,45 +154,46 @@ class EventLog:
         uid: str = "",
         final: bool = False,
         poll_ms: int | None = None,
+        expect: int | None = None,
     ) -> int:
         """Append (data, upstream id) pairs; `final` also writes the end marker and drops the lease,
-        `poll_ms` a poll marker (the upstream closed the connection; clients may reconnect after it)."""
+        `poll_ms` a poll marker (the upstream closed the connection; clients may reconnect after it).
+        `expect` is the seq the writer last wrote: anything else means the store lost writes."""
         args: list[str] = [
             owner,
             self._maxlen,
             self._ttl_ms,
-            str(self.lease_ms),
             json.dumps(list(pending)),
             uid,
             "1" if final else (f"p{poll_ms}" if poll_ms is not None else "0"),
+            "" if expect is None else str(expect),
+            self._notify,
         ]
         for data, event_uid in events:
             args.extend((data, event_uid))
+        keys = [*self._keys.stream_keys(session, stream), self._keys.notify(session, stream)]
         with translated():
-            result = int(await self._append(keys=list(self._keys.stream_keys(session, stream)), args=args))
+            result = int(await self._append(keys=keys, args=args))
         if result == -2:
             raise StreamVanished(f"stream {stream} metadata vanished")
+        if result == -3:
+            raise StreamVanished(f"stream {stream} is not where its pump left it (writes lost by the store)")
         if result == -1:
             raise LeaseLost(f"lease on stream {stream} lost")
         return result
 
-    async def acquire(self, session: str, stream: str, owner: str) -> bool:
-        """Take over the pump lease of an unfinished stream whose lease expired."""
+    async def acquire(self, session: str, stream: str, owner: str, expected: str | None) -> Acquired:
+        """Take the lease over from `expected` (a holder seen dead; None: nobody holds it)."""
+        keys = list(self._keys.stream_keys(session, stream))
         with translated():
-            result = int(
-                await self._acquire(keys=list(self._keys.stream_keys(session, stream)), args=[owner, self.lease_ms])
-            )
-        if result == -2:
-            raise StreamVanished(f"stream {stream} metadata vanished")
-        return result == 1
+            code, holder = await self._acquire(keys=keys, args=[owner, expected or "", self._ttl_ms])
+        return Acquired(int(code), holder.decode() if isinstance(holder, bytes) else str(holder))
 
-    async def renew(self, session: str, stream: str, owner: str) -> bool:
+    async def release(self, session: str, stream: str, owner: str) -> bool:
+        """Let go of the lease without finishing (drain deadline, store hiccup) and say so on the channel."""
+        keys = [self._keys.lease(session, stream), self._keys.notify(session, stream)]
         with translated():
-            return bool(await self._renew(keys=[self._keys.lease(session, stream)], args=[owner, self.lease_ms]))
-
-    async def release(self, session: str, stream: str, owner: str) -> None:
-        with translated():
-            await self._renew(keys=[self._keys.lease(session, stream)], args=[owner, 0])
+            return bool(await self._release(keys=keys, args=[owner, self._notify]))
 
     async def lease_holder(self, session: str, stream: str) -> str | None:
         with translated():
@@ -208,17 +232,6 @@ class EventLog:
         with translated():
             rows: Any = await self._redis.xrevrange(self._keys.events(session, stream), count=count)
         return [_entry(entry_id, fields) for entry_id, fields in reversed(rows)]
-
-    async def wait(self, session: str, stream: str, after: int, timeout: float, count: int = 200) -> list[Entry]:
-        """Block up to `timeout` seconds for entries with seq > after (XREAD BLOCK)."""
-        key = self._keys.events(session, stream)
-        with translated():
-            result: Any = await self._redis.xread(
-                {key: cursor.redis_id(after)}, count=count, block=max(1, int(timeout * 1000))
-            )
-        if not result:
-            return []
-        return [_entry(entry_id, fields) for entry_id, fields in result[0][1]]
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:

@@ -7,13 +7,17 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:{G}:streams        hash   stream id -> JSON of its kind and initial pending ids
     {prefix}:{G}:x:{S}          stream one entry per SSE event, entry id `N-0`
     {prefix}:{G}:m:{S}          hash   stream meta: kind, seq, pending, upstream id, done
-    {prefix}:{G}:lease:{S}      string replica id of the pump, with PX expiry
+    {prefix}:{G}:lease:{S}      string replica id of the pump (expires with the stream)
+    {prefix}:{G}:n:{S}          shard channel: the pump announces each new seq ('r' = lease released)
     {prefix}:{G}:reinit         string lock while a new upstream session is being established
     {prefix}:{G}:reqs           hash   request-id claims: `r:<id>` -> claim JSON, `o:<n>` -> `r:<id>`, `#` count
     {prefix}:idem:{H}           string Idempotency-Key record, H = hash of (principal, key)
+    {prefix}:replica:{R}        string liveness of replica R (short PX, renewed by its heartbeat)
+    {prefix}:presence:{R}       shard channel replica R subscribes to while its process lives
     {prefix}:limits:{kind}:{W}  string/zset per-client limits (W = principal or client IP)
     {prefix}:{legacy:B}:bridge  hash   legacy HTTP+SSE bridge B: pool, principal, gateway session
     {prefix}:{legacy:B}:out     stream messages waiting for bridge B's `/sse` connection
+    {prefix}:{legacy:B}:n       shard channel: a message was added to the outbox
 """
 
 from __future__ import annotations
@@ -43,6 +47,22 @@ class Keys:
     def lease(self, session: str, stream: str) -> str:
         return f"{self._session_tag(session)}:lease:{stream}"
 
+    def notify(self, session: str, stream: str) -> str:
+        """The shard channel of one stream (same slot as its keys: SPUBLISH from the append script)."""
+        return f"{self._session_tag(session)}:n:{stream}"
+
+    def replica(self, replica: str) -> str:
+        """Liveness of one replica: exists while its heartbeat runs (paused or dead: it expires)."""
+        return f"{self.prefix}:replica:{replica}"
+
+    def presence(self, replica: str) -> str:
+        """Shard channel a replica subscribes to: no subscriber the moment its process dies."""
+        return f"{self.prefix}:presence:{replica}"
+
+    def replica_pattern(self) -> str:
+        """SCAN pattern of every replica liveness key (tooling)."""
+        return f"{self.prefix}:replica:*"
+
     def reinit_lock(self, session: str) -> str:
         return f"{self._session_tag(session)}:reinit"
 
@@ -66,6 +86,10 @@ class Keys:
         """(record, outbox) of one legacy HTTP+SSE bridge session; one hash slot per bridge."""
         tag = f"{self.prefix}:{{legacy:{bridge}}}"
         return f"{tag}:bridge", f"{tag}:out"
+
+    def legacy_notify(self, outbox: str) -> str:
+        """Shard channel announcing new outbox messages (same slot as the outbox)."""
+        return f"{outbox.removesuffix(':out')}:n"
 
     def pattern(self) -> str:
         """SCAN pattern matching every key under this prefix (tests and tooling)."""

@@ -1,7 +1,9 @@
 """The pump: upstream SSE -> Redis, one replica at a time per stream (the lease holder).
 
 A pump reads upstream events and appends each to the stream's Redis log *before* anyone
-delivers it. It keeps running when the client disconnects (transports: disconnect is not
+delivers it. Its lease is not renewed per stream (the replica's liveness heartbeat stands for
+every pump of the replica); each append checks the lease, so a pump whose stream was taken
+over stops at its next write. It keeps running when the client disconnects (transports: disconnect is not
 cancellation) until every request of the stream has its response, the upstream stays idle
 too long, or the stream cannot be resumed; then it appends JSON-RPC errors for whatever is
 still pending and the end marker, so no request is ever left hanging.
@@ -19,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import errors
-from gateway.retry import store as retry_store
 from gateway.retry import upstream_resume
 from gateway.store.eventlog import EventLog, LeaseLost, StreamVanished
 from gateway.store.sessions import SessionRecord
@@ -45,7 +46,6 @@ class PumpIdle(Exception):
 @dataclass(frozen=True)
 class PumpConfig:
     idle_timeout: float
-    lease_ttl: float
     max_line: int = 1 << 20
     repoll: float = 2.0  # re-poll a silent resumed upstream stream after this many seconds
 
@@ -85,49 +85,33 @@ class Pump:
     owner: str
     signal: Signal
     uid: str = ""
+    seq: int = 0  # the last seq this pump knows is in the log (checked by every append)
     retry_ms: int = DEFAULT_UPSTREAM_RETRY_MS
     finished: bool = False
+    lost: bool = False  # the lease went to another replica: never write, never release
     _last_event: float = 0.0
     _recent: deque[str] = field(default_factory=lambda: deque(maxlen=256))
 
     async def run(self, first: UpstreamResponse | None) -> None:
         """Pump until the stream ends; `first` is the open upstream response, or None to resume."""
         try:
-            async with asyncio.TaskGroup() as group:
-                heartbeat = group.create_task(self._heartbeat())
-                try:
-                    await self._main(first)
-                finally:
-                    heartbeat.cancel()
-        except* LeaseLost:
+            await self._main(first)
+        except LeaseLost:
+            self.lost = True
             log.info("stream %s: lease lost, another replica pumps it now", self.stream)
-        except* StreamVanished:
-            log.warning(
-                "stream %s: state vanished from the store; failing %d pending request(s)",
-                self.stream,
-                len(self.pending),
-            )
+        except StreamVanished as exc:
+            log.warning("stream %s: %s; failing %d pending request(s)", self.stream, exc, len(self.pending))
             self.signal.fail(
                 [sse.encode(error_message(i, "Stream state was lost by the gateway's store")) for i in self.pending]
             )
-        except* errors.StoreError as group:
-            log.error("stream %s: store failed: %s", self.stream, group.exceptions[0])
+        except errors.StoreError as exc:
+            log.error("stream %s: store failed: %s", self.stream, exc)
         finally:
             self.signal.close()
-            if not self.finished:
-                # Hand over at once (graceful shutdown, store hiccup): another replica may resume.
+            if not self.finished and not self.lost:
+                # Hand over at once (drain deadline, store hiccup): another replica adopts it.
                 with contextlib.suppress(errors.StoreError, asyncio.CancelledError):
                     await asyncio.shield(self.log.release(self.record.id, self.stream, self.owner))
-
-    async def _heartbeat(self) -> None:
-        interval = self.config.lease_ttl / 3
-        while True:
-            await asyncio.sleep(interval)
-            async for attempt in retry_store():
-                with attempt:
-                    renewed = await self.log.renew(self.record.id, self.stream, self.owner)
-            if not renewed:
-                raise LeaseLost(self.stream)
 
     async def _main(self, first: UpstreamResponse | None) -> None:
         response = first
@@ -241,7 +225,9 @@ class Pump:
             uid=uid,
             final=final,
             poll_ms=poll_ms,
+            expect=self.seq,
         )
+        self.seq = seq
         if uid:
             self.uid = uid
         if final:

@@ -1,26 +1,30 @@
 """Delivery: Redis -> client, and the owner of every pump on this replica.
 
 A delivery replays a stream's entries after a cursor in batches, then tails it: through the
-local pump's signal when this replica pumps, otherwise with XREAD BLOCK, taking the pump
-over when the lease holder's lease expired (it died). Each entry goes out as an SSE event
-whose id is `S.N`, flushed as it is read.
+local pump's signal when this replica pumps, otherwise through the replica's multiplexed tail
+(streams.tail), which also tells it when the pumping replica died so this one adopts the
+stream (a compare-and-set on the lease). Each entry goes out as an SSE event whose id is
+`S.N`, flushed as it is read. On drain, deliveries end at once (clients resume elsewhere)
+while pumps keep writing into Redis until their streams end or the drain deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gateway import errors, logs
 from gateway.metrics import Metrics
-from gateway.store.eventlog import END, POLL, Entry, EventLog, StreamVanished
+from gateway.store.eventlog import DONE, END, POLL, TAKEN, VANISHED, Entry, EventLog
 from gateway.store.sessions import SessionRecord, SessionStore
 from gateway.streams.pump import Pump, PumpConfig, answered_ids, error_message
 from gateway.streams.signals import Signal, Signals
+from gateway.streams.tail import Tail, Watch
 from gateway.supervisor import Supervisor
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
 from gateway.wire import cursor, sse
@@ -48,6 +52,7 @@ class Relay:
         config: RelayConfig,
         replica: str,
         metrics: Metrics,
+        tail: Tail,
     ) -> None:
         self._log = log_
         self._sessions = sessions
@@ -58,6 +63,9 @@ class Relay:
         self._metrics = metrics
         self.signals = Signals()
         self.draining = asyncio.Event()
+        self._tail = tail
+        self._pumps: dict[tuple[str, str], tuple[Pump, asyncio.Task[None]]] = {}
+        tail.bind(self.adopt, lambda session, stream: (session, stream) in self._pumps)
 
     # --- pumps ------------------------------------------------------------------------------
 
@@ -106,8 +114,10 @@ class Relay:
             owner=self._replica,
             signal=signal,
             uid=uid,
+            seq=seq,
         )
-        self._supervisor.spawn(self._run_pump(pump, first), name=f"pump:{stream}")
+        task = self._supervisor.spawn(self._run_pump(pump, first), name=f"pump:{stream}")
+        self._pumps[(record.id, stream)] = (pump, task)
         return signal
 
     async def _run_pump(self, pump: Pump, first: UpstreamResponse | None) -> None:
@@ -119,17 +129,75 @@ class Relay:
         finally:
             self._metrics.active_pumps.dec()
             self.signals.drop(pump.record.id, pump.stream, pump.signal)
+            if self._pumps.get((pump.record.id, pump.stream), (None,))[0] is pump:
+                del self._pumps[(pump.record.id, pump.stream)]
 
-    async def _take_over(self, record: SessionRecord, stream: str) -> Signal | None:
-        """Become the pump of a stream whose pump died (its lease expired)."""
-        if self.draining.is_set() or not await self._log.acquire(record.id, stream, self._replica):
-            return None
-        meta = await self._log.meta(record.id, stream)
-        if meta is None:
-            raise StreamVanished(stream)
-        log.info("stream %s: lease expired, taking the pump over (upstream cursor %r)", stream, meta.uid)
-        self._metrics.takeovers.inc()
-        return self._start_pump(record, stream, meta.kind, list(meta.pending), uid=meta.uid, first=None, seq=meta.seq)
+    async def adopt(self, watch: Watch) -> None:
+        """Become the pump of a watched stream whose holder is gone (dead, paused or released).
+
+        The lease moves by compare-and-set against the holder seen dead, so of all replicas that
+        noticed, exactly one wins; the old holder's appends are refused from then on (fencing).
+        """
+        record, stream = watch.record, watch.stream
+        if record is None:
+            return  # a plain channel: nothing to pump
+        if (record.id, stream) in self._pumps:
+            watch.holder = self._replica
+        elif not self.draining.is_set():
+            outcome = await self._log.acquire(record.id, stream, self._replica, watch.holder)
+            if outcome.code == TAKEN:
+                meta = await self._log.meta(record.id, stream)
+                if meta is None:
+                    watch.vanished = True
+                else:
+                    log.info("stream %s: pump %s is gone, taking over (cursor %r)", stream, watch.holder, meta.uid)
+                    self._metrics.takeovers.inc()
+                    self._start_pump(
+                        record, stream, meta.kind, list(meta.pending), uid=meta.uid, first=None, seq=meta.seq
+                    )
+                    watch.holder = self._replica
+            elif outcome.code == DONE:
+                watch.done = True
+            elif outcome.code == VANISHED:
+                watch.vanished = True
+            else:
+                watch.holder = outcome.holder or None
+        watch.notify(watch.seq)  # deliveries look again: local signal, end, or gap
+
+    @property
+    def tail(self) -> Tail:
+        return self._tail
+
+    def wake_all(self) -> None:
+        """Wake every waiting delivery, local or tailing (graceful drain)."""
+        self.signals.wake_all()
+        self._tail.wake_all()
+
+    async def finish_pumps(self, timeout: float) -> None:
+        """Drain: keep pumping until every stream that answers requests has ended, or `timeout`.
+
+        Standalone GET streams never end by themselves: they keep pumping while the answers
+        finish, then are handed over with the rest. Each stopped pump releases its lease with a
+        notification, and a replica tailing the stream adopts it at once.
+        """
+        answers = [task for pump, task in self._pumps.values() if pump.kind == "post"]
+        if answers:
+            log.info("draining: %d answer stream(s) keep pumping for up to %.1f s", len(answers), timeout)
+            await asyncio.wait(answers, timeout=max(0.0, timeout))
+        late = [task for _, task in self._pumps.values() if not task.done()]
+        if late:
+            log.info("draining: handing %d unfinished stream(s) over", len(late))
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+
+    async def verify_leases(self) -> None:
+        """Our liveness lapsed: stop every pump whose stream another replica took meanwhile."""
+        for (session, stream), (pump, task) in list(self._pumps.items()):
+            if await self._log.lease_holder(session, stream) != self._replica:
+                log.warning("stream %s: taken over while this replica looked dead; stopping its pump", stream)
+                pump.lost = True
+                task.cancel()
 
     # --- delivery ---------------------------------------------------------------------------
 
@@ -164,14 +232,36 @@ class Relay:
         """The SSE body for one client connection on `stream`, starting after seq `after`.
 
         A poll marker (written only for 2025-11-25 sessions: the upstream closed the stream for the
-        client to poll) ends the connection with the upstream's retry hint; a resumed connection
-        skips the marker right after its cursor: that is the close its client already saw.
+        client to poll) ends the connection with the upstream's retry hint, once the connection has
+        delivered something: a resumed connection skips markers until its first message (the close
+        its client already saw, and polls of an upstream that had nothing new), so every connection
+        moves the client's cursor on or waits, never closes empty-handed in a loop.
         """
-        seen_close = after + 1 if resumed else None
         if record.protocol in PRIMING_VERSIONS:
             # 2025-11-25 transports §Resumability: priming event (an id, empty data) and retry; a
             # resumed stream is primed too, with the client's own cursor.
             yield sse.encode(None, id=cursor.event_id(stream, after), retry=self._config.retry_ms)
+        async with contextlib.AsyncExitStack() as stack:
+            joined: list[Watch] = []
+
+            async def watch() -> Watch:
+                # Join the tail lazily: a stream this replica pumps never needs a subscription.
+                if not joined:
+                    joined.append(await stack.enter_async_context(self._tail.watching(record, stream)))
+                return joined[0]
+
+            async with contextlib.aclosing(self._relay(record, stream, after, resumed, watch)) as events:
+                async for event in events:
+                    yield event
+
+    async def _relay(
+        self,
+        record: SessionRecord,
+        stream: str,
+        after: int,
+        skip_polls: bool,
+        watch: Callable[[], Awaitable[Watch]],
+    ) -> AsyncGenerator[bytes, None]:
         last_write = time.monotonic()
         while True:
             if self.draining.is_set():
@@ -179,7 +269,7 @@ class Relay:
                 yield sse.retry_hint(self._config.retry_ms)
                 return
             try:
-                entries, failure = await self._next(record, stream, after, last_write)
+                entries, failure = await self._next(record, stream, after, last_write, watch)
             except errors.StoreError as exc:
                 # The store blinked: end this connection cleanly; the client resumes from its
                 # Last-Event-ID (nothing it was sent is lost: every event was in Redis first).
@@ -201,11 +291,12 @@ class Relay:
                     return
                 if entry.type == POLL:
                     after = entry.seq
-                    if entry.seq != seen_close:
+                    if not skip_polls:
                         yield sse.retry_hint(int(entry.data or self._config.retry_ms))
                         return
                     continue
                 yield sse.encode(entry.data, id=cursor.event_id(stream, entry.seq))
+                skip_polls = False
                 self._metrics.events_relayed.inc()
                 after = entry.seq
             now = time.monotonic()
@@ -216,11 +307,16 @@ class Relay:
                 last_write = now
 
     async def _next(
-        self, record: SessionRecord, stream: str, after: int, last_write: float
+        self,
+        record: SessionRecord,
+        stream: str,
+        after: int,
+        last_write: float,
+        watch: Callable[[], Awaitable[Watch]],
     ) -> tuple[list[Entry], list[bytes] | None]:
         """The next entries after `after` (maybe none, on a keep-alive tick) or final events."""
         budget = max(0.05, self._config.keepalive - (time.monotonic() - last_write))
-        signal = self.signals.get(record.id, stream)
+        signal: Signal | None = self.signals.get(record.id, stream)
         if signal is not None:
             # This replica pumps the stream: its signal knows the newest seq, so read Redis only
             # when there is something after `after` (one round trip per batch of events).
@@ -228,21 +324,12 @@ class Relay:
                 return [], signal.failure
             await signal.wait(after, budget)
             return await self._log.read(record.id, stream, after), None
+        # Pumped elsewhere (or by nobody yet): the multiplexed tail wakes us; read only then.
+        watched = await watch()
         entries = await self._log.read(record.id, stream, after)
         if entries:
             return entries, None
-        entries = await self._log.wait(record.id, stream, after, min(budget, self._config.pump.lease_ttl))
-        if entries:
-            return entries, None
-        # Nothing new: is anyone still pumping this stream?
-        try:
-            holder = await self._log.lease_holder(record.id, stream)
-            if holder is None:
-                meta = await self._log.meta(record.id, stream)
-                if meta is None:
-                    raise StreamVanished(stream)
-                if not meta.done:
-                    await self._take_over(record, stream)
-        except StreamVanished:
+        if watched.vanished:
             return [], await self.gap_events(record, stream, "the stream's state vanished from the store")
-        return [], None
+        await watched.wait(after, budget)
+        return await self._log.read(record.id, stream, after), None

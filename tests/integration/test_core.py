@@ -14,7 +14,7 @@ from tests.integration.clients import call_with_progress, sdk_client, text_of
 from tests.integration.conftest import StartGateways, StartLoadBalancer, StartSdkUpstream
 from tests.integration.procs import ProcessGroup, free_port
 
-GW_ARGS = ("--log-format", "text", "--lease-ttl", "1")
+GW_ARGS = ("--log-format", "text")
 
 
 async def upstream_sid_of(redis_url: str, key_prefix: str, session_id: str) -> str:

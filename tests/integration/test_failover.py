@@ -14,7 +14,7 @@ from tests.integration.careful_client import CarefulClient, ReceivedEvent, Sessi
 from tests.integration.clients import HttpTrace, call_with_progress, sdk_client, text_of
 from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer, StartSdkUpstream
 
-GW_ARGS = ("--log-format", "text", "--lease-ttl", "1", "--retry-ms", "200")
+GW_ARGS = ("--log-format", "text", "--retry-ms", "200")
 
 
 async def pump_pid(redis_url: str, key_prefix: str, session_id: str, timeout: float = 10.0) -> int:

@@ -150,8 +150,11 @@ async def test_legacy_routes_answer_503_when_redis_fails(
     app = legacy_app(sdk_upstream(), redis_url, key_prefix)
     async with serve(app) as url, httpx.AsyncClient(timeout=10) as client:
         redis = app.state.gateway.redis
-        await redis.connection_pool.disconnect()
-        redis.connection_pool.connection_kwargs["port"] = 1  # nothing listens there: every command fails
+        pool = redis.connection_pool
+        await pool.disconnect()
+        pool.connection_kwargs["port"] = 1  # nothing listens there: every command fails
+        for conn in [*pool._get_free_connections(), *pool._get_in_use_connections()]:
+            conn.port = 1  # pooled connections (the heartbeat's, the tail's) reconnect there too
         opened = await client.get(f"{url}/sse")
         assert opened.status_code == 503
         assert opened.json()["error"]["message"].startswith("session store unavailable")

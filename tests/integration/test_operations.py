@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from tests.integration.careful_client import CarefulClient
+from tests.integration.careful_client import CarefulClient, ReceivedEvent
 from tests.integration.clients import call_with_progress, sdk_client, text_of
 from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer, StartSdkUpstream
 from tests.integration.test_failover import GW_ARGS, assert_exactly_once, pump_pid
@@ -52,6 +52,45 @@ async def test_sigterm_drains_without_losing_events(
     assert result.connections >= 2, "the drain ended the client's connection; it resumed elsewhere"
     ((_, took, code),) = drained
     assert code == 0 and took < 8, (took, code)  # exited cleanly within the drain deadline
+
+
+async def test_drain_keeps_pumping_for_an_upstream_without_event_store(
+    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str, redis_url: str
+) -> None:
+    """SIGTERM to the pumping replica in front of an upstream that cannot resume: the drain ends the
+    client's connection at once, but the replica keeps pumping into Redis until the call ends, so the
+    client (resumed on the other replica, which tails) gets every event and the result, and the tool
+    ran once upstream."""
+    upstream = sdk_upstream(event_store=False)
+    a, b = gateway_cluster(2, {"default": upstream}, key_prefix, (*GW_ARGS, "--drain-timeout", "15"))
+    steps = 20
+    exited: list[int | None] = []
+
+    async def wait_exit() -> None:
+        exited.append(await asyncio.to_thread(a.proc.popen.wait, 30))
+
+    waiter: list[asyncio.Future[None]] = []
+
+    def terminate(event: ReceivedEvent, events: list[ReceivedEvent]) -> bool:
+        progressed = [e for e in events if isinstance(e.message, dict) and e.message.get("method")]
+        if event.connection == 0 and len(progressed) == 3 and not waiter:
+            a.proc.popen.send_signal(signal.SIGTERM)
+            waiter.append(asyncio.ensure_future(wait_exit()))
+        return False  # the drain itself ends the connection
+
+    async with CarefulClient(a.url, read_timeout=20) as client:
+        await client.initialize()
+        result = await client.call_tool_resumable(
+            "slow_count", {"steps": steps, "delay": 0.15}, drop_when=terminate, resume_url=b.url, resume_timeout=30
+        )
+    await asyncio.wait_for(waiter[0], 40)
+    assert result.response["result"]["content"][0]["text"] == f"counted {steps}"
+    assert_exactly_once([p["progress"] for p in result.progress()], steps)
+    assert result.connections >= 2, "the drain ended the client's connection; it resumed on the other replica"
+    assert exited == [0]
+    async with httpx.AsyncClient() as http:
+        stats = (await http.get(upstream.removesuffix("/mcp") + "/stats")).json()
+    assert stats["started"] == 1 and stats["finished"] == 1, stats  # ran once, to the end
 
 
 async def test_readyz_goes_unready_at_drain_start(

@@ -46,7 +46,8 @@ def modern_headers(name: str, **extra: str) -> dict[str, str]:
 async def keys_under(redis_url: str, prefix: str) -> list[bytes]:
     client = aioredis.from_url(redis_url)
     try:
-        return [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        # replica liveness keys are per process, not per request: they are not writes of the era
+        return [k async for k in client.scan_iter(match=f"{prefix}:*") if b":replica:" not in k]
     finally:
         await client.aclose()
 
