@@ -237,9 +237,7 @@ async def test_no_double_pump(redis: aioredis.Redis, redis_url: str, keys: Keys,
             await client.aclose()
 
 
-async def test_append_checks_the_expected_seq(
-    any_redis: aioredis.Redis, keys: Keys, session: str, stream: str
-) -> None:
+async def test_append_checks_the_expected_seq(any_redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
     """A log that is not where its pump left it (a failover lost writes) is a gap, not a renumbering."""
     log = make_log(any_redis, keys)
     await new_stream(log, session, stream)

@@ -14,6 +14,7 @@ from gateway.store.claims import Claim, Claims
 from gateway.store.eventlog import EventLog
 from gateway.store.keys import Keys
 from gateway.store.sessions import SessionRecord
+from gateway.streams.liveness import Liveness
 from gateway.wire import protocol
 from tests.test_claims import session
 
@@ -28,7 +29,7 @@ async def setup(
 ) -> tuple[Claims, EventLog, Replays, SessionRecord]:
     claims = Claims(redis, keys, ttl=60, max_requests=10, max_answer=64)
     log = EventLog(redis, keys, maxlen=100, ttl=60)
-    replays = Replays(claims, log, wait=1.0, poll=0.01, clock=lambda: now)
+    replays = Replays(claims, log, None, wait=1.0, poll=0.01, clock=lambda: now)
     sid = await session(redis, keys)
     record, _ = await claims.load_and_claim(
         sid, "alice", None, (4,), Claim(body_hash(body(x=1)), "SSSSSSSSSSSS", "r", 99.5)
@@ -85,3 +86,13 @@ async def test_released_claim_means_retry(redis: aioredis.Redis, keys: Keys) -> 
     await claims.release(record.id, (4,))
     with pytest.raises(errors.UpstreamUnavailable):
         await replays.resolve(record, body(x=1), taken.body_hash, taken)
+
+
+async def test_dead_claimer_means_unknown_at_once(redis: aioredis.Redis, keys: Keys) -> None:
+    """The first copy's replica has no liveness key: no need to wait for --request-timeout."""
+    claims, log, _, record = await setup(redis, keys, now=99.6)
+    replays = Replays(claims, log, Liveness(redis, keys, "me", ttl=1, interval=0.2), wait=60.0, poll=0.01)
+    taken = await claims.get(record.id, 4)
+    assert taken is not None and taken.replica == "r"
+    outcome = await replays.resolve(record, body(x=1), taken.body_hash, taken)
+    assert isinstance(outcome, Recorded) and outcome.status == 504

@@ -4,9 +4,9 @@ A repeat (same session, same request id, same body) is answered from the first c
 its recorded JSON answer, or its stream from the first event (the event log holds every event,
 so a repeat while the first copy runs and one after it finished are the same delivery). A claim
 with no outcome yet (the first copy is waiting for the upstream's headers) is polled until the
-outcome shows up or the first copy's own bound (`--request-timeout`) has passed; after that its
-outcome is unknown (its replica died mid-request) and the repeat gets a JSON-RPC error, recorded
-so every later repeat gets the same one.
+outcome shows up, the first copy's replica is no longer alive (its liveness key expired), or the
+first copy's own bound (`--request-timeout`) has passed; after that its outcome is unknown and
+the repeat gets a JSON-RPC error, recorded so every later repeat gets the same one.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from gateway import errors
 from gateway.store.claims import Claim, Claims
 from gateway.store.eventlog import EventLog
 from gateway.store.sessions import SessionRecord
+from gateway.streams.liveness import Liveness
 from gateway.wire.protocol import Body
 
 
@@ -51,6 +52,7 @@ class Replays:
         self,
         claims: Claims,
         log_: EventLog,
+        liveness: Liveness | None,
         *,
         wait: float,
         poll: float = 0.05,
@@ -58,6 +60,7 @@ class Replays:
     ) -> None:
         self._claims = claims
         self._log = log_
+        self._liveness = liveness
         self._wait = wait
         self._poll = poll
         self._clock = clock
@@ -79,12 +82,21 @@ class Replays:
                 )
             if await self._log.meta(record.id, claim.stream) is not None:
                 return Attach(claim.stream)
-            if self._clock() - claim.at > self._wait:
-                return await self._unknown(record, ids, claim)
+            if self._clock() - claim.at > self._wait or not await self._claimer_alive(claim):
+                settled = await self._claims.get(record.id, ids[0])
+                if settled == claim:  # nothing was recorded meanwhile: nobody will record it now
+                    return await self._unknown(record, ids, claim)
+                claim = settled
+                continue
             await asyncio.sleep(self._poll)
             claim = await self._claims.get(record.id, ids[0])
         # The first copy never reached the upstream and gave its claim up: this copy may retry.
         raise errors.UpstreamUnavailable("Upstream unavailable for the first copy of this request; retry")
+
+    async def _claimer_alive(self, claim: Claim) -> bool:
+        if self._liveness is None or not claim.replica:
+            return True
+        return claim.replica in await self._liveness.alive([claim.replica])
 
     async def _unknown(self, record: SessionRecord, ids: tuple[errors.JsonRpcId, ...], claim: Claim) -> Recorded:
         exc = errors.UpstreamTimeout("The first copy of this request got no answer in time; its outcome is unknown")

@@ -202,7 +202,7 @@ def create_app(settings: Settings) -> FastAPI:
                 max_body=settings.max_body_bytes,
                 max_batch=settings.max_batch,
                 claims=claims,
-                replays=Replays(claims, event_log, wait=settings.request_timeout),
+                replays=Replays(claims, event_log, liveness, wait=settings.request_timeout),
                 idempotency=idempotency,
                 replica=replica,
             ),
