@@ -57,6 +57,7 @@ import redis.asyncio as aioredis
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from gateway.store.keys import Keys  # noqa: E402
 from tests.integration.careful_client import CarefulClient, CarefulClientError, SessionGone  # noqa: E402
 from tests.integration.procs import (  # noqa: E402
     Proc,
@@ -96,12 +97,15 @@ MODES = {
 }
 
 
-async def lease_pid(redis: aioredis.Redis, prefix: str, session: str) -> int | None:
-    async for key in redis.scan_iter(match=f"{prefix}:{{{session}}}:lease:*"):
-        holder: Any = await redis.get(key)
-        if holder:
-            return int(holder.decode().split(":")[1])
-    return None
+async def pumping_pid(redis: aioredis.Redis, prefix: str, session: str, request_id: int) -> int | None:
+    """The pid of the replica pumping the call: its lease names the replica (`host:pid:nonce`); the
+    request-id claim names the stream, so no SCAN of a shared Redis is needed (too slow there)."""
+    claim: Any = await redis.hget(Keys(prefix).requests(session), f"r:{request_id}")
+    if claim is None:
+        return None
+    holder: Any = await redis.get(Keys(prefix).lease(session, json.loads(claim)["stream"]))
+    replica = (holder or b"").decode() or json.loads(claim)["replica"]
+    return int(replica.split(":")[1])
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -287,7 +291,7 @@ async def trial(
             pid = None
             if redis is not None:
                 with contextlib.suppress(Exception):
-                    pid = await lease_pid(redis, cluster.prefix, session)
+                    pid = await pumping_pid(redis, cluster.prefix, session, rid)
             port = cluster.port_of(pid) if pid else None
             if port is None:
                 port = rng.choice(list(cluster.gateways))
@@ -295,9 +299,9 @@ async def trial(
             broke_at.append(time.monotonic())
             return port
 
+        rid = client.next_id()
         break_task = asyncio.ensure_future(breaker())
         started = time.monotonic()
-        rid = client.next_id()
         copies = [one_call(client, rid, tag, 0.0)]
         if mode.replay:
             copies.append(one_call(client, rid, tag, rng.uniform(0.0, STEPS * DELAY)))
