@@ -191,8 +191,16 @@ class Cluster:
         argv += ["--upstream", f"default=http://127.0.0.1:{self.upstream_port}/mcp"]
         argv += ["--retry-ms", "200", "--request-timeout", "5", "--drain-timeout", "5"]
         argv += ["--log-format", "text", "--log-level", self.log_level]
-        proc = self.procs.start(f"gateway-{port}", argv, env={"MCPGW_KEY_PREFIX": self.prefix})
-        proc.wait_http(f"http://127.0.0.1:{port}/healthz", 20)
+        for attempt in range(3):  # a shared machine: another process may hold the port for a moment
+            proc = self.procs.start(f"gateway-{port}", argv, env={"MCPGW_KEY_PREFIX": self.prefix})
+            try:
+                proc.wait_http(f"http://127.0.0.1:{port}/healthz", 20)
+                break
+            except ProcessStartError:
+                proc.stop()
+                if attempt == 2:
+                    raise
+                time.sleep(1.0)
         self.gateways[port] = proc
 
     def start_lb(self) -> str:
