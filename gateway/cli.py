@@ -24,7 +24,8 @@ from pydantic import ValidationError
 from gateway import inspect, logs
 from gateway.config import Settings, load_config_file
 from gateway.errors import ConfigError, GatewayError
-from gateway.http.app import Gateway, create_app
+from gateway.http.app import create_app
+from gateway.http.gateway import Gateway
 
 # flags that may be given many times
 REPEATABLE = frozenset({"upstream", "allowed_origins", "health_probe", "task_tools", "task_sync_input"})

@@ -304,6 +304,12 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(5.0, gt=0, description="Upstream connect timeout, s.")
     request_timeout: float = Field(60.0, gt=0, description="Upstream time to response headers, s.")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted POST body.")
+    refusal_drain_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="After an early refusal (413, 401, ...), read and drop up to this much of the unread "
+        "body so the client receives the answer instead of a reset.",
+    )
     allowed_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Allowed `Origin` values besides localhost ones; `*` allows any.",
@@ -313,6 +319,18 @@ class Settings(BaseSettings):
         ge=1,
         description="Max open connections per upstream host; each open SSE stream holds one, so size it above "
         "the streams you expect (requests beyond it wait for a free connection).",
+    )
+    replay_max_requests: int = Field(
+        512, ge=1, description="Request ids remembered per session against replays (the newest are kept)."
+    )
+    replay_max_answer_bytes: int = Field(
+        16 * 1024, ge=0, description="Largest JSON answer kept per request for its replays (larger: not kept)."
+    )
+    idempotency_ttl: float = Field(
+        86400.0, gt=0, description="How long an Idempotency-Key and its stored response are kept, s."
+    )
+    idempotency_max_response_bytes: int = Field(
+        1024 * 1024, ge=0, description="Largest response (JSON or SSE) stored for an Idempotency-Key."
     )
     drain_timeout: float = Field(10.0, ge=0, description="Graceful shutdown deadline, s.")
     auth_issuer: str | None = Field(None, description="Enable bearer-JWT auth: the required `iss`.")

@@ -133,6 +133,26 @@ class MethodNotAllowed(ClientError):
     status = 405
 
 
+class RequestIdReused(ClientError):
+    """A request id this session already used, with another body, or whose answer is not kept
+    (MCP basic §Requests: an id MUST NOT be reused within a session)."""
+
+    status = 409
+
+
+class RequestInFlight(ClientError):
+    """A repeat of a request that is still running and cannot be attached to (Idempotency-Key)."""
+
+    status = 409
+    headers = {"Retry-After": "1"}
+
+
+class IdempotencyKeyReused(ClientError):
+    """draft-ietf-httpapi-idempotency-key-header §2.7: same key, different request -> 422."""
+
+    status = 422
+
+
 # --- upstream and store errors (5xx) ---------------------------------------------------
 
 

@@ -30,6 +30,9 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.replays = Counter(
+            "mcpgw_replayed_requests_total", "Repeats of a request id answered from the first copy", registry=r
+        )
         self.store_errors = Counter("mcpgw_store_errors_total", "Redis failures", registry=r)
         self.request_duration = Histogram(
             "mcpgw_request_duration_seconds",

@@ -363,7 +363,7 @@ async def test_embedded_store_smoke() -> None:
         sid = await env.initialize()
         r = await client.post(env.mcp, headers=env.headers(sid), json=call("echo", x=1))
         assert r.json()["result"]["echo"] == {"x": 1}
-        r = await client.post(env.mcp, headers=env.headers(sid), json=call("stream", count=4))
+        r = await client.post(env.mcp, headers=env.headers(sid), json=call("stream", rid=3, count=4))
         events = parse_sse(r.text)
         assert len(events) == 6
         r = await client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": events[2]["id"]})

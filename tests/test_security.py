@@ -92,7 +92,7 @@ async def test_session_is_bound_to_its_principal(secure: Env) -> None:
     stolen = await secure.client.get(secure.mcp, headers={**mallory, "Last-Event-ID": cursor})
     assert stolen.status_code == 404 and "progress" not in stolen.text
     assert (await secure.client.delete(secure.mcp, headers=mallory)).status_code == 404
-    assert (await secure.client.post(secure.mcp, headers=alice, json=call("echo"))).status_code == 200
+    assert (await secure.client.post(secure.mcp, headers=alice, json=call("echo", rid=3))).status_code == 200
 
 
 @pytest.fixture

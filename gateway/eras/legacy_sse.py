@@ -26,7 +26,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message
 
 from gateway import errors
-from gateway.eras.sessionful import SSE_HEADERS, error_response, read_body
+from gateway.eras.responses import SSE_HEADERS, error_response, read_body
 from gateway.store.client import translated
 from gateway.streams.pump import answered_ids
 from gateway.wire import protocol, sse

@@ -6,21 +6,34 @@ session's upstream instance -> relay (JSON as is; SSE through a resumable stream
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gateway import errors, logs
+from gateway.eras.idempotent import Idempotency
+from gateway.eras.outcomes import Outcome
+from gateway.eras.replays import Recorded, Replays, body_hash
+from gateway.eras.responses import (
+    SSE_HEADERS,
+    StreamSlot,
+    client_headers,
+    error_response,
+    iterate,
+    read_body,
+    sse_response,
+)
 from gateway.metrics import Metrics
+from gateway.store.claims import Claim, Claims
 from gateway.store.eventlog import EventLog
+from gateway.store.idempotency import IdempotencyRecord
 from gateway.store.limits import Limiter
 from gateway.store.sessions import SessionRecord, SessionStore, new_record
 from gateway.streams.relay import Relay
@@ -31,80 +44,6 @@ from gateway.wire import cursor, protocol, sse
 from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, Body
 
 log = logging.getLogger("gateway.eras.sessionful")
-
-# transports: SSE must not be buffered or cached by proxies in between (names lower-case: merged last)
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
-
-def error_response(exc: errors.GatewayError, request_id: errors.JsonRpcId = None) -> Response:
-    return Response(
-        json.dumps(exc.to_jsonrpc(request_id)),
-        status_code=exc.status,
-        media_type=protocol.JSON,
-        headers=exc.headers,
-    )
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise errors.PayloadTooLarge(f"Payload Too Large: body exceeds {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise errors.PayloadTooLarge(f"Payload Too Large: body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def client_headers(upstream: Mapping[str, str], session_id: str | None) -> dict[str, str]:
-    headers = {k.lower(): v for k, v in protocol.forward_headers(upstream.items(), protocol.DROP_TO_CLIENT).items()}
-    if session_id is not None:
-        headers["mcp-session-id"] = session_id
-    return headers
-
-
-def sse_response(body: AsyncIterator[bytes], headers: Mapping[str, str]) -> StreamingResponse:
-    merged = {**{k.lower(): v for k, v in headers.items()}, **SSE_HEADERS}
-    merged.pop("content-type", None)
-    return StreamingResponse(body, media_type=protocol.SSE, headers=merged)
-
-
-async def _iterate(items: Iterable[bytes]) -> AsyncIterator[bytes]:
-    for item in items:
-        yield item
-
-
-class StreamSlot:
-    """One admitted open stream of a client; released once, when its delivery ends."""
-
-    def __init__(self, limiter: Limiter, who: str, member: str) -> None:
-        self.who = who
-        self.member = member
-        self._limiter = limiter
-        self._released = False
-
-    async def release(self) -> None:
-        if not self._released:
-            self._released = True
-            with contextlib.suppress(errors.StoreError):
-                await self._limiter.release("streams", self.who, self.member)
-
-    async def track(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """Relay `body`, re-announcing the slot while it stays open, releasing it at the end."""
-        refresh_every = self._limiter.config.stream_ttl / 2
-        last = time.monotonic()
-        try:
-            async for chunk in body:
-                yield chunk
-                if time.monotonic() - last > refresh_every:
-                    last = time.monotonic()
-                    with contextlib.suppress(errors.GatewayError):
-                        await self._limiter.admit_stream(self.who, self.member)
-        finally:
-            await asyncio.shield(self.release())
 
 
 class SessionfulEndpoint:
@@ -122,7 +61,15 @@ class SessionfulEndpoint:
         limiter: Limiter,
         max_body: int,
         max_batch: int,
+        claims: Claims,
+        replays: Replays,
+        idempotency: Idempotency,
+        replica: str,
     ) -> None:
+        self._idempotency = idempotency
+        self._claims = claims
+        self._replays = replays
+        self._replica = replica
         self._headers = headers
         self._limiter = limiter
         self._max_batch = max_batch
@@ -180,22 +127,92 @@ class SessionfulEndpoint:
         try:
             if body.initialize is not None:
                 return await self._initialize(request, pool, body, raw)
-            record = await self._session(request, pool)
-            headers = self._upstream_headers(request, record.pool, None)
-            slot = await self._stream_slot(request) if body.requests else None
-            try:
-                record, response = await self._affinity.send(record, "POST", headers, raw)
+            if not body.requests:
+                record = await self._session(request, pool)
+                record, response = await self._affinity.send(
+                    record, "POST", self._upstream_headers(request, record.pool, None), raw
+                )
                 await self._upstream_lost_session(record, response)
-                return await self._relay_post(record, body, response, slot)
+                return await self._relay_post(record, body, response, None, None)
+            slot = await self._stream_slot(request)
+            try:
+                return await self._post_requests(request, pool, body, raw, slot)
             except BaseException:
-                if slot is not None:
-                    await slot.release()
+                await slot.release()
                 raise
         except errors.GatewayError as exc:
             return error_response(exc, body.first_id)
 
+    async def _post_requests(
+        self, request: Request, pool: str | None, body: Body, raw: bytes, slot: StreamSlot
+    ) -> Response:
+        """Claim the request ids (a replay is answered from the first copy), then forward."""
+        session_id = request.headers.get(H_SESSION)
+        if not session_id:
+            # transports §Session Management: requests after initialize without the id -> 400
+            raise errors.MissingSession("Bad Request: Mcp-Session-Id header is required")
+        digest = body_hash(body)
+        claim = Claim(body_hash=digest, stream=cursor.new_stream_id(), replica=self._replica, at=time.time())
+        ids = body.request_ids
+        record, taken = await self._claims.load_and_claim(session_id, request.state.principal, pool, ids, claim)
+        if taken is not None:
+            self._metrics.replays.inc()
+            return await self._answer_replay(record, body, digest, taken, slot)
+        outcome = Outcome(self._claims, record.id, ids, claim, self._idempotency)
+        try:
+            opened = await self._idempotency.open(request, raw)
+        except errors.GatewayError:
+            await outcome.not_sent()
+            raise
+        if isinstance(opened, IdempotencyRecord):
+            await outcome.not_sent()  # answered from the Idempotency-Key record: this copy runs nothing
+            return await self._answer_stored(record, opened, slot)
+        outcome = dataclasses.replace(outcome, ticket=opened)
+        headers = self._upstream_headers(request, record.pool, None)
+        try:
+            record, response = await self._affinity.send(record, "POST", headers, raw)
+        except errors.UpstreamUnavailable:
+            await outcome.not_sent()  # never reached the upstream: a retry may run it
+            raise
+        except errors.GatewayError as exc:
+            await outcome.failed(exc)
+            raise
+        await self._upstream_lost_session(record, response)
+        try:
+            return await self._relay_post(record, body, response, slot, outcome)
+        except errors.GatewayError as exc:
+            await outcome.failed(exc)
+            raise
+
+    async def _answer_replay(
+        self, record: SessionRecord, body: Body, digest: str, taken: Claim, slot: StreamSlot
+    ) -> Response:
+        outcome = await self._replays.resolve(record, body, digest, taken)
+        if isinstance(outcome, Recorded):
+            await slot.release()
+            headers = {"Mcp-Session-Id": record.id}
+            return Response(outcome.body, status_code=outcome.status, media_type=protocol.JSON, headers=headers)
+        delivery = slot.track(self._relay.deliver(record, outcome.stream, 0))
+        return sse_response(delivery, {"mcp-session-id": record.id})
+
+    async def _answer_stored(self, record: SessionRecord, stored: IdempotencyRecord, slot: StreamSlot) -> Response:
+        """The stored response of an Idempotency-Key; a stream is replayed to its own session only."""
+        if not stored.stream:
+            await slot.release()
+            return self._idempotency.stored_response(stored, {"Mcp-Session-Id": record.id})
+        if stored.session != record.id:
+            # DESIGN guarantee 3: never replay an event to another session.
+            raise errors.RequestIdReused("Conflict: this Idempotency-Key was answered on another session's stream")
+        delivery = slot.track(self._relay.deliver(record, stored.stream, 0))
+        return sse_response(delivery, {"mcp-session-id": record.id})
+
     async def _relay_post(
-        self, record: SessionRecord, body: Body, response: UpstreamResponse, slot: StreamSlot | None
+        self,
+        record: SessionRecord,
+        body: Body,
+        response: UpstreamResponse,
+        slot: StreamSlot | None,
+        outcome: Outcome | None,
     ) -> Response:
         if not body.requests:
             # transports §Sending Messages: only notifications/responses -> 202 Accepted, no body
@@ -206,11 +223,17 @@ class SessionfulEndpoint:
         if response.status == 200 and not response.is_sse and response.content_type != protocol.JSON:
             response.close()
             raise errors.UpstreamError(f"Bad upstream answer: unexpected content type {response.content_type!r}")
-        if response.status != 200 or not response.is_sse or slot is None:
+        if response.status != 200 or not response.is_sse or slot is None or outcome is None:
             if slot is not None:
                 await slot.release()
-            return await self._relay_plain(response, record.id)
-        stream = await self._relay.open_stream(record, response, kind="post", pending=body.request_ids)
+            answer = await self._relay_plain(response, record.id)
+            if outcome is not None:
+                await outcome.answered(answer.status_code, bytes(answer.body))
+            return answer
+        stream = await self._relay.open_stream(
+            record, response, kind="post", pending=body.request_ids, stream=outcome.claim.stream
+        )
+        await outcome.streamed(stream)
         delivery = slot.track(self._relay.deliver(record, stream, 0))
         return sse_response(delivery, client_headers(response.headers, record.id))
 
@@ -298,7 +321,7 @@ class SessionfulEndpoint:
         headers = {"Mcp-Session-Id": record.id}
         if isinstance(decision, cursor.Gap):
             events = await self._relay.gap_events(record, position.stream, decision.reason)
-            return sse_response(slot.track(_iterate(events)), headers)
+            return sse_response(slot.track(iterate(events)), headers)
         delivery = self._relay.deliver(record, position.stream, decision.after, resumed=True)
         return sse_response(slot.track(delivery), headers)
 

@@ -1,4 +1,5 @@
-"""The stateless era (MCP 2026-07-28): POST only, no sessions.
+"""The stateless era (MCP 2026-07-28): POST only, no sessions, nothing written to Redis
+(except an Idempotency-Key record, when the client sends that header, and served tasks).
 
 Each request goes to any healthy instance of the pool with every `Mcp-*` header forwarded
 unchanged; the routing headers are checked against the body first. Closing the response
@@ -18,7 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import errors
-from gateway.eras.sessionful import client_headers, error_response, read_body, sse_response
+from gateway.eras.idempotent import Idempotency, Ticket
+from gateway.eras.responses import client_headers, error_response, read_body, sse_response
+from gateway.store.idempotency import IdempotencyRecord
 from gateway.tasks.passthrough import Route, TaskRoutes
 from gateway.tasks.protocol import NAME_PARAM, SERVED_METHODS, merge_discover, negotiated
 from gateway.tasks.service import Call, TaskService
@@ -98,6 +101,7 @@ class StatelessEndpoint:
         upstream: UpstreamClient,
         headers: HeaderPolicy,
         max_body: int,
+        idempotency: Idempotency,
         tasks: TaskService | None = None,
         routes: TaskRoutes | None = None,
     ) -> None:
@@ -105,6 +109,7 @@ class StatelessEndpoint:
         self._pools = pools
         self._upstream = upstream
         self._max_body = max_body
+        self._idempotency = idempotency
         self._tasks = tasks
         self._routes = routes
 
@@ -120,8 +125,13 @@ class StatelessEndpoint:
         params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         with_tasks = message.is_request and negotiated(params)
         principal: str = request.state.principal
+        ticket: Ticket | None = None
         try:
             check_routing_headers(request.headers, message.raw)
+            opened = await self._idempotency.open(request, raw)  # the one Redis write, with the header only
+            if isinstance(opened, IdempotencyRecord):
+                return self._idempotency.stored_response(opened)
+            ticket = opened
             pool = self._pools.get(pool_name)
             headers = self._headers.build(request.headers.items(), pool.name)
             instance = None
@@ -133,11 +143,11 @@ class StatelessEndpoint:
                 secret = self._headers.credentials(pool.name)
                 served = await tasks.intercept(Call(pool.name, message, principal, pick, headers, secret))
                 if served is not None:
-                    return _result(message.id, served)
+                    return await self._answered(ticket, _result(message.id, served))
             instance = instance or self._pools.pick(pool.name)
             response = await self._upstream.send("POST", instance, headers, raw)
             if tasks is not None and message.method == "server/discover":
-                return await self._discover(response, message.id)
+                return await self._answered(ticket, await self._discover(response, message.id))
             to_client = client_headers(response.headers, None)
             # tasks extension: an upstream's own task is routed to its instance from now on.
             watch = self._routes if with_tasks and message.method == "tools/call" else None
@@ -146,13 +156,30 @@ class StatelessEndpoint:
                 chunks = response.chunks()
                 if watch is not None:
                     chunks = watch.record_stream(chunks, message.id, route)
-                return sse_response(_relay_stream(response, chunks), to_client)
+                stream = _relay_stream(response, chunks)
+                if ticket is not None:
+                    stream = self._idempotency.recording(ticket, stream)
+                return sse_response(stream, to_client)
             payload = await response.read(self._max_body)
             if watch is not None:
                 await watch.record_json(payload, message.id, route)  # before the client sees the task
-        except errors.GatewayError as exc:
+        except errors.UpstreamUnavailable as exc:
+            if ticket is not None:
+                await self._idempotency.not_sent(ticket)  # never reached an upstream: a retry may run it
             return error_response(exc, body.first_id)
+        except errors.GatewayError as exc:
+            if ticket is not None:
+                await self._idempotency.failed(ticket, exc, body.first_id)
+            return error_response(exc, body.first_id)
+        if ticket is not None:
+            await self._idempotency.answered(ticket, response.status, payload, response.content_type or protocol.JSON)
         return Response(payload, status_code=response.status, headers=to_client)
+
+    async def _answered(self, ticket: Ticket | None, answer: Response) -> Response:
+        """A JSON answer made here (a served task, a merged discover), kept for its Idempotency-Key."""
+        if ticket is not None:
+            await self._idempotency.answered(ticket, answer.status_code, bytes(answer.body), protocol.JSON)
+        return answer
 
     async def _discover(self, response: UpstreamResponse, request_id: Any) -> Response:
         """tasks §Capability Negotiation: the upstream's discover result plus the extension."""

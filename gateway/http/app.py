@@ -1,4 +1,4 @@
-"""The ASGI app: lifespan (every IO client created and closed here), routes, era dispatch."""
+"""The ASGI app: the lifespan, where every IO client is created, wired and closed; the routes."""
 
 from __future__ import annotations
 
@@ -8,27 +8,36 @@ import logging
 import os
 import secrets
 import socket
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Any, Literal
 
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
 
-from gateway import errors, logs
+from gateway import errors
 from gateway.config import Settings, csv
+from gateway.eras.idempotent import Idempotency
 from gateway.eras.legacy_sse import install as install_legacy_sse
-from gateway.eras.sessionful import SessionfulEndpoint, error_response, read_body
+from gateway.eras.replays import Replays
+from gateway.eras.sessionful import SessionfulEndpoint
 from gateway.eras.stateless import StatelessEndpoint
 from gateway.http.auth import METADATA_PATH, Authenticator
-from gateway.http.guard import Guard, HeadersTooLarge
+from gateway.http.gateway import Gateway
+from gateway.http.guard import Guard
+from gateway.http.refusals import DrainRefusedBodies
+from gateway.http.routes import (
+    MCP_METHODS,
+    GatewayApp,
+    healthz,
+    mcp_endpoint,
+    metrics_endpoint,
+    protected_resource,
+    readyz,
+)
 from gateway.metrics import Metrics
-from gateway.store.client import Redis, connect, ping
+from gateway.store.claims import Claims
+from gateway.store.client import Redis, connect
 from gateway.store.eventlog import EventLog
+from gateway.store.idempotency import IdempotencyStore
 from gateway.store.keys import Keys
 from gateway.store.limits import LimitConfig, Limiter
 from gateway.store.sessions import SessionStore
@@ -47,87 +56,10 @@ from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session, new_upstream_pool
 from gateway.upstream.pools import HealthChecker, Pools
 from gateway.upstream.probes import Prober
-from gateway.wire import protocol
 
 log = logging.getLogger("gateway.http.app")
 
 LIVENESS_CHECK = 0.2  # s between checks of the replicas holding watched streams (kill -> takeover)
-
-
-@dataclass
-class Gateway:
-    """Everything a request needs, built once per process in the lifespan."""
-
-    settings: Settings
-    pools: Pools
-    metrics: Metrics
-    redis: Redis
-    relay: Relay
-    sessionful: SessionfulEndpoint
-    stateless: StatelessEndpoint
-    guard: Guard
-    supervisor: Supervisor
-    keys: Keys
-    loop: asyncio.AbstractEventLoop
-    drain_started: float | None = None
-    _request_counters: dict[tuple[str, int, str], Any] = field(default_factory=dict)
-
-    def count_request(self, method: str, status: int, era: str, seconds: float) -> None:
-        """Count the request and its duration; labelled children are looked up once per label set."""
-        key = (method, status, era)
-        children = self._request_counters.get(key)
-        if children is None:
-            children = self._request_counters[key] = (
-                self.metrics.requests.labels(method, str(status), era),
-                self.metrics.request_duration.labels(era, str(status)),
-            )
-        children[0].inc()
-        children[1].observe(seconds)
-
-    def start_drain(self) -> None:
-        """Called from the signal handler: readiness goes 503, open SSE connections end."""
-        self.loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        if not self.relay.draining.is_set():
-            log.info("draining: readiness off, closing SSE connections with a retry hint; pumps keep writing")
-            self.drain_started = self.loop.time()
-            self.relay.draining.set()
-            self.relay.wake_all()
-
-
-class GatewayApp(Starlette):
-    """Starlette, with `/mcp` and `/mcp/{pool}` served straight from the ASGI call.
-
-    Every MCP request would otherwise cross the middleware stack and the router (exception
-    middleware, route matching over every route, the request/response wrapper) although
-    `mcp_endpoint` answers every outcome itself; the other routes keep the full stack.
-    """
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in _MCP_METHODS:
-            pool = _mcp_pool(scope["path"][len(scope.get("root_path", "")) :])
-            if pool is not False:
-                scope["app"] = self
-                scope["path_params"] = {} if pool is None else {"pool": pool}
-                response = await mcp_endpoint(Request(scope, receive, send))
-                await response(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
-
-
-_MCP_METHODS = ("GET", "POST", "DELETE")  # others take the router: its 405 with `Allow`
-
-
-def _mcp_pool(path: str) -> str | Literal[False] | None:
-    """`/mcp` -> None, `/mcp/<pool>` -> the pool name, any other path -> False."""
-    if path == "/mcp":
-        return None
-    if path.startswith("/mcp/"):
-        pool = path[5:]
-        if pool and "/" not in pool:
-            return pool
-    return False
 
 
 def create_app(settings: Settings) -> GatewayApp:
@@ -239,6 +171,17 @@ def create_app(settings: Settings) -> GatewayApp:
             replica=replica,
             tail=tail,
         )
+        idempotency = Idempotency(
+            IdempotencyStore(redis, keys, ttl=settings.idempotency_ttl),
+            max_response=settings.idempotency_max_response_bytes,
+        )
+        claims = Claims(
+            redis,
+            keys,
+            ttl=settings.session_ttl,
+            max_requests=settings.replay_max_requests,
+            max_answer=settings.replay_max_answer_bytes,
+        )
         supervisor.spawn(liveness.run(), name="liveness")
         supervisor.spawn(tail.run(), name="tail")
         tasks = _task_service(settings, task_tools, redis, keys, upstream, supervisor, liveness, metrics)
@@ -260,12 +203,17 @@ def create_app(settings: Settings) -> GatewayApp:
                 limiter=limiter,
                 max_body=settings.max_body_bytes,
                 max_batch=settings.max_batch,
+                claims=claims,
+                replays=Replays(claims, event_log, liveness, wait=settings.request_timeout),
+                idempotency=idempotency,
+                replica=replica,
             ),
             stateless=StatelessEndpoint(
                 pools=pools,
                 upstream=upstream,
                 headers=header_policy,
                 max_body=settings.max_body_bytes,
+                idempotency=idempotency,
                 tasks=tasks,
                 routes=TaskRoutes(
                     redis, keys, default_ttl_ms=int(settings.task_ttl * 1000), max_line=settings.sse_max_line
@@ -310,20 +258,19 @@ def create_app(settings: Settings) -> GatewayApp:
 
     app = GatewayApp(lifespan=lifespan)
     # GET/POST/DELETE on these two are served by GatewayApp.__call__ before routing.
-    app.add_route("/mcp", mcp_endpoint, methods=list(_MCP_METHODS))
-    app.add_route("/mcp/{pool}", mcp_endpoint, methods=list(_MCP_METHODS))
+    app.add_route("/mcp", mcp_endpoint, methods=list(MCP_METHODS))
+    app.add_route("/mcp/{pool}", mcp_endpoint, methods=list(MCP_METHODS))
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/readyz", readyz, methods=["GET"])
     app.add_route("/metrics", metrics_endpoint, methods=["GET"])
     app.add_route(METADATA_PATH, protected_resource, methods=["GET"])
     app.add_route(METADATA_PATH + "/{path:path}", protected_resource, methods=["GET"])
     install_legacy_sse(app)  # 2024-11-05 HTTP+SSE clients: GET /sse, POST /messages
+    # Refusals sent before the body is read reach a client that is still uploading.
+    app.add_middleware(DrainRefusedBodies, limit=settings.refusal_drain_bytes)
     return app
 
 
-# Size limits refused at the front door, by the `limit` label of mcpgw_limits_hit_total (the per-client
-# limits count themselves in store/limits.py).
-SIZE_LIMITS: dict[type[errors.GatewayError], str] = {errors.PayloadTooLarge: "size", HeadersTooLarge: "headers"}
 
 
 def _task_service(
@@ -357,88 +304,3 @@ def _task_service(
         settings=TaskSettings(ttl_ms=int(settings.task_ttl * 1000), poll_ms=settings.task_poll_interval),
         metrics=metrics,
     )
-
-
-async def mcp_endpoint(request: Request) -> Response:
-    started = time.perf_counter()
-    gateway: Gateway = request.app.state.gateway
-    pool = request.path_params.get("pool")
-    request.state.principal = ""
-    era = "-"
-    session_id = request.headers.get(protocol.H_SESSION)
-    logs.session_var.set(logs.short(session_id) if session_id else None)
-    try:
-        await gateway.guard.admit(request)
-        era = protocol.header_version(request.headers.get(protocol.H_VERSION))
-        if protocol.is_stateless(era):
-            response = await gateway.stateless.handle(request, pool)
-        elif request.method == "POST":
-            response = await gateway.sessionful.post(request, pool, era)
-        elif request.method == "GET":
-            response = await gateway.sessionful.get(request, pool, era)
-        elif request.method == "DELETE":
-            response = await gateway.sessionful.delete(request, pool)
-        else:
-            raise errors.MethodNotAllowed("Method Not Allowed")
-    except errors.UnsupportedVersion as exc:
-        response = await _unsupported_version(request, exc, gateway.settings.max_body_bytes)
-    except errors.GatewayError as exc:
-        if type(exc) in SIZE_LIMITS:
-            gateway.metrics.limits_hit.labels(SIZE_LIMITS[type(exc)]).inc()
-        request_id: errors.JsonRpcId = None
-        if isinstance(exc, errors.StoreError):
-            gateway.metrics.store_errors.inc()
-            log.error("store error: %s", exc)
-            # The guard's limits hit the store before the body is read: answer with the request's id.
-            request_id, _ = await _peek(request, gateway.settings.max_body_bytes)
-        response = error_response(exc, request_id)
-    except Exception:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        response = error_response(errors.GatewayError("Internal error"))
-    gateway.count_request(request.method, response.status_code, era, time.perf_counter() - started)
-    return response
-
-
-async def _unsupported_version(request: Request, exc: errors.UnsupportedVersion, limit: int) -> Response:
-    """400 + UnsupportedProtocolVersionError naming the request's id and the versions it could use."""
-    request_id, method = await _peek(request, limit)
-    supported = protocol.versions_for(has_session=protocol.H_SESSION in request.headers, method=method)
-    return error_response(errors.UnsupportedVersion(exc.message, data={**exc.data, "supported": supported}), request_id)
-
-
-async def _peek(request: Request, limit: int) -> tuple[errors.JsonRpcId, str | None]:
-    """The id and method of a POST whose body was not read yet (None, None otherwise)."""
-    if request.method == "POST":
-        # RuntimeError: the body was consumed already (the error came after parsing it).
-        with contextlib.suppress(errors.GatewayError, ClientDisconnect, RuntimeError):
-            return protocol.peek(await read_body(request, limit))
-    return None, None
-
-
-async def protected_resource(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    return gateway.guard.metadata(request)
-
-
-async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
-
-
-async def readyz(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    if gateway.relay.draining.is_set():
-        return JSONResponse({"status": "draining"}, status_code=503)
-    try:
-        async with asyncio.timeout(1.0):
-            await ping(gateway.redis)
-    except Exception as exc:  # any failure means "not ready"; the reason is reported
-        return JSONResponse({"status": "store unavailable", "error": str(exc)}, status_code=503)
-    down = [name for name in gateway.pools.names() if not gateway.pools.pool_ready(name)]
-    if down:
-        return JSONResponse({"status": "no healthy upstream instance", "pools": down}, status_code=503)
-    return JSONResponse({"status": "ready", "pools": gateway.pools.names()})
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -10,6 +10,8 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:{G}:lease:{S}      string replica id of the pump (expires with the stream)
     {prefix}:{G}:n:{S}          shard channel: the pump announces each new seq ('r' = lease released)
     {prefix}:{G}:reinit         string lock while a new upstream session is being established
+    {prefix}:{G}:reqs           hash   request-id claims: `r:<id>` -> claim JSON, `o:<n>` -> `r:<id>`, `#` count
+    {prefix}:idem:{H}           string Idempotency-Key record, H = hash of (principal, key)
     {prefix}:replica:{R}        string liveness of replica R (short PX, renewed by its heartbeat)
     {prefix}:presence:{R}       shard channel replica R subscribes to while its process lives
     {prefix}:limits:{kind}:{W}  string/zset per-client limits (W = principal or client IP)
@@ -73,6 +75,14 @@ class Keys:
 
     def reinit_lock(self, session: str) -> str:
         return f"{self._session_tag(session)}:reinit"
+
+    def requests(self, session: str) -> str:
+        """Claims of the session's request ids (replay protection); shares the session's TTL."""
+        return f"{self._session_tag(session)}:reqs"
+
+    def idempotency(self, digest: str) -> str:
+        """One Idempotency-Key record; `digest` hashes (principal, key), its own hash slot."""
+        return f"{self.prefix}:idem:{{{digest}}}"
 
     def stream_keys(self, session: str, stream: str) -> tuple[str, str, str]:
         """(events, meta, lease) of one stream: the KEYS of the event-log scripts."""

@@ -146,7 +146,7 @@ class SessionStore:
         streams_key = self._keys.streams(session_id)
         with translated():
             stream_ids: list[bytes] = await self._redis.hkeys(streams_key)  # type: ignore[assignment]
-            keys = [self._keys.session(session_id), streams_key]
+            keys = [self._keys.session(session_id), streams_key, self._keys.requests(session_id)]
             for raw in stream_ids:
                 keys.extend(self._keys.stream_keys(session_id, raw.decode()))
             await self._redis.delete(*keys)

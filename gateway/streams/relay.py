@@ -71,10 +71,18 @@ class Relay:
     # --- pumps ------------------------------------------------------------------------------
 
     async def open_stream(
-        self, record: SessionRecord, response: UpstreamResponse, *, kind: str, pending: tuple[Any, ...]
+        self,
+        record: SessionRecord,
+        response: UpstreamResponse,
+        *,
+        kind: str,
+        pending: tuple[Any, ...],
+        stream: str | None = None,
     ) -> str:
-        """Register a new stream for an upstream SSE response and start pumping it."""
-        stream = cursor.new_stream_id()
+        """Register a new stream for an upstream SSE response and start pumping it.
+
+        `stream` is an id reserved earlier (a request-id claim names it before the upstream is called)."""
+        stream = stream or cursor.new_stream_id()
         try:
             await self._sessions.register_stream(record.id, stream, kind, pending)
             await self._log.create(record.id, stream, kind=kind, pending=pending, owner=self._replica)

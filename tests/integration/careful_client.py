@@ -260,6 +260,7 @@ class CarefulClient:
         resume_url: str | None = None,
         progress_token: str | int | None = None,
         resume_delay: float = 0.0,
+        request_id: int | None = None,
     ) -> StreamResult:
         """tools/call with a progress token, surviving broken streams.
 
@@ -267,8 +268,9 @@ class CarefulClient:
         connection itself right after recording `event` (simulates a network break). It is asked
         for every event on every connection: check `event.connection` to drop only once. Resumption
         GETs go to `resume_url` (default: the same URL), the first one after `resume_delay` s.
+        `request_id` repeats an id already sent (a replay of the same call, for the replay tests).
         """
-        rid = self.next_id()
+        rid = self.next_id() if request_id is None else request_id
         token = progress_token if progress_token is not None else f"p-{rid}"
         msg = {
             "jsonrpc": "2.0",

@@ -1,4 +1,4 @@
-"""A tiny run of scripts/chaos.py so the chaos tool cannot rot (the real run uses --trials 100)."""
+"""Tiny runs of scripts/chaos.py so the chaos tool cannot rot (the real run uses --trials 100)."""
 
 from __future__ import annotations
 
@@ -6,21 +6,46 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+NEW_MODES = ("sigkill-no-store", "sigterm", "sigterm-no-store", "replay-lb", "redis-restart")
+
+
+def run_chaos(tmp_path: Path, *args: str, timeout: float) -> dict[str, Any]:
+    out = tmp_path / "chaos.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "chaos.py"), *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "lost / duplicated / hung / executed twice: 0 / 0 / 0 / 0" in result.stdout, result.stdout[-2000:]
+    summary: dict[str, Any] = json.loads(out.read_text())
+    return summary
 
 
 def test_chaos_script_two_trials(tmp_path: Path) -> None:
-    out = tmp_path / "chaos.json"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "chaos.py"), "--trials", "2", "--seed", "3", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=REPO,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    summary = json.loads(out.read_text())
+    summary = run_chaos(tmp_path, "--trials", "2", "--seed", "3", timeout=180)
     assert summary["trials"] == 2
     assert summary.get("lost", 0) == summary.get("dup", 0) == summary.get("hung", 0) == 0
     assert summary.get("ok", 0) + summary.get("errored", 0) + summary.get("refused", 0) == 2
+
+
+def test_chaos_new_modes_two_trials_each(tmp_path: Path) -> None:
+    summary = run_chaos(tmp_path, "--trials", "2", "--seed", "4", "--modes", ",".join(NEW_MODES), timeout=600)
+    assert list(summary["modes"]) == list(NEW_MODES)
+    for name, mode in summary["modes"].items():
+        assert mode["trials"] == 2, (name, mode)
+        assert mode["lost"] == mode["dup"] == mode["hung"] == mode["twice"] == 0, (name, mode)
+        # Each trial's call ran upstream at most once (a refused one may not have reached it).
+        assert mode["executions"] <= 2, (name, mode)
+    # Redis restarted without persistence: every trial finished first, was told of the loss, or was
+    # refused visibly (a 503 on a connection the restart broke).
+    restart = summary["modes"]["redis-restart"]
+    assert restart["ok"] + restart["gap"] + restart["refused"] == 2, restart
+    # A replayed POST is attached to the first copy: both copies complete, the tool runs once.
+    replay = summary["modes"]["replay-lb"]
+    assert replay["ok"] + replay["errored"] + replay["refused"] == 2, replay

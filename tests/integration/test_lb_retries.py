@@ -4,12 +4,15 @@ A replica that reads a POST and dies before answering has (maybe) forwarded the 
 upstream already; replaying the POST on another replica would run the tool twice (chaos.py saw
 the progress notifications of both runs arrive on one stream). Only a connection that never
 reached a replica may be retried. Checked for the test topology's config (procs.haproxy_config)
-and for deploy/compose/haproxy.cfg, rewritten to local ports.
+and for deploy/compose/haproxy.cfg, rewritten to local ports. With real replicas, a replayed POST is
+harmless anyway: the gateway claims each request id and never forwards a repeat (both
+`retry-on conn-failure` and `retry-on empty-response` run the call upstream once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 from collections import Counter
@@ -17,8 +20,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import pytest
+import redis.asyncio as aioredis
 
+from gateway.store.keys import Keys
+from tests.integration.careful_client import CarefulClient
+from tests.integration.conftest import StartGateways, StartSdkUpstream
 from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port, haproxy_binary, haproxy_config
 
 DEPLOY_CFG = REPO_ROOT / "deploy" / "compose" / "haproxy.cfg"
@@ -119,3 +127,102 @@ async def test_post_read_by_a_dying_replica_is_not_replayed(
     assert dying.posts and alive.posts
     assert statuses["200"] == sum(alive.posts.values()), statuses
     assert statuses["502"] + statuses["disconnected"] == sum(dying.posts.values()), statuses
+
+
+# ---------------------------------------------------------------- real replicas, both retry configurations
+
+RETRY_CONFIGS = {"conn-failure": "retry-on conn-failure", "empty-response": "retry-on conn-failure empty-response"}
+
+
+async def raw_post(port: int, headers: dict[str, str], body: bytes) -> tuple[str, bytes]:
+    """(status or "disconnected", body) of a POST written in one segment (replayable by HAProxy)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head = f"POST /mcp HTTP/1.1\r\nhost: lb\r\n{lines}content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        writer.write(head.encode() + body)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=30)
+    finally:
+        writer.close()
+    if not answer:
+        return "disconnected", b""
+    return answer.split(b" ", 2)[1].decode(), answer.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize("retry_on", sorted(RETRY_CONFIGS))
+async def test_replica_killed_mid_call_runs_the_call_once(
+    procs: ProcessGroup,
+    tmp_path: Path,
+    sdk_upstream: StartSdkUpstream,
+    gateway_cluster: StartGateways,
+    key_prefix: str,
+    redis: aioredis.Redis,
+    retry_on: str,
+) -> None:
+    """The replica answering a JSON tools/call dies before any byte of its answer: with
+    `retry-on empty-response` HAProxy replays the POST on the other replica, which finds the request
+    id claimed and never forwards it; the upstream runs the call once in both configurations."""
+    binary = haproxy_binary()
+    assert binary is not None, "haproxy is not installed: run scripts/setup"
+    upstream = sdk_upstream(event_store=False, json_response=True)
+    replicas = gateway_cluster(2, {"default": upstream}, key_prefix, extra_args=["--request-timeout", "3"])
+    listen = free_port()
+    cfg_text = haproxy_config([("127.0.0.1", g.port) for g in replicas], listen).replace(
+        "retry-on conn-failure", RETRY_CONFIGS[retry_on]
+    )
+    assert RETRY_CONFIGS[retry_on] in cfg_text
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(cfg_text)
+    lb = procs.start("haproxy", [binary, "-f", str(cfg), "-db"])
+    await asyncio.to_thread(lb.wait_port, listen, 10)
+    await asyncio.sleep(1.0)  # both replicas pass a health check
+    async with CarefulClient(f"http://127.0.0.1:{listen}/mcp") as client:
+        await client.initialize()
+        headers = client.headers()
+    message = {
+        "jsonrpc": "2.0",
+        "id": 5,
+        "method": "tools/call",
+        "params": {"name": "slow_count", "arguments": {"steps": 8, "delay": 0.25, "tag": "killed"}},
+    }
+    body = json.dumps(message).encode()
+    answer = asyncio.ensure_future(raw_post(listen, headers, body))
+    claims_key = Keys(key_prefix).requests(str(client.session_id))
+    holder = None
+    for _ in range(100):  # the claim names the replica running the call
+        raw = await redis.hget(claims_key, "r:5")
+        if raw is not None:
+            holder = int(json.loads(raw)["replica"].split(":")[1])
+            break
+        await asyncio.sleep(0.02)
+    assert holder is not None, "the call was never claimed"
+    [victim] = [g for g in replicas if g.proc.pid == holder]
+    await asyncio.sleep(0.3)  # the upstream runs the call now
+    victim.proc.kill()
+    status, payload = await answer
+    if retry_on == "empty-response":
+        # Replayed on the survivor: no answer can be recovered (it died with the first replica),
+        # so the repeat gets a JSON-RPC error naming the unknown outcome, never a second run.
+        assert status == "504", (status, payload)
+        error = json.loads(payload)
+        assert error["id"] == 5 and error["error"]["code"] == -32000, error
+    else:
+        assert status in ("502", "disconnected"), (status, payload)
+    for _ in range(100):  # the upstream finishes the one run it started
+        if (await executions(upstream)).get("killed") and await finished(upstream):
+            break
+        await asyncio.sleep(0.1)
+    assert await executions(upstream) == {"killed": 1}
+
+
+async def executions(upstream: str) -> dict[str, int]:
+    async with httpx.AsyncClient() as http:
+        data: dict[str, int] = (await http.get(upstream.removesuffix("/mcp") + "/executions")).json()
+        return data
+
+
+async def finished(upstream: str) -> bool:
+    async with httpx.AsyncClient() as http:
+        stats = (await http.get(upstream.removesuffix("/mcp") + "/stats")).json()
+        return bool(stats["finished"] + stats["cancelled"] >= stats["started"])

@@ -47,9 +47,8 @@ async def keys_under(redis_url: str, prefix: str) -> list[bytes]:
     """Keys under `prefix`, apart from the replicas' own liveness keys (`Keys.replica`)."""
     client = aioredis.from_url(redis_url)
     try:
-        return [
-            k async for k in client.scan_iter(match=f"{prefix}:*") if not k.startswith(f"{prefix}:replica:".encode())
-        ]
+        # replica liveness keys are per process, not per request: they are not writes of the era
+        return [k async for k in client.scan_iter(match=f"{prefix}:*") if b":replica:" not in k]
     finally:
         await client.aclose()
 

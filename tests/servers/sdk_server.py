@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
 import uvicorn
@@ -35,6 +36,8 @@ def build_server(name: str, log_level: str = "WARNING") -> MCPServer:
     server: MCPServer = MCPServer(name=name, log_level=log_level)  # type: ignore[arg-type]
     # slow_count bookkeeping, served at GET /stats so tests can see cancellations upstream
     stats = {"started": 0, "finished": 0, "cancelled": 0}
+    # slow_count runs per `tag`, served at GET /executions: tests assert a call ran exactly once
+    executions: Counter[str] = Counter()
 
     @server.tool()
     def echo(text: str) -> str:
@@ -52,13 +55,19 @@ def build_server(name: str, log_level: str = "WARNING") -> MCPServer:
         return name
 
     @server.tool()
-    async def slow_count(ctx: Context, steps: int = 5, delay: float = 0.2, close_stream_at: int = 0) -> str:
+    async def slow_count(
+        ctx: Context, steps: int = 5, delay: float = 0.2, close_stream_at: int = 0, tag: str = ""
+    ) -> str:
         """Send one progress notification per step, sleeping `delay` seconds between steps.
+
+        Each run is counted under `tag` (GET /executions), so a test can tell a replay that ran
+        the tool again from one answered by the gateway.
 
         With `close_stream_at=k` (and --event-store) the server closes this request's SSE stream
         right after progress k (SDK `ctx.close_sse_stream()`), so the client must resume.
         """
         stats["started"] += 1
+        executions[tag] += 1
         try:
             for i in range(1, steps + 1):
                 await ctx.report_progress(i, steps, f"step {i}/{steps}")
@@ -95,6 +104,10 @@ def build_server(name: str, log_level: str = "WARNING") -> MCPServer:
     @server.custom_route("/stats", methods=["GET"])  # type: ignore[untyped-decorator]
     async def stats_route(request: Request) -> Response:
         return JSONResponse(stats)
+
+    @server.custom_route("/executions", methods=["GET"])  # type: ignore[untyped-decorator]
+    async def executions_route(request: Request) -> Response:
+        return JSONResponse(dict(executions))
 
     return server
 

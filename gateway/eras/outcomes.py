@@ -1,0 +1,53 @@
+"""Where the first copy of a sessionful request leaves its outcome for the repeats.
+
+Two records may wait for it: the request-id claim (always) and the Idempotency-Key record
+(when the client sent the header). Both learn the same facts: the JSON answer, the stream that
+carries the answer, or that the request never reached the upstream (both are given up, so a
+retry can run it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from gateway import errors
+from gateway.eras.idempotent import Idempotency, Ticket
+from gateway.store.claims import Claim, Claims
+
+
+@dataclass(frozen=True)
+class Outcome:
+    claims: Claims
+    session: str
+    ids: tuple[errors.JsonRpcId, ...]
+    claim: Claim
+    idempotency: Idempotency
+    ticket: Ticket | None = None
+
+    async def answered(self, status: int, body: bytes) -> None:
+        """Keep the JSON answer (bounded: a larger one is marked as not kept)."""
+        if len(body) > self.claims.max_answer:
+            claim = dataclasses.replace(self.claim, dropped=True)
+        else:
+            claim = dataclasses.replace(self.claim, status=status, answer=body.decode("utf-8", "replace"))
+        with contextlib.suppress(errors.StoreError):
+            await self.claims.record(self.session, self.ids, claim)
+        if self.ticket is not None:
+            await self.idempotency.answered(self.ticket, status, body)
+
+    async def failed(self, exc: errors.GatewayError) -> None:
+        await self.answered(exc.status, json.dumps(exc.to_jsonrpc(self.ids[0] if self.ids else None)).encode())
+
+    async def streamed(self, stream: str) -> None:
+        """The claim named the stream from the start; the Idempotency-Key record learns it now."""
+        if self.ticket is not None:
+            await self.idempotency.streamed(self.ticket, self.session, stream)
+
+    async def not_sent(self) -> None:
+        with contextlib.suppress(errors.StoreError):
+            await self.claims.release(self.session, self.ids)
+        if self.ticket is not None:
+            await self.idempotency.not_sent(self.ticket)

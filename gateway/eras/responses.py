@@ -1,0 +1,90 @@
+"""Responses shared by the eras: JSON-RPC error bodies, SSE framing, request bodies, stream slots."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from gateway import errors
+from gateway.store.limits import Limiter
+from gateway.wire import protocol
+
+# transports: SSE must not be buffered or cached by proxies in between (names lower-case: merged last)
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def error_response(exc: errors.GatewayError, request_id: errors.JsonRpcId = None) -> Response:
+    return Response(
+        json.dumps(exc.to_jsonrpc(request_id)),
+        status_code=exc.status,
+        media_type=protocol.JSON,
+        headers=exc.headers,
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise errors.PayloadTooLarge(f"Payload Too Large: body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise errors.PayloadTooLarge(f"Payload Too Large: body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def client_headers(upstream: Mapping[str, str], session_id: str | None) -> dict[str, str]:
+    headers = {k.lower(): v for k, v in protocol.forward_headers(upstream.items(), protocol.DROP_TO_CLIENT).items()}
+    if session_id is not None:
+        headers["mcp-session-id"] = session_id
+    return headers
+
+
+def sse_response(body: AsyncIterator[bytes], headers: Mapping[str, str]) -> StreamingResponse:
+    merged = {**{k.lower(): v for k, v in headers.items()}, **SSE_HEADERS}
+    merged.pop("content-type", None)
+    return StreamingResponse(body, media_type=protocol.SSE, headers=merged)
+
+
+async def iterate(items: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for item in items:
+        yield item
+
+
+class StreamSlot:
+    """One admitted open stream of a client; released once, when its delivery ends."""
+
+    def __init__(self, limiter: Limiter, who: str, member: str) -> None:
+        self.who = who
+        self.member = member
+        self._limiter = limiter
+        self._released = False
+
+    async def release(self) -> None:
+        if not self._released:
+            self._released = True
+            with contextlib.suppress(errors.StoreError):
+                await self._limiter.release("streams", self.who, self.member)
+
+    async def track(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """Relay `body`, re-announcing the slot while it stays open, releasing it at the end."""
+        refresh_every = self._limiter.config.stream_ttl / 2
+        last = time.monotonic()
+        try:
+            async for chunk in body:
+                yield chunk
+                if time.monotonic() - last > refresh_every:
+                    last = time.monotonic()
+                    with contextlib.suppress(errors.GatewayError):
+                        await self._limiter.admit_stream(self.who, self.member)
+        finally:
+            await asyncio.shield(self.release())

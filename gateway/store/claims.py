@@ -1,0 +1,153 @@
+"""Request-id claims: a replayed request (same session, same JSON-RPC id) is never run twice.
+
+MCP basic §Requests forbids reusing a request id within a session, so a second POST with an id
+the session already used is a replay (a load balancer retrying after a broken connection, a
+client retrying a timeout). The first copy claims its id set-if-absent in the session's hash
+slot, in the same round trip that loads the session (`load_and_claim`); its outcome (the stream
+id, known before the upstream is called, or a bounded JSON answer) is recorded in the claim so
+a repeat on any replica can be answered without reaching the upstream again.
+
+Memory is bounded per session: the newest `max_requests` claims are kept (older ones are
+evicted in claim order) and a JSON answer is kept only up to `max_answer` bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from gateway import errors
+from gateway.errors import JsonRpcId
+from gateway.store.client import Redis, translated
+from gateway.store.keys import Keys
+from gateway.store.sessions import SessionRecord
+from gateway.wire.protocol import valid_session_id
+
+# KEYS: session, streams, reqs.  ARGV: ttl_ms, principal, pool ('' = any), claim JSON, max claims,
+# then the claim fields.  Returns {0} unknown session, {1, record} claimed, {2, record, claim} taken.
+_LOAD_AND_CLAIM = """
+local rec = redis.call('HGETALL', KEYS[1])
+if #rec == 0 then return {0} end
+local fields = {}
+for i = 1, #rec, 2 do fields[rec[i]] = rec[i + 1] end
+if (fields['principal'] or '') ~= ARGV[2] then return {0} end
+if ARGV[3] ~= '' and fields['pool'] ~= ARGV[3] then return {0} end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+for i = 6, #ARGV do
+  local taken = redis.call('HGET', KEYS[3], ARGV[i])
+  if taken then
+    redis.call('PEXPIRE', KEYS[3], ARGV[1])
+    return {2, rec, taken}
+  end
+end
+local limit = tonumber(ARGV[5])
+for i = 6, #ARGV do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[4])
+  local n = redis.call('HINCRBY', KEYS[3], '#', 1)
+  redis.call('HSET', KEYS[3], 'o:' .. n, ARGV[i])
+  if n > limit then
+    local gone = redis.call('HGET', KEYS[3], 'o:' .. (n - limit))
+    if gone then redis.call('HDEL', KEYS[3], gone) end
+    redis.call('HDEL', KEYS[3], 'o:' .. (n - limit))
+  end
+end
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
+return {1, rec}
+"""
+
+# KEYS: reqs.  ARGV: claim JSON, then fields.  Rewrites the fields that still exist (not evicted).
+_UPDATE = """
+for i = 2, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then redis.call('HSET', KEYS[1], ARGV[i], ARGV[1]) end
+end
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the session remembers about one request id (one batch shares one claim)."""
+
+    body_hash: str
+    stream: str  # the stream id reserved for an SSE answer (it exists once the upstream answered)
+    replica: str
+    at: float  # when the first copy claimed it (wall clock, comparable across replicas)
+    status: int = 0  # 0 = no JSON answer recorded (yet)
+    answer: str | None = None  # the recorded JSON answer
+    dropped: bool = False  # the answer was larger than the bound: not kept
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v not in (None, 0, False)})
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Claim:
+        data = json.loads(raw)
+        return cls(
+            body_hash=str(data["body_hash"]),
+            stream=str(data.get("stream", "")),
+            replica=str(data.get("replica", "")),
+            at=float(data.get("at", 0.0)),
+            status=int(data.get("status", 0)),
+            answer=data.get("answer"),
+            dropped=bool(data.get("dropped", False)),
+        )
+
+
+def claim_field(request_id: JsonRpcId) -> str:
+    """`1` and `"1"` are different JSON-RPC ids: the field holds the id's JSON."""
+    return "r:" + json.dumps(request_id)
+
+
+class Claims:
+    def __init__(self, redis: Redis, keys: Keys, *, ttl: float, max_requests: int, max_answer: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._ttl_ms = str(int(ttl * 1000))
+        self._max_requests = str(max_requests)
+        self.max_answer = max_answer
+        self._load_and_claim = redis.register_script(_LOAD_AND_CLAIM)
+        self._update = redis.register_script(_UPDATE)
+
+    def _session_keys(self, session_id: str) -> list[str]:
+        return [self._keys.session(session_id), self._keys.streams(session_id), self._keys.requests(session_id)]
+
+    async def load_and_claim(
+        self, session_id: str, principal: str, pool: str | None, ids: tuple[JsonRpcId, ...], claim: Claim
+    ) -> tuple[SessionRecord, Claim | None]:
+        """Load and touch the session and claim `ids` in one round trip.
+
+        Returns the record and None when this copy claimed the ids (it runs the request), or the
+        existing claim when one of them was claimed before (this copy is a replay).
+        """
+        # transports §Session Management: unknown/terminated session -> 404, client re-initializes.
+        if not valid_session_id(session_id):
+            raise errors.SessionNotFound("Session not found")
+        args = [self._ttl_ms, principal, pool or "", claim.to_json(), self._max_requests]
+        with translated():
+            reply = await self._load_and_claim(
+                keys=self._session_keys(session_id), args=[*args, *(claim_field(i) for i in ids)]
+            )
+        if int(reply[0]) == 0:
+            # Unknown, or bound to another principal or pool: all look like "unknown" (no claim made).
+            raise errors.SessionNotFound("Session not found")
+        flat = reply[1]
+        record = SessionRecord.from_redis(session_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+        return record, (Claim.from_json(reply[2]) if int(reply[0]) == 2 else None)
+
+    async def get(self, session_id: str, request_id: JsonRpcId) -> Claim | None:
+        with translated():
+            raw = await self._redis.hget(self._keys.requests(session_id), claim_field(request_id))
+        return Claim.from_json(raw) if raw is not None else None
+
+    async def record(self, session_id: str, ids: tuple[JsonRpcId, ...], claim: Claim) -> None:
+        """Store the claim's outcome on every id that is still claimed."""
+        with translated():
+            await self._update(
+                keys=[self._keys.requests(session_id)], args=[claim.to_json(), *(claim_field(i) for i in ids)]
+            )
+
+    async def release(self, session_id: str, ids: tuple[JsonRpcId, ...]) -> None:
+        """Forget a claim whose request provably never reached the upstream (it may be retried)."""
+        with translated():
+            await self._redis.hdel(self._keys.requests(session_id), *(claim_field(i) for i in ids))

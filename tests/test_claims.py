@@ -1,0 +1,75 @@
+"""Claims on a real Redis: one round trip loads the session and claims, bounded per session."""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as aioredis
+
+from gateway import errors
+from gateway.store.claims import Claim, Claims
+from gateway.store.keys import Keys
+from gateway.store.sessions import SessionStore, new_record
+from gateway.wire import protocol
+
+
+def claim(digest: str = "h1", stream: str = "AAAAAAAAAAAA") -> Claim:
+    return Claim(body_hash=digest, stream=stream, replica="r1", at=1.0)
+
+
+async def session(redis: aioredis.Redis, keys: Keys, principal: str = "alice") -> str:
+    record = new_record(
+        protocol.new_session_id(),
+        pool="default",
+        instance="http://up/mcp",
+        upstream_sid="u",
+        protocol="2025-11-25",
+        principal=principal,
+        init_params={},
+    )
+    await SessionStore(redis, keys, ttl=60).create(record)
+    return record.id
+
+
+async def test_first_claim_wins_and_repeats_see_it(redis: aioredis.Redis, keys: Keys) -> None:
+    claims = Claims(redis, keys, ttl=60, max_requests=10, max_answer=100)
+    sid = await session(redis, keys)
+    record, taken = await claims.load_and_claim(sid, "alice", None, (1,), claim("h1"))
+    assert record.id == sid and taken is None
+    _, taken = await claims.load_and_claim(sid, "alice", "default", (1,), claim("h2", "BBBBBBBBBBBB"))
+    assert taken == claim("h1")
+    # 1 and "1" are different JSON-RPC ids
+    _, taken = await claims.load_and_claim(sid, "alice", None, ("1",), claim("h3"))
+    assert taken is None
+    assert 0 < await redis.pttl(keys.requests(sid)) <= 60_000
+
+
+async def test_outcome_recorded_and_release(redis: aioredis.Redis, keys: Keys) -> None:
+    claims = Claims(redis, keys, ttl=60, max_requests=10, max_answer=100)
+    sid = await session(redis, keys)
+    await claims.load_and_claim(sid, "alice", None, (1, 2), claim())
+    answered = Claim(body_hash="h1", stream="AAAAAAAAAAAA", replica="r1", at=1.0, status=200, answer="{}")
+    await claims.record(sid, (1, 2), answered)
+    assert await claims.get(sid, 2) == answered
+    await claims.release(sid, (1, 2))
+    assert await claims.get(sid, 1) is None
+
+
+async def test_unknown_foreign_or_other_pool_session_claims_nothing(redis: aioredis.Redis, keys: Keys) -> None:
+    claims = Claims(redis, keys, ttl=60, max_requests=10, max_answer=100)
+    sid = await session(redis, keys)
+    for who, pool in (("mallory", None), ("alice", "other")):
+        with pytest.raises(errors.SessionNotFound):
+            await claims.load_and_claim(sid, who, pool, (1,), claim())
+    with pytest.raises(errors.SessionNotFound):
+        await claims.load_and_claim(protocol.new_session_id(), "alice", None, (1,), claim())
+    assert await redis.exists(keys.requests(sid)) == 0
+
+
+async def test_only_the_newest_claims_are_kept(redis: aioredis.Redis, keys: Keys) -> None:
+    claims = Claims(redis, keys, ttl=60, max_requests=3, max_answer=100)
+    sid = await session(redis, keys)
+    for request_id in range(10):
+        await claims.load_and_claim(sid, "alice", None, (request_id,), claim())
+    kept = [i for i in range(10) if await claims.get(sid, i) is not None]
+    assert kept == [7, 8, 9]
+    assert await redis.hlen(keys.requests(sid)) == 3 * 2 + 1  # claims, their order entries, the counter
