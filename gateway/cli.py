@@ -22,10 +22,11 @@ import uvicorn
 from pydantic import ValidationError
 
 from gateway import inspect, logs
-from gateway.config import Settings, load_config_file
+from gateway.config import Settings
 from gateway.errors import ConfigError, GatewayError
 from gateway.http.app import create_app
 from gateway.http.gateway import Gateway
+from gateway.specs import load_config_file
 
 # flags that may be given many times
 REPEATABLE = frozenset({"upstream", "allowed_origins", "health_probe", "task_tools", "task_sync_input"})

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import build_parser, load_settings
-from gateway.config import ProbeSpec
 from gateway.errors import ConfigError
+from gateway.specs import ProbeSpec
 
 
 def test_flags_map_to_settings() -> None:

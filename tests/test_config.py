@@ -7,16 +7,9 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from gateway.config import (
-    DEFAULT_POOL,
-    ProbeSpec,
-    Settings,
-    parse_probe,
-    parse_upstream,
-    parse_upstreams,
-    resolve_probes,
-)
+from gateway.config import Settings
 from gateway.errors import ConfigError
+from gateway.specs import DEFAULT_POOL, ProbeSpec, parse_probe, parse_upstream, parse_upstreams, resolve_probes
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 
 from gateway import errors
-from gateway.config import Settings, csv
+from gateway.config import Settings
 from gateway.eras.idempotent import Idempotency
 from gateway.eras.legacy_sse import install as install_legacy_sse
 from gateway.eras.replays import Replays
@@ -34,6 +34,7 @@ from gateway.http.routes import (
     readyz,
 )
 from gateway.metrics import Metrics
+from gateway.specs import csv
 from gateway.store.claims import Claims
 from gateway.store.client import Redis, connect
 from gateway.store.eventlog import EventLog
