@@ -257,7 +257,7 @@ def create_app(settings: Settings) -> GatewayApp:
                 await control.aclose()
             await redis.aclose()
 
-    app = GatewayApp(lifespan=lifespan)
+    app = GatewayApp(lifespan=lifespan, refusal_drain_bytes=settings.refusal_drain_bytes)
     # GET/POST/DELETE on these two are served by GatewayApp.__call__ before routing.
     app.add_route("/mcp", mcp_endpoint, methods=list(MCP_METHODS))
     app.add_route("/mcp/{pool}", mcp_endpoint, methods=list(MCP_METHODS))

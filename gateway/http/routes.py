@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -18,6 +18,7 @@ from gateway import errors, logs
 from gateway.eras.responses import error_response, read_body
 from gateway.http.gateway import Gateway
 from gateway.http.guard import HeadersTooLarge
+from gateway.http.refusals import DrainRefusedBodies
 from gateway.store.client import ping
 from gateway.wire import protocol
 
@@ -37,16 +38,25 @@ class GatewayApp(Starlette):
     `mcp_endpoint` answers every outcome itself; the other routes keep the full stack.
     """
 
+    def __init__(self, *, refusal_drain_bytes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # The one layer the direct path keeps: a refusal sent before the body is read must still
+        # reach a client that is uploading (the router's stack has it as middleware).
+        self._mcp = DrainRefusedBodies(self._serve_mcp, limit=refusal_drain_bytes)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in MCP_METHODS:
             pool = _mcp_pool(scope["path"][len(scope.get("root_path", "")) :])
             if pool is not False:
                 scope["app"] = self
                 scope["path_params"] = {} if pool is None else {"pool": pool}
-                response = await mcp_endpoint(Request(scope, receive, send))
-                await response(scope, receive, send)
+                await self._mcp(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
+
+    async def _serve_mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await mcp_endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
 
 
 MCP_METHODS = ("GET", "POST", "DELETE")  # others take the router: its 405 with `Allow`
