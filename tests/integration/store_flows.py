@@ -14,6 +14,7 @@ a JSON-RPC error for its id (never a hang), no event is lost silently, every fai
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -224,10 +225,14 @@ async def _session_probe(lb_url: str, t0: float) -> Probe:
     return Probe(time.monotonic() - t0, 200)
 
 
+_RAW_IDS = itertools.count(1)
+
+
 async def _raw_probe(url: str, headers: dict[str, str], t0: float, http: httpx.AsyncClient) -> Probe:
     """tools/list on the affected session, its raw status, body and Retry-After kept: a failure
     must be a 503 with a JSON-RPC error body."""
-    message = {"jsonrpc": "2.0", "id": 7, "method": "tools/list"}
+    # a fresh id each time: MCP forbids reusing one in a session (the gateway answers a reuse with 409)
+    message = {"jsonrpc": "2.0", "id": f"raw-{next(_RAW_IDS)}", "method": "tools/list"}
     try:
         r = await http.post(url, json=message, headers=headers)
     except httpx.HTTPError as exc:
@@ -300,7 +305,7 @@ async def failover(gateways: list[GatewayProc], lb_url: str, topology: Topology)
     for p in [q for q in raw if q.status != 200]:
         assert p.status == 503, f"a failed request must be a 503 with a JSON-RPC body, got {p}"
         body = json.loads(p.body)
-        assert body["jsonrpc"] == "2.0" and body["error"]["message"] and body["id"] == 7, p
+        assert body["jsonrpc"] == "2.0" and body["error"]["message"] and str(body["id"]).startswith("raw-"), p
         assert p.retry_after, f"503 without Retry-After: {p}"
     everything = [*calls, *sessions, *raw]
     assert not [p for p in everything if "500" in str(p.status) or "Traceback" in p.body], everything
