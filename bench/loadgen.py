@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 import resource
 import shutil
 import time
@@ -105,8 +106,19 @@ def tool_call(name: str, arguments: dict[str, Any]) -> bytes:
     return rpc("tools/call", {"name": name, "arguments": arguments})
 
 
+_ID = re.compile(rb'"id":\d+')
+
+
+def fresh_id(body: bytes) -> bytes:
+    """`body` (built by `rpc`) with a new request id: MCP basic §Requests forbids reusing an id in a
+    session, and the gateway answers a reused one from the first copy's claim (a replay, which never
+    reaches the upstream) — a load that repeats one body would measure that path, not the proxy's."""
+    return _ID.sub(b'"id":%d' % next(_ids), body, count=1)
+
+
 async def call_json(http: aiohttp.ClientSession, url: str, sid: str, body: bytes | None = None) -> None:
-    async with http.post(url, data=body or tool_call("json", {"text": "hi"}), headers=headers(sid)) as resp:
+    data = fresh_id(body) if body is not None else tool_call("json", {"text": "hi"})
+    async with http.post(url, data=data, headers=headers(sid)) as resp:
         data = await resp.read()
         if resp.status != 200 or b'"result"' not in data:
             raise BenchError(f"tools/call at {url}: HTTP {resp.status} {data[:200]!r}")
@@ -238,22 +250,30 @@ async def closed_loop(conns: int, duration: float, op: Op, *, warmup: float = 0.
 # ---------------------------------------------------------------- wrk
 
 WRK_LUA = r"""
-local reqs = {}
+local sids = {}
 local i = 0
+local n = 0
+local body, version, base
 function init(args)
-  local body = args[1]
+  body = args[1]
+  version = args[3]
+  base = args[4]
   for sid in string.gmatch(args[2], "[^,]+") do
-    reqs[#reqs + 1] = wrk.format("POST", nil, {
-      ["Content-Type"] = "application/json",
-      ["Accept"] = "application/json, text/event-stream",
-      ["MCP-Protocol-Version"] = args[3],
-      ["Mcp-Session-Id"] = sid,
-    }, body)
+    sids[#sids + 1] = sid
   end
 end
+-- A fresh request id per request (a reused id in a session is a replay the gateway answers
+-- from the first copy's claim, without reaching the upstream).
 function request()
-  i = i % #reqs + 1
-  return reqs[i]
+  i = i % #sids + 1
+  n = n + 1
+  local b = string.gsub(body, '"id":%d+', '"id":"' .. base .. '-' .. n .. '"', 1)
+  return wrk.format("POST", nil, {
+    ["Content-Type"] = "application/json",
+    ["Accept"] = "application/json, text/event-stream",
+    ["MCP-Protocol-Version"] = version,
+    ["Mcp-Session-Id"] = sids[i],
+  }, b)
 end
 function done(summary, latency, requests)
   local e = summary.errors
@@ -294,6 +314,7 @@ async def run_wrk(
         body.decode(),
         ",".join(sids),
         VERSION,
+        f"wrk{time.time_ns()}",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )

@@ -71,7 +71,7 @@ class Streams:
                     headers = lg.headers(sid, accept="text/event-stream", post=False)
                     resp = await self.http.get(url, headers={**headers, "Last-Event-ID": last_event_id})
                 elif post:
-                    resp = await self.http.post(url, data=POST_BODY, headers=lg.headers(sid))
+                    resp = await self.http.post(url, data=lg.fresh_id(POST_BODY), headers=lg.headers(sid))
                 else:
                     resp = await self.http.get(url, headers=lg.headers(sid, accept="text/event-stream", post=False))
                 if resp.status != 200:
