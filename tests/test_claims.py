@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import redis.asyncio as aioredis
 
@@ -73,3 +76,13 @@ async def test_only_the_newest_claims_are_kept(redis: aioredis.Redis, keys: Keys
     kept = [i for i in range(10) if await claims.get(sid, i) is not None]
     assert kept == [7, 8, 9]
     assert await redis.hlen(keys.requests(sid)) == 3 * 2 + 1  # claims, their order entries, the counter
+
+
+def test_claim_json_keeps_the_set_fields_only() -> None:
+    plain = Claim(body_hash="h", stream="s", replica="r", at=1.5)
+    answered = dataclasses.replace(plain, status=200, answer='{"ok":1}')
+    dropped = dataclasses.replace(plain, dropped=True, at=0.0)
+    for claim in (plain, answered, dropped):
+        expected = {k: v for k, v in dataclasses.asdict(claim).items() if v not in (None, 0, False)}
+        assert json.loads(claim.to_json()) == expected
+        assert Claim.from_json(claim.to_json()) == claim

@@ -13,7 +13,7 @@ from redis.asyncio.sentinel import SentinelConnectionPool, SentinelManagedSSLCon
 from redis.exceptions import SlotNotCoveredError
 
 from gateway import errors, retry
-from gateway.store.client import connect, translated
+from gateway.store.client import Script, connect, translated
 
 
 async def test_pool_burst_waits_for_a_free_connection(redis_url: str, key_prefix: str) -> None:
@@ -39,6 +39,34 @@ async def test_pool_exhausted_past_timeout_is_store_error(redis_url: str, key_pr
         assert info.value.status == 503
         assert not await holder  # the blocked read itself completes normally
     finally:
+        await client.aclose()
+
+
+async def test_pool_reuses_a_clean_connection_and_replaces_a_broken_one(redis_url: str, key_prefix: str) -> None:
+    client = connect(redis_url, max_connections=2, pool_timeout=1.0)
+    try:
+        pool = client.connection_pool
+        await client.set(f"{key_prefix}:k", "1")
+        first = next(iter(pool._available_connections))
+        assert await client.get(f"{key_prefix}:k") == b"1"
+        assert pool._available_connections == [first] and not pool._in_use_connections  # the same one, back
+        await first.disconnect()  # a connection redis-py dropped (failure, cancellation mid-command)
+        assert await client.get(f"{key_prefix}:k") == b"1"  # the pool's full path reconnects it
+        assert len(pool._available_connections) == 1 and first.is_connected
+    finally:
+        await client.aclose()
+
+
+async def test_script_is_loaded_again_after_a_script_flush(redis_url: str, key_prefix: str) -> None:
+    client = connect(redis_url, max_connections=2)
+    try:
+        script = Script(client, "return redis.call('INCR', KEYS[1]) + tonumber(ARGV[1])")
+        key = f"{key_prefix}:n"
+        assert await script(keys=[key], args=[10]) == 11
+        await client.script_flush()  # a restarted or failed-over Redis forgot every script
+        assert await script(keys=[key], args=[10]) == 12
+    finally:
+        await client.delete(f"{key_prefix}:n")
         await client.aclose()
 
 

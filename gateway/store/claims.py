@@ -14,11 +14,11 @@ evicted in claim order) and a JSON answer is kept only up to `max_answer` bytes.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from gateway import errors
 from gateway.errors import JsonRpcId
-from gateway.store.client import Redis, translated
+from gateway.store.client import Redis, Script, translated
 from gateway.store.keys import Keys
 from gateway.store.sessions import SessionRecord
 from gateway.wire.protocol import valid_session_id
@@ -78,7 +78,16 @@ class Claim:
     dropped: bool = False  # the answer was larger than the bound: not kept
 
     def to_json(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v not in (None, 0, False)})
+        fields = {
+            "body_hash": self.body_hash,
+            "stream": self.stream,
+            "replica": self.replica,
+            "at": self.at,
+            "status": self.status,
+            "answer": self.answer,
+            "dropped": self.dropped,
+        }  # what `asdict` gives, at a tenth of its cost (it deep-copies every value)
+        return json.dumps({k: v for k, v in fields.items() if v not in (None, 0, False)})
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Claim:
@@ -106,8 +115,8 @@ class Claims:
         self._ttl_ms = str(int(ttl * 1000))
         self._max_requests = str(max_requests)
         self.max_answer = max_answer
-        self._load_and_claim = redis.register_script(_LOAD_AND_CLAIM)
-        self._update = redis.register_script(_UPDATE)
+        self._load_and_claim = Script(redis, _LOAD_AND_CLAIM)
+        self._update = Script(redis, _UPDATE)
 
     def _session_keys(self, session_id: str) -> list[str]:
         return [self._keys.session(session_id), self._keys.streams(session_id), self._keys.requests(session_id)]

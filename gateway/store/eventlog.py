@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.store.client import Redis, translated
+from gateway.store.client import Redis, Script, translated
 from gateway.store.keys import Keys
 from gateway.wire import cursor
 
@@ -132,10 +132,10 @@ class EventLog:
         self._maxlen = str(maxlen)
         self._ttl_ms = str(int(ttl * 1000))
         self._notify = "1" if notify else "0"
-        self._create = redis.register_script(_CREATE)
-        self._append = redis.register_script(_APPEND)
-        self._acquire = redis.register_script(_ACQUIRE)
-        self._release = redis.register_script(_RELEASE)
+        self._create = Script(redis, _CREATE)
+        self._append = Script(redis, _APPEND)
+        self._acquire = Script(redis, _ACQUIRE)
+        self._release = Script(redis, _RELEASE)
 
     async def create(self, session: str, stream: str, *, kind: str, pending: tuple[Any, ...], owner: str) -> None:
         """Create the meta record and take the lease for a brand-new stream."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from gateway.store.client import Redis, translated
+from gateway.store.client import Redis, Script, translated
 from gateway.store.keys import Keys
 
 RUNNING = "running"
@@ -59,8 +59,8 @@ class IdempotencyStore:
         self._redis = redis
         self._keys = keys
         self._ttl_ms = int(ttl * 1000)
-        self._begin = redis.register_script(_BEGIN)
-        self._finish = redis.register_script(_FINISH)
+        self._begin = Script(redis, _BEGIN)
+        self._finish = Script(redis, _FINISH)
 
     async def begin(self, digest: str, fingerprint: str) -> IdempotencyRecord | None:
         """Create the record (None: this request runs) or return the one already there."""

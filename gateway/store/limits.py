@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 
 from gateway import errors
-from gateway.store.client import Redis, translated
+from gateway.store.client import Redis, Script, translated
 from gateway.store.keys import Keys
 
 # KEYS: counter. ARGV: limit, window ms. Returns the count, or -1 when over the limit.
@@ -56,8 +56,8 @@ class Limiter:
         self._redis = redis
         self._keys = keys
         self.config = config
-        self._rate = redis.register_script(_RATE)
-        self._admit = redis.register_script(_ADMIT)
+        self._rate = Script(redis, _RATE)
+        self._admit = Script(redis, _ADMIT)
 
     def _hit(self, limit: str) -> None:
         if self._hits is not None:
