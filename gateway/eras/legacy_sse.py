@@ -22,11 +22,12 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message
 
 from gateway import errors
 from gateway.eras.responses import SSE_HEADERS, error_response, read_body
+from gateway.eras.streaming import SSEResponse
 from gateway.store.client import translated
 from gateway.streams.pump import answered_ids
 from gateway.wire import protocol, sse
@@ -181,9 +182,7 @@ class LegacyBridge:
         except errors.GatewayError as exc:
             return error_response(exc)
         endpoint = f"{request.scope.get('root_path', '')}/messages?session_id={bridge}"
-        return StreamingResponse(
-            self._stream(request, key, out, endpoint), media_type=protocol.SSE, headers=SSE_HEADERS
-        )
+        return SSEResponse(self._stream(request, key, out, endpoint), SSE_HEADERS)
 
     async def _stream(self, request: Request, key: str, out: str, endpoint: str) -> AsyncIterator[bytes]:
         gateway = self._gateway(request)

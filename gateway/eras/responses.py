@@ -9,9 +9,10 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gateway import errors
+from gateway.eras.streaming import SSEResponse
 from gateway.store.limits import Limiter
 from gateway.wire import protocol
 
@@ -49,10 +50,10 @@ def client_headers(upstream: Mapping[str, str], session_id: str | None) -> dict[
     return headers
 
 
-def sse_response(body: AsyncIterator[bytes], headers: Mapping[str, str]) -> StreamingResponse:
+def sse_response(body: AsyncIterator[bytes], headers: Mapping[str, str]) -> SSEResponse:
     merged = {**{k.lower(): v for k, v in headers.items()}, **SSE_HEADERS}
     merged.pop("content-type", None)
-    return StreamingResponse(body, media_type=protocol.SSE, headers=merged)
+    return SSEResponse(body, merged)
 
 
 async def iterate(items: Iterable[bytes]) -> AsyncIterator[bytes]:

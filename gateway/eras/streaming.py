@@ -1,0 +1,68 @@
+"""An SSE response sent straight over ASGI, one small watcher task per open stream.
+
+Starlette's StreamingResponse relays its body in a second task under an anyio task group (a
+cancel scope, the group, the task and its wrappers: ~8 KB for every open stream) while the
+request's task waits for the client's `http.disconnect`. Here the body runs in the request's
+own task: each chunk is sent as it comes (`more_body=True`, nothing buffered), and one small
+task waits for `http.disconnect` and cancels the request's task, so a client that leaves ends
+its delivery at once, as before (the body's `finally` clauses run, then the response returns
+normally). A cancellation from anyone else (server shutdown) is not swallowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from gateway.wire import protocol
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass  # the request's (empty or already read) body: only the disconnect matters
+
+
+class SSEResponse(Response):
+    media_type = protocol.SSE
+
+    def __init__(self, body: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> None:
+        self.body_iterator = body
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)  # content-type `text/event-stream; charset=utf-8`, as before
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        streaming = True
+        left = False  # the client disconnected and we cancelled the task for it
+
+        def on_disconnect(watcher: asyncio.Task[None]) -> None:
+            nonlocal left
+            if streaming and not watcher.cancelled() and watcher.exception() is None:
+                left = True
+                task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(_until_disconnect(receive))
+        watcher.add_done_callback(on_disconnect)
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            streaming = False
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except asyncio.CancelledError:
+            if not left or task.uncancel() > 0:
+                raise
+            # Cancelled in `send` rather than inside the body: the body is suspended, close it now
+            # (a body the cancellation went through is closed already; this is then a no-op).
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        finally:
+            streaming = False
+            watcher.cancel()
+
