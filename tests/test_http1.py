@@ -183,3 +183,29 @@ async def test_connections_per_host_are_bounded(serve: Callable[[Handler], Await
     finally:
         await pool.close()
     assert peak == 2
+
+
+async def test_next_chunk_waits_within_a_bound(serve: Callable[[Handler], Awaitable[str]]) -> None:
+    release = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"7\r\ndata: 1\r\n")
+        await writer.drain()
+        await release.wait()
+        writer.write(b"7\r\ndata: 2\r\n0\r\n\r\n")
+        await writer.drain()
+
+    url = await serve(handler)
+    pool = http1.Http1Pool(connect_timeout=2, limit_per_host=4)
+    try:
+        response = await pool.request("GET", url, {}, None)
+        assert await response.next_chunk(5) == b"data: 1"
+        with pytest.raises(TimeoutError):
+            await response.next_chunk(0.05)  # nothing more yet: the bound passes, the response stays usable
+        release.set()
+        assert await response.next_chunk(5) == b"data: 2"
+        assert await response.next_chunk(5) is None  # the end of the message
+    finally:
+        await pool.close()

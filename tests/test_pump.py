@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.store.sessions import SessionRecord
-from gateway.streams.pump import Pump, PumpConfig
+from gateway.streams.pump import RECENT_IDS, Pump, PumpConfig
 from gateway.streams.signals import Signal
 from gateway.wire import sse
 
@@ -36,6 +36,10 @@ class FakeResponse:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         yield self._body
+
+    async def next_chunk(self, timeout: float) -> bytes | None:
+        body, self._body = self._body, b""
+        return body or None
 
     def close(self) -> None:
         self.closed = True
@@ -96,3 +100,12 @@ async def test_no_catch_up_on_a_fresh_stream_or_after_the_boundary() -> None:
     p = pump(log, upstream)
     await p._handle([sse.Event("", "prime"), sse.Event(progress(1), "u4")])  # a first connection's priming
     assert upstream.resumes == [] and log.entries == [progress(1)]
+
+
+def test_recent_ids_keep_at_least_the_newest() -> None:
+    p = pump(FakeLog(), FakeUpstream([]))
+    for n in range(1000):
+        p._remember(str(n))
+        assert str(n) in p._recent
+    assert len(p._recent) <= RECENT_IDS + RECENT_IDS // 4
+    assert p._recent[-RECENT_IDS:] == [str(n) for n in range(1000 - RECENT_IDS, 1000)]

@@ -109,3 +109,14 @@ async def test_wake_all() -> None:
     assert len(done) == 2 and not pending
     assert (a.seq, b.seq) == (3, 0)  # waking does not invent progress
     assert not a.closed and not b.closed
+
+
+async def test_a_cancelled_or_expired_wait_leaves_no_waiter_behind() -> None:
+    signal = Signal()
+    await signal.wait(0, timeout=0.01)  # expired
+    waiter = asyncio.create_task(signal.wait(0, timeout=5))
+    await asyncio.sleep(0.01)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert signal._waiters == []  # an idle stream holds nothing but its own wait
+    signal.notify(1)  # and a later notify finds nobody to wake

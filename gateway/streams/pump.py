@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +32,7 @@ log = logging.getLogger("gateway.streams.pump")
 
 MAX_FRUITLESS_RECONNECTS = 3
 DEFAULT_UPSTREAM_RETRY_MS = 100
+RECENT_IDS = 256  # upstream event ids remembered to drop the ones a resumed upstream replays again
 CATCH_UP_TIMEOUT = 5.0  # s: bound on the one extra replay that closes an upstream's replay->live window
 
 
@@ -92,7 +92,7 @@ class Pump:
     lost: bool = False  # the lease went to another replica: never write, never release
     _boundary: bool = False  # on a resumed upstream connection whose replay->live boundary is still ahead
     _last_event: float = 0.0
-    _recent: deque[str] = field(default_factory=lambda: deque(maxlen=256))
+    _recent: list[str] = field(default_factory=list)  # the newest upstream ids logged (see _remember)
 
     async def run(self, first: UpstreamResponse | None) -> None:
         """Pump until the stream ends; `first` is the open upstream response, or None to resume."""
@@ -173,16 +173,15 @@ class Pump:
         newest upstream event id instead of waiting for the idle bound.
         """
         parser = sse.Parser(self.config.max_line)
-        chunks = response.chunks().__aiter__()
         progressed = False
         while not self.finished:
             idle_left = self.config.idle_timeout - (time.monotonic() - self._last_event)
             wait = min(idle_left, self.config.repoll) if resumed else idle_left
             try:
-                async with asyncio.timeout(max(wait, 0.0)):
-                    chunk = await anext(chunks)
-            except StopAsyncIteration:
-                return progressed, False
+                # A coroutine per read, not an async generator and a timeout context held while idle.
+                chunk = await response.next_chunk(max(wait, 0.0))
+                if chunk is None:
+                    return progressed, False
             except TimeoutError:
                 if time.monotonic() - self._last_event >= self.config.idle_timeout:
                     raise PumpIdle() from None
@@ -210,7 +209,7 @@ class Pump:
                 # live events only after that, so an event produced meanwhile is stored but sent on no
                 # connection: fetch once more from what we have, then carry on (duplicates dropped).
                 self._boundary = False
-                self._recent.append(event.id)
+                self._remember(event.id)
                 progressed |= await self._flush(batch, uid)
                 batch, uid = [], ""
                 progressed |= await self._catch_up()
@@ -220,6 +219,13 @@ class Pump:
             uid = self._take(event, batch) or uid
         return await self._flush(batch, uid) or progressed
 
+    def _remember(self, uid: str) -> None:
+        """Keep at least the newest RECENT_IDS upstream ids (a list: a deque's block costs ~600 B
+        per idle stream); trimmed in steps so appends stay cheap."""
+        self._recent.append(uid)
+        if len(self._recent) > RECENT_IDS + RECENT_IDS // 4:
+            del self._recent[: len(self._recent) - RECENT_IDS]
+
     def _take(self, event: sse.Event, batch: list[tuple[str, str]]) -> str:
         """Add one upstream event to `batch` unless already logged; its id ("" if none or a repeat)."""
         log.debug("stream %s: upstream event id=%r data=%d bytes", self.stream, event.id, len(event.data or ""))
@@ -228,7 +234,7 @@ class Pump:
         if event.id:
             if event.id in self._recent:
                 return ""  # a replayed event we already logged
-            self._recent.append(event.id)
+            self._remember(event.id)
         if event.data:  # a priming event (no data) only moves the cursor
             batch.append((event.data, event.id or ""))
             for answered in answered_ids(event.data):

@@ -245,19 +245,26 @@ class Relay:
             # 2025-11-25 transports §Resumability: priming event (an id, empty data) and retry; a
             # resumed stream is primed too, with the client's own cursor.
             yield sse.encode(None, id=cursor.event_id(stream, after), retry=self._config.retry_ms)
-        async with contextlib.AsyncExitStack() as stack:
-            joined: list[Watch] = []
+        # Join the tail lazily: a stream this replica pumps never needs a subscription (nor the
+        # exit stack that would hold it: ~800 B per idle stream).
+        stack: contextlib.AsyncExitStack | None = None
+        joined: list[Watch] = []
 
-            async def watch() -> tuple[Watch, bool]:
-                # Join the tail lazily: a stream this replica pumps never needs a subscription.
-                if not joined:
-                    joined.append(await stack.enter_async_context(self._tail.watching(record, stream)))
-                    return joined[0], True
-                return joined[0], False
+        async def watch() -> tuple[Watch, bool]:
+            nonlocal stack
+            if not joined:
+                stack = contextlib.AsyncExitStack()
+                joined.append(await stack.enter_async_context(self._tail.watching(record, stream)))
+                return joined[0], True
+            return joined[0], False
 
+        try:
             async with contextlib.aclosing(self._relay(record, stream, after, resumed, watch)) as events:
                 async for event in events:
                     yield event
+        finally:
+            if stack is not None:
+                await stack.aclose()
 
     async def _relay(
         self,

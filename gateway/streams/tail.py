@@ -122,18 +122,13 @@ class Tail:
 
     # --- deliveries ---------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def watching(self, record: SessionRecord, stream: str) -> AsyncIterator[Watch]:
+    def watching(self, record: SessionRecord, stream: str) -> contextlib.AbstractAsyncContextManager[Watch]:
         """Join the stream's watch (subscribing first, so no notification can slip past a read)."""
-        channel = self._keys.notify(record.id, stream)
-        async with self._joined(channel, record, stream) as watch:
-            yield watch
+        return self._joined(self._keys.notify(record.id, stream), record, stream)
 
-    @contextlib.asynccontextmanager
-    async def listening(self, channel: str) -> AsyncIterator[Watch]:
+    def listening(self, channel: str) -> contextlib.AbstractAsyncContextManager[Watch]:
         """Join a plain channel: its watch's seq counts the messages seen (e.g. a legacy outbox)."""
-        async with self._joined(channel, None, "") as watch:
-            yield watch
+        return self._joined(channel, None, "")
 
     @contextlib.asynccontextmanager
     async def _joined(self, channel: str, record: SessionRecord | None, stream: str) -> AsyncIterator[Watch]:

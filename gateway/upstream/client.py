@@ -79,6 +79,15 @@ class UpstreamResponse:
         except (OSError, http1.ProtocolFailure) as exc:
             raise errors.UpstreamError(f"Upstream stream broke: {exc}") from exc
 
+    async def next_chunk(self, timeout: float) -> bytes | None:
+        """The next bytes of the body (None at its end); TimeoutError past `timeout` s."""
+        try:
+            return await self._response.next_chunk(timeout)
+        except TimeoutError:
+            raise  # our bound passed (the http1 layer reports a broken connection as ProtocolFailure)
+        except (OSError, http1.ProtocolFailure) as exc:
+            raise errors.UpstreamError(f"Upstream stream broke: {exc}") from exc
+
     def close(self) -> None:
         self._response.close()
 
