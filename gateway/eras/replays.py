@@ -41,9 +41,14 @@ class Attach:
     stream: str
 
 
+# What `json.dumps(..., sort_keys=True, separators=(",", ":"))` uses, built once (dumps builds an
+# encoder per call when given options: ~2 % of a JSON call's CPU). Immutable, like a compiled regex.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def body_hash(body: Body) -> str:
     """A digest of the messages, independent of whitespace and key order."""
-    canonical = json.dumps([m.raw for m in body.messages], sort_keys=True, separators=(",", ":"))
+    canonical = _CANONICAL.encode([m.raw for m in body.messages])
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
