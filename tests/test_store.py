@@ -57,6 +57,31 @@ async def test_pool_reuses_a_clean_connection_and_replaces_a_broken_one(redis_ur
         await client.aclose()
 
 
+async def test_pool_never_hands_out_a_reply_meant_for_another_command(redis_url: str, key_prefix: str) -> None:
+    """Many tasks on a small pool, some cancelled mid-command: every reply still matches its request
+    (a connection cancelled mid-command is dropped by redis-py, never reused with a reply pending)."""
+    client = connect(redis_url, max_connections=4, pool_timeout=5.0)
+    keys = [f"{key_prefix}:mix:{i}" for i in range(40)]
+    try:
+        await asyncio.gather(*(client.set(k, k) for k in keys))
+
+        async def reader(key: str) -> None:
+            for _ in range(25):
+                assert await client.get(key) == key.encode()
+
+        for _ in range(5):
+            tasks = [asyncio.ensure_future(reader(k)) for k in keys]
+            await asyncio.sleep(0.005)
+            for task in tasks[::3]:
+                task.cancel()  # some in the pool's wait, some mid-command
+            for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+                assert outcome is None or isinstance(outcome, asyncio.CancelledError), outcome
+        assert len(client.connection_pool._in_use_connections) == 0
+    finally:
+        await client.delete(*keys)
+        await client.aclose()
+
+
 async def test_script_is_loaded_again_after_a_script_flush(redis_url: str, key_prefix: str) -> None:
     client = connect(redis_url, max_connections=2)
     try:
