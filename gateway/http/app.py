@@ -53,6 +53,8 @@ from gateway.tasks.passthrough import TaskRoutes
 from gateway.tasks.runner import Runner
 from gateway.tasks.service import TaskService, TaskSettings
 from gateway.tasks.store import TaskStore
+from gateway.tracing.api import NOOP
+from gateway.tracing.setup import plan as plan_tracing
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session, new_upstream_pool
 from gateway.upstream.pools import HealthChecker, Pools
@@ -70,6 +72,7 @@ def create_app(settings: Settings) -> GatewayApp:
     probe_specs = settings.probes()
     # bad --task-tools / --task-sync-input fail here, at start-up
     task_tools = parse_task_tools(settings.task_tools, pools.names(), settings.task_sync_input)
+    tracing = plan_tracing(os.environ)  # the standard OTEL_* variables; an unsupported protocol fails here
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -85,6 +88,7 @@ def create_app(settings: Settings) -> GatewayApp:
                 client_name=name,
             )
 
+        tracer = tracing.build(replica) if tracing is not None else NOOP
         redis = store(settings.redis_max_connections, f"mcpgw:{replica}")
         http = new_http_session(connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size)
         supervisor = Supervisor()
@@ -119,7 +123,7 @@ def create_app(settings: Settings) -> GatewayApp:
             connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size
         )
         upstream = UpstreamClient(
-            upstream_pool, request_timeout=settings.request_timeout, latency=metrics.upstream_latency
+            upstream_pool, request_timeout=settings.request_timeout, latency=metrics.upstream_latency, tracer=tracer
         )
         health = HealthChecker(pools, Prober(http, timeout=settings.health_timeout), probe_specs)
         await health.check_all()  # a fresh replica knows which instances are up before it serves
@@ -171,6 +175,7 @@ def create_app(settings: Settings) -> GatewayApp:
             ),
             replica=replica,
             tail=tail,
+            tracer=tracer,
         )
         idempotency = Idempotency(
             IdempotencyStore(redis, keys, ttl=settings.idempotency_ttl),
@@ -232,6 +237,7 @@ def create_app(settings: Settings) -> GatewayApp:
             supervisor=supervisor,
             keys=keys,
             loop=asyncio.get_running_loop(),
+            tracer=tracer,
         )
         log.info(
             "gateway up: pools %s, health probes %s",
@@ -256,6 +262,7 @@ def create_app(settings: Settings) -> GatewayApp:
             if control is not redis:
                 await control.aclose()
             await redis.aclose()
+            await asyncio.to_thread(tracer.shutdown)  # flush the spans still batched
 
     app = GatewayApp(lifespan=lifespan, refusal_drain_bytes=settings.refusal_drain_bytes)
     # GET/POST/DELETE on these two are served by GatewayApp.__call__ before routing.
