@@ -91,6 +91,22 @@ async def test_create_and_append(any_redis: aioredis.Redis, keys: Keys, session:
     assert await log.first_seq(session, stream) == 1
 
 
+async def test_create_keeps_the_trace_context(any_redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
+    """A traced stream keeps the opening request's traceparent (takeovers and resumes continue it);
+    an untraced one writes no field for it."""
+    log = make_log(any_redis, keys)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    await log.create(session, stream, kind="post", pending=(1,), owner="r1", trace=traceparent)
+    await log.append(session, stream, "r1", [("a", "u1")], pending=(1,), uid="u1")
+    meta = await log.meta(session, stream)
+    assert meta is not None and meta.trace == traceparent
+    other = cursor.new_stream_id()
+    await log.create(session, other, kind="post", pending=(1,), owner="r1")
+    assert not await any_redis.hexists(keys.meta(session, other), "tp")
+    untraced = await log.meta(session, other)
+    assert untraced is not None and untraced.trace == ""
+
+
 async def test_empty_append_renews_and_updates_pending(
     any_redis: aioredis.Redis, keys: Keys, session: str, stream: str
 ) -> None:
