@@ -120,7 +120,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         upstream = f"http://127.0.0.1:{port}/mcp"
         base_dir = checkout(args.baseline)
         gateways: dict[str, tuple[str, Proc]] = {}
-        for target in TARGETS:
+        targets = tuple(t for t in TARGETS if t in args.targets.split(","))
+        for target in targets:
             cwd = base_dir if target == "baseline" else None
             gateways[target] = start_gateway(group, target, upstream, args.redis_url, prefix, sink, cwd)
         for url, proc in gateways.values():
@@ -133,12 +134,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await lg.call_sse(http, url, sid, SSE_EVENTS)
 
         kinds = {"json": json_op, "sse": sse_op}
-        rounds: dict[str, dict[str, list[dict[str, float]]]] = {k: {t: [] for t in TARGETS} for k in kinds}
+        rounds: dict[str, dict[str, list[dict[str, float]]]] = {k: {t: [] for t in targets} for k in kinds}
         spans_before: dict[str, int] = {}
         for kind, op in kinds.items():
             spans_before[kind] = sink.spans
             for r in range(args.rounds):
-                order = TARGETS[r % len(TARGETS) :] + TARGETS[: r % len(TARGETS)]
+                order = targets[r % len(targets) :] + targets[: r % len(targets)]
                 for target in order:
                     url, proc = gateways[target]
 
@@ -148,7 +149,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     fig = await measure(url, proc.pid, args.conns, args.duration, bound)
                     rounds[kind][target].append(fig)
                     cpu = fig["cpu_us_per_call"]
-                    print(f"[tracing] {kind} round {r + 1} {target:9s} {cpu:7.1f} us/call", file=sys.stderr)
+                    ops = fig["ops_per_s"]
+                    line = f"[tracing] {kind} round {r + 1} {target:9s} {cpu:7.1f} us/call {ops:6.0f}/s"
+                    print(line, file=sys.stderr)
         await asyncio.sleep(1.0)  # the last batches reach the sink
         out: dict[str, Any] = {
             "date": time.strftime("%Y-%m-%d"),
@@ -203,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=3.0, help="seconds per measured window")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--conns", type=int, default=16)
+    p.add_argument("--targets", default=",".join(TARGETS), help=f"a subset of {','.join(TARGETS)} (with baseline)")
     p.add_argument("--baseline", default="main", help="git revision of the untraced code (the `baseline` row)")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument("--out", type=Path, help="results JSON (default bench/results/tracing-<date>.json)")
