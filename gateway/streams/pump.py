@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway import errors
 from gateway.retry import store_busy, store_handover, upstream_resume
-from gateway.store.eventlog import EventLog, LeaseLost, StreamVanished
+from gateway.store.eventlog import EventLog, LeaseLost, StreamVanished, appended
 from gateway.store.sessions import SessionRecord
 from gateway.streams.signals import Signal
 from gateway.tracing import attributes as a
@@ -283,6 +283,7 @@ class Pump:
     async def _append(
         self, batch: list[tuple[str, str]], *, uid: str = "", final: bool = False, poll_ms: int | None = None
     ) -> None:
+        before = self.seq
         attrs: Attrs = {a.DB_SYSTEM: "redis", a.DB_OPERATION: "EVALSHA", a.STREAM: self.stream, a.EVENTS: len(batch)}
         with self.tracer.span("redis append", kind="client", attrs=attrs):
             seq = await self._append_retrying(batch, uid=uid, final=final, poll_ms=poll_ms)
@@ -291,7 +292,8 @@ class Pump:
             self.uid = uid
         if final:
             self.finished = True
-        self.signal.notify(seq)
+        written = appended(before, batch, final=final, poll_ms=poll_ms)  # the script checked `expect`
+        self.signal.notify(seq, written if written and written[-1].seq == seq else ())
 
     async def _append_retrying(
         self, batch: list[tuple[str, str]], *, uid: str, final: bool, poll_ms: int | None
