@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -160,6 +161,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "duration_s": args.duration,
             "rounds": args.rounds,
             "baseline": args.baseline,
+            "baseline_commit": _commit(args.baseline),
+            "commit": _commit("HEAD"),
             "sink": {"exports": sink.exports, "spans": sink.spans, "bytes": sink.bytes},
             "results": {},
         }
@@ -184,10 +187,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cleanup_redis(args.redis_url, prefix)
 
 
+def _commit(rev: str) -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", rev], capture_output=True, text=True, check=False)
+    return done.stdout.strip() or rev
+
+
 def table(out: dict[str, Any]) -> str:
     lines = [
         f"tracing cost ({out['date']}, {out['cpus']} cores, {out['conns']} conns, {out['rounds']} rounds of "
-        f"{out['duration_s']} s, baseline {out['baseline']})",
+        f"{out['duration_s']} s, {out['commit']} against baseline {out['baseline_commit']})",
         f"{'call':5s} {'target':10s} {'CPU us/call':>12s} {'(min-max)':>15s} {'x baseline':>10s} {'calls/s':>9s}",
     ]
     for kind, rows in out["results"].items():
