@@ -13,8 +13,8 @@ generator (a delivery), whose body runs in its consumer's context.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Literal, Protocol
 
 AttrValue = str | int | float | bool
@@ -157,14 +157,3 @@ class NoopTracer:
 
 
 NOOP = NoopTracer()
-
-
-@contextmanager
-def failing(span: Span) -> Iterator[Span]:
-    """Mark `span` failed with the exception's class name if the block raises (cancellation is not
-    a failure: a drain or a client going away)."""
-    try:
-        yield span
-    except Exception as exc:
-        span.error(type(exc).__name__, str(exc))
-        raise
