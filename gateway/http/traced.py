@@ -28,7 +28,8 @@ async def serve(endpoint: Endpoint, tracer: Tracer, max_body: int, scope: Scope,
     headers = Headers(scope=scope)
     method: str = scope["method"]
     described = a.Described()
-    if method == "POST":
+    declared = headers.get("content-length", "")
+    if method == "POST" and not (declared.isdigit() and int(declared) > max_body):  # else refused unread
         raw, receive = await buffered(receive, max_body)
         described = a.describe(raw)
     parent = tracer.extract(headers) or tracer.extract(described.carrier)
