@@ -90,9 +90,9 @@ class Relay:
         stream = stream or cursor.new_stream_id()
         try:
             await self._sessions.register_stream(record.id, stream, kind, pending)
+            trace = self._tracer.traceparent()  # the request's span: later spans of the stream join its trace
             attrs = {a.DB_SYSTEM: "redis", a.DB_OPERATION: "EVALSHA", a.STREAM: stream}
             with self._tracer.span("redis create", kind="client", attrs=attrs):
-                trace = self._tracer.traceparent()  # the request's span: later spans of the stream join its trace
                 await self._log.create(record.id, stream, kind=kind, pending=pending, owner=self._replica, trace=trace)
         except BaseException:
             response.close()

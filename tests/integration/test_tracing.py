@@ -169,6 +169,10 @@ async def test_a_call_resumed_on_another_replica_stays_in_one_trace(
                     last_id, seen = event.id, seen + 1
                     if seen == 3:
                         break
+        # A's server span is still open (its response streams), its child `redis create` is exported:
+        before_kill = await receiver.wait_for(has("redis create", trace_id), "A's stream creation")
+        created = one(before_kill, "redis create", trace_id)
+        post_span = created.parent_span_id
         os.kill(gw_a.proc.pid, signal.SIGKILL)  # A pumps the stream (the POST went to it)
 
         # The client resumes on B, in a request of its own trace (say, a retry loop's).
@@ -190,6 +194,7 @@ async def test_a_call_resumed_on_another_replica_stays_in_one_trace(
         spans = on(gw_b, await receiver.wait_for(has("mcp.stream.resume", trace_id), "the resumed delivery"))
         spans = on(gw_b, await receiver.wait_for(has("GET /mcp", resume_trace), "the resuming request"))
         takeover = one(spans, "mcp.stream.takeover", trace_id)
+        assert takeover.parent_span_id == post_span  # A's server span, whose context the stream stored
         assert takeover.attributes["mcpgw.lease.previous_holder"].split(":")[1] == str(gw_a.proc.pid)
         pump = one(spans, "mcp.stream.pump", trace_id, **{"mcpgw.outcome": "finished"})
         assert pump.parent_span_id == takeover.span_id
