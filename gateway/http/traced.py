@@ -33,7 +33,11 @@ async def serve(endpoint: Endpoint, tracer: Tracer, max_body: int, scope: Scope,
         raw, receive = await buffered(receive, max_body)
         described = a.describe(raw)
     parent = tracer.extract(headers) or tracer.extract(described.carrier)
-    attrs = {**described.attrs, a.HTTP_METHOD: method, a.ROUTE: scope["path"]}
+    pool = scope.get("path_params", {}).get("pool")
+    route = "/mcp/{pool}" if pool else "/mcp"
+    attrs = {**described.attrs, a.HTTP_METHOD: method, a.ROUTE: route}
+    if pool:
+        attrs[a.POOL] = pool
     version = headers.get(protocol.H_VERSION)
     if version:
         attrs[a.PROTOCOL] = version
@@ -43,7 +47,7 @@ async def serve(endpoint: Endpoint, tracer: Tracer, max_body: int, scope: Scope,
         attrs[a.SESSION] = a.session_prefix(session)
     if protocol.H_LAST_EVENT_ID in headers:
         attrs[a.CURSOR] = headers[protocol.H_LAST_EVENT_ID]
-    name = described.span_name if described.method else f"{method} {scope['path']}"
+    name = described.span_name if described.method else f"{method} {route}"
     with tracer.span(name, kind="server", parent=parent, attrs=attrs) as span:
         response = await endpoint(Request(scope, receive, send))
         span.set(a.HTTP_STATUS, response.status_code)

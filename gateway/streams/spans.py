@@ -30,7 +30,8 @@ async def resumed(
     sent = 0
     try:
         async for event in events:
-            sent += 1
+            if b"\ndata: " in event:  # a message; not a priming event, retry hint or keep-alive
+                sent += 1
             yield event
     finally:
         span.set(a.EVENTS, sent)

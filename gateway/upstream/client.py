@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from prometheus_client import Histogram
@@ -19,7 +20,7 @@ from prometheus_client import Histogram
 from gateway import errors
 from gateway.retry import upstream_connect
 from gateway.tracing import attributes as a
-from gateway.tracing.api import NOOP, Tracer
+from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream import http1
 from gateway.wire import protocol
 
@@ -131,7 +132,9 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         """One attempt in a client span, whose context the upstream gets as its `traceparent`
         (W3C: it replaces the one the client sent, which is this span's ancestor)."""
-        attrs = {a.HTTP_METHOD: method, a.URL: url}
+        target = urlsplit(url)
+        port = target.port or (443 if target.scheme == "https" else 80)
+        attrs: Attrs = {a.HTTP_METHOD: method, a.URL: url, a.SERVER: target.hostname or "", a.PORT: port}
         with self._tracer.span(f"upstream {method}", kind="client", attrs=attrs) as span:
             response = await self._send_plain(method, url, self._tracer.inject(headers), body, limit)
             span.set(a.HTTP_STATUS, response.status)
