@@ -52,7 +52,7 @@ from gateway.tasks.passthrough import TaskRoutes
 from gateway.tasks.runner import Runner
 from gateway.tasks.service import TaskService, TaskSettings
 from gateway.tasks.store import TaskStore
-from gateway.tracing.api import NOOP
+from gateway.tracing.api import NOOP, Tracer
 from gateway.tracing.setup import plan as plan_tracing
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session, new_upstream_pool
@@ -189,7 +189,7 @@ def create_app(settings: Settings) -> GatewayApp:
         )
         supervisor.spawn(liveness.run(), name="liveness")
         supervisor.spawn(tail.run(), name="tail")
-        tasks = _task_service(settings, task_tools, redis, keys, upstream, supervisor, liveness, metrics)
+        tasks = _task_service(settings, task_tools, redis, keys, upstream, supervisor, liveness, metrics, tracer)
         app.state.gateway = Gateway(
             settings=settings,
             pools=pools,
@@ -289,6 +289,7 @@ def _task_service(
     supervisor: Supervisor,
     liveness: Liveness,
     metrics: Metrics,
+    tracer: Tracer,
 ) -> TaskService | None:
     """Gateway-served tasks, when some pool has `--task-tools` (else no task records)."""
     if not tools.pools:
@@ -302,6 +303,7 @@ def _task_service(
         max_body=settings.max_body_bytes,
         max_line=settings.sse_max_line,
         metrics=metrics,
+        tracer=tracer,
     )
     return TaskService(
         tools=tools,

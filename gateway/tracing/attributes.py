@@ -40,6 +40,7 @@ PENDING = "mcpgw.stream.pending"
 CURSOR = "mcpgw.stream.cursor"
 HOLDER = "mcpgw.lease.previous_holder"
 OUTCOME = "mcpgw.outcome"
+TASK = "mcpgw.task.id"  # the first 8 characters only
 GAP_REASON = "mcpgw.gap.reason"
 LOST = "mcpgw.gap.lost_requests"
 

@@ -18,12 +18,15 @@ from typing import Any
 
 import httpx
 
+from interop import harness
 from tests.gateway_env import call, init_body, parse_sse
 from tests.integration.careful_client import iter_sse
 from tests.integration.conftest import GatewayProc, StartGateways, StartSdkUpstream
 from tests.integration.otlp import ReceivedSpan, Receiver, otlp_receiver
+from tests.integration.procs import ProcessGroup
 from tests.integration.test_failover import GW_ARGS
 from tests.integration.test_stateless import modern_call, modern_headers
+from tests.integration.test_tasks import TASK_TOOLS, result, rpc_body, until
 
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 VERSION = "2025-11-25"
@@ -209,3 +212,27 @@ async def test_a_call_resumed_on_another_replica_stays_in_one_trace(
         assert resumed.attributes["mcpgw.stream.events"] >= steps - 3
         # B's re-opened upstream stream carries the original trace to the upstream.
         assert f"00-{trace_id}-{reopen.span_id}-01" in await upstream_traceparents(upstream, http)
+
+
+async def test_a_gateway_served_task_runs_in_the_trace_of_its_tools_call(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    fixture = harness.start_fixture(procs)
+    async with otlp_receiver() as receiver, httpx.AsyncClient(timeout=20) as http:
+        (gw,) = gateway_cluster(1, {"default": fixture}, key_prefix, TASK_TOOLS, env=tracing_env(receiver))
+        tp, trace_id, client_span = traceparent()
+        body = rpc_body("tools/call", {"name": "slow_compute", "arguments": {"seconds": 0.2, "label": "traced"}})
+        body["params"]["_meta"]["traceparent"] = tp
+        r = await http.post(gw.url, headers=modern_headers("slow_compute"), json=body)
+        created = result(r.json())
+        assert created["resultType"] == "task", created
+        assert (await until(gw.url, created["taskId"], ("completed", "failed")))["status"] == "completed"
+        spans = await receiver.wait_for(has("mcp.task.run", trace_id), "the task's run")
+        server = one(spans, "tools/call slow_compute", trace_id)
+        assert server.parent_span_id == client_span
+        run = one(spans, "mcp.task.run", trace_id)
+        assert run.parent_span_id == server.span_id
+        assert run.attributes["mcpgw.task.id"] == created["taskId"][:8]
+        assert run.attributes["gen_ai.tool.name"] == "slow_compute"
+        upstream = one(spans, "upstream POST", trace_id)
+        assert upstream.parent_span_id == run.span_id
