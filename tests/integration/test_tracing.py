@@ -1,9 +1,11 @@
 """OpenTelemetry tracing with real processes: two gateway replicas exporting OTLP/HTTP to a receiver
 inside the test, Redis, an SDK upstream that records the `traceparent` it receives.
 
-A traced client's call continues its trace through the gateway to the upstream; a call whose
-pumping replica is SIGKILLed and which the client resumes on the other replica stays in the
-trace it began in (the stream keeps the opening request's trace context in Redis).
+A traced client's call continues its trace through the gateway to the upstream (from the
+`traceparent` header, or SEP-414 `_meta` on the stateless path); a call whose pumping replica is
+SIGKILLed and which the client resumes on the other replica stays in the trace it began in (the
+stream keeps the opening request's trace context in Redis); a gateway-served task's run nests
+under its `tools/call`.
 """
 
 from __future__ import annotations
