@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from gateway.store.keys import Keys
-from tests.integration.conftest import StartGateways, StartLoadBalancer, StartSdkUpstream
+from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer, StartSdkUpstream
 from tests.integration.redis_topologies import LocalCluster, LocalSentinels, wait_until
 from tests.integration.store_flows import GW_ARGS, ClusterFailover, SentinelFailover, Store, core_flows, failover
 
@@ -52,30 +52,32 @@ async def topology(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIter
         await client.aclose()
 
 
-async def test_core_flows(
+@pytest.fixture
+def replicas(
     topology: StoreTopology,
     sdk_upstream: StartSdkUpstream,
     gateway_cluster: StartGateways,
     load_balancer: StartLoadBalancer,
     key_prefix: str,
-) -> None:
+) -> tuple[list[GatewayProc], str]:
+    """Three gateway replicas on the topology in front of an SDK upstream with an event store, and
+    the load balancer's URL."""
     upstream = sdk_upstream(event_store=True)
     gateways = gateway_cluster(3, {"default": upstream}, key_prefix, (*GW_ARGS, *topology.gateway_args))
-    await core_flows(gateways, load_balancer(gateways), topology.store)
+    return gateways, load_balancer(gateways)
+
+
+async def test_core_flows(topology: StoreTopology, replicas: tuple[list[GatewayProc], str]) -> None:
+    await core_flows(*replicas, topology.store)
     if topology.after_core_flows is not None:
         assert topology.after_core_flows()
 
 
 async def test_primary_killed_mid_streamed_call(
-    topology: StoreTopology,
-    sdk_upstream: StartSdkUpstream,
-    gateway_cluster: StartGateways,
-    load_balancer: StartLoadBalancer,
-    key_prefix: str,
+    topology: StoreTopology, replicas: tuple[list[GatewayProc], str]
 ) -> None:
-    upstream = sdk_upstream(event_store=True)
-    gateways = gateway_cluster(3, {"default": upstream}, key_prefix, (*GW_ARGS, *topology.gateway_args))
-    figures = await failover(gateways, load_balancer(gateways), topology.failover)
+    gateways, lb = replicas
+    figures = await failover(gateways, lb, topology.failover)
     print(figures.line(topology.name))
     assert figures.events_lost_silently == 0
     assert figures.readyz_down_seen
