@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextvars import Token
 from importlib import metadata
+from types import TracebackType
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -51,6 +53,32 @@ class OTelSpan:
         return trace.set_span_in_context(self._span)
 
 
+class Current:
+    """A span made current for a `with` block, then ended (the SDK's `start_as_current_span`,
+    without its two generator-based context managers: ~4 us less per span)."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: trace.Span) -> None:
+        self._span = span
+        self._token: Token[Context] | None = None
+
+    def __enter__(self) -> OTelSpan:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return OTelSpan(self._span)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            if isinstance(exc, Exception):  # cancellation and exits are not failures
+                self._span.record_exception(exc)
+                self._span.set_attribute("error.type", type(exc).__name__)
+                self._span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            self._span.end()
+        finally:
+            if self._token is not None:
+                otel_context.detach(self._token)
+
+
 class OTelTracer:
     enabled = True
 
@@ -59,7 +87,6 @@ class OTelTracer:
         self._tracer = provider.get_tracer("mcp-gateway", _version())
         self._propagator = TraceContextTextMapPropagator()
 
-    @contextmanager
     def span(
         self,
         name: str,
@@ -69,21 +96,11 @@ class OTelTracer:
         parent: Parent | None = None,
         links: Sequence[Parent] = (),
         start_ns: int | None = None,
-    ) -> Iterator[OTelSpan]:
-        with self._tracer.start_as_current_span(
-            name,
-            context=_context(parent),
-            kind=KINDS[kind],
-            attributes=attrs,
-            links=_links(links),
-            start_time=start_ns,
-        ) as span:
-            wrapped = OTelSpan(span)
-            try:
-                yield wrapped
-            except Exception as exc:  # the SDK sets the status; the facade adds error.type
-                span.set_attribute("error.type", type(exc).__name__)
-                raise
+    ) -> Current:
+        span = self._tracer.start_span(
+            name, context=_context(parent), kind=KINDS[kind], attributes=attrs, links=_links(links), start_time=start_ns
+        )
+        return Current(span)
 
     def start(
         self,
