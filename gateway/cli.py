@@ -118,15 +118,16 @@ def drain_on_stop_signals(app: Any) -> None:
         signal.signal(sig, handler)
 
 
-INSPECT_HELP = """Read-only view of the store: replicas alive, sessions, streams, or one session in detail.
+INSPECT_HELP = """Read-only view of the store: replicas alive, sessions, streams, tasks, or one session in detail.
 Takes the server's own flags, env vars and config file (only the store ones matter: --redis-url,
 --key-prefix, --config). Reads with SCAN in small steps; never blocks Redis."""
 
 
 def inspect_main(argv: Sequence[str]) -> int:
-    """`mcp-gateway inspect [all|replicas|sessions|streams|session ID] [--json] [server flags]`."""
+    """`mcp-gateway inspect [all|replicas|sessions|streams|tasks|session ID] [--json] [server flags]`."""
     parser = build_parser(prog="mcp-gateway inspect", description=INSPECT_HELP)
-    parser.add_argument("view", nargs="?", default="all", choices=["all", "replicas", "sessions", "streams", "session"])
+    views = ["all", "replicas", "sessions", "streams", "tasks", "session"]
+    parser.add_argument("view", nargs="?", default="all", choices=views)
     parser.add_argument("session_id", nargs="?", help="for `session`: a session id or its first characters")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)

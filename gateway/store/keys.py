@@ -108,6 +108,14 @@ class Keys:
         """The session id inside a session record key."""
         return key.removeprefix(f"{self.prefix}:{{").removesuffix("}:session")
 
+    def task_pattern(self, kind: str = "task") -> str:
+        """SCAN pattern of gateway-served task records (`task`) or pass-through routes (`route`)."""
+        return f"{_literal(self.prefix)}:{{task:*}}:{kind}"
+
+    def task_of(self, key: str) -> str:
+        """The task id inside a task record or route key."""
+        return key.removeprefix(f"{self.prefix}:{{task:").rsplit("}:", 1)[0]
+
     def legacy_notify(self, outbox: str) -> str:
         """Shard channel announcing new outbox messages (same slot as the outbox)."""
         return f"{outbox.removesuffix(':out')}:n"
