@@ -1,0 +1,290 @@
+"""The shared response cache (SEP-2549) through real replicas in front of a real upstream process
+(`tests/servers/cache_server.py`, which counts the answers it gives): a hit on another replica,
+private answers per principal, expiry after ttlMs, invalidation by the upstream's notifications
+(the replicas' own watch streams, and a client's listen stream), errors and calls never cached,
+the flag off, and the metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import GatewayProc, StartGateways
+from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port
+from tests.integration.test_tasks import eventually
+from tests.test_security import ISSUER, PUBLIC_PEM, token
+
+CACHE_SERVER = REPO_ROOT / "tests" / "servers" / "cache_server.py"
+MODERN = "2026-07-28"
+META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
+AUTH = ["--auth-issuer", ISSUER, "--auth-public-key", PUBLIC_PEM, "--resource-url", "https://gw.example/mcp"]
+
+
+class Upstream:
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.url = f"{self.base}/mcp"
+
+    async def counts(self) -> dict[str, int]:
+        async with httpx.AsyncClient() as client:
+            value: dict[str, int] = (await client.get(f"{self.base}/counts")).json()
+        return value
+
+    async def count(self, key: str) -> int:
+        return (await self.counts()).get(key, 0)
+
+    async def change(self, kind: str, uri: str | None = None) -> None:
+        params = {"kind": kind, **({"uri": uri} if uri else {})}
+        async with httpx.AsyncClient() as client:
+            (await client.post(f"{self.base}/change", params=params)).raise_for_status()
+
+    async def listeners(self) -> int:
+        async with httpx.AsyncClient() as client:
+            return int((await client.get(f"{self.base}/listeners")).json()["listeners"])
+
+
+def start_upstream(procs: ProcessGroup, *args: str) -> Upstream:
+    port = free_port()
+    argv = [sys.executable, str(CACHE_SERVER), "--port", str(port), *args]
+    procs.start(f"cache-server-{port}", argv).wait_http(f"http://127.0.0.1:{port}/healthz", timeout=20)
+    return Upstream(port)
+
+
+def headers(method: str, name: str | None = None, auth: str | None = None) -> dict[str, str]:
+    h = {
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+        "MCP-Protocol-Version": MODERN,
+        "Mcp-Method": method,
+    }
+    if name is not None:
+        h["Mcp-Name"] = name
+    if auth is not None:
+        h["Authorization"] = f"Bearer {auth}"
+    return h
+
+
+async def rpc(url: str, method: str, params: dict[str, Any] | None = None, *, rid: Any = 1, auth: str | None = None,
+              raw_auth: str | None = None) -> dict[str, Any]:
+    params = {**(params or {}), "_meta": META}
+    name = params.get("uri") or params.get("name")
+    h = headers(method, name, auth)
+    if raw_auth is not None:
+        h["Authorization"] = raw_auth
+    body = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}
+    async with httpx.AsyncClient(timeout=30) as client:
+        response = await client.post(url, json=body, headers=h)
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        lines = [line[5:].strip() for line in response.text.splitlines() if line.startswith("data:")]
+        return next(m for m in map(json.loads, filter(None, lines)) if "id" in m)
+    message: dict[str, Any] = response.json()
+    return message
+
+
+def result(message: dict[str, Any]) -> dict[str, Any]:
+    assert "result" in message, message
+    value: dict[str, Any] = message["result"]
+    return value
+
+
+async def metric(gw: GatewayProc, name: str, method: str) -> float:
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{gw.base_url}/metrics")).text
+    found = re.search(rf'^{name}\{{[^}}]*="{re.escape(method)}"[^}}]*\}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def replicas(start: StartGateways, upstream: Upstream, key_prefix: str, *extra: str, n: int = 2) -> list[GatewayProc]:
+    gateways = start(n, {"default": upstream.url}, key_prefix, list(extra))
+    for gw in gateways:
+        gw.proc.wait_http(f"{gw.base_url}/readyz", timeout=20)
+    return gateways
+
+
+async def watched(upstream: Upstream, n: int) -> None:
+    """Until `n` listen streams are open on the upstream (each replica's watch, and clients')."""
+    assert await eventually(lambda: _at_least(upstream, n)), "the replicas' watch streams never opened"
+
+
+async def _at_least(upstream: Upstream, n: int) -> bool:
+    return await upstream.listeners() >= n
+
+
+@pytest.mark.parametrize("sse", [False, True], ids=["json", "sse"])
+async def test_an_answer_is_served_by_another_replica(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str, sse: bool
+) -> None:
+    upstream = start_upstream(procs, *(["--sse"] if sse else []))
+    a, b = replicas(gateway_cluster, upstream, key_prefix)
+    for method in ("tools/list", "prompts/list", "resources/list", "server/discover"):
+        first = await rpc(a.url, method, rid=11)
+        second = await rpc(b.url, method, rid="again")
+        assert await upstream.count(method) == 1, method  # the second never reached the upstream
+        assert second["id"] == "again" and first["id"] == 11
+        fresh, cached = result(first), result(second)
+        assert {**cached, "ttlMs": 0} == {**fresh, "ttlMs": 0}  # identical but for the remaining ttl
+        assert 0 < cached["ttlMs"] <= fresh["ttlMs"] == 60_000
+        assert await metric(b, "mcpgw_response_cache_hits_total", method) == 1
+        assert await metric(a, "mcpgw_response_cache_misses_total", method) == 1
+        assert await metric(a, "mcpgw_response_cache_stores_total", method) == 1
+    # another question is another entry: a cursor, or another URI
+    await rpc(a.url, "tools/list", {"cursor": "p2"})
+    assert await upstream.count("tools/list") == 2
+    for gw in (a, b, a):
+        result(await rpc(gw.url, "resources/read", {"uri": "file:///a"}))
+    result(await rpc(b.url, "resources/read", {"uri": "file:///b"}))
+    assert (await upstream.count("read:file:///a"), await upstream.count("read:file:///b")) == (1, 1)
+
+
+async def test_errors_and_calls_are_never_cached(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_upstream(procs)
+    a, b = replicas(gateway_cluster, upstream, key_prefix)
+    for gw in (a, b):
+        assert "error" in await rpc(gw.url, "resources/read", {"uri": "missing:///x"})
+        result(await rpc(gw.url, "tools/call", {"name": "echo", "arguments": {}}))
+    assert await upstream.count("read:missing:///x") == 2
+    assert await upstream.count("tools/call") == 2
+
+
+async def test_private_answers_stay_with_their_principal(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_upstream(procs)
+    a, b = replicas(gateway_cluster, upstream, key_prefix, *AUTH)
+    alice, bob = token("alice"), token("bob")
+    mine = {"uri": "private:///me"}
+    first = result(await rpc(a.url, "resources/read", mine, auth=alice))
+    again = result(await rpc(b.url, "resources/read", mine, auth=alice))
+    assert first["cacheScope"] == "private" and again["contents"] == first["contents"]
+    assert await upstream.count("read:private:///me") == 1  # alice's own entry, on another replica
+    result(await rpc(b.url, "resources/read", mine, auth=bob))
+    assert await upstream.count("read:private:///me") == 2  # never alice's answer for bob
+    result(await rpc(a.url, "resources/read", mine, auth=bob))
+    assert await upstream.count("read:private:///me") == 2  # bob's own entry
+    # public answers are shared across principals
+    result(await rpc(a.url, "tools/list", auth=alice))
+    result(await rpc(b.url, "tools/list", auth=bob))
+    assert await upstream.count("tools/list") == 1
+
+
+async def test_without_auth_private_answers_are_keyed_by_the_credentials_sent(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_upstream(procs)
+    a, b = replicas(gateway_cluster, upstream, key_prefix)
+    mine = {"uri": "private:///me"}
+    for gw in (a, b):  # anonymous: nobody to keep a private answer for
+        result(await rpc(gw.url, "resources/read", mine))
+    assert await upstream.count("read:private:///me") == 2
+    x = result(await rpc(a.url, "resources/read", mine, raw_auth="Bearer x"))
+    assert result(await rpc(b.url, "resources/read", mine, raw_auth="Bearer x"))["contents"] == x["contents"]
+    assert await upstream.count("read:private:///me") == 3  # the upstream saw token x once
+    y = result(await rpc(b.url, "resources/read", mine, raw_auth="Bearer y"))
+    assert await upstream.count("read:private:///me") == 4 and "Bearer y" in y["contents"][0]["text"]
+
+
+async def test_an_entry_is_not_served_past_its_ttl(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_upstream(procs)
+    a, b = replicas(gateway_cluster, upstream, key_prefix)
+    short = {"uri": "short:///x"}
+    assert result(await rpc(a.url, "resources/read", short))["ttlMs"] == 300
+
+    async def refetched() -> bool:
+        served = result(await rpc(b.url, "resources/read", short))
+        assert 0 < served["ttlMs"] <= 300  # a cached copy never promises more than what is left
+        return await upstream.count("read:short:///x") >= 2
+
+    assert await eventually(refetched), "the entry outlived its ttlMs"
+
+
+async def test_list_changes_invalidate_on_every_replica(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_upstream(procs)
+    a, b = replicas(gateway_cluster, upstream, key_prefix)
+    await watched(upstream, 2)  # each replica's own listen stream, with nobody else listening
+    for kind, method, field in (("tools", "tools/list", "tools"), ("prompts", "prompts/list", "prompts")):
+        assert result(await rpc(a.url, method))[field][0]["name"].endswith("-v0")
+        assert result(await rpc(b.url, method))[field][0]["name"].endswith("-v0")
+        assert await upstream.count(method) == 1
+        await upstream.change(kind)
+
+        async def changed(method: str = method, field: str = field) -> bool:
+            return bool(result(await rpc(b.url, method))[field][0]["name"].endswith("-v1"))
+
+        assert await eventually(changed), f"{method} stayed cached after its list_changed"
+        assert await upstream.count(method) == 2  # refetched once, then cached again
+        assert result(await rpc(a.url, method))[field][0]["name"].endswith("-v1")
+        assert await upstream.count(method) == 2
+        assert await metric(a, "mcpgw_response_cache_invalidations_total", f"notifications/{kind}/list_changed") >= 1
+
+
+@asynccontextmanager
+async def client_listening(url: str, uris: list[str]) -> AsyncIterator[None]:
+    """A client's own `subscriptions/listen` stream through the gateway, open for the block."""
+    params = {"_meta": META, "notifications": {"resourceSubscriptions": uris}}
+    body = {"jsonrpc": "2.0", "id": "listen-1", "method": "subscriptions/listen", "params": params}
+    async with httpx.AsyncClient(timeout=None) as client, client.stream(
+        "POST", url, json=body, headers=headers("subscriptions/listen")
+    ) as response:
+        assert response.status_code == 200
+        lines = response.aiter_lines()
+        async for line in lines:  # the acknowledgment arrived: the subscription is live
+            if "subscriptions/acknowledged" in line:
+                break
+
+        async def drain() -> None:
+            async for _ in lines:
+                pass
+
+        reader = asyncio.create_task(drain())
+        try:
+            yield
+        finally:
+            reader.cancel()
+
+
+async def test_resource_updated_on_a_clients_listen_stream_drops_that_read(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_upstream(procs)
+    a, b = replicas(gateway_cluster, upstream, key_prefix)
+    async with client_listening(a.url, ["file:///a"]):
+        assert result(await rpc(a.url, "resources/read", {"uri": "file:///a"}))["contents"][0]["text"].endswith("v0")
+        result(await rpc(b.url, "resources/read", {"uri": "file:///b"}))
+        result(await rpc(b.url, "resources/read", {"uri": "file:///a"}))
+        assert await upstream.count("read:file:///a") == 1
+        await upstream.change("updated", "file:///a")
+
+        async def changed() -> bool:
+            text = result(await rpc(b.url, "resources/read", {"uri": "file:///a"}))["contents"][0]["text"]
+            return bool(text.endswith("v1"))
+
+        assert await eventually(changed), "the read stayed cached after resources/updated"
+    result(await rpc(a.url, "resources/read", {"uri": "file:///b"}))
+    assert await upstream.count("read:file:///b") == 1  # other URIs keep their entries
+    assert await metric(a, "mcpgw_response_cache_invalidations_total", "notifications/resources/updated") == 1
+
+
+async def test_with_the_flag_off_every_request_reaches_the_upstream(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_upstream(procs)
+    a, b = replicas(gateway_cluster, upstream, key_prefix, "--response-cache", "false")
+    for gw in (a, b, a):
+        assert result(await rpc(gw.url, "tools/list"))["ttlMs"] == 60_000
+    assert await upstream.count("tools/list") == 3
+    assert await upstream.listeners() == 0  # no watch streams either
+    assert await metric(a, "mcpgw_response_cache_misses_total", "tools/list") == 0

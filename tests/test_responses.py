@@ -1,0 +1,93 @@
+"""ResponseStore on a real Redis: hits, the remaining ttl, expiry (PX and the stored deadline),
+generations (a bump makes every older entry a miss; an answer fetched across a bump is not kept)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+
+from gateway.store.keys import Keys
+from gateway.store.responses import ResponseStore
+
+MAX_TTL = 86_400_000
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_miss_store_hit_with_the_remaining_ttl(redis: aioredis.Redis, keys: Keys) -> None:
+    store = ResponseStore(redis, keys, max_ttl_ms=MAX_TTL, clock=Clock())
+    miss = await store.lookup("default", "tools", ["d:public"])
+    assert miss.hit is None and miss.generation == "0"
+    assert await store.store("default", "tools", "d:public", miss.generation, b'{"tools": []}', 30_000)
+    found = await store.lookup("default", "tools", ["d:p:alice", "d:public"])
+    assert found.hit is not None and found.hit.result == {"tools": []}
+    assert 0 < found.hit.remaining_ms <= 30_000
+    assert 0 < await redis.pttl(keys.cache_entry("default", "tools", "d:public")) <= 30_000
+    # other pools and families see nothing
+    assert (await store.lookup("other", "tools", ["d:public"])).hit is None
+    assert (await store.lookup("default", "prompts", ["d:public"])).hit is None
+
+
+async def test_the_first_digest_wins(redis: aioredis.Redis, keys: Keys) -> None:
+    store = ResponseStore(redis, keys, max_ttl_ms=MAX_TTL)
+    await store.store("default", "read:x", "d:p:alice", "0", b'{"who": "alice"}', 30_000)
+    await store.store("default", "read:x", "d:public", "0", b'{"who": "all"}', 30_000)
+    alice = await store.lookup("default", "read:x", ["d:p:alice", "d:public"])
+    bob = await store.lookup("default", "read:x", ["d:p:bob", "d:public"])
+    assert alice.hit and alice.hit.result == {"who": "alice"}
+    assert bob.hit and bob.hit.result == {"who": "all"}
+
+
+async def test_never_served_past_the_stored_deadline(redis: aioredis.Redis, keys: Keys) -> None:
+    clock = Clock()
+    store = ResponseStore(redis, keys, max_ttl_ms=MAX_TTL, clock=clock)
+    await store.store("default", "tools", "d:public", "0", b"{}", 10_000)
+    clock.now += 9.0
+    found = await store.lookup("default", "tools", ["d:public"])
+    assert found.hit is not None and found.hit.remaining_ms <= 1000
+    clock.now += 1.0  # the deadline, while Redis still holds the key
+    assert (await store.lookup("default", "tools", ["d:public"])).hit is None
+
+
+async def test_redis_expiry_ends_an_entry(redis: aioredis.Redis, keys: Keys) -> None:
+    store = ResponseStore(redis, keys, max_ttl_ms=MAX_TTL)
+    await store.store("default", "tools", "d:public", "0", b"{}", 50)
+    for _ in range(200):  # polls until Redis expired it (no timing asserted)
+        if (await store.lookup("default", "tools", ["d:public"])).hit is None:
+            break
+        await asyncio.sleep(0.02)
+    assert (await store.lookup("default", "tools", ["d:public"])).hit is None
+    assert await redis.exists(keys.cache_entry("default", "tools", "d:public")) == 0
+
+
+async def test_a_bump_makes_older_entries_misses_and_refuses_late_answers(redis: aioredis.Redis, keys: Keys) -> None:
+    store = ResponseStore(redis, keys, max_ttl_ms=MAX_TTL)
+    await store.store("default", "tools", "d:public", "0", b'{"v": 1}', 30_000)
+    seen = await store.lookup("default", "tools", ["d2:public"])  # a miss in flight
+    await store.bump("default", "tools")
+    assert (await store.lookup("default", "tools", ["d:public"])).hit is None
+    # the in-flight answer may predate the change: not kept
+    assert not await store.store("default", "tools", "d2:public", seen.generation, b'{"v": 1}', 30_000)
+    fresh = await store.lookup("default", "tools", ["d:public"])
+    assert fresh.generation == "1"
+    assert await store.store("default", "tools", "d:public", fresh.generation, b'{"v": 2}', 30_000)
+    again = await store.lookup("default", "tools", ["d:public"])
+    assert again.hit and again.hit.result == {"v": 2}
+    assert (await store.lookup("default", "prompts", ["d:public"])).generation == "0"  # other families untouched
+
+
+async def test_the_generation_outlives_every_entry_of_its_family(redis: aioredis.Redis, keys: Keys) -> None:
+    store = ResponseStore(redis, keys, max_ttl_ms=MAX_TTL)
+    gen_key = keys.cache_generation("default", "tools")
+    await store.bump("default", "tools")  # created by a bump: the longest ttl an entry may have
+    assert MAX_TTL - 5_000 < await redis.pttl(gen_key) <= MAX_TTL
+    await redis.pexpire(gen_key, 1_000)
+    await store.store("default", "tools", "d:public", "1", b"{}", 60_000)  # a longer-lived entry extends it
+    assert await redis.pttl(gen_key) > 55_000
