@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,11 +50,20 @@ def sse_messages(parser: sse.Parser, chunk: bytes) -> Iterable[dict[str, Any]]:
 
 
 class ResponseCache:
-    def __init__(self, store: ResponseStore, metrics: Metrics, *, max_bytes: int, max_line: int) -> None:
+    def __init__(
+        self,
+        store: ResponseStore,
+        metrics: Metrics,
+        *,
+        max_bytes: int,
+        max_line: int,
+        in_use: Callable[[str], None] = lambda pool: None,
+    ) -> None:
         self._store = store
         self._metrics = metrics
         self._max_bytes = max_bytes
         self._max_line = max_line
+        self._in_use = in_use  # told of each pool whose entries this replica serves or keeps (its watch)
 
     @staticmethod
     def _entry(question: caching.Question, partition: str | None) -> str:
@@ -78,6 +87,7 @@ class ResponseCache:
             return None, None
         if found.hit is not None:
             self._metrics.cache_hits.labels(question.method).inc()
+            self._in_use(pool)
             return found.hit, None
         self._metrics.cache_misses.labels(question.method).inc()
         return None, Pending(pool, question, partition, found.generation)
@@ -121,6 +131,7 @@ class ResponseCache:
             return
         if stored:
             self._metrics.cache_stores.labels(question.method).inc()
+            self._in_use(pending.pool)
 
     async def watch_stream(self, pool: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """Relay a `subscriptions/listen` stream; its change notifications invalidate as they pass."""

@@ -4,7 +4,10 @@
 subscriptions), and only to a caller that asked. So that cached lists are dropped even when no
 client listens, every replica keeps one listen stream per instance opted in to the three list
 changes; a notification bumps the pool's family generation in Redis, which every replica reads.
-A (re-)acknowledged stream bumps them too: changes made while nobody listened are not lost.
+A replica watches a pool once it first keeps or serves one of its entries (an upstream that never
+sends ttlMs gets no listen stream), stops watching an instance that does not serve
+`subscriptions/listen` (ttlMs alone bounds staleness there), and re-opens a stream that ended;
+a re-opened stream bumps the pool's lists (changes made while nobody listened are not lost).
 `resources/updated` needs the URIs named in the filter: it invalidates reads when it passes on a
 client's own listen stream (`ResponseCache.watch_stream`), and otherwise ttlMs bounds staleness.
 """
@@ -45,6 +48,10 @@ _BODY = json.dumps(
 ).encode()
 
 
+class NotListening(Exception):
+    """The instance does not serve `subscriptions/listen` (not an error of any request)."""
+
+
 class Watcher:
     def __init__(
         self,
@@ -62,11 +69,15 @@ class Watcher:
         self._cache = cache
         self._supervisor = supervisor
         self._max_line = max_line
+        self._watched: set[str] = set()
 
-    def start(self) -> None:
-        for name in self._pools.names():
-            for url in self._pools.get(name).instances:
-                self._supervisor.spawn(self._watch(name, url), name=f"cache-watch:{name}:{url}")
+    def watch(self, pool: str) -> None:
+        """Start watching `pool`'s instances (once per replica; called on every cache use)."""
+        if pool in self._watched:
+            return
+        self._watched.add(pool)
+        for url in self._pools.get(pool).instances:
+            self._supervisor.spawn(self._watch(pool, url), name=f"cache-watch:{pool}:{url}")
 
     def _request_headers(self, pool: str) -> dict[str, str]:
         fixed = [
@@ -79,29 +90,37 @@ class Watcher:
 
     async def _watch(self, pool: str, url: str) -> None:
         failures = 0
+        reopened = False
         while True:
             checkpoint()
             try:
-                acknowledged = await self.listen_once(pool, url)
+                acknowledged = await self.listen_once(pool, url, reopened=reopened)
+            except NotListening as exc:
+                log.info("cache watch of %s stopped: %s (cached entries end with their ttlMs)", url, exc)
+                return
             except errors.GatewayError as exc:
                 log.debug("cache watch of %s: %s", url, exc)
                 acknowledged = False
+            reopened = True
             failures = 0 if acknowledged else failures + 1
             await asyncio.sleep(retry.cache_watch_delay(failures))
 
-    async def listen_once(self, pool: str, url: str) -> bool:
+    async def listen_once(self, pool: str, url: str, *, reopened: bool = False) -> bool:
         """One listen stream, until it ends; True when the upstream acknowledged it."""
         response = await self._upstream.send("POST", url, self._request_headers(pool), _BODY, retry_connect=False)
         acknowledged = False
         try:
             if response.status != 200 or not response.is_sse:
-                return False  # no subscriptions/listen here: ttlMs alone bounds staleness
+                raise NotListening(f"subscriptions/listen answered {response.status} {response.content_type}")
             parser = sse.Parser(self._max_line)
             async for chunk in response.chunks():
                 for message in sse_messages(parser, chunk):
                     if message.get("method") == ACKNOWLEDGED and not acknowledged:
                         acknowledged = True
-                        await self._cache.invalidate(pool, LIST_FAMILIES, ACKNOWLEDGED)
+                        if reopened:  # a change may have happened while nobody listened
+                            await self._cache.invalidate(pool, LIST_FAMILIES, ACKNOWLEDGED)
+                    elif "id" in message and "error" in message:
+                        raise NotListening(f"subscriptions/listen refused: {message['error']}")
                     else:
                         await self._cache.invalidate(pool, caching.invalidated(message), str(message.get("method")))
         finally:

@@ -197,7 +197,9 @@ def create_app(settings: Settings) -> GatewayApp:
                 metrics,
                 max_bytes=settings.response_cache_max_bytes,
                 max_line=settings.sse_max_line,
+                in_use=lambda pool: watcher.watch(pool),  # bound late: the watcher needs the cache
             )
+            # one subscriptions/listen per instance of a pool in use: list changes drop cached lists
             watcher = Watcher(
                 pools=pools,
                 upstream=upstream,
@@ -206,7 +208,6 @@ def create_app(settings: Settings) -> GatewayApp:
                 supervisor=supervisor,
                 max_line=settings.sse_max_line,
             )
-            watcher.start()  # one subscriptions/listen per instance: list changes drop cached lists
         app.state.gateway = Gateway(
             settings=settings,
             pools=pools,

@@ -214,11 +214,12 @@ async def test_list_changes_invalidate_on_every_replica(
 ) -> None:
     upstream = start_upstream(procs)
     a, b = replicas(gateway_cluster, upstream, key_prefix)
-    await watched(upstream, 2)  # each replica's own listen stream, with nobody else listening
+    assert await upstream.listeners() == 0  # a replica watches a pool once it uses its entries
     for kind, method, field in (("tools", "tools/list", "tools"), ("prompts", "prompts/list", "prompts")):
         assert result(await rpc(a.url, method))[field][0]["name"].endswith("-v0")
         assert result(await rpc(b.url, method))[field][0]["name"].endswith("-v0")
         assert await upstream.count(method) == 1
+        await watched(upstream, 2)  # each replica's own listen stream, with nobody else listening
         await upstream.change(kind)
 
         async def changed(method: str = method, field: str = field) -> bool:
