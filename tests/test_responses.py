@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
+from redis.crc import key_slot
 
 from gateway.store.keys import Keys
 from gateway.store.responses import ResponseStore
@@ -91,3 +92,17 @@ async def test_the_generation_outlives_every_entry_of_its_family(redis: aioredis
     await redis.pexpire(gen_key, 1_000)
     await store.store("default", "tools", "d:public", "1", b"{}", 60_000)  # a longer-lived entry extends it
     assert await redis.pttl(gen_key) > 55_000
+
+
+def test_a_lookup_and_its_store_touch_one_hash_slot(keys: Keys) -> None:
+    """Redis Cluster: the scripts' keys (generation and entries of a family) share one slot."""
+    for family in ("tools", "read:0123abcd"):
+        slots = {
+            key_slot(key.encode())
+            for key in (
+                keys.cache_generation("default", family),
+                keys.cache_entry("default", family, "d:public"),
+                keys.cache_entry("default", family, "d:p:alice"),
+            )
+        }
+        assert len(slots) == 1

@@ -77,7 +77,10 @@ class Watcher:
             return
         self._watched.add(pool)
         for url in self._pools.get(pool).instances:
-            self._supervisor.spawn(self._watch(pool, url), name=f"cache-watch:{pool}:{url}")
+            try:
+                self._supervisor.spawn(self._watch(pool, url), name=f"cache-watch:{pool}:{url}")
+            except RuntimeError:  # shutting down: the supervisor takes no new work
+                return
 
     def _request_headers(self, pool: str) -> dict[str, str]:
         fixed = [
