@@ -289,3 +289,30 @@ async def test_with_the_flag_off_every_request_reaches_the_upstream(
     assert await upstream.count("tools/list") == 3
     assert await upstream.listeners() == 0  # no watch streams either
     assert await metric(a, "mcpgw_response_cache_misses_total", "tools/list") == 0
+
+
+SDK_CACHE_SERVER = REPO_ROOT / "tests" / "servers" / "sdk_cache_server.py"
+
+
+async def test_a_python_sdk_upstream_hints_and_list_changes(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    """The SDK's own cache hints and listen streams (mcp 2.3.0), not this project's fixture."""
+    port = free_port()
+    argv = [sys.executable, str(SDK_CACHE_SERVER), "--port", str(port)]
+    procs.start(f"sdk-cache-{port}", argv).wait_http(f"http://127.0.0.1:{port}/healthz", timeout=20)
+    upstream = Upstream(port)
+    a, b = replicas(gateway_cluster, upstream, key_prefix)
+    first = result(await rpc(a.url, "tools/list"))
+    assert (first["ttlMs"], first["cacheScope"]) == (60_000, "public")
+    names = {tool["name"] for tool in first["tools"]}
+    assert {tool["name"] for tool in result(await rpc(b.url, "tools/list"))["tools"]} == names
+    assert await metric(b, "mcpgw_response_cache_hits_total", "tools/list") == 1
+    await watched(upstream, 2)
+    assert result(await rpc(a.url, "tools/call", {"name": "grow", "arguments": {"name": "sprout"}}))
+
+    async def grown() -> bool:
+        return "sprout" in {tool["name"] for tool in result(await rpc(b.url, "tools/list"))["tools"]}
+
+    assert await eventually(grown), "the SDK's tools/list_changed did not reach the cache"
+    assert await metric(b, "mcpgw_response_cache_invalidations_total", "notifications/tools/list_changed") >= 1
