@@ -2,18 +2,22 @@
 
 An entry is a hash (`g` generation, `x` deadline in epoch ms, `r` the result JSON) with PX = ttlMs.
 Entries of one family (a pool's tools lists, or the reads of one URI) share a generation key in
-the same hash slot; a notification bumps it and every older entry is a miss from then on (they
-expire by themselves). A miss returns the generation it saw, and the answer is stored only if the
-generation is still that one: an answer fetched while a notification arrived is never kept.
+the same hash slot; a notification replaces it with a new random value and every older entry is a
+miss from then on (they expire by themselves). A miss returns the generation it saw, and the answer
+is stored only if the generation is still that one: an answer fetched while a notification arrived
+is never kept. Generations are random, never counters, and an entry is only ever written under an
+existing one: a generation key that vanished (expired, evicted, FLUSHDB) makes its whole family a
+miss instead of bringing an older generation back.
 
 Never served past ttlMs: Redis expires the entry (PX), and a read also checks the stored deadline;
-a hit says how much of the ttlMs is left (the smaller of the two). The generation key lives at
-least as long as any entry of its family, so it cannot lapse and bring an old generation back.
+a hit says how much of the ttlMs is left (the smaller of the two). The generation key is kept at
+least as long as any entry of its family.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,10 +26,11 @@ from typing import Any
 from gateway.store.client import Redis, translated
 from gateway.store.keys import Keys
 
-# KEYS: generation, entry...  ->  {generation} or {generation, deadline, result, pttl} of the first
-# entry of the current generation.
+# KEYS: generation, entry...  ->  {generation ('' when none)} or {generation, deadline, result, pttl}
+# of the first entry of the current generation.
 _LOOKUP = """
-local gen = redis.call('GET', KEYS[1]) or '0'
+local gen = redis.call('GET', KEYS[1])
+if not gen then return {''} end
 for i = 2, #KEYS do
   local e = redis.call('HMGET', KEYS[i], 'g', 'x', 'r')
   if e[1] == gen and e[3] then return {gen, e[2], e[3], redis.call('PTTL', KEYS[i])} end
@@ -33,23 +38,36 @@ end
 return {gen}
 """
 
-# KEYS: generation, entry.  ARGV: generation seen at lookup, deadline ms, result, ttl ms.
+# KEYS: generation, entry.  ARGV: generation seen at lookup, deadline ms, result, ttl ms, new generation.
+# A family without a generation gets one (the new one) only if the lookup saw none either.
 _STORE = """
-local gen = redis.call('GET', KEYS[1]) or '0'
-if gen ~= ARGV[1] then return 0 end
+local gen = redis.call('GET', KEYS[1])
+if not gen then
+  if ARGV[1] ~= '' then return 0 end
+  gen = ARGV[5]
+  redis.call('SET', KEYS[1], gen, 'PX', ARGV[4])
+elseif gen ~= ARGV[1] then
+  return 0
+end
 redis.call('HSET', KEYS[2], 'g', gen, 'x', ARGV[2], 'r', ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-local left = redis.call('PTTL', KEYS[1])
-if left >= 0 and left < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 return 1
 """
 
-# KEYS: generation.  ARGV: ttl ms for a generation key that had none (no entry outlives it).
+# KEYS: generation.  ARGV: new generation, ttl ms when the key had none (it refuses in-flight stores).
 _BUMP = """
-local gen = redis.call('INCR', KEYS[1])
-if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return gen
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
 """
+
+
+def _new_generation() -> str:
+    return secrets.token_hex(8)
 
 
 @dataclass(frozen=True)
@@ -102,10 +120,11 @@ class ResponseStore:
         deadline = self._now_ms() + ttl_ms
         keys = [self._keys.cache_generation(pool, family), self._keys.cache_entry(pool, family, digest)]
         with translated():
-            stored = await self._store(keys=keys, args=[generation, deadline, result, ttl_ms])
+            stored = await self._store(keys=keys, args=[generation, deadline, result, ttl_ms, _new_generation()])
         return bool(stored)
 
     async def bump(self, pool: str, family: str) -> None:
         """Every entry of the family made so far is stale (a notification said it changed)."""
         with translated():
-            await self._bump(keys=[self._keys.cache_generation(pool, family)], args=[self._max_ttl_ms])
+            key = self._keys.cache_generation(pool, family)
+            await self._bump(keys=[key], args=[_new_generation(), self._max_ttl_ms])
