@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.conftest import GatewayProc, StartGateways
 from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port
+from tests.integration.redis_topologies import LocalCluster
 from tests.integration.test_tasks import eventually
 from tests.test_security import ISSUER, PUBLIC_PEM, token
 
@@ -316,3 +317,25 @@ async def test_a_python_sdk_upstream_hints_and_list_changes(
 
     assert await eventually(grown), "the SDK's tools/list_changed did not reach the cache"
     assert await metric(b, "mcpgw_response_cache_invalidations_total", "notifications/tools/list_changed") >= 1
+
+
+async def test_on_a_redis_cluster(
+    redis_cluster: LocalCluster, procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    """One script per lookup and store, in its family's slot: the cache works on a real Cluster."""
+    upstream = start_upstream(procs)
+    a, b = replicas(gateway_cluster, upstream, key_prefix, *redis_cluster.gateway_args())
+    for uri in ("file:///a", "file:///b", "file:///c"):  # families in different slots
+        result(await rpc(a.url, "resources/read", {"uri": uri}))
+        result(await rpc(b.url, "resources/read", {"uri": uri}))
+        assert await upstream.count(f"read:{uri}") == 1
+    result(await rpc(a.url, "tools/list"))
+    result(await rpc(b.url, "tools/list"))
+    assert await upstream.count("tools/list") == 1
+    await watched(upstream, 2)
+    await upstream.change("tools")
+
+    async def changed() -> bool:
+        return bool(result(await rpc(b.url, "tools/list"))["tools"][0]["name"].endswith("-v1"))
+
+    assert await eventually(changed), "tools/list stayed cached after list_changed on the Cluster"
