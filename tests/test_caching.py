@@ -111,3 +111,12 @@ def test_partition_is_the_principal_or_the_credentials_or_nobody() -> None:
     assert token_a != caching.partition_of("", {"authorization": "Bearer a", "cookie": "s=1"})
     assert caching.partition_of("", {}) is None
     assert caching.partition_of("", {"authorization": ""}) is None
+
+
+def test_cache_control_request_directives() -> None:
+    assert caching.directives(None) == caching.Directives(use_stored=True, may_store=True)
+    assert caching.directives("no-cache") == caching.Directives(use_stored=False, may_store=True)
+    assert caching.directives("max-age = 0") == caching.Directives(use_stored=False, may_store=True)
+    assert caching.directives("No-Store") == caching.Directives(use_stored=True, may_store=False)
+    assert caching.directives("no-cache, no-store") == caching.Directives(use_stored=False, may_store=False)
+    assert caching.directives("max-age=60, private") == caching.Directives()  # others are ignored

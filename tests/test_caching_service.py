@@ -14,6 +14,7 @@ from gateway.caching.service import ResponseCache
 from gateway.metrics import Metrics
 from gateway.store.keys import Keys
 from gateway.store.responses import ResponseStore
+from gateway.wire import caching
 
 META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}
 
@@ -121,3 +122,21 @@ async def test_a_store_failure_is_a_miss_that_keeps_nothing(fake_redis: fakeredi
     cache = ResponseCache(BrokenStore(fake_redis, Keys("t"), max_ttl_ms=1000), metrics, max_bytes=1000, max_line=1000)
     assert await cache.lookup("default", "tools/list", {}, None) == (None, None)  # served from upstream
     assert sample(metrics, "mcpgw_store_errors_total") == 1
+
+
+async def test_a_refresh_skips_the_entry_and_keeps_the_fresh_answer(fake_redis: fakeredis.FakeAsyncRedis) -> None:
+    cache, _, _ = cache_on(fake_redis)
+    _, pending = await cache.lookup("default", "tools/list", {}, None)
+    assert pending is not None
+    await cache.offer_json(pending, answer({"tools": ["old"], "ttlMs": 5000, "cacheScope": "public"}), 1)
+    hit, refresh = await cache.lookup("default", "tools/list", {}, None, caching.Directives(use_stored=False))
+    assert hit is None and refresh is not None  # Cache-Control: no-cache goes upstream
+    await cache.offer_json(refresh, answer({"tools": ["new"], "ttlMs": 5000, "cacheScope": "public"}), 1)
+    hit, _ = await cache.lookup("default", "tools/list", {}, None)
+    assert hit is not None and hit.result["tools"] == ["new"]
+    hit, keep = await cache.lookup("default", "tools/list", {}, None, caching.Directives(may_store=False))
+    assert hit is not None and keep is None  # no-store may still be served what is there
+    _, keep = await cache.lookup("default", "prompts/list", {}, None, caching.Directives(may_store=False))
+    assert keep is None  # ... but keeps nothing
+    both = caching.Directives(use_stored=False, may_store=False)
+    assert await cache.lookup("default", "tools/list", {}, None, both) == (None, None)

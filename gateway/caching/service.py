@@ -70,15 +70,24 @@ class ResponseCache:
         return f"{question.digest}:{partition or PUBLIC}"
 
     async def lookup(
-        self, pool: str, method: str | None, params: Mapping[str, Any], partition: str | None
+        self,
+        pool: str,
+        method: str | None,
+        params: Mapping[str, Any],
+        partition: str | None,
+        asked: caching.Directives = caching.Directives(),  # noqa: B008 (frozen, never mutated)
     ) -> tuple[Hit | None, Pending | None]:
         """(a fresh cached result, None), or (None, where to keep the answer); (None, None): not cacheable."""
         question = caching.question(method, params)
         if question is None:
             return None, None
+        if not asked.may_store and not asked.use_stored:
+            return None, None  # the client wants nothing of the cache
         # caching §Cache Scope: a private entry is reused only within its authorization context.
         digests = [self._entry(question, partition)] if partition is not None else []
         digests.append(self._entry(question, None))
+        if not asked.use_stored:
+            digests = []  # a refresh: only the generation, so that the fresh answer is kept
         try:
             found = await self._store.lookup(pool, question.family, digests)
         except errors.StoreError as exc:
@@ -90,7 +99,7 @@ class ResponseCache:
             self._in_use(pool)
             return found.hit, None
         self._metrics.cache_misses.labels(question.method).inc()
-        return None, Pending(pool, question, partition, found.generation)
+        return None, Pending(pool, question, partition, found.generation) if asked.may_store else None
 
     async def offer_json(self, pending: Pending, payload: bytes, request_id: Any) -> None:
         try:

@@ -161,7 +161,8 @@ class StatelessEndpoint:
             merged = tasks is not None and message.method == "server/discover"
             if self._cache is not None and instance is None and message.is_request and not merged:
                 partition = _partition(principal, request)
-                hit, pending = await self._cache.lookup(pool.name, message.method, params, partition)
+                asked = caching.directives(request.headers.get("cache-control"))
+                hit, pending = await self._cache.lookup(pool.name, message.method, params, partition, asked)
                 if hit is not None:
                     served = caching.served(hit.result, hit.remaining_ms)
                     return await self._answered(ticket, _result(message.id, served))

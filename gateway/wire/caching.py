@@ -129,6 +129,24 @@ def invalidated(message: Mapping[str, Any]) -> tuple[str, ...]:
     return ()
 
 
+@dataclass(frozen=True)
+class Directives:
+    """What a client's `Cache-Control` asks of the shared cache (RFC 9111 §5.2.1)."""
+
+    use_stored: bool = True  # no-cache / max-age=0: go to the upstream (and keep its fresh answer)
+    may_store: bool = True  # no-store: keep nothing of this exchange
+
+
+def directives(cache_control: str | None) -> Directives:
+    """The request directives the cache honours; everything else in the header is ignored."""
+    if not cache_control:
+        return Directives()
+    tokens = {part.strip().lower().replace(" ", "") for part in cache_control.split(",")}
+    # RFC 9111 §5.2.1.4 no-cache, §5.2.1.1 max-age=0: a stored answer must not be used as it is.
+    refresh = bool(tokens & {"no-cache", "max-age=0"})
+    return Directives(use_stored=not refresh, may_store="no-store" not in tokens)  # §5.2.1.5 no-store
+
+
 def partition_of(principal: str, credentials: Mapping[str, str]) -> str | None:
     """Who a private answer belongs to: the authenticated principal, else a digest of the
     credentials the upstream sees (only their holder can present them); None: nobody known, so

@@ -42,8 +42,8 @@ class Upstream:
     async def count(self, key: str) -> int:
         return (await self.counts()).get(key, 0)
 
-    async def change(self, kind: str, uri: str | None = None) -> None:
-        params = {"kind": kind, **({"uri": uri} if uri else {})}
+    async def change(self, kind: str, uri: str | None = None, *, quiet: bool = False) -> None:
+        params = {"kind": kind, **({"uri": uri} if uri else {}), **({"quiet": "1"} if quiet else {})}
         async with httpx.AsyncClient() as client:
             (await client.post(f"{self.base}/change", params=params)).raise_for_status()
 
@@ -73,11 +73,19 @@ def headers(method: str, name: str | None = None, auth: str | None = None) -> di
     return h
 
 
-async def rpc(url: str, method: str, params: dict[str, Any] | None = None, *, rid: Any = 1, auth: str | None = None,
-              raw_auth: str | None = None) -> dict[str, Any]:
+async def rpc(
+    url: str,
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    rid: Any = 1,
+    auth: str | None = None,
+    raw_auth: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, Any]:
     params = {**(params or {}), "_meta": META}
     name = params.get("uri") or params.get("name")
-    h = headers(method, name, auth)
+    h = {**headers(method, name, auth), **(extra or {})}
     if raw_auth is not None:
         h["Authorization"] = raw_auth
     body = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}
@@ -143,6 +151,23 @@ async def test_an_answer_is_served_by_another_replica(
         result(await rpc(gw.url, "resources/read", {"uri": "file:///a"}))
     result(await rpc(b.url, "resources/read", {"uri": "file:///b"}))
     assert (await upstream.count("read:file:///a"), await upstream.count("read:file:///b")) == (1, 1)
+
+
+async def test_cache_control_no_cache_refreshes_and_no_store_keeps_nothing(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_upstream(procs)
+    a, b = replicas(gateway_cluster, upstream, key_prefix)
+    result(await rpc(a.url, "tools/list"))
+    await upstream.change("tools", quiet=True)  # a change the upstream does not announce
+    assert result(await rpc(b.url, "tools/list"))["tools"][0]["name"] == "tool-v0"  # cached
+    fresh = result(await rpc(b.url, "tools/list", extra={"Cache-Control": "no-cache"}))
+    assert fresh["tools"][0]["name"] == "tool-v1" and fresh["ttlMs"] == 60_000
+    assert result(await rpc(a.url, "tools/list"))["tools"][0]["name"] == "tool-v1"  # the refresh was kept
+    assert await upstream.count("tools/list") == 2
+    for gw in (a, b):
+        result(await rpc(gw.url, "prompts/list", extra={"Cache-Control": "no-store"}))
+    assert await upstream.count("prompts/list") == 2
 
 
 async def test_errors_and_calls_are_never_cached(

@@ -7,7 +7,7 @@ often it answers each one, and announcing changes on `subscriptions/listen` stre
   prompt names carry a version that `POST /change?kind=tools|prompts|resources` raises.
 * `resources/read`: `file:///...` public, `private:///...` private (the text names the caller's
   `Authorization`), `short:///...` public with ttlMs 300, `missing:///...` a JSON-RPC error; the text
-  carries the URI's version, raised by `POST /change?kind=updated&uri=URI`.
+  carries the URI's version, raised by `POST /change?kind=updated&uri=URI` (`&quiet=1`: unannounced).
 * `subscriptions/listen`: an SSE stream, acknowledged, then the notifications its filter asked for.
 * `GET /counts`: answers given per method (`resources/read` per URI); `GET /listeners`: open listen
   streams; `GET /healthz`. `--sse` answers every request as SSE.
@@ -118,6 +118,8 @@ def build(ttl_ms: int, sse: bool) -> Starlette:
             method, flag = KIND_TO_NOTE[kind]
             note = {"method": method}
             targets = [q for wanted, q in listeners if wanted.get(flag)]
+        if request.query_params.get("quiet"):
+            targets = []  # a change the server does not announce (ttlMs alone covers it)
         for queue in targets:
             queue.put_nowait(dict(note))
         return JSONResponse({"notified": len(targets)})
