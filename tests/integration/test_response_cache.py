@@ -170,6 +170,21 @@ async def test_cache_control_no_cache_refreshes_and_no_store_keeps_nothing(
     assert await upstream.count("prompts/list") == 2
 
 
+async def test_discover_of_a_pool_with_served_tasks_is_not_cached(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    """The gateway merges its tasks capability into that answer: it is not the upstream's to keep."""
+    upstream = start_upstream(procs)
+    a, b = replicas(gateway_cluster, upstream, key_prefix, "--task-tools", "default=slow_*")
+    for gw in (a, b):
+        found = result(await rpc(gw.url, "server/discover"))
+        assert "io.modelcontextprotocol/tasks" in found["capabilities"]["extensions"]
+    assert await upstream.count("server/discover") == 2
+    result(await rpc(a.url, "tools/list"))
+    result(await rpc(b.url, "tools/list"))
+    assert await upstream.count("tools/list") == 1  # the rest of the pool is cached as usual
+
+
 async def test_errors_and_calls_are_never_cached(
     procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
 ) -> None:
