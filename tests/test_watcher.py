@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway import errors
 from gateway.caching.service import ResponseCache
 from gateway.caching.watcher import NotListening, Watcher
 from gateway.metrics import Metrics
@@ -123,3 +124,16 @@ async def test_no_watch_starts_after_shutdown(redis: aioredis.Redis, keys: Keys)
     await supervisor.aclose()
     watcher.watch("default")  # a request served during the drain: no error, no task
     assert len(supervisor) == 0
+
+
+async def test_a_failing_instance_is_asked_again_later(redis: aioredis.Redis, keys: Keys) -> None:
+    async def busy(request: Request) -> Response:
+        return Response("busy", status_code=503)
+
+    supervisor = Supervisor()
+    async with serve(Starlette(routes=[Route("/mcp", busy, methods=["POST"])])) as url:
+        watcher, _ = await watcher_for(f"{url}/mcp", redis, keys, supervisor)
+        with pytest.raises(errors.UpstreamError) as raised:
+            await watcher.listen_once("default", f"{url}/mcp")
+        assert not isinstance(raised.value, NotListening)  # a 5xx is not "no listen here": retried
+    await supervisor.aclose()

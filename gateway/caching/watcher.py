@@ -6,7 +6,8 @@ client listens, every replica keeps one listen stream per instance opted in to t
 changes; a notification bumps the pool's family generation in Redis, which every replica reads.
 A replica watches a pool once it first keeps or serves one of its entries (an upstream that never
 sends ttlMs gets no listen stream), stops watching an instance that does not serve
-`subscriptions/listen` (ttlMs alone bounds staleness there), and re-opens a stream that ended;
+`subscriptions/listen` (a 4xx, or a JSON answer: ttlMs alone bounds staleness there), and re-opens
+a stream that ended or failed (a 5xx, an unreachable instance: after a backoff);
 a re-opened stream bumps the pool's lists (changes made while nobody listened are not lost).
 `resources/updated` needs the URIs named in the filter: it invalidates reads when it passes on a
 client's own listen stream (`ResponseCache.watch_stream`), and otherwise ttlMs bounds staleness.
@@ -113,6 +114,8 @@ class Watcher:
         response = await self._upstream.send("POST", url, self._request_headers(pool), _BODY, retry_connect=False)
         acknowledged = False
         try:
+            if response.status >= 500:
+                raise errors.UpstreamError(f"subscriptions/listen answered {response.status}")  # try again later
             if response.status != 200 or not response.is_sse:
                 raise NotListening(f"subscriptions/listen answered {response.status} {response.content_type}")
             parser = sse.Parser(self._max_line)
