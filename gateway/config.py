@@ -71,7 +71,12 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="Port to listen on.")
-    workers: int = Field(1, ge=1, description="uvicorn worker processes (needs a Redis URL if > 1).")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Processes sharing the port (needs a Redis URL if > 1); each is a replica of its own "
+        "in Redis and drains on SIGTERM.",
+    )
     key_prefix: str = Field("mcpgw", min_length=1, description="Prefix of every Redis key.")
     session_ttl: float = Field(3600.0, gt=0, description="Sliding idle TTL of a session, seconds.")
     stream_maxlen: int = Field(10_000, ge=10, description="Events kept per stream (approximate trim).")

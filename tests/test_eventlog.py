@@ -24,6 +24,7 @@ from gateway.store.eventlog import (
     LeaseLost,
     Meta,
     StreamVanished,
+    appended,
 )
 from gateway.store.keys import Keys
 from gateway.wire import cursor, protocol
@@ -345,3 +346,26 @@ async def test_unreachable_store_is_store_error(keys: Keys, session: str, stream
             await log.append(session, stream, "r1", [("x", "")], pending=())
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("events", "final", "poll_ms"),
+    [([("a", "u1"), ("b", "")], False, None), ([("c", "u2")], True, None), ([], False, 250), ([], True, None)],
+)
+async def test_appended_is_what_the_script_wrote(
+    any_redis: aioredis.Redis,
+    keys: Keys,
+    session: str,
+    stream: str,
+    events: list[tuple[str, str]],
+    final: bool,
+    poll_ms: int | None,
+) -> None:
+    """The pump hands its local deliveries `appended(...)` instead of reading the entries back."""
+    log = make_log(any_redis, keys)
+    await new_stream(log, session, stream)
+    assert await log.append(session, stream, "r1", [("x", "u0")], pending=(1,), expect=0) == 1
+    seq = await log.append(session, stream, "r1", events, pending=(1,), final=final, poll_ms=poll_ms, expect=1)
+    written = appended(1, events, final=final, poll_ms=poll_ms)
+    assert written == await log.read(session, stream, 1)
+    assert written[-1].seq == seq

@@ -51,7 +51,6 @@ from gateway.streams.relay import Relay, RelayConfig
 from gateway.streams.tail import Tail
 from gateway.supervisor import Supervisor
 from gateway.tasks.config import TaskTools, parse_task_tools
-from gateway.tasks.liveness import ReplicaLiveness
 from gateway.tasks.passthrough import TaskRoutes
 from gateway.tasks.runner import Runner
 from gateway.tasks.service import TaskService, TaskSettings
@@ -324,7 +323,7 @@ def _task_service(
         tools=tools,
         store=store,
         runner=runner,
-        liveness=ReplicaLiveness(liveness),
+        liveness=liveness,
         settings=TaskSettings(ttl_ms=int(settings.task_ttl * 1000), poll_ms=settings.task_poll_interval),
         metrics=metrics,
     )

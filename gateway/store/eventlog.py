@@ -234,6 +234,19 @@ class EventLog:
         return [_entry(entry_id, fields) for entry_id, fields in reversed(rows)]
 
 
+def appended(
+    after: int, events: list[tuple[str, str]], *, final: bool = False, poll_ms: int | None = None
+) -> list[Entry]:
+    """The entries one `append` with `expect=after` wrote (what the script does, computed here: the
+    writer's own deliveries get them without reading them back)."""
+    entries = [Entry(after + i, MESSAGE, data, uid) for i, (data, uid) in enumerate(events, start=1)]
+    if final:
+        entries.append(Entry(after + len(entries) + 1, END, "", ""))
+    elif poll_ms is not None:
+        entries.append(Entry(after + len(entries) + 1, POLL, str(poll_ms), ""))
+    return entries
+
+
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
     return Entry(
         seq=cursor.seq_of(entry_id),

@@ -22,7 +22,7 @@ from typing import Any
 
 from gateway import errors
 from gateway.retry import store_busy, store_handover, upstream_resume
-from gateway.store.eventlog import EventLog, LeaseLost, StreamVanished
+from gateway.store.eventlog import EventLog, LeaseLost, StreamVanished, appended
 from gateway.store.sessions import SessionRecord
 from gateway.streams.signals import Signal
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
@@ -269,6 +269,7 @@ class Pump:
     async def _append(
         self, batch: list[tuple[str, str]], *, uid: str = "", final: bool = False, poll_ms: int | None = None
     ) -> None:
+        before = self.seq
         async for attempt in store_busy():  # nothing was sent: retrying cannot double an entry
             with attempt:
                 seq = await self.log.append(
@@ -287,7 +288,8 @@ class Pump:
             self.uid = uid
         if final:
             self.finished = True
-        self.signal.notify(seq)
+        written = appended(before, batch, final=final, poll_ms=poll_ms)  # the script checked `expect`
+        self.signal.notify(seq, written if written and written[-1].seq == seq else ())
 
     async def _fail(self, message: str) -> None:
         log.warning(

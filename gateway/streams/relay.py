@@ -323,12 +323,13 @@ class Relay:
         budget = max(0.05, self._config.keepalive - (time.monotonic() - last_write))
         signal: Signal | None = self.signals.get(record.id, stream)
         if signal is not None:
-            # This replica pumps the stream: its signal knows the newest seq, so read Redis only
-            # when there is something after `after` (one round trip per batch of events).
+            # This replica pumps the stream: its signal knows the newest seq and holds the entries
+            # of the last append, so a delivery that keeps up reads nothing back from Redis.
             if signal.failure is not None:
                 return [], signal.failure
             await signal.wait(after, budget)
-            return await self._read(record, stream, after), None
+            held = signal.entries_after(after)
+            return (held if held is not None else await self._read(record, stream, after)), None
         # Pumped elsewhere (or by nobody yet): the multiplexed tail wakes us; read only then. An idle
         # stream costs Redis nothing: a keep-alive tick without a notification reads nothing.
         watched, fresh = await watch()
