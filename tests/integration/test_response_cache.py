@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import GatewayProc, StartGateways
-from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port
+from tests.integration.procs import REPO_ROOT, Proc, ProcessGroup, free_port
 from tests.integration.redis_topologies import LocalCluster
 from tests.integration.test_tasks import eventually
 from tests.test_security import ISSUER, PUBLIC_PEM, token
@@ -30,9 +30,10 @@ AUTH = ["--auth-issuer", ISSUER, "--auth-public-key", PUBLIC_PEM, "--resource-ur
 
 
 class Upstream:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, proc: Proc | None = None) -> None:
         self.base = f"http://127.0.0.1:{port}"
         self.url = f"{self.base}/mcp"
+        self.proc = proc
 
     async def counts(self) -> dict[str, int]:
         async with httpx.AsyncClient() as client:
@@ -55,8 +56,9 @@ class Upstream:
 def start_upstream(procs: ProcessGroup, *args: str) -> Upstream:
     port = free_port()
     argv = [sys.executable, str(CACHE_SERVER), "--port", str(port), *args]
-    procs.start(f"cache-server-{port}", argv).wait_http(f"http://127.0.0.1:{port}/healthz", timeout=20)
-    return Upstream(port)
+    proc = procs.start(f"cache-server-{port}", argv)
+    proc.wait_http(f"http://127.0.0.1:{port}/healthz", timeout=20)
+    return Upstream(port, proc)
 
 
 def headers(method: str, name: str | None = None, auth: str | None = None) -> dict[str, str]:
@@ -183,6 +185,19 @@ async def test_discover_of_a_pool_with_served_tasks_is_not_cached(
     result(await rpc(a.url, "tools/list"))
     result(await rpc(b.url, "tools/list"))
     assert await upstream.count("tools/list") == 1  # the rest of the pool is cached as usual
+
+
+async def test_a_fresh_entry_is_served_while_the_upstream_is_down(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_upstream(procs)
+    a, b = replicas(gateway_cluster, upstream, key_prefix)
+    listed = result(await rpc(a.url, "tools/list"))
+    assert upstream.proc is not None
+    upstream.proc.kill()
+    assert result(await rpc(b.url, "tools/list"))["tools"] == listed["tools"]  # from Redis
+    missed = await rpc(b.url, "prompts/list")  # not cached: the upstream is needed, and gone
+    assert "error" in missed and "result" not in missed
 
 
 async def test_errors_and_calls_are_never_cached(
