@@ -75,12 +75,13 @@ class ResponseCache:
         method: str | None,
         params: Mapping[str, Any],
         partition: str | None,
-        asked: caching.Directives = caching.Directives(),  # noqa: B008 (frozen, never mutated)
+        asked: caching.Directives | None = None,
     ) -> tuple[Hit | None, Pending | None]:
         """(a fresh cached result, None), or (None, where to keep the answer); (None, None): not cacheable."""
         question = caching.question(method, params)
         if question is None:
             return None, None
+        asked = asked or caching.Directives()
         if not asked.may_store and not asked.use_stored:
             return None, None  # the client wants nothing of the cache
         # caching §Cache Scope: a private entry is reused only within its authorization context.
