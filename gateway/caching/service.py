@@ -64,6 +64,11 @@ class ResponseCache:
         self._max_bytes = max_bytes
         self._max_line = max_line
         self._in_use = in_use  # told of each pool whose entries this replica serves or keeps (its watch)
+        for method in caching.CACHEABLE_METHODS:  # zeros from the start: dashboards show 0, not "no data"
+            for counter in (metrics.cache_hits, metrics.cache_misses, metrics.cache_stores):
+                counter.labels(method)
+        for reason in (*caching.LIST_CHANGED, caching.RESOURCE_UPDATED, caching.ACKNOWLEDGED):
+            metrics.cache_invalidations.labels(reason)
 
     @staticmethod
     def _entry(question: caching.Question, partition: str | None) -> str:

@@ -29,7 +29,7 @@ from gateway.wire import caching, protocol, sse
 log = logging.getLogger("gateway.caching.watch")
 
 VERSION = "2026-07-28"
-ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
+ACKNOWLEDGED = caching.ACKNOWLEDGED
 LIST_FAMILIES = tuple(sorted(set(caching.LIST_CHANGED.values())))
 # basic/patterns/subscriptions §Notification Filter: the list changes (no URIs to name here).
 _BODY = json.dumps(

@@ -32,6 +32,8 @@ LIST_CHANGED: Mapping[str, str] = {
     "notifications/resources/list_changed": "resources",
 }
 RESOURCE_UPDATED = "notifications/resources/updated"  # drops the reads of its `uri`
+# basic/patterns/subscriptions §Acknowledgment: the first message of a listen stream.
+ACKNOWLEDGED = "notifications/subscriptions/acknowledged"
 # caching §Cache Key: results of MRTR retries depend on inputs outside the key; never cached.
 MRTR_PARAMS = ("inputResponses", "requestState")
 # `_meta` entries that describe the caller or the call, not the question: left out of the key.
