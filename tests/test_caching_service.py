@@ -19,11 +19,16 @@ from gateway.wire import caching
 META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28"}
 
 
-def cache_on(redis: fakeredis.FakeAsyncRedis, *, max_bytes: int = 1 << 16) -> tuple[ResponseCache, Metrics, list[str]]:
+def cache_on(
+    redis: fakeredis.FakeAsyncRedis, *, max_bytes: int = 1 << 16
+) -> tuple[ResponseCache, Metrics, list[tuple[str, str | None]]]:
     metrics = Metrics()
-    used: list[str] = []
+    used: list[tuple[str, str | None]] = []
     store = ResponseStore(redis, Keys("t"), max_ttl_ms=86_400_000)
-    return ResponseCache(store, metrics, max_bytes=max_bytes, max_line=1 << 16, in_use=used.append), metrics, used
+    cache = ResponseCache(
+        store, metrics, max_bytes=max_bytes, max_line=1 << 16, in_use=lambda pool, uri: used.append((pool, uri))
+    )
+    return cache, metrics, used
 
 
 def answer(result: dict[str, Any], rid: Any = 1) -> bytes:
@@ -46,7 +51,7 @@ async def test_public_answers_are_kept_for_everyone(fake_redis: fakeredis.FakeAs
     assert sample(metrics, "mcpgw_response_cache_stores_total", method="tools/list") == 1
     assert sample(metrics, "mcpgw_response_cache_hits_total", method="tools/list") == 2
     assert sample(metrics, "mcpgw_response_cache_misses_total", method="tools/list") == 1
-    assert used == ["default", "default", "default"]  # the watch hears of every use
+    assert used == [("default", None)] * 3  # the watch hears of every use
 
 
 async def test_private_answers_only_for_their_partition(fake_redis: fakeredis.FakeAsyncRedis) -> None:

@@ -137,3 +137,75 @@ async def test_a_failing_instance_is_asked_again_later(redis: aioredis.Redis, ke
             await watcher.listen_once("default", f"{url}/mcp")
         assert not isinstance(raised.value, NotListening)  # a 5xx is not "no listen here": retried
     await supervisor.aclose()
+
+
+def holding_upstream() -> Starlette:
+    """Acknowledges every listen stream and keeps it open; records filters and open streams."""
+    state: dict[str, Any] = {"filters": [], "open": 0}
+
+    async def mcp(request: Request) -> Response:
+        body = json.loads(await request.body())
+        state["filters"].append(body["params"]["notifications"])
+
+        async def events() -> AsyncIterator[bytes]:
+            state["open"] += 1
+            try:
+                yield f"data: {json.dumps(ACK)}\n\n".encode()
+                while True:
+                    await asyncio.sleep(3600)
+                    yield b": keep-alive\n\n"
+            finally:
+                state["open"] -= 1
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    app = Starlette(routes=[Route("/mcp", mcp, methods=["POST"])])
+    app.state.watch = state
+    return app
+
+
+async def until(check: Any) -> bool:
+    for _ in range(250):  # polls (no timing asserted)
+        if check():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_a_new_uri_replaces_the_stream_after_its_acknowledgment(redis: aioredis.Redis, keys: Keys) -> None:
+    supervisor = Supervisor()
+    app = holding_upstream()
+    state = app.state.watch
+    async with serve(app) as url:
+        watcher, _ = await watcher_for(f"{url}/mcp", redis, keys, supervisor)
+        watcher.watch("default", "file:///a")
+        assert await until(lambda: state["open"] == 1)
+        watcher.watch("default", "file:///a")  # known: nothing new
+        watcher.watch("default", "file:///b")
+        assert await until(lambda: len(state["filters"]) == 2 and state["open"] == 1), state
+        assert state["filters"][0]["resourceSubscriptions"] == ["file:///a"]
+        assert state["filters"][1]["resourceSubscriptions"] == ["file:///a", "file:///b"]
+        assert state["filters"][1]["toolsListChanged"] is True
+        # a replacement is not a gap: nothing was bumped
+        assert not await bumped(redis, keys, "tools")
+        assert not await bumped(redis, keys, family_of_read("file:///a"))
+        await supervisor.aclose()
+        assert await until(lambda: state["open"] == 0)  # shutdown closes the stream
+
+
+async def test_a_stream_reopened_after_a_gap_bumps_lists_and_watched_reads(redis: aioredis.Redis, keys: Keys) -> None:
+    supervisor = Supervisor()
+    async with serve(upstream([ACK])) as url:  # acknowledges, then ends the stream each time
+        watcher, _ = await watcher_for(f"{url}/mcp", redis, keys, supervisor)
+        watcher.watch("default", "file:///a")
+        families = ("tools", "prompts", "resources", family_of_read("file:///a"))
+
+        async def all_bumped() -> bool:
+            return all([await bumped(redis, keys, family) for family in families])
+
+        for _ in range(250):  # polls until the second stream (0.5 s later) was acknowledged
+            if await all_bumped():
+                break
+            await asyncio.sleep(0.02)
+        assert await all_bumped()
+        await supervisor.aclose()

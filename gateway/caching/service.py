@@ -57,13 +57,13 @@ class ResponseCache:
         *,
         max_bytes: int,
         max_line: int,
-        in_use: Callable[[str], None] = lambda pool: None,
+        in_use: Callable[[str, str | None], None] = lambda pool, uri: None,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._max_bytes = max_bytes
         self._max_line = max_line
-        self._in_use = in_use  # told of each pool whose entries this replica serves or keeps (its watch)
+        self._in_use = in_use  # told of each pool (and read URI) whose entries this replica serves or keeps
         for method in caching.CACHEABLE_METHODS:  # zeros from the start: dashboards show 0, not "no data"
             for counter in (metrics.cache_hits, metrics.cache_misses, metrics.cache_stores):
                 counter.labels(method)
@@ -102,7 +102,7 @@ class ResponseCache:
             return None, None
         if found.hit is not None:
             self._metrics.cache_hits.labels(question.method).inc()
-            self._in_use(pool)
+            self._in_use(pool, question.uri)
             return found.hit, None
         self._metrics.cache_misses.labels(question.method).inc()
         return None, Pending(pool, question, partition, found.generation) if asked.may_store else None
@@ -146,7 +146,7 @@ class ResponseCache:
             return
         if stored:
             self._metrics.cache_stores.labels(question.method).inc()
-            self._in_use(pending.pool)
+            self._in_use(pending.pool, question.uri)
 
     async def watch_stream(self, pool: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """Relay a `subscriptions/listen` stream; its change notifications invalidate as they pass."""

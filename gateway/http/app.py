@@ -196,7 +196,7 @@ def create_app(settings: Settings) -> GatewayApp:
                 metrics,
                 max_bytes=settings.response_cache_max_bytes,
                 max_line=settings.sse_max_line,
-                in_use=lambda pool: watcher.watch(pool),  # bound late: the watcher needs the cache
+                in_use=lambda pool, uri: watcher.watch(pool, uri),  # bound late: the watcher needs the cache
             )
             # one subscriptions/listen per instance of a pool in use: list changes drop cached lists
             watcher = Watcher(

@@ -57,6 +57,7 @@ class Question:
     method: str
     family: str
     digest: str
+    uri: str | None = None  # resources/read: the resource (its `resources/updated` drops the entry)
 
 
 def family_of_read(uri: str) -> str:
@@ -84,7 +85,7 @@ def question(method: str | None, params: Mapping[str, Any]) -> Question | None:
         canonical = json.dumps([method, keyed], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError):
         return None
-    return Question(method, family, _digest(canonical))
+    return Question(method, family, _digest(canonical), params.get("uri") if method == "resources/read" else None)
 
 
 @dataclass(frozen=True)

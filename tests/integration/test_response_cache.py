@@ -52,6 +52,12 @@ class Upstream:
         async with httpx.AsyncClient() as client:
             return int((await client.get(f"{self.base}/listeners")).json()["listeners"])
 
+    async def subscriptions(self) -> list[list[str]]:
+        """The resources each open listen stream subscribed to."""
+        async with httpx.AsyncClient() as client:
+            found: list[list[str]] = (await client.get(f"{self.base}/listeners")).json()["subscriptions"]
+        return found
+
 
 def start_upstream(procs: ProcessGroup, *args: str) -> Upstream:
     port = free_port()
@@ -332,7 +338,38 @@ async def test_resource_updated_on_a_clients_listen_stream_drops_that_read(
         assert await eventually(changed), "the read stayed cached after resources/updated"
     result(await rpc(a.url, "resources/read", {"uri": "file:///b"}))
     assert await upstream.count("read:file:///b") == 1  # other URIs keep their entries
-    assert await metric(a, "mcpgw_response_cache_invalidations_total", "notifications/resources/updated") == 1
+    # heard on the client's stream and on A's own watch (which subscribes to what A cached)
+    assert await metric(a, "mcpgw_response_cache_invalidations_total", "notifications/resources/updated") >= 1
+
+
+async def test_resource_updated_drops_a_read_with_nobody_else_listening(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    """Each replica's watch subscribes to the URIs whose reads it keeps or serves; a new URI
+    replaces the stream (the old one closes once the new one is acknowledged)."""
+    upstream = start_upstream(procs)
+    a, b = replicas(gateway_cluster, upstream, key_prefix)
+
+    def text(message: dict[str, Any]) -> str:
+        return str(result(message)["contents"][0]["text"])
+
+    assert text(await rpc(a.url, "resources/read", {"uri": "file:///a"})).endswith("v0")
+    assert text(await rpc(b.url, "resources/read", {"uri": "file:///a"})).endswith("v0")
+    result(await rpc(a.url, "resources/read", {"uri": "file:///b"}))  # A's filter grows
+
+    async def subscribed() -> bool:  # one stream per replica, A's naming both URIs
+        return sorted(await upstream.subscriptions()) == [["file:///a"], ["file:///a", "file:///b"]]
+
+    assert await eventually(subscribed), await upstream.subscriptions()
+    await upstream.change("updated", "file:///a")
+
+    async def changed() -> bool:
+        return text(await rpc(b.url, "resources/read", {"uri": "file:///a"})).endswith("v1")
+
+    assert await eventually(changed), "the read stayed cached after resources/updated"
+    result(await rpc(b.url, "resources/read", {"uri": "file:///b"}))
+    assert await upstream.count("read:file:///b") == 1  # other URIs keep their entries
+    assert await upstream.count("read:file:///a") == 2
 
 
 async def test_with_the_flag_off_every_request_reaches_the_upstream(

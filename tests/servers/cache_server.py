@@ -10,7 +10,7 @@ often it answers each one, and announcing changes on `subscriptions/listen` stre
   carries the URI's version, raised by `POST /change?kind=updated&uri=URI` (`&quiet=1`: unannounced).
 * `subscriptions/listen`: an SSE stream, acknowledged, then the notifications its filter asked for.
 * `GET /counts`: answers given per method (`resources/read` per URI); `GET /listeners`: open listen
-  streams; `GET /healthz`. `--sse` answers every request as SSE.
+  streams and the resources each one subscribed to; `GET /healthz`. `--sse` answers every request as SSE.
 """
 
 from __future__ import annotations
@@ -128,7 +128,8 @@ def build(ttl_ms: int, sse: bool) -> Starlette:
         return JSONResponse(dict(counts))
 
     async def listeners_endpoint(request: Request) -> Response:
-        return JSONResponse({"listeners": len(listeners)})
+        subscribed = [sorted(wanted.get("resourceSubscriptions") or []) for wanted, _ in listeners]
+        return JSONResponse({"listeners": len(listeners), "subscriptions": subscribed})
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
