@@ -209,3 +209,12 @@ async def test_a_stream_reopened_after_a_gap_bumps_lists_and_watched_reads(redis
             await asyncio.sleep(0.02)
         assert await all_bumped()
         await supervisor.aclose()
+
+
+async def test_no_watch_starts_after_shutdown_and_new_uris_are_harmless(redis: aioredis.Redis, keys: Keys) -> None:
+    supervisor = Supervisor()
+    watcher, _ = await watcher_for("http://127.0.0.1:9/mcp", redis, keys, supervisor)
+    await supervisor.aclose()
+    watcher.watch("default", "file:///a")
+    watcher.watch("default", "file:///b")  # a filter change with no watch running
+    assert len(supervisor) == 0

@@ -83,8 +83,9 @@ class Watcher:
             uris = self._uris[pool] = {}
             if uri is not None:
                 uris[uri] = None
-            for url in self._pools.get(pool).instances:
-                self._wake[(pool, url)] = asyncio.Event()
+            instances = self._pools.get(pool).instances
+            self._wake.update({(pool, url): asyncio.Event() for url in instances})
+            for url in instances:
                 try:
                     self._supervisor.spawn(self._watch(pool, url), name=f"cache-watch:{pool}:{url}")
                 except RuntimeError:  # shutting down: the supervisor takes no new work
