@@ -157,6 +157,14 @@ class Settings(BaseSettings):
     )
     task_ttl: float = Field(3600.0, gt=0, description="Lifetime of a gateway-served task from its creation, s.")
     task_poll_interval: int = Field(1000, ge=1, description="`pollIntervalMs` suggested to task clients, ms.")
+    response_cache: bool = Field(
+        True,
+        description="Shared response cache (2026-07-28, SEP-2549): lists, reads and `server/discover` answers "
+        "with `ttlMs` > 0 are kept in Redis and served by every replica until their ttlMs; `false` turns it off.",
+    )
+    response_cache_max_bytes: int = Field(
+        256 * 1024, ge=0, description="Largest result kept by the response cache (larger ones pass, not kept)."
+    )
     log_level: str = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log format: json or text.")
 

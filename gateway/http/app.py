@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 
 from gateway import errors
+from gateway.caching.service import ResponseCache
+from gateway.caching.watcher import Watcher
 from gateway.config import Settings
 from gateway.eras.idempotent import Idempotency
 from gateway.eras.legacy_sse import install as install_legacy_sse
@@ -41,6 +43,7 @@ from gateway.store.eventlog import EventLog
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.keys import Keys
 from gateway.store.limits import LimitConfig, Limiter
+from gateway.store.responses import ResponseStore
 from gateway.store.sessions import SessionStore
 from gateway.streams.liveness import Liveness
 from gateway.streams.pump import PumpConfig
@@ -58,6 +61,7 @@ from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session, new_upstream_pool
 from gateway.upstream.pools import HealthChecker, Pools
 from gateway.upstream.probes import Prober
+from gateway.wire.caching import MAX_TTL_MS
 
 log = logging.getLogger("gateway.http.app")
 
@@ -190,6 +194,24 @@ def create_app(settings: Settings) -> GatewayApp:
         supervisor.spawn(liveness.run(), name="liveness")
         supervisor.spawn(tail.run(), name="tail")
         tasks = _task_service(settings, task_tools, redis, keys, upstream, supervisor, liveness, metrics, tracer)
+        cache = None
+        if settings.response_cache:
+            cache = ResponseCache(
+                ResponseStore(redis, keys, max_ttl_ms=MAX_TTL_MS),
+                metrics,
+                max_bytes=settings.response_cache_max_bytes,
+                max_line=settings.sse_max_line,
+                in_use=lambda pool, uri: watcher.watch(pool, uri),  # bound late: the watcher needs the cache
+            )
+            # one subscriptions/listen per instance of a pool in use: list changes drop cached lists
+            watcher = Watcher(
+                pools=pools,
+                upstream=upstream,
+                headers=header_policy,
+                cache=cache,
+                supervisor=supervisor,
+                max_line=settings.sse_max_line,
+            )
         app.state.gateway = Gateway(
             settings=settings,
             pools=pools,
@@ -223,6 +245,7 @@ def create_app(settings: Settings) -> GatewayApp:
                 routes=TaskRoutes(
                     redis, keys, default_ttl_ms=int(settings.task_ttl * 1000), max_line=settings.sse_max_line
                 ),
+                cache=cache,
             ),
             guard=Guard(
                 origins=settings.origin_list(),
