@@ -13,9 +13,12 @@ ENV PATH=/opt/venv/bin:$PATH
 # Only what the wheel needs: metadata first (better layer caching), then the package.
 COPY pyproject.toml README.md ./
 COPY gateway ./gateway
-# Runtime dependencies only: no `[test]` extra.
+# Runtime dependencies only: no `[test]` extra. `--build-arg EXTRAS=otel` adds OpenTelemetry tracing
+# (README "Tracing"; on when OTEL_EXPORTER_OTLP_ENDPOINT is set).
+ARG EXTRAS=""
 RUN pip wheel --no-deps --wheel-dir /wheels . \
- && pip install /wheels/*.whl \
+ && wheel="$(ls /wheels/*.whl)" \
+ && pip install "${wheel}${EXTRAS:+[$EXTRAS]}" \
  && python -m compileall -q /opt/venv
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -2,7 +2,7 @@
 
     python -m bench.fast_upstream --port P [--host 127.0.0.1] [--keepalive 15]
 
-Served by uvicorn (httptools + uvloop, one worker). It answers only what the benchmark sends:
+Served by uvicorn (httptools + uvloop, `--workers` processes, default one). It answers only what the benchmark sends:
 
 * POST `initialize` -> JSON result with a fresh `Mcp-Session-Id`
 * POST `notifications/*` (and JSON-RPC responses) -> 202
@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import time
 from collections import OrderedDict
@@ -38,7 +39,7 @@ KEEPALIVE = b": keep-alive\n\n"
 
 _streams: OrderedDict[str, tuple[Any, int]] = OrderedDict()  # stream key -> (request id, events)
 MAX_STREAMS = 20_000
-_keepalive_interval = 15.0
+_keepalive_interval = float(os.environ.get("FAST_UPSTREAM_KEEPALIVE", "15"))
 
 
 def _header(scope: dict[str, Any], name: bytes) -> bytes | None:
@@ -221,13 +222,15 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--keepalive", type=float, default=15.0, help="standalone stream keep-alive, s")
+    parser.add_argument("--workers", type=int, default=1, help="processes (one holds at most RLIMIT_NOFILE streams)")
     args = parser.parse_args()
     _keepalive_interval = args.keepalive
+    os.environ["FAST_UPSTREAM_KEEPALIVE"] = str(args.keepalive)  # for spawned workers
     import uvicorn
 
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.run(
-            app,
+            app if args.workers == 1 else "bench.fast_upstream:app",
             host=args.host,
             port=args.port,
             loop="uvloop",
@@ -235,7 +238,7 @@ def main() -> None:
             lifespan="on",
             log_level="warning",
             access_log=False,
-            workers=1,
+            workers=args.workers,
             backlog=8192,
             timeout_keep_alive=60,
         )

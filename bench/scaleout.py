@@ -10,7 +10,11 @@ priming event), so T delivers streams that other replicas pump: T's RSS delta pe
 Redis connections, counted by name in `CLIENT LIST` (each replica names its connections
 `mcpgw:<replica id>`). Clients run in `--workers` processes and the pumps are spread over several
 replicas because one process may hold at most RLIMIT_NOFILE descriptors (20,000 on the build
-machine, not raisable there): a pumped stream costs its replica two, a tailed stream one.
+machine, not raisable there): a pumped stream costs its replica two, a tailed stream one. A replica
+may also run several processes (`mcp-gateway --workers N`: `--pumper-processes`,
+`--tailer-processes`); its figures are then the sums over its processes (RSS, Redis connections).
+`--upstream-processes` does the same for the fast upstream, which holds one connection per pumped
+stream.
 Takeover time is measured by `scripts/chaos.py` (kill -> first resumed event).
 """
 
@@ -31,20 +35,22 @@ import aiohttp
 import redis.asyncio as aioredis
 
 from bench import loadgen as lg
-from bench.topology import Gateway, Topology, cpu_seconds, raise_nofile, rss_kb
+from bench.topology import Gateway, Topology, children, raise_nofile, tree_cpu_seconds, tree_rss_kb
 
 CONCURRENCY = 128
 POST_BODY = lg.tool_call("sse", {"events": 2, "interval_ms": 600_000})
 
 
 async def redis_connections(redis_url: str, pid: int) -> int:
-    """Connections Redis holds for the replica with this pid (its connection names carry it)."""
+    """Connections Redis holds for the replica with this pid and its `--workers` processes (each
+    names its connections with its own pid)."""
     client = aioredis.from_url(redis_url)
     try:
         clients = await client.client_list()
     finally:
         await client.aclose()
-    return sum(1 for c in clients if f":{pid}:" in c.get("name", ""))
+    tags = [f":{p}:" for p in (pid, *children(pid))]
+    return sum(1 for c in clients if any(tag in c.get("name", "") for tag in tags))
 
 
 def first_event_id(chunk: bytes) -> str:
@@ -111,6 +117,7 @@ async def worker_main(index: int, pumpers: list[str], tailer: str, n: int, barri
 
         sessions = await asyncio.gather(*(init(pumpers[(index + i) % len(pumpers)]) for i in range(n)))
         await asyncio.to_thread(barrier.wait)  # B0: sessions exist, nothing open
+        await asyncio.to_thread(barrier.wait)  # B0b: the replicas' RSS before is read
         local = Streams(http)
         await asyncio.gather(*(local.open(url, sid, post=i % 2 == 1) for i, (url, sid) in enumerate(sessions)))
         stats.update(local_opened=len(local.responses), local_errors=local.errors[:3])
@@ -131,7 +138,7 @@ async def worker_main(index: int, pumpers: list[str], tailer: str, n: int, barri
 
 
 async def replica_figures(redis_url: str, gw: Gateway, before_kb: int, streams: int) -> dict[str, Any]:
-    after_kb = rss_kb(gw.proc.pid)
+    after_kb = tree_rss_kb(gw.proc.pid)
     return {
         "rss_before_kb": before_kb,
         "rss_after_kb": after_kb,
@@ -141,8 +148,16 @@ async def replica_figures(redis_url: str, gw: Gateway, before_kb: int, streams: 
 
 
 async def run(
-    streams_n: int, redis_url: str, max_connections: int, settle: float, pumpers_n: int, workers_n: int
+    streams_n: int,
+    redis_url: str,
+    max_connections: int,
+    settle: float,
+    pumpers_n: int,
+    workers_n: int,
+    processes: dict[str, int],
 ) -> dict[str, Any]:
+    """`processes`: worker processes of each pumper, of the tailer and of the upstream (`--workers`):
+    one process holds at most RLIMIT_NOFILE descriptors, a replica may run several."""
     raise_nofile(65536)
     topo = Topology(
         redis_url=redis_url,
@@ -151,6 +166,7 @@ async def run(
         with_nginx=False,
         with_sdk=False,
         with_lb=False,
+        fast_workers=processes["upstream"],
     )
     topo.start()
     extra = ["--upstream-pool-size", str(streams_n + 512), "--redis-max-connections", str(max_connections)]
@@ -160,6 +176,7 @@ async def run(
         "pumpers": pumpers_n,
         "workers": workers_n,
         "redis_max_connections": max_connections,
+        "processes_per_replica": processes,
         "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
     }
     ctx = multiprocessing.get_context("spawn")
@@ -167,8 +184,8 @@ async def run(
     out = ctx.Queue()
     procs: list[Any] = []
     try:
-        pumpers = [topo.start_gateway(extra) for _ in range(pumpers_n)]
-        tailer = topo.start_gateway(extra)
+        pumpers = [topo.start_gateway([*extra, "--workers", str(processes["pumper"])]) for _ in range(pumpers_n)]
+        tailer = topo.start_gateway([*extra, "--workers", str(processes["tailer"])])
         share = [streams_n // workers_n + (1 if i < streams_n % workers_n else 0) for i in range(workers_n)]
         for i in range(workers_n):
             proc = ctx.Process(target=worker, args=(i, [p.url for p in pumpers], tailer.url, share[i], barrier, out))
@@ -179,8 +196,9 @@ async def run(
         await wait(barrier.wait)  # B0
         result["initialize_s"] = round(time.perf_counter() - t0, 1)
         await asyncio.sleep(1.0)
-        pumper_before = [rss_kb(p.proc.pid) for p in pumpers]
-        tailer_before = rss_kb(tailer.proc.pid)
+        pumper_before = [tree_rss_kb(p.proc.pid) for p in pumpers]
+        tailer_before = tree_rss_kb(tailer.proc.pid)
+        await wait(barrier.wait)  # B0b: the clients start opening streams
         t0 = time.perf_counter()
         await wait(barrier.wait)  # B1
         result["open_local_s"] = round(time.perf_counter() - t0, 1)
@@ -195,10 +213,11 @@ async def run(
         await wait(barrier.wait)  # B3
         result["open_tailed_s"] = round(time.perf_counter() - t0, 1)
         await asyncio.sleep(settle)
-        c0 = cpu_seconds(tailer.proc.pid)
+        c0 = tree_cpu_seconds(tailer.proc.pid)
         t0 = time.monotonic()
         await asyncio.sleep(settle)
-        result["tailer_idle_cpu_pct"] = round(100 * (cpu_seconds(tailer.proc.pid) - c0) / (time.monotonic() - t0), 1)
+        idle_cpu = tree_cpu_seconds(tailer.proc.pid) - c0
+        result["tailer_idle_cpu_pct"] = round(100 * idle_cpu / (time.monotonic() - t0), 1)
         result["tailed_from_other_replicas"] = await replica_figures(redis_url, tailer, tailer_before, streams_n)
         result["pumper_redis_connections_while_tailed"] = [
             await redis_connections(redis_url, p.proc.pid) for p in pumpers
@@ -239,12 +258,23 @@ def main() -> None:
     parser.add_argument("--pumpers", type=int, default=3, help="replicas the streams are first opened (pumped) on")
     parser.add_argument("--workers", type=int, default=2, help="load-client processes")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--redis-max-connections", type=int, default=64)
+    parser.add_argument("--redis-max-connections", type=int, default=64, help="pool size of each gateway process")
+    parser.add_argument("--pumper-processes", type=int, default=1, help="`--workers` of each pumping replica")
+    parser.add_argument("--tailer-processes", type=int, default=1, help="`--workers` of the tailing replica")
+    parser.add_argument("--upstream-processes", type=int, default=1, help="`--workers` of the fast upstream")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds idle before RSS and connections are read")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     result = asyncio.run(
-        run(args.streams, args.redis_url, args.redis_max_connections, args.settle, args.pumpers, args.workers)
+        run(
+            args.streams,
+            args.redis_url,
+            args.redis_max_connections,
+            args.settle,
+            args.pumpers,
+            args.workers,
+            {"pumper": args.pumper_processes, "tailer": args.tailer_processes, "upstream": args.upstream_processes},
+        )
     )
     result["date"] = time.strftime("%Y-%m-%d")
     text = json.dumps(result, indent=2)

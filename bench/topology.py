@@ -41,15 +41,7 @@ def raise_nofile(want: int = 65536) -> int:
 
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of a process and its direct children (granian serves from a worker process)."""
-    total = cpu_seconds(pid)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    total += cpu_seconds(int(entry.name))
-            except (OSError, IndexError, ValueError):
-                continue
-    return total
+    return cpu_seconds(pid) + sum(cpu_seconds(child) for child in children(pid))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -59,6 +51,24 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def children(pid: int) -> list[int]:
+    """Pids of the direct children of a process (uvicorn's `--workers` processes, granian's worker)."""
+    out: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def tree_rss_kb(pid: int) -> int:
+    """Resident memory of a process and its direct children."""
+    return rss_kb(pid) + sum(rss_kb(child) for child in children(pid))
 
 
 def rss_kb(pid: int) -> int:
@@ -178,6 +188,7 @@ class Topology:
     with_nginx: bool = True
     with_sdk: bool = True
     with_lb: bool = True
+    fast_workers: int = 1  # processes of the fast upstream (one holds at most RLIMIT_NOFILE streams)
     group: ProcessGroup = field(default_factory=lambda: ProcessGroup(log_dir=RESULTS / "logs"))
     fast: Proc | None = None
     fast_port: int = 0
@@ -251,7 +262,8 @@ class Topology:
             self.redis_url = f"redis://127.0.0.1:{port}/0"
         self.fast_port = free_port()
         self.fast = self.group.start(
-            f"fast-upstream-{self.fast_port}", [PY, "-m", "bench.fast_upstream", "--port", str(self.fast_port)]
+            f"fast-upstream-{self.fast_port}",
+            [PY, "-m", "bench.fast_upstream", "--port", str(self.fast_port), "--workers", str(self.fast_workers)],
         )
         if self.with_sdk:
             self.sdk_port = free_port()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -27,6 +28,9 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.http.app import create_app
 from gateway.http.gateway import Gateway
 from gateway.specs import load_config_file
+
+# `--workers N`: the parent's flags, for each worker to parse again (same env, same config file)
+WORKER_ARGV = "MCPGW_WORKER_ARGV"
 
 # flags that may be given many times
 REPEATABLE = frozenset({"upstream", "allowed_origins", "health_probe", "task_tools", "task_sync_input"})
@@ -85,24 +89,45 @@ class GatewayServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        app: Any = self.config.loaded_app
-        while hasattr(app, "app") and not hasattr(app, "state"):
-            app = app.app
-        gateway: Gateway | None = getattr(getattr(app, "state", None), "gateway", None)
-        if gateway is not None:
-            gateway.start_drain()
+        start_drain(self.config.loaded_app)
         super().handle_exit(sig, frame)
 
 
-INSPECT_HELP = """Read-only view of the store: replicas alive, sessions, streams, or one session in detail.
+def start_drain(app: Any) -> None:
+    """Start the gateway's drain, through whatever wraps the app (uvicorn's proxy-headers layer)."""
+    while hasattr(app, "app") and not hasattr(app, "state"):
+        app = app.app
+    gateway: Gateway | None = getattr(getattr(app, "state", None), "gateway", None)
+    if gateway is not None:
+        gateway.start_drain()
+
+
+def drain_on_stop_signals(app: Any) -> None:
+    """In a `--workers` worker (uvicorn's own Server, whose stop-signal handlers are installed by
+    the time the app factory runs): start the drain first, then let uvicorn's handler run."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+
+        def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            start_drain(app)
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(sig, handler)
+
+
+INSPECT_HELP = """Read-only view of the store: replicas alive, sessions, streams, tasks, or one session in detail.
 Takes the server's own flags, env vars and config file (only the store ones matter: --redis-url,
 --key-prefix, --config). Reads with SCAN in small steps; never blocks Redis."""
 
 
 def inspect_main(argv: Sequence[str]) -> int:
-    """`mcp-gateway inspect [all|replicas|sessions|streams|session ID] [--json] [server flags]`."""
+    """`mcp-gateway inspect [all|replicas|sessions|streams|tasks|session ID] [--json] [server flags]`."""
     parser = build_parser(prog="mcp-gateway inspect", description=INSPECT_HELP)
-    parser.add_argument("view", nargs="?", default="all", choices=["all", "replicas", "sessions", "streams", "session"])
+    views = ["all", "replicas", "sessions", "streams", "tasks", "session"]
+    parser.add_argument("view", nargs="?", default="all", choices=views)
     parser.add_argument("session_id", nargs="?", help="for `session`: a session id or its first characters")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)
@@ -153,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         workers=settings.workers,
     )
     if settings.workers > 1:
+        os.environ[WORKER_ARGV] = json.dumps(args)  # spawned workers inherit it
         uvicorn.run(
             "gateway.cli:app_from_env",
             factory=True,
@@ -168,5 +194,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def app_from_env() -> Any:
-    """Factory for `--workers N`: each worker reads its settings from MCPGW_* env vars."""
-    return create_app(Settings())
+    """Factory for `--workers N`: each worker parses the parent's flags again, so flags, env vars
+    and the config file resolve exactly as in the parent."""
+    settings = load_settings(json.loads(os.environ.get(WORKER_ARGV, "[]")))
+    logs.configure(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    drain_on_stop_signals(app)
+    return app

@@ -71,7 +71,12 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="Port to listen on.")
-    workers: int = Field(1, ge=1, description="uvicorn worker processes (needs a Redis URL if > 1).")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Processes sharing the port (needs a Redis URL if > 1); each is a replica of its own "
+        "in Redis and drains on SIGTERM.",
+    )
     key_prefix: str = Field("mcpgw", min_length=1, description="Prefix of every Redis key.")
     session_ttl: float = Field(3600.0, gt=0, description="Sliding idle TTL of a session, seconds.")
     stream_maxlen: int = Field(10_000, ge=10, description="Events kept per stream (approximate trim).")
@@ -152,6 +157,14 @@ class Settings(BaseSettings):
     )
     task_ttl: float = Field(3600.0, gt=0, description="Lifetime of a gateway-served task from its creation, s.")
     task_poll_interval: int = Field(1000, ge=1, description="`pollIntervalMs` suggested to task clients, ms.")
+    response_cache: bool = Field(
+        True,
+        description="Shared response cache (2026-07-28, SEP-2549): lists, reads and `server/discover` answers "
+        "with `ttlMs` > 0 are kept in Redis and served by every replica until their ttlMs; `false` turns it off.",
+    )
+    response_cache_max_bytes: int = Field(
+        256 * 1024, ge=0, description="Largest result kept by the response cache (larger ones pass, not kept)."
+    )
     log_level: str = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log format: json or text.")
 

@@ -18,6 +18,7 @@ from gateway.config import Settings
 from gateway.errors import SessionNotFound
 from gateway.store.client import Redis, connect, translated
 from gateway.store.keys import Keys
+from gateway.tasks.record import TaskRecord
 
 SCAN_COUNT = 500  # keys a SCAN step looks at: Redis does bounded work per call
 
@@ -54,6 +55,21 @@ class Session:
     ttl_ms: int
     upstream_sid: bool
     streams: list[Stream] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    served_by: str  # "gateway" (gateway-served task) or "upstream" (pass-through: its route)
+    status: str  # "" for a pass-through task: only its upstream knows
+    pool: str
+    tool: str
+    principal: str
+    runner: str  # replica running a gateway-served task, or the upstream instance of a routed one
+    runner_alive: bool | None  # None: not a replica (pass-through) or a terminal task
+    age_s: float | None
+    ttl_ms: int
+    message: str = ""
 
 
 def _text(value: Any) -> str:
@@ -152,6 +168,53 @@ class Inspector:
             lease_idle_s=int(idle) if holder is not None and isinstance(idle, int) else None,
         )
 
+    async def tasks(self) -> list[Task]:
+        """Gateway-served tasks (status, runner and whether it is alive) and pass-through routes."""
+        alive = {r.id for r in await self.replicas()}
+        found: list[Task] = []
+        for kind in ("task", "route"):
+            for key in await self._scan(self._keys.task_pattern(kind), "hash"):
+                with translated():
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        pipe.hgetall(key)
+                        pipe.pttl(key)
+                        raw, ttl = await pipe.execute()
+                if raw:
+                    found.append(self._task(self._keys.task_of(key), kind, raw, int(ttl), alive))
+        return sorted(found, key=lambda t: (t.age_s is None, t.age_s or 0.0))
+
+    def _task(self, task_id: str, kind: str, raw: dict[bytes, bytes], ttl: int, alive: set[str]) -> Task:
+        if kind == "route":
+            f = {_text(k): _text(v) for k, v in raw.items()}
+            return Task(
+                task_id,
+                "upstream",
+                "",
+                f.get("pool", ""),
+                "",
+                f.get("principal", ""),
+                f.get("instance", ""),
+                None,
+                None,
+                ttl,
+            )
+        record = TaskRecord.from_redis(task_id, raw)
+        age = round(self._clock() - record.created / 1000, 1)
+        runner_alive = None if record.terminal else record.owner in alive
+        return Task(
+            task_id,
+            "gateway",
+            record.status,
+            record.pool,
+            record.tool,
+            record.principal,
+            record.owner,
+            runner_alive,
+            age,
+            ttl,
+            record.message,
+        )
+
 
 # ---------------------------------------------------------------- rendering
 
@@ -205,6 +268,30 @@ def streams_text(streams: list[Stream]) -> str:
     return f"streams: {len(streams)}\n" + _table(headers, rows)
 
 
+def tasks_text(tasks: list[Task]) -> str:
+    def runner(t: Task) -> str:
+        if t.runner_alive is None:
+            return t.runner or "-"
+        return f"{t.runner} ({'alive' if t.runner_alive else 'NOT ALIVE'})"
+
+    rows = [
+        [
+            t.id[:8],
+            t.served_by,
+            t.status or "-",
+            t.pool,
+            t.tool or "-",
+            t.principal or "-",
+            runner(t),
+            "-" if t.age_s is None else f"{t.age_s:g} s",
+            f"{t.ttl_ms} ms",
+        ]
+        for t in tasks
+    ]
+    headers = ["TASK", "SERVED BY", "STATUS", "POOL", "TOOL", "PRINCIPAL", "RUNNER", "AGE", "TTL"]
+    return f"tasks: {len(tasks)}\n" + _table(headers, rows)
+
+
 def session_text(session: Session) -> str:
     lines = [
         f"session     {session.id}",
@@ -221,7 +308,7 @@ def session_text(session: Session) -> str:
 
 
 async def report(settings: Settings, view: str, session_id: str | None, *, as_json: bool) -> str:
-    """One view (`all`, `replicas`, `sessions`, `streams`, `session`) of the store, as text or JSON."""
+    """One view (`all`, `replicas`, `sessions`, `streams`, `tasks`, `session`) of the store, as text or JSON."""
     redis = connect(
         settings.redis_url,
         max_connections=4,
@@ -235,10 +322,18 @@ async def report(settings: Settings, view: str, session_id: str | None, *, as_js
             found = await inspector.session(session_id or "")
             return as_json_text(found) if as_json else session_text(found)
         replicas = await inspector.replicas() if view in ("all", "replicas") else []
-        sessions = await inspector.sessions(streams=view != "sessions") if view != "replicas" else []
+        sessions = (
+            await inspector.sessions(streams=view != "sessions") if view in ("all", "sessions", "streams") else []
+        )
         streams = [stream for s in sessions for stream in s.streams]
+        tasks = await inspector.tasks() if view in ("all", "tasks") else []
         if as_json:
-            parts: dict[str, list[Any]] = {"replicas": replicas, "sessions": sessions, "streams": streams}
+            parts: dict[str, list[Any]] = {
+                "replicas": replicas,
+                "sessions": sessions,
+                "streams": streams,
+                "tasks": tasks,
+            }
             if view == "all":
                 return json.dumps({k: [asdict(v) for v in vs] for k, vs in parts.items()}, indent=2, sort_keys=True)
             return as_json_text(parts[view])
@@ -246,6 +341,7 @@ async def report(settings: Settings, view: str, session_id: str | None, *, as_js
             "replicas": replicas_text(replicas),
             "sessions": sessions_text(sessions),
             "streams": streams_text(streams),
+            "tasks": tasks_text(tasks),
         }
         return "\n\n".join(texts.values()) if view == "all" else texts[view]
     finally:

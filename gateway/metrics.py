@@ -59,6 +59,24 @@ class Metrics:
         self.liveness_lapses = Counter(
             "mcpgw_liveness_lapses_total", "Heartbeats that found this replica's liveness key expired", registry=r
         )
+        self.cache_hits = Counter(
+            "mcpgw_response_cache_hits_total", "Requests answered from the response cache", ["method"], registry=r
+        )
+        self.cache_misses = Counter(
+            "mcpgw_response_cache_misses_total",
+            "Cacheable requests the response cache could not answer (sent upstream)",
+            ["method"],
+            registry=r,
+        )
+        self.cache_stores = Counter(
+            "mcpgw_response_cache_stores_total", "Upstream answers kept by the response cache", ["method"], registry=r
+        )
+        self.cache_invalidations = Counter(
+            "mcpgw_response_cache_invalidations_total",
+            "Cache families made stale by an upstream notification (or a re-opened watch)",
+            ["notification"],
+            registry=r,
+        )
         self.upstream_latency = Histogram(
             "mcpgw_upstream_latency_seconds",
             "Time to upstream response headers",

@@ -57,3 +57,10 @@ def redis_client() -> Retry:
     longer outage (a failover) surfaces as StoreError, a 503 with Retry-After, instead of holding
     requests for seconds (redis-py's default is 10 attempts, which would make this invisible)."""
     return Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.4), retries=3)
+
+
+def cache_watch_delay(failures: int) -> float:
+    """A response-cache watch (`subscriptions/listen` to an upstream) that ended is re-opened after
+    this many seconds: 0.5 s after a stream that was acknowledged, doubling per failed attempt up
+    to 30 s (an upstream without `subscriptions/listen` is asked twice a minute)."""
+    return min(30.0, 0.5 * 2.0**failures)

@@ -146,3 +146,22 @@ def test_bad_configuration_exits_2_with_a_clear_message(args: list[str], needle:
     assert result.returncode == 2
     assert "invalid configuration" in result.stderr and needle in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_otlp_protocol_the_gateway_cannot_export_exits_2() -> None:
+    """Tracing asked for over gRPC: refused at start-up (http/protobuf only), not silently untraced."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "--upstream", "http://x/mcp"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert "invalid configuration" in result.stderr and "protobuf bodies only (http/protobuf" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -24,6 +24,7 @@ from gateway.store.eventlog import (
     LeaseLost,
     Meta,
     StreamVanished,
+    appended,
 )
 from gateway.store.keys import Keys
 from gateway.wire import cursor, protocol
@@ -89,6 +90,22 @@ async def test_create_and_append(any_redis: aioredis.Redis, keys: Keys, session:
     # an empty uid keeps the last upstream id
     assert await log.meta(session, stream) == Meta(kind="post", seq=4, pending=("b",), uid="u3", done=False)
     assert await log.first_seq(session, stream) == 1
+
+
+async def test_create_keeps_the_trace_context(any_redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
+    """A traced stream keeps the opening request's traceparent (takeovers and resumes continue it);
+    an untraced one writes no field for it."""
+    log = make_log(any_redis, keys)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    await log.create(session, stream, kind="post", pending=(1,), owner="r1", trace=traceparent)
+    await log.append(session, stream, "r1", [("a", "u1")], pending=(1,), uid="u1")
+    meta = await log.meta(session, stream)
+    assert meta is not None and meta.trace == traceparent
+    other = cursor.new_stream_id()
+    await log.create(session, other, kind="post", pending=(1,), owner="r1")
+    assert not await any_redis.hexists(keys.meta(session, other), "tp")
+    untraced = await log.meta(session, other)
+    assert untraced is not None and untraced.trace == ""
 
 
 async def test_empty_append_renews_and_updates_pending(
@@ -345,3 +362,26 @@ async def test_unreachable_store_is_store_error(keys: Keys, session: str, stream
             await log.append(session, stream, "r1", [("x", "")], pending=())
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("events", "final", "poll_ms"),
+    [([("a", "u1"), ("b", "")], False, None), ([("c", "u2")], True, None), ([], False, 250), ([], True, None)],
+)
+async def test_appended_is_what_the_script_wrote(
+    any_redis: aioredis.Redis,
+    keys: Keys,
+    session: str,
+    stream: str,
+    events: list[tuple[str, str]],
+    final: bool,
+    poll_ms: int | None,
+) -> None:
+    """The pump hands its local deliveries `appended(...)` instead of reading the entries back."""
+    log = make_log(any_redis, keys)
+    await new_stream(log, session, stream)
+    assert await log.append(session, stream, "r1", [("x", "u0")], pending=(1,), expect=0) == 1
+    seq = await log.append(session, stream, "r1", events, pending=(1,), final=final, poll_ms=poll_ms, expect=1)
+    written = appended(1, events, final=final, poll_ms=poll_ms)
+    assert written == await log.read(session, stream, 1)
+    assert written[-1].seq == seq

@@ -93,10 +93,22 @@ async def test_chunked_stream_arrives_as_it_is_written(serve: Callable[[Handler]
         await pool.close()
 
 
-async def test_body_delimited_by_close(serve: Callable[[Handler], Awaitable[str]]) -> None:
+@pytest.mark.parametrize(
+    ("raw", "body"),
+    [
+        # no length, no chunking: the body is everything until the server closes
+        (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nall of it", b"all of it"),
+        # a declared length the close cuts short: a failure, never a short body
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part", None),
+    ],
+    ids=["delimited-by-close", "lost-mid-body"],
+)
+async def test_a_body_ended_by_the_connection_closing(
+    serve: Callable[[Handler], Awaitable[str]], raw: bytes, body: bytes | None
+) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nall of it")
+        writer.write(raw)
         await writer.drain()
         writer.close()
 
@@ -104,24 +116,11 @@ async def test_body_delimited_by_close(serve: Callable[[Handler], Awaitable[str]
     pool = http1.Http1Pool(connect_timeout=2, limit_per_host=4)
     try:
         response = await pool.request("GET", url, {}, None)
-        assert await _body(response) == b"all of it"
-    finally:
-        await pool.close()
-
-
-async def test_connection_lost_mid_body_is_a_failure(serve: Callable[[Handler], Awaitable[str]]) -> None:
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
-        await writer.drain()
-        writer.close()
-
-    url = await serve(handler)
-    pool = http1.Http1Pool(connect_timeout=2, limit_per_host=4)
-    try:
-        response = await pool.request("GET", url, {}, None)
-        with pytest.raises(http1.ProtocolFailure):
-            await _body(response)
+        if body is None:
+            with pytest.raises(http1.ProtocolFailure):
+                await _body(response)
+        else:
+            assert await _body(response) == body
     finally:
         await pool.close()
 

@@ -7,7 +7,7 @@ import redis.asyncio as aioredis
 
 from gateway import errors
 from gateway.eras.idempotent import parse_key
-from gateway.store.idempotency import DONE, RUNNING, IdempotencyStore, record_digest
+from gateway.store.idempotency import DONE, RUNNING, IdempotencyStore, Outcome, record_digest
 from gateway.store.keys import Keys
 
 
@@ -32,7 +32,7 @@ async def test_begin_once_then_finish(redis: aioredis.Redis, keys: Keys) -> None
     assert await store.begin("d1", "fp") is None
     running = await store.begin("d1", "fp")
     assert running is not None and running.state == RUNNING and running.fingerprint == "fp"
-    await store.finish("d1", status=201, content_type="application/json", body=b'{"a": 1}')
+    await store.finish("d1", Outcome(status=201, content_type="application/json", body=b'{"a": 1}'))
     done = await store.begin("d1", "other")
     assert done is not None and (done.state, done.status, done.body, done.fingerprint) == (DONE, 201, b'{"a": 1}', "fp")
     assert 0 < await redis.pttl(keys.idempotency("d1")) <= 30_000
@@ -40,7 +40,7 @@ async def test_begin_once_then_finish(redis: aioredis.Redis, keys: Keys) -> None
 
 async def test_finish_after_expiry_writes_nothing(redis: aioredis.Redis, keys: Keys) -> None:
     store = IdempotencyStore(redis, keys, ttl=30)
-    await store.finish("gone", status=200)
+    await store.finish("gone", Outcome(status=200))
     assert await redis.exists(keys.idempotency("gone")) == 0
     await store.begin("d2", "fp")
     await store.forget("d2")

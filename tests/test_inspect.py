@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,6 +17,9 @@ from gateway.inspect import Inspector
 from gateway.store.eventlog import EventLog
 from gateway.store.keys import Keys
 from gateway.store.sessions import SessionStore, new_record
+from gateway.tasks.passthrough import Route, TaskRoutes
+from gateway.tasks.record import TaskRecord
+from gateway.tasks.store import TaskStore
 from tests.gateway_env import Env, call, running_gateway
 
 READ_ONLY = {"SCAN", "HGETALL", "PTTL", "XLEN", "GET", "OBJECT", "ECHO", "CLIENT", "PING"}
@@ -136,3 +140,46 @@ async def test_cli_inspect_text_and_json(
     assert code == 1 and "no session 'zzzz'" in err
     code, _, err = await asyncio.to_thread(run, "--key-prefix", key_prefix)
     assert code == 2 and "needs --redis-url" in err
+
+
+async def test_inspector_lists_served_tasks_with_their_runner_and_routed_ones(
+    redis: aioredis.Redis, key_prefix: str, capsys: pytest.CaptureFixture[str], redis_url: str
+) -> None:
+    keys = Keys(f"{key_prefix}:tasks")  # no app serves this prefix: nothing adopts or expires them meanwhile
+    now = int(time.time() * 1000)
+    await redis.set(keys.replica("r:1:live"), "1", px=10_000)
+
+    def record(task_id: str, status: str, owner: str) -> TaskRecord:
+        return TaskRecord(task_id, status, "alice", "default", "slow", owner, now - 2_000, now, 60_000, 500)
+
+    store = TaskStore(redis, keys)
+    await store.create(record("T" * 24, "working", "r:1:live"))
+    await store.create(record("D" * 24, "working", "r:2:gone"))
+    await store.create(record("C" * 24, "completed", "r:2:gone"))
+    routes = TaskRoutes(redis, keys, default_ttl_ms=60_000, max_line=1 << 16)
+    await routes.remember("U" * 24, Route("http://up:1/mcp", "bob", "search"), None)
+
+    tasks = {t.id[0]: t for t in await Inspector(redis, keys).tasks()}
+    assert set(tasks) == {"T", "D", "C", "U"}
+    assert (tasks["T"].served_by, tasks["T"].status, tasks["T"].runner_alive) == ("gateway", "working", True)
+    assert tasks["D"].runner_alive is False  # a working task whose runner is gone: adopted at its next read
+    assert tasks["C"].runner_alive is None and tasks["C"].principal == "alice" and tasks["C"].age_s >= 2
+    assert (tasks["U"].served_by, tasks["U"].runner, tasks["U"].pool, tasks["U"].status) == (
+        "upstream",
+        "http://up:1/mcp",
+        "search",
+        "",
+    )
+    assert all(0 < t.ttl_ms <= 60_000 for t in tasks.values())
+
+    def run(*args: str) -> str:
+        with pytest.raises(SystemExit):
+            main(["inspect", *args, "--redis-url", redis_url, "--key-prefix", keys.prefix])
+        return capsys.readouterr().out
+
+    out = await asyncio.to_thread(run, "tasks")
+    assert "tasks: 4" in out and "r:2:gone (NOT ALIVE)" in out and "TTTTTTTT" in out
+    assert {t["served_by"] for t in json.loads(await asyncio.to_thread(run, "tasks", "--json"))} == {
+        "gateway",
+        "upstream",
+    }

@@ -24,6 +24,7 @@ async def test_alive_needs_both_the_key_and_the_presence_subscriber(redis: aiore
     await pubsub.get_message(timeout=1.0)
     try:
         assert await me.alive(["other"]) == {"other"}
+        assert await me.is_alive("other") and await me.is_alive("me") and not await me.is_alive("ghost")
         await redis.delete(keys.replica("other"))
         assert await me.alive(["other"]) == set()  # presence but the key lapsed (paused): dead
         await other.beat()

@@ -44,9 +44,33 @@ def base_closure() -> set[str]:
     return seen
 
 
-def third_party_imports() -> set[str]:
+# Modules that may import an optional extra's packages (each is imported only when the feature is on).
+OPTIONAL_MODULES = {"otel": ROOT / "gateway" / "tracing" / "otel.py"}
+
+
+def extra_dists(extra: str) -> set[str]:
+    return {normalize(Requirement(r).name) for r in PYPROJECT["project"]["optional-dependencies"][extra]}
+
+
+def extra_closure(extra: str) -> set[str]:
+    """An extra's packages and what they require (installed here: the tests install every extra)."""
+    todo = [Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"][extra]]
+    seen: set[str] = set()
+    while todo:
+        req = todo.pop()
+        name = normalize(req.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        todo.extend(Requirement(line) for line in metadata.requires(req.name) or [] if "extra ==" not in line)
+    return seen
+
+
+def third_party_imports(skip: frozenset[Path] = frozenset(OPTIONAL_MODULES.values())) -> set[str]:
     names: set[str] = set()
     for path in (ROOT / "gateway").rglob("*.py"):
+        if path in skip:
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names.update(alias.name.split(".")[0] for alias in node.names)
@@ -66,6 +90,27 @@ def test_every_gateway_import_is_a_base_dependency() -> None:
     assert not missing, f"gateway/ imports modules that `pip install .` does not bring: {missing}"
 
 
+def test_optional_modules_import_only_their_extra() -> None:
+    providers = metadata.packages_distributions()
+    for extra, path in OPTIONAL_MODULES.items():
+        allowed = base_closure() | extra_closure(extra)
+        everything = third_party_imports(skip=frozenset()) - third_party_imports()
+        own = {n for n in _imports_of(path) if n not in sys.stdlib_module_names and n not in ("gateway", "__future__")}
+        assert everything <= own
+        missing = {m for m in own if not any(normalize(d) in allowed for d in providers.get(m, []))}
+        assert not missing, f"{path.name} imports modules outside base + [{extra}]: {missing}"
+
+
+def _imports_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
 def test_test_tools_are_not_base_dependencies() -> None:
     base = {normalize(Requirement(r).name) for r in PYPROJECT["project"]["dependencies"]}
     test_only = {normalize(Requirement(r).name) for r in PYPROJECT["project"]["optional-dependencies"]["test"]}
@@ -83,11 +128,15 @@ class Block(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, Block())
 import pkgutil, importlib, gateway
 for info in pkgutil.walk_packages(gateway.__path__, "gateway."):
-    if info.name != "gateway.__main__":  # it runs the CLI, below
+    # gateway.__main__ runs the CLI (below); gateway.tracing.otel is imported only when tracing is on
+    if info.name not in ("gateway.__main__", "gateway.tracing.otel"):
         importlib.import_module(info.name)
 from gateway.config import Settings
 from gateway.http.app import create_app
 create_app(Settings(upstream=["default=http://127.0.0.1:9/mcp"]))
+from gateway.tracing.setup import plan
+tracer = plan({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}).build("r")
+assert not tracer.enabled  # the extra is blocked: untraced, with a warning
 sys.argv = ["mcp-gateway", "--help"]
 from gateway.cli import main
 main()
@@ -97,11 +146,12 @@ main()
 def test_the_gateway_runs_without_any_test_package() -> None:
     top_levels: set[str] = set()
     providers = metadata.packages_distributions()
-    test_dists = {normalize(Requirement(r).name) for r in PYPROJECT["project"]["optional-dependencies"]["test"]}
+    # the test tools, and the otel extra (optional at run time); `opentelemetry-api` is also mcp's
+    test_dists = extra_dists("test") | (extra_closure("otel") - base_closure())
     for module, dists in providers.items():
         if any(normalize(d) in test_dists for d in dists):
             top_levels.add(module)
-    assert {"mcp", "pytest", "httpx"} <= top_levels
+    assert {"mcp", "pytest", "httpx", "opentelemetry"} <= top_levels
     env = {k: v for k, v in os.environ.items() if not k.startswith("MCPGW_")}
     done = subprocess.run(
         [sys.executable, "-c", BLOCKER, ",".join(sorted(top_levels))],
@@ -114,6 +164,7 @@ def test_the_gateway_runs_without_any_test_package() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--health-probe" in done.stdout and "--redis-url" in done.stdout
+    assert "OpenTelemetry is not installed (pip install 'mcp-gateway[otel]')" in done.stderr
 
 
 def test_the_quick_start_installs_the_runtime_only() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from gateway.store.eventlog import END, MESSAGE, Entry
 from gateway.streams.signals import Signal, Signals
 
 
@@ -120,3 +121,20 @@ async def test_a_cancelled_or_expired_wait_leaves_no_waiter_behind() -> None:
     await asyncio.gather(waiter, return_exceptions=True)
     assert signal._waiters == []  # an idle stream holds nothing but its own wait
     signal.notify(1)  # and a later notify finds nobody to wake
+
+
+def test_entries_after_hands_over_the_last_append_or_says_read_redis() -> None:
+    signal = Signal(2)
+    assert signal.entries_after(2) == []  # nothing new: a tick, no read
+    assert signal.entries_after(1) is None  # behind, nothing held: read Redis
+    last = (Entry(3, MESSAGE, "a", ""), Entry(4, MESSAGE, "b", "u4"), Entry(5, END, "", ""))
+    signal.notify(5, last)
+    assert signal.entries_after(2) == list(last)
+    assert signal.entries_after(3) == list(last[1:])
+    assert signal.entries_after(1) is None  # seq 2 is not held: read it from Redis
+    signal.notify(6)  # written without entries handed over (e.g. a mismatch): never serve stale ones
+    assert signal.entries_after(5) is None
+    signal.notify(7, (Entry(7, MESSAGE, "c", ""),))
+    assert signal.entries_after(6) == [Entry(7, MESSAGE, "c", "")]
+    signal.close()
+    assert signal.entries_after(6) is None  # the pump stopped: only Redis knows what came after

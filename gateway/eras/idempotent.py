@@ -30,6 +30,7 @@ from gateway.store.idempotency import (
     RUNNING,
     IdempotencyRecord,
     IdempotencyStore,
+    Outcome,
     record_digest,
 )
 from gateway.wire import protocol
@@ -98,16 +99,16 @@ class Idempotency:
 
     async def answered(self, ticket: Ticket, status: int, body: bytes, content_type: str = protocol.JSON) -> None:
         if len(body) > self.max_response:
-            await self._finish(ticket, state=DROPPED)
+            await self._finish(ticket, Outcome(DROPPED))
         else:
-            await self._finish(ticket, status=status, content_type=content_type, body=body)
+            await self._finish(ticket, Outcome(status=status, content_type=content_type, body=body))
 
     async def failed(self, ticket: Ticket, exc: errors.GatewayError, request_id: errors.JsonRpcId) -> None:
         await self.answered(ticket, exc.status, json.dumps(exc.to_jsonrpc(request_id)).encode())
 
     async def streamed(self, ticket: Ticket, session: str, stream: str) -> None:
         """A sessionful SSE answer: the record names its stream (events stay in the event log)."""
-        await self._finish(ticket, status=200, content_type=protocol.SSE, session=session, stream=stream)
+        await self._finish(ticket, Outcome(status=200, content_type=protocol.SSE, session=session, stream=stream))
 
     async def not_sent(self, ticket: Ticket) -> None:
         """The request never reached the upstream: forget the key so a retry can run it."""
@@ -128,30 +129,14 @@ class Idempotency:
             complete = True
         finally:
             if not complete:
-                await asyncio.shield(self._finish(ticket, state=INTERRUPTED))
+                await asyncio.shield(self._finish(ticket, Outcome(INTERRUPTED)))
             elif size > self.max_response:
-                await asyncio.shield(self._finish(ticket, state=DROPPED))
+                await asyncio.shield(self._finish(ticket, Outcome(DROPPED)))
             else:
-                await asyncio.shield(self._finish(ticket, status=200, content_type=protocol.SSE, body=b"".join(kept)))
+                outcome = Outcome(status=200, content_type=protocol.SSE, body=b"".join(kept))
+                await asyncio.shield(self._finish(ticket, outcome))
 
-    async def _finish(
-        self,
-        ticket: Ticket,
-        *,
-        state: str = DONE,
-        status: int = 0,
-        content_type: str = "",
-        body: bytes = b"",
-        session: str = "",
-        stream: str = "",
-    ) -> None:
+    async def _finish(self, ticket: Ticket, outcome: Outcome) -> None:
+        """A lost outcome leaves the record `running` until it expires: the repeat gets 409, never a rerun."""
         with contextlib.suppress(errors.StoreError):
-            await self._store.finish(
-                ticket.digest,
-                state=state,
-                status=status,
-                content_type=content_type,
-                body=body,
-                session=session,
-                stream=stream,
-            )
+            await self._store.finish(ticket.digest, outcome)

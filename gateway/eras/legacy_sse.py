@@ -38,7 +38,8 @@ BRIDGE_TTL = 3600  # seconds; refreshed while the /sse connection lives
 OUT_MAXLEN = 10000
 KEEPALIVE_MS = 15000
 MAX_POLLS = 20  # GET + Last-Event-ID follow-ups of one answer's stream before giving up with an error
-FORWARDED = ("authorization", "origin", "x-forwarded-for", "user-agent")
+# W3C trace context too: a traced POST /messages continues into the /mcp request it becomes
+FORWARDED = ("authorization", "origin", "x-forwarded-for", "user-agent", "traceparent", "tracestate")
 
 
 def _text(value: Any) -> str:

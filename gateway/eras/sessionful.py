@@ -322,7 +322,8 @@ class SessionfulEndpoint:
         if isinstance(decision, cursor.Gap):
             events = await self._relay.gap_events(record, position.stream, decision.reason)
             return sse_response(slot.track(iterate(events)), headers)
-        delivery = self._relay.deliver(record, position.stream, decision.after, resumed=True)
+        trace = meta.trace if meta is not None else ""
+        delivery = self._relay.deliver(record, position.stream, decision.after, resumed=True, trace=trace)
         return sse_response(slot.track(delivery), headers)
 
     # --- DELETE ---------------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 """The stateless era (MCP 2026-07-28): POST only, no sessions, nothing written to Redis
-(except an Idempotency-Key record, when the client sends that header, and served tasks).
+(except an Idempotency-Key record, when the client sends that header, served tasks, and the
+response cache's entries).
 
 Each request goes to any healthy instance of the pool with every `Mcp-*` header forwarded
 unchanged; the routing headers are checked against the body first. Closing the response
 stream cancels the request: the upstream response is closed as soon as the client goes.
 Only gateway-served tasks (`gateway/tasks/`, pools with `--task-tools`) write to Redis: their
 `tools/call` and `tasks/*` requests are answered here, and `server/discover` advertises them.
+The shared response cache (`gateway/caching/`, SEP-2549) answers lists, reads and discovery from
+Redis while their ttlMs lasts, and keeps the upstream's cacheable answers.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import errors
+from gateway.caching.service import Pending, ResponseCache
 from gateway.eras.idempotent import Idempotency, Ticket
 from gateway.eras.responses import client_headers, error_response, read_body, sse_response
 from gateway.store.idempotency import IdempotencyRecord
@@ -27,7 +31,7 @@ from gateway.tasks.protocol import NAME_PARAM, SERVED_METHODS, merge_discover, n
 from gateway.tasks.service import Call, TaskService
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
 from gateway.upstream.pools import Pools
-from gateway.wire import protocol, sse
+from gateway.wire import caching, protocol, sse
 
 # 2026-07-28 basic/transports: methods whose Mcp-Name header mirrors a body parameter.
 NAME_BEARING_METHODS: Mapping[str, str] = {
@@ -93,6 +97,12 @@ async def _answer_of(response: UpstreamResponse, request_id: Any, limit: int) ->
     return None
 
 
+def _partition(principal: str, request: Request) -> str | None:
+    """Whose private cache entries this caller may see (caching §Cache Scope: per authorization context)."""
+    sent = {name: request.headers[name] for name in ("authorization", "cookie") if name in request.headers}
+    return caching.partition_of(principal, sent)
+
+
 class StatelessEndpoint:
     def __init__(
         self,
@@ -104,6 +114,7 @@ class StatelessEndpoint:
         idempotency: Idempotency,
         tasks: TaskService | None = None,
         routes: TaskRoutes | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self._headers = headers
         self._pools = pools
@@ -112,6 +123,7 @@ class StatelessEndpoint:
         self._idempotency = idempotency
         self._tasks = tasks
         self._routes = routes
+        self._cache = cache
 
     async def handle(self, request: Request, pool_name: str | None) -> Response:
         if request.method != "POST":
@@ -144,6 +156,16 @@ class StatelessEndpoint:
                 served = await tasks.intercept(Call(pool.name, message, principal, pick, headers, secret))
                 if served is not None:
                     return await self._answered(ticket, _result(message.id, served))
+            pending: Pending | None = None
+            # tasks: a served pool's discover is merged with the extension, so it is not cached.
+            merged = tasks is not None and message.method == "server/discover"
+            if self._cache is not None and instance is None and message.is_request and not merged:
+                partition = _partition(principal, request)
+                asked = caching.directives(request.headers.get("cache-control"))
+                hit, pending = await self._cache.lookup(pool.name, message.method, params, partition, asked)
+                if hit is not None:
+                    served = caching.served(hit.result, hit.remaining_ms)
+                    return await self._answered(ticket, _result(message.id, served))
             instance = instance or self._pools.pick(pool.name)
             response = await self._upstream.send("POST", instance, headers, raw)
             if tasks is not None and message.method == "server/discover":
@@ -152,8 +174,14 @@ class StatelessEndpoint:
             # tasks extension: an upstream's own task is routed to its instance from now on.
             watch = self._routes if with_tasks and message.method == "tools/call" else None
             route = Route(instance, principal, pool.name)
+            if response.status != 200:
+                pending = None  # caching §Cacheable Results: only successful results are kept
             if response.is_sse:
                 chunks = response.chunks()
+                if pending is not None and self._cache is not None:
+                    chunks = self._cache.offer_stream(pending, chunks, message.id)
+                if self._cache is not None and message.method == "subscriptions/listen":
+                    chunks = self._cache.watch_stream(pool.name, chunks)  # its notifications invalidate
                 if watch is not None:
                     chunks = watch.record_stream(chunks, message.id, route)
                 stream = _relay_stream(response, chunks)
@@ -163,6 +191,8 @@ class StatelessEndpoint:
             payload = await response.read(self._max_body)
             if watch is not None:
                 await watch.record_json(payload, message.id, route)  # before the client sees the task
+            if pending is not None and self._cache is not None:
+                await self._cache.offer_json(pending, payload, message.id)
         except errors.UpstreamUnavailable as exc:
             if ticket is not None:
                 await self._idempotency.not_sent(ticket)  # never reached an upstream: a retry may run it

@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 
 from gateway import errors
+from gateway.caching.service import ResponseCache
+from gateway.caching.watcher import Watcher
 from gateway.config import Settings
 from gateway.eras.idempotent import Idempotency
 from gateway.eras.legacy_sse import install as install_legacy_sse
@@ -41,6 +43,7 @@ from gateway.store.eventlog import EventLog
 from gateway.store.idempotency import IdempotencyStore
 from gateway.store.keys import Keys
 from gateway.store.limits import LimitConfig, Limiter
+from gateway.store.responses import ResponseStore
 from gateway.store.sessions import SessionStore
 from gateway.streams.liveness import Liveness
 from gateway.streams.pump import PumpConfig
@@ -48,15 +51,17 @@ from gateway.streams.relay import Relay, RelayConfig
 from gateway.streams.tail import Tail
 from gateway.supervisor import Supervisor
 from gateway.tasks.config import TaskTools, parse_task_tools
-from gateway.tasks.liveness import ReplicaLiveness
 from gateway.tasks.passthrough import TaskRoutes
 from gateway.tasks.runner import Runner
 from gateway.tasks.service import TaskService, TaskSettings
 from gateway.tasks.store import TaskStore
+from gateway.tracing.api import NOOP, Tracer
+from gateway.tracing.setup import plan as plan_tracing
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session, new_upstream_pool
 from gateway.upstream.pools import HealthChecker, Pools
 from gateway.upstream.probes import Prober
+from gateway.wire.caching import MAX_TTL_MS
 
 log = logging.getLogger("gateway.http.app")
 
@@ -70,6 +75,7 @@ def create_app(settings: Settings) -> GatewayApp:
     probe_specs = settings.probes()
     # bad --task-tools / --task-sync-input fail here, at start-up
     task_tools = parse_task_tools(settings.task_tools, pools.names(), settings.task_sync_input)
+    tracing = plan_tracing(os.environ)  # the standard OTEL_* variables; an unsupported protocol fails here
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -85,6 +91,7 @@ def create_app(settings: Settings) -> GatewayApp:
                 client_name=name,
             )
 
+        tracer = tracing.build(replica) if tracing is not None else NOOP
         redis = store(settings.redis_max_connections, f"mcpgw:{replica}")
         http = new_http_session(connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size)
         supervisor = Supervisor()
@@ -119,7 +126,7 @@ def create_app(settings: Settings) -> GatewayApp:
             connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size
         )
         upstream = UpstreamClient(
-            upstream_pool, request_timeout=settings.request_timeout, latency=metrics.upstream_latency
+            upstream_pool, request_timeout=settings.request_timeout, latency=metrics.upstream_latency, tracer=tracer
         )
         health = HealthChecker(pools, Prober(http, timeout=settings.health_timeout), probe_specs)
         await health.check_all()  # a fresh replica knows which instances are up before it serves
@@ -171,6 +178,7 @@ def create_app(settings: Settings) -> GatewayApp:
             ),
             replica=replica,
             tail=tail,
+            tracer=tracer,
         )
         idempotency = Idempotency(
             IdempotencyStore(redis, keys, ttl=settings.idempotency_ttl),
@@ -185,7 +193,25 @@ def create_app(settings: Settings) -> GatewayApp:
         )
         supervisor.spawn(liveness.run(), name="liveness")
         supervisor.spawn(tail.run(), name="tail")
-        tasks = _task_service(settings, task_tools, redis, keys, upstream, supervisor, liveness, metrics)
+        tasks = _task_service(settings, task_tools, redis, keys, upstream, supervisor, liveness, metrics, tracer)
+        cache = None
+        if settings.response_cache:
+            cache = ResponseCache(
+                ResponseStore(redis, keys, max_ttl_ms=MAX_TTL_MS),
+                metrics,
+                max_bytes=settings.response_cache_max_bytes,
+                max_line=settings.sse_max_line,
+                in_use=lambda pool, uri: watcher.watch(pool, uri),  # bound late: the watcher needs the cache
+            )
+            # one subscriptions/listen per instance of a pool in use: list changes drop cached lists
+            watcher = Watcher(
+                pools=pools,
+                upstream=upstream,
+                headers=header_policy,
+                cache=cache,
+                supervisor=supervisor,
+                max_line=settings.sse_max_line,
+            )
         app.state.gateway = Gateway(
             settings=settings,
             pools=pools,
@@ -219,6 +245,7 @@ def create_app(settings: Settings) -> GatewayApp:
                 routes=TaskRoutes(
                     redis, keys, default_ttl_ms=int(settings.task_ttl * 1000), max_line=settings.sse_max_line
                 ),
+                cache=cache,
             ),
             guard=Guard(
                 origins=settings.origin_list(),
@@ -232,6 +259,7 @@ def create_app(settings: Settings) -> GatewayApp:
             supervisor=supervisor,
             keys=keys,
             loop=asyncio.get_running_loop(),
+            tracer=tracer,
         )
         log.info(
             "gateway up: pools %s, health probes %s",
@@ -256,6 +284,7 @@ def create_app(settings: Settings) -> GatewayApp:
             if control is not redis:
                 await control.aclose()
             await redis.aclose()
+            await asyncio.to_thread(tracer.shutdown)  # flush the spans still batched
 
     app = GatewayApp(lifespan=lifespan, refusal_drain_bytes=settings.refusal_drain_bytes)
     # GET/POST/DELETE on these two are served by GatewayApp.__call__ before routing.
@@ -283,6 +312,7 @@ def _task_service(
     supervisor: Supervisor,
     liveness: Liveness,
     metrics: Metrics,
+    tracer: Tracer,
 ) -> TaskService | None:
     """Gateway-served tasks, when some pool has `--task-tools` (else no task records)."""
     if not tools.pools:
@@ -296,12 +326,13 @@ def _task_service(
         max_body=settings.max_body_bytes,
         max_line=settings.sse_max_line,
         metrics=metrics,
+        tracer=tracer,
     )
     return TaskService(
         tools=tools,
         store=store,
         runner=runner,
-        liveness=ReplicaLiveness(liveness),
+        liveness=liveness,
         settings=TaskSettings(ttl_ms=int(settings.task_ttl * 1000), poll_ms=settings.task_poll_interval),
         metrics=metrics,
     )

@@ -17,6 +17,7 @@ from gateway.store.client import Redis
 from gateway.store.keys import Keys
 from gateway.streams.relay import Relay
 from gateway.supervisor import Supervisor
+from gateway.tracing.api import NOOP, Tracer
 from gateway.upstream.pools import Pools
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class Gateway:
     supervisor: Supervisor
     keys: Keys
     loop: asyncio.AbstractEventLoop
+    tracer: Tracer = NOOP
     drain_started: float | None = None
     _request_counters: dict[tuple[str, int, str], Any] = field(default_factory=dict)
 

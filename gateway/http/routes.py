@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway import errors, logs
 from gateway.eras.responses import error_response, read_body
+from gateway.http import traced
 from gateway.http.gateway import Gateway
 from gateway.http.guard import HeadersTooLarge
 from gateway.http.refusals import DrainRefusedBodies
@@ -55,6 +56,10 @@ class GatewayApp(Starlette):
         await super().__call__(scope, receive, send)
 
     async def _serve_mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gateway: Gateway = self.state.gateway
+        if gateway.tracer.enabled:
+            await traced.serve(mcp_endpoint, gateway.tracer, gateway.settings.max_body_bytes, scope, receive, send)
+            return
         response = await mcp_endpoint(Request(scope, receive, send))
         await response(scope, receive, send)
 

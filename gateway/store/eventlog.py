@@ -29,9 +29,10 @@ END = "e"
 POLL = "p"  # the upstream closed the connection for the client to poll; data = its retry in ms
 RELEASED = b"r"  # payload on the notify channel: the pump let go of the lease without finishing
 
-# KEYS: events, meta, lease.  ARGV: owner, ttl_ms, kind, pending.
+# KEYS: events, meta, lease.  ARGV: owner, ttl_ms, kind, pending, traceparent ('' = not traced).
 _CREATE = """
 redis.call('HSET', KEYS[2], 'kind', ARGV[3], 'seq', '0', 'pending', ARGV[4], 'uid', '', 'done', '0')
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'tp', ARGV[5]) end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
 return 1
@@ -115,6 +116,7 @@ class Meta:
     pending: tuple[Any, ...]
     uid: str
     done: bool
+    trace: str = ""  # the W3C traceparent of the request that opened the stream ("" if untraced)
 
 
 @dataclass(frozen=True)
@@ -137,9 +139,12 @@ class EventLog:
         self._acquire = Script(redis, _ACQUIRE)
         self._release = Script(redis, _RELEASE)
 
-    async def create(self, session: str, stream: str, *, kind: str, pending: tuple[Any, ...], owner: str) -> None:
-        """Create the meta record and take the lease for a brand-new stream."""
-        args = [owner, self._ttl_ms, kind, json.dumps(list(pending))]
+    async def create(
+        self, session: str, stream: str, *, kind: str, pending: tuple[Any, ...], owner: str, trace: str = ""
+    ) -> None:
+        """Create the meta record and take the lease for a brand-new stream; `trace` (a traceparent)
+        is kept with it, so a takeover or a resume on any replica continues the same trace."""
+        args = [owner, self._ttl_ms, kind, json.dumps(list(pending)), trace]
         with translated():
             await self._create(keys=list(self._keys.stream_keys(session, stream)), args=args)
 
@@ -212,6 +217,7 @@ class EventLog:
             pending=tuple(json.loads(fields.get("pending", "[]"))),
             uid=fields.get("uid", ""),
             done=fields.get("done") == "1",
+            trace=fields.get("tp", ""),
         )
 
     async def first_seq(self, session: str, stream: str) -> int | None:
@@ -232,6 +238,19 @@ class EventLog:
         with translated():
             rows: Any = await self._redis.xrevrange(self._keys.events(session, stream), count=count)
         return [_entry(entry_id, fields) for entry_id, fields in reversed(rows)]
+
+
+def appended(
+    after: int, events: list[tuple[str, str]], *, final: bool = False, poll_ms: int | None = None
+) -> list[Entry]:
+    """The entries one `append` with `expect=after` wrote (what the script does, computed here: the
+    writer's own deliveries get them without reading them back)."""
+    entries = [Entry(after + i, MESSAGE, data, uid) for i, (data, uid) in enumerate(events, start=1)]
+    if final:
+        entries.append(Entry(after + len(entries) + 1, END, "", ""))
+    elif poll_ms is not None:
+        entries.append(Entry(after + len(entries) + 1, POLL, str(poll_ms), ""))
+    return entries
 
 
 def _entry(entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:

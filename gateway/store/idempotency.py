@@ -49,6 +49,19 @@ class IdempotencyRecord:
     stream: str = ""
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What `finish` stores: a response (status, content type, body), a sessionful stream's name,
+    or only a state (`interrupted`, `dropped`)."""
+
+    state: str = DONE
+    status: int = 0
+    content_type: str = ""
+    body: bytes = b""
+    session: str = ""
+    stream: str = ""
+
+
 def record_digest(principal: str, key: str) -> str:
     """Keys are scoped to their principal (draft §2.2: unique per client); the digest hides both."""
     return hashlib.sha256(f"{len(principal)}:{principal}{key}".encode()).hexdigest()[:32]
@@ -79,21 +92,12 @@ class IdempotencyStore:
             stream=fields.get("stream", b"").decode(),
         )
 
-    async def finish(
-        self,
-        digest: str,
-        *,
-        state: str = DONE,
-        status: int = 0,
-        content_type: str = "",
-        body: bytes = b"",
-        session: str = "",
-        stream: str = "",
-    ) -> None:
+    async def finish(self, digest: str, outcome: Outcome) -> None:
         """Store the outcome; the record keeps the TTL it got when the first request came."""
+        o = outcome
         args: list[str | bytes | int] = [
-            *("state", state, "status", status, "content_type", content_type),
-            *("body", body, "session", session, "stream", stream),
+            *("state", o.state, "status", o.status, "content_type", o.content_type),
+            *("body", o.body, "session", o.session, "stream", o.stream),
         ]
         with translated():
             await self._finish(keys=[self._keys.idempotency(digest)], args=args)

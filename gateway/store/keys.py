@@ -20,6 +20,8 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:{legacy:B}:n       shard channel: a message was added to the outbox
     {prefix}:{task:T}:task      hash   gateway-served task T (2026-07-28 tasks extension)
     {prefix}:{task:T}:route     hash   task T created by an upstream itself: instance, principal, pool
+    {prefix}:{cache:P:F}:gen    string generation of cache family F of pool P (bumped by notifications)
+    {prefix}:{cache:P:F}:e:{D}  hash   one cached answer (D = digest of method, params, partition)
 """
 
 from __future__ import annotations
@@ -108,6 +110,14 @@ class Keys:
         """The session id inside a session record key."""
         return key.removeprefix(f"{self.prefix}:{{").removesuffix("}:session")
 
+    def task_pattern(self, kind: str = "task") -> str:
+        """SCAN pattern of gateway-served task records (`task`) or pass-through routes (`route`)."""
+        return f"{_literal(self.prefix)}:{{task:*}}:{kind}"
+
+    def task_of(self, key: str) -> str:
+        """The task id inside a task record or route key."""
+        return key.removeprefix(f"{self.prefix}:{{task:").rsplit("}:", 1)[0]
+
     def legacy_notify(self, outbox: str) -> str:
         """Shard channel announcing new outbox messages (same slot as the outbox)."""
         return f"{outbox.removesuffix(':out')}:n"
@@ -119,6 +129,14 @@ class Keys:
     def task_route(self, task_id: str) -> str:
         """Where a task that an upstream created lives (pass-through affinity)."""
         return f"{self.prefix}:{{task:{task_id}}}:route"
+
+    def cache_generation(self, pool: str, family: str) -> str:
+        """Generation of one response-cache family (a list of a pool, or the reads of one URI)."""
+        return f"{self.prefix}:{{cache:{pool}:{family}}}:gen"
+
+    def cache_entry(self, pool: str, family: str, digest: str) -> str:
+        """One cached answer; in its family's hash slot, so lookups and stores are one script."""
+        return f"{self.prefix}:{{cache:{pool}:{family}}}:e:{digest}"
 
     def pattern(self) -> str:
         """SCAN pattern matching every key under this prefix (tests and tooling)."""

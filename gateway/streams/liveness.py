@@ -74,6 +74,9 @@ class Liveness:
                 if self._on_lapse is not None:
                     await self._on_lapse()
 
+    async def is_alive(self, replica: str) -> bool:
+        return replica in await self.alive([replica])
+
     async def alive(self, replicas: Iterable[str]) -> set[str]:
         """The replicas among `replicas` that are alive now (this one always is)."""
         others = sorted({r for r in replicas if r != self.replica_id})

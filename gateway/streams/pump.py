@@ -21,9 +21,11 @@ from typing import Any
 
 from gateway import errors
 from gateway.retry import store_busy, store_handover, upstream_resume
-from gateway.store.eventlog import EventLog, LeaseLost, StreamVanished
+from gateway.store.eventlog import EventLog, LeaseLost, StreamVanished, appended
 from gateway.store.sessions import SessionRecord
 from gateway.streams.signals import Signal
+from gateway.tracing import attributes as a
+from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
 from gateway.wire import sse
 from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, H_VERSION, PRIMING_VERSIONS, SSE
@@ -86,6 +88,7 @@ class Pump:
     owner: str
     signal: Signal
     uid: str = ""
+    tracer: Tracer = NOOP
     seq: int = 0  # the last seq this pump knows is in the log (checked by every append)
     retry_ms: int = DEFAULT_UPSTREAM_RETRY_MS
     finished: bool = False
@@ -95,7 +98,18 @@ class Pump:
     _recent: list[str] = field(default_factory=list)  # the newest upstream ids logged (see _remember)
 
     async def run(self, first: UpstreamResponse | None) -> None:
-        """Pump until the stream ends; `first` is the open upstream response, or None to resume."""
+        """Pump until the stream ends; `first` is the open upstream response, or None to resume.
+
+        One span for the pump's life, under the request that opened the stream (or the takeover)."""
+        attrs = {a.STREAM: self.stream, a.STREAM_KIND: self.kind, a.SESSION: a.session_prefix(self.record.id)}
+        with self.tracer.span("mcp.stream.pump", attrs=attrs) as span:
+            try:
+                await self._run(first)
+            finally:
+                span.set(a.OUTCOME, "finished" if self.finished else "lost" if self.lost else "handed over")
+                span.set(a.PENDING, len(self.pending))
+
+    async def _run(self, first: UpstreamResponse | None) -> None:
         try:
             await self._main(first)
         except LeaseLost:
@@ -275,9 +289,24 @@ class Pump:
     async def _append(
         self, batch: list[tuple[str, str]], *, uid: str = "", final: bool = False, poll_ms: int | None = None
     ) -> None:
+        before = self.seq
+        attrs: Attrs = {a.DB_SYSTEM: "redis", a.DB_OPERATION: "EVALSHA", a.STREAM: self.stream, a.EVENTS: len(batch)}
+        with self.tracer.span("redis append", kind="client", attrs=attrs):
+            seq = await self._append_retrying(batch, uid=uid, final=final, poll_ms=poll_ms)
+        self.seq = seq
+        if uid:
+            self.uid = uid
+        if final:
+            self.finished = True
+        written = appended(before, batch, final=final, poll_ms=poll_ms)  # the script checked `expect`
+        self.signal.notify(seq, written if written and written[-1].seq == seq else ())
+
+    async def _append_retrying(
+        self, batch: list[tuple[str, str]], *, uid: str, final: bool, poll_ms: int | None
+    ) -> int:
         async for attempt in store_busy():  # nothing was sent: retrying cannot double an entry
             with attempt:
-                seq = await self.log.append(
+                return await self.log.append(
                     self.record.id,
                     self.stream,
                     self.owner,
@@ -288,12 +317,7 @@ class Pump:
                     poll_ms=poll_ms,
                     expect=self.seq,
                 )
-        self.seq = seq
-        if uid:
-            self.uid = uid
-        if final:
-            self.finished = True
-        self.signal.notify(seq)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _fail(self, message: str) -> None:
         log.warning(

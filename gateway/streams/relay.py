@@ -23,10 +23,13 @@ from gateway.metrics import Metrics
 from gateway.retry import store_busy
 from gateway.store.eventlog import DONE, END, POLL, TAKEN, VANISHED, Entry, EventLog
 from gateway.store.sessions import SessionRecord, SessionStore
+from gateway.streams import spans
 from gateway.streams.pump import Pump, PumpConfig, answered_ids, error_message
 from gateway.streams.signals import Signal, Signals
 from gateway.streams.tail import Tail, Watch
 from gateway.supervisor import Supervisor
+from gateway.tracing import attributes as a
+from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
 from gateway.wire import cursor, sse
 from gateway.wire.protocol import PRIMING_VERSIONS
@@ -54,7 +57,9 @@ class Relay:
         replica: str,
         metrics: Metrics,
         tail: Tail,
+        tracer: Tracer = NOOP,
     ) -> None:
+        self._tracer = tracer
         self._log = log_
         self._sessions = sessions
         self._upstream = upstream
@@ -85,7 +90,10 @@ class Relay:
         stream = stream or cursor.new_stream_id()
         try:
             await self._sessions.register_stream(record.id, stream, kind, pending)
-            await self._log.create(record.id, stream, kind=kind, pending=pending, owner=self._replica)
+            trace = self._tracer.traceparent()  # the request's span: later spans of the stream join its trace
+            attrs = {a.DB_SYSTEM: "redis", a.DB_OPERATION: "EVALSHA", a.STREAM: stream}
+            with self._tracer.span("redis create", kind="client", attrs=attrs):
+                await self._log.create(record.id, stream, kind=kind, pending=pending, owner=self._replica, trace=trace)
         except BaseException:
             response.close()
             raise
@@ -116,6 +124,7 @@ class Relay:
             signal=signal,
             uid=uid,
             seq=seq,
+            tracer=self._tracer,
         )
         task = self._supervisor.spawn(self._run_pump(pump, first), name=f"pump:{stream}")
         self._pumps[(record.id, stream)] = (pump, task)
@@ -145,6 +154,7 @@ class Relay:
         if (record.id, stream) in self._pumps:
             watch.holder = self._replica
         elif not self.draining.is_set():
+            started = self._tracer.now_ns()
             outcome = await self._log.acquire(record.id, stream, self._replica, watch.holder)
             if outcome.code == TAKEN:
                 meta = await self._log.meta(record.id, stream)
@@ -153,9 +163,14 @@ class Relay:
                 else:
                     log.info("stream %s: pump %s is gone, taking over (cursor %r)", stream, watch.holder, meta.uid)
                     self._metrics.takeovers.inc()
-                    self._start_pump(
-                        record, stream, meta.kind, list(meta.pending), uid=meta.uid, first=None, seq=meta.seq
-                    )
+                    # The span (from before the compare-and-set) continues the trace of the request that
+                    # opened the stream; the new pump (its task copies this context) nests under it.
+                    attrs = {a.STREAM: stream, a.SESSION: a.session_prefix(record.id), a.HOLDER: watch.holder or ""}
+                    parent = spans.stored(self._tracer, meta.trace)
+                    with self._tracer.span("mcp.stream.takeover", attrs=attrs, parent=parent, start_ns=started or None):
+                        self._start_pump(
+                            record, stream, meta.kind, list(meta.pending), uid=meta.uid, first=None, seq=meta.seq
+                        )
                     watch.holder = self._replica
             elif outcome.code == DONE:
                 watch.done = True
@@ -224,13 +239,24 @@ class Relay:
         self._metrics.gaps.inc()
         lost = [i for i in requested if i not in answered]
         log.warning("stream %s: gap (%s); %d request(s) lost", stream, reason, len(lost))
+        attrs: Attrs = {a.STREAM: stream, a.GAP_REASON: reason, a.LOST: len(lost)}
+        self._tracer.start("mcp.stream.gap", attrs=attrs).end()
         kept = sorted({e.seq: e for e in answered.values()}.values(), key=lambda e: e.seq)
         return [
             *(sse.encode(e.data, id=cursor.event_id(stream, e.seq)) for e in kept),
             *(sse.encode(error_message(i, f"Events of this stream were lost: {reason}")) for i in lost),
         ]
 
-    async def deliver(
+    def deliver(
+        self, record: SessionRecord, stream: str, after: int, *, resumed: bool = False, trace: str = ""
+    ) -> AsyncIterator[bytes]:
+        """`_deliver`; a resume in a span of the stream's trace (`trace`: its stored traceparent)."""
+        events = self._deliver(record, stream, after, resumed=resumed)
+        if resumed and self._tracer.enabled:
+            return spans.resumed(self._tracer, events, record.id, stream, after, trace)
+        return events
+
+    async def _deliver(
         self, record: SessionRecord, stream: str, after: int, *, resumed: bool = False
     ) -> AsyncIterator[bytes]:
         """The SSE body for one client connection on `stream`, starting after seq `after`.
@@ -330,12 +356,13 @@ class Relay:
         budget = max(0.05, self._config.keepalive - (time.monotonic() - last_write))
         signal: Signal | None = self.signals.get(record.id, stream)
         if signal is not None:
-            # This replica pumps the stream: its signal knows the newest seq, so read Redis only
-            # when there is something after `after` (one round trip per batch of events).
+            # This replica pumps the stream: its signal knows the newest seq and holds the entries
+            # of the last append, so a delivery that keeps up reads nothing back from Redis.
             if signal.failure is not None:
                 return [], signal.failure
             await signal.wait(after, budget)
-            return await self._read(record, stream, after), None
+            held = signal.entries_after(after)
+            return (held if held is not None else await self._read(record, stream, after)), None
         # Pumped elsewhere (or by nobody yet): the multiplexed tail wakes us; read only then. An idle
         # stream costs Redis nothing: a keep-alive tick without a notification reads nothing.
         watched, fresh = await watch()

@@ -1,13 +1,16 @@
-"""Same-replica fast path: a pump wakes the deliveries of its stream without a Redis poll.
-
-Deliveries on other replicas tail Redis with XREAD BLOCK instead; both read the entries
-themselves from Redis, so event ids are always the Redis sequence numbers.
+"""Same-replica fast path: a pump wakes the deliveries of its stream without a Redis poll, and
+hands them the entries of its last append (already in Redis, with their Redis sequence numbers),
+so a delivery that kept up reads nothing back. One that fell behind reads Redis, as deliveries on
+other replicas always do (woken by the multiplexed tail).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
+
+from gateway.store.eventlog import Entry
 
 
 class Signal:
@@ -18,11 +21,16 @@ class Signal:
         self.version = 0  # bumped by every notify: a waiter tells a wake-up from a timeout
         self.closed = False
         self.failure: list[bytes] | None = None
+        self.last: Sequence[Entry] = ()  # the entries of the pump's last append, ending at `seq`
         # One bare future per waiting delivery, woken by the next notify (an asyncio.Event and an
         # asyncio.timeout per wait cost ~1 KB more per idle stream: the Event's deque, the Timeout).
         self._waiters: list[asyncio.Future[None]] = []
 
-    def notify(self, seq: int) -> None:
+    def notify(self, seq: int, written: Sequence[Entry] = ()) -> None:
+        if written:
+            self.last = written
+        elif seq > self.seq:
+            self.last = ()
         self.seq = max(self.seq, seq)
         self.version += 1
         waiters, self._waiters = self._waiters, []
@@ -38,6 +46,18 @@ class Signal:
     def close(self) -> None:
         self.closed = True
         self.notify(self.seq)
+
+    def entries_after(self, after: int) -> list[Entry] | None:
+        """Everything after `after` from memory ([] on a tick with nothing new), or None: read Redis
+        (the delivery fell behind the last append, or the pump stopped)."""
+        if self.closed:
+            return None
+        if self.seq == after:
+            return []
+        last = self.last
+        if last and last[0].seq <= after + 1 and last[-1].seq == self.seq:
+            return [e for e in last if e.seq > after]
+        return None
 
     async def wait(self, after: int, timeout: float) -> None:
         """Return when something after `after` was written, the pump stopped, or on timeout."""

@@ -24,6 +24,8 @@ from gateway.supervisor import Supervisor
 from gateway.tasks import protocol
 from gateway.tasks.record import TaskRecord
 from gateway.tasks.store import APPLIED, TaskStore
+from gateway.tracing import attributes as a
+from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream.client import UpstreamClient
 from gateway.wire import sse
 
@@ -79,7 +81,9 @@ class Runner:
         metrics: Metrics,
         watch_interval: float = 0.2,
         clock: Callable[[], int] = now_ms,
+        tracer: Tracer = NOOP,
     ) -> None:
+        self._tracer = tracer
         self._store = store
         self._upstream = upstream
         self._supervisor = supervisor
@@ -94,6 +98,13 @@ class Runner:
         self._supervisor.spawn(self._run(job), name=f"task-{job.task_id[:8]}")
 
     async def _run(self, job: Job) -> None:
+        """The whole task in one span, under the `tools/call` that created it (its task copied that
+        context); the upstream call and its rounds nest under it."""
+        attrs: Attrs = {a.TASK: job.task_id[: a.SESSION_PREFIX], a.TOOL: str(job.params.get("name", ""))}
+        with self._tracer.span("mcp.task.run", attrs=attrs):
+            await self._execute(job)
+
+    async def _execute(self, job: Job) -> None:
         try:
             await self._drive(job)
         except asyncio.CancelledError:

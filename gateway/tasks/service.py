@@ -14,13 +14,12 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway import errors
 from gateway.metrics import Metrics
 from gateway.tasks import protocol
 from gateway.tasks.config import TaskSupport, TaskTools
-from gateway.tasks.liveness import RunnerLiveness
 from gateway.tasks.record import TaskRecord
 from gateway.tasks.runner import Job, Runner, now_ms
 from gateway.tasks.store import APPLIED, TaskStore
@@ -34,6 +33,16 @@ ORPHAN_ERROR = (
     "call cannot be re-attached, so whether the tool finished is unknown"
 )
 CANCELLED = "Cancelled by the client"
+
+
+class RunnerLiveness(Protocol):
+    """Is a task's runner still there? (`streams.liveness.Liveness`: key plus presence channel, so a
+    SIGKILLed replica is seen dead at once, a paused one within the key's TTL, then fenced.)"""
+
+    @property
+    def replica_id(self) -> str: ...
+
+    async def is_alive(self, replica_id: str) -> bool: ...
 
 
 @dataclass(frozen=True)

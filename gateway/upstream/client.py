@@ -12,12 +12,15 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from prometheus_client import Histogram
 
 from gateway import errors
 from gateway.retry import upstream_connect
+from gateway.tracing import attributes as a
+from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream import http1
 from gateway.wire import protocol
 
@@ -93,8 +96,11 @@ class UpstreamResponse:
 
 
 class UpstreamClient:
-    def __init__(self, pool: http1.Http1Pool, *, request_timeout: float, latency: Histogram) -> None:
+    def __init__(
+        self, pool: http1.Http1Pool, *, request_timeout: float, latency: Histogram, tracer: Tracer = NOOP
+    ) -> None:
         self._pool = pool
+        self._tracer = tracer
         self._request_timeout = request_timeout
         self._latency = latency
         self._latency_by_url: dict[str, Any] = {}  # labelled children, looked up once per URL
@@ -124,6 +130,28 @@ class UpstreamClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send_once(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, limit: float
+    ) -> UpstreamResponse:
+        if self._tracer.enabled:
+            return await self._send_traced(method, url, headers, body, limit)
+        return await self._send_plain(method, url, headers, body, limit)
+
+    async def _send_traced(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, limit: float
+    ) -> UpstreamResponse:
+        """One attempt in a client span, whose context the upstream gets as its `traceparent`
+        (W3C: it replaces the one the client sent, which is this span's ancestor)."""
+        target = urlsplit(url)
+        port = target.port or (443 if target.scheme == "https" else 80)
+        attrs: Attrs = {a.HTTP_METHOD: method, a.URL: url, a.SERVER: target.hostname or "", a.PORT: port}
+        with self._tracer.span(f"upstream {method}", kind="client", attrs=attrs) as span:
+            response = await self._send_plain(method, url, self._tracer.inject(headers), body, limit)
+            span.set(a.HTTP_STATUS, response.status)
+            if response.status >= 400:
+                span.error(str(response.status))
+            return response
+
+    async def _send_plain(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, limit: float
     ) -> UpstreamResponse:
         started = time.perf_counter()

@@ -25,8 +25,10 @@ from typing import Any, Protocol
 
 import httpx
 
+from gateway.store.keys import Keys
 from tests.integration.careful_client import CarefulClient, ReceivedEvent, StreamResult, iter_sse
 from tests.integration.conftest import GatewayProc
+from tests.integration.redis_topologies import LocalCluster, LocalSentinels
 
 GW_ARGS = (
     "--log-format",
@@ -238,6 +240,44 @@ async def _raw_probe(url: str, headers: dict[str, str], t0: float, http: httpx.A
     except httpx.HTTPError as exc:
         return _failed("raw", t0, exc)
     return Probe(time.monotonic() - t0, r.status_code, r.text[:500], r.headers.get("retry-after"))
+
+
+class ClusterFailover:
+    """Kills the primary that holds a session's slot."""
+
+    def __init__(self, cluster: LocalCluster, keys: Keys) -> None:
+        self.cluster = cluster
+        self.keys = keys
+        self.killed: list[int] = []
+
+    def same_home(self, session_a: str, session_b: str) -> bool:
+        home = self.cluster.primary_for
+        return home(self.keys.session(session_a)).port == home(self.keys.session(session_b)).port
+
+    def kill_primary_of(self, session_id: str) -> None:
+        victim = self.cluster.primary_for(self.keys.session(session_id))
+        self.killed.append(victim.port)
+        victim.kill()
+
+    def promoted(self) -> bool:
+        primaries = {n.port for n in self.cluster.primaries()}
+        return self.cluster.healthy() and bool(self.killed) and self.killed[0] not in primaries
+
+
+class SentinelFailover:
+    """Kills the one primary; the Sentinels promote the replica."""
+
+    def __init__(self, setup: LocalSentinels) -> None:
+        self.setup = setup
+
+    def same_home(self, session_a: str, session_b: str) -> bool:
+        return True  # one primary holds everything
+
+    def kill_primary_of(self, session_id: str) -> None:
+        self.setup.primary.kill()
+
+    def promoted(self) -> bool:
+        return self.setup.master_port() == self.setup.replica.port
 
 
 async def failover(gateways: list[GatewayProc], lb_url: str, topology: Topology) -> FailoverFigures:

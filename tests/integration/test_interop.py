@@ -81,6 +81,7 @@ def _same_apart_from_known(
     assert not stale, "known differences that changed (update KNOWN_DIFFERENCES):\n" + "\n".join(stale)
 
 
+@pytest.mark.timeout(300)  # 15 scenarios, each twice, each via a fresh 3-replica stack: ~100 s on a quiet machine
 def test_conformance_client_scenarios_same_direct_and_through_gateway() -> None:
     direct = client_scenarios.run_client_scenarios(via_gateway=False)
     via = client_scenarios.run_client_scenarios(via_gateway=True)

@@ -5,13 +5,40 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from pathlib import Path
 
 import httpx
+import pytest
+import redis.asyncio as aioredis
 
 from tests.integration.careful_client import CarefulClient, ReceivedEvent
 from tests.integration.clients import call_with_progress, sdk_client, text_of
 from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer, StartSdkUpstream
 from tests.integration.test_failover import GW_ARGS, assert_exactly_once, pump_pid
+
+
+async def live_children(redis_url: str, key_prefix: str, parent: int, timeout: float = 15.0) -> set[int]:
+    """Pids of the live replicas (liveness keys) that are child processes of `parent`."""
+    client = aioredis.from_url(redis_url)
+    found: set[int] = set()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = {int(k.decode().split(":")[-2]) async for k in client.scan_iter(match=f"{key_prefix}:replica:*")}
+            found = {pid for pid in pids if parent_of(pid) == parent}
+            if len(found) >= 2:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
+    return found
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def by_pid(gateways: list[GatewayProc], pid: int) -> GatewayProc:
@@ -54,15 +81,20 @@ async def test_sigterm_drains_without_losing_events(
     assert code == 0 and took < 8, (took, code)  # exited cleanly within the drain deadline
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_drain_keeps_pumping_for_an_upstream_without_event_store(
-    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str, redis_url: str
+    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str, redis_url: str, workers: int
 ) -> None:
     """SIGTERM to the pumping replica in front of an upstream that cannot resume: the drain ends the
     client's connection at once, but the replica keeps pumping into Redis until the call ends, so the
     client (resumed on the other replica, which tails) gets every event and the result, and the tool
-    ran once upstream."""
+    ran once upstream. With `--workers 2` the flags reach both workers and each drains on SIGTERM."""
     upstream = sdk_upstream(event_store=False)
-    a, b = gateway_cluster(2, {"default": upstream}, key_prefix, (*GW_ARGS, "--drain-timeout", "15"))
+    args = (*GW_ARGS, "--drain-timeout", "15")
+    (a,) = gateway_cluster(1, {"default": upstream}, key_prefix, (*args, "--workers", str(workers)))
+    (b,) = gateway_cluster(1, {"default": upstream}, key_prefix, args)
+    if workers > 1:  # every worker is a live replica of its own, started with the parent's flags
+        assert len(await live_children(redis_url, key_prefix, a.proc.pid)) == workers
     steps = 20
     exited: list[int | None] = []
 

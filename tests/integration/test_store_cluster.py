@@ -1,43 +1,19 @@
-"""The gateway on a real 3-primary Redis Cluster (one replica each): core flows through three
-replicas, sessions spread over the primaries, and a primary killed mid-call (its replica is
-promoted; the gateway follows without a restart)."""
+"""What is particular to a real 3-primary Redis Cluster (one replica each): sessions spread over
+the primaries, and the store client is a Cluster client with sharded pub/sub. Core flows and a
+primary killed mid-call run on every topology in `test_store_topologies.py`."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from gateway.store.client import connect, ping
 from gateway.store.keys import Keys
 from tests.integration.careful_client import CarefulClient
-from tests.integration.conftest import StartGateways, StartLoadBalancer, StartSdkUpstream
-from tests.integration.redis_topologies import LocalCluster, sharded_pubsub_roundtrip, wait_until
-from tests.integration.store_flows import GW_ARGS, Store, core_flows, failover
-
-
-@pytest.fixture
-async def cluster_store(redis_cluster: LocalCluster, key_prefix: str) -> AsyncIterator[Store]:
-    client = RedisCluster.from_url(redis_cluster.seed_url)
-    try:
-        yield Store(client, key_prefix)
-    finally:
-        await client.aclose()
-
-
-async def test_core_flows_on_cluster(
-    redis_cluster: LocalCluster,
-    cluster_store: Store,
-    sdk_upstream: StartSdkUpstream,
-    gateway_cluster: StartGateways,
-    load_balancer: StartLoadBalancer,
-    key_prefix: str,
-) -> None:
-    upstream = sdk_upstream(event_store=True)
-    gateways = gateway_cluster(3, {"default": upstream}, key_prefix, (*GW_ARGS, *redis_cluster.gateway_args()))
-    await core_flows(gateways, load_balancer(gateways), cluster_store)
+from tests.integration.conftest import StartGateways, StartSdkUpstream
+from tests.integration.redis_topologies import LocalCluster, sharded_pubsub_roundtrip
+from tests.integration.store_flows import GW_ARGS
 
 
 async def test_sessions_spread_over_the_primaries(
@@ -57,40 +33,6 @@ async def test_sessions_spread_over_the_primaries(
             assert direct.exists(record) == 1
         homes[home.port] += 1
     assert set(homes) == {n.port for n in redis_cluster.primaries()}, homes
-
-
-async def test_primary_killed_mid_call_replica_promoted(
-    redis_cluster: LocalCluster,
-    sdk_upstream: StartSdkUpstream,
-    gateway_cluster: StartGateways,
-    load_balancer: StartLoadBalancer,
-    key_prefix: str,
-) -> None:
-    upstream = sdk_upstream(event_store=True)
-    gateways = gateway_cluster(3, {"default": upstream}, key_prefix, (*GW_ARGS, *redis_cluster.gateway_args()))
-    topology = ClusterTopology(redis_cluster, Keys(key_prefix))
-    figures = await failover(gateways, load_balancer(gateways), topology)
-    print(figures.line("cluster"))
-    assert figures.events_lost_silently == 0
-    assert figures.readyz_down_seen
-    wait_until("the replica took over the slots", redis_cluster.healthy, timeout=20)
-    assert topology.killed and topology.killed[0] not in {n.port for n in redis_cluster.primaries()}
-
-
-class ClusterTopology:
-    def __init__(self, cluster: LocalCluster, keys: Keys) -> None:
-        self.cluster = cluster
-        self.keys = keys
-        self.killed: list[int] = []
-
-    def same_home(self, session_a: str, session_b: str) -> bool:
-        home = self.cluster.primary_for
-        return home(self.keys.session(session_a)).port == home(self.keys.session(session_b)).port
-
-    def kill_primary_of(self, session_id: str) -> None:
-        victim = self.cluster.primary_for(self.keys.session(session_id))
-        self.killed.append(victim.port)
-        victim.kill()
 
 
 async def test_store_client_is_a_cluster_client_with_sharded_pubsub(redis_cluster: LocalCluster) -> None:

@@ -1,77 +1,17 @@
-"""The gateway on a real primary + replica watched by three Sentinels: core flows through three
-replicas, and the primary SIGKILLed in the middle of a long streamed call (the Sentinels promote
-the replica; the gateway follows without a restart)."""
+"""What is particular to a real primary + replica watched by three Sentinels: the store client
+follows the Sentinels, and writes that asynchronous replication lost in a failover are never
+skipped. Core flows and the primary killed mid-call run on every topology in
+`test_store_topologies.py`."""
 
 from __future__ import annotations
 
 import signal
 import time
-from collections.abc import AsyncIterator
-
-import pytest
-import redis.asyncio as aioredis
 
 from gateway.store.client import connect
 from tests.integration.conftest import StartGateways, StartLoadBalancer, StartSdkUpstream
-from tests.integration.redis_topologies import LocalSentinels, sharded_pubsub_roundtrip, wait_until
-from tests.integration.store_flows import GW_ARGS, Store, core_flows, failover
-
-
-@pytest.fixture
-async def sentinel_store(redis_sentinels: LocalSentinels, key_prefix: str) -> AsyncIterator[Store]:
-    client = aioredis.Redis(host="127.0.0.1", port=redis_sentinels.primary.port)
-    try:
-        yield Store(client, key_prefix)
-    finally:
-        await client.aclose()
-
-
-async def test_core_flows_on_sentinel(
-    redis_sentinels: LocalSentinels,
-    sentinel_store: Store,
-    sdk_upstream: StartSdkUpstream,
-    gateway_cluster: StartGateways,
-    load_balancer: StartLoadBalancer,
-    key_prefix: str,
-) -> None:
-    upstream = sdk_upstream(event_store=True)
-    gateways = gateway_cluster(3, {"default": upstream}, key_prefix, (*GW_ARGS, *redis_sentinels.gateway_args()))
-    await core_flows(gateways, load_balancer(gateways), sentinel_store)
-    with redis_sentinels.replica.client() as replica:  # the data went through the primary the Sentinels named
-        assert replica.info("replication")["role"] == "slave"
-
-
-class SentinelTopology:
-    def __init__(self, setup: LocalSentinels) -> None:
-        self.setup = setup
-
-    def same_home(self, session_a: str, session_b: str) -> bool:
-        return True  # one primary holds everything
-
-    def kill_primary_of(self, session_id: str) -> None:
-        self.setup.primary.kill()
-
-
-async def test_primary_sigkilled_mid_streamed_call(
-    redis_sentinels: LocalSentinels,
-    sdk_upstream: StartSdkUpstream,
-    gateway_cluster: StartGateways,
-    load_balancer: StartLoadBalancer,
-    key_prefix: str,
-) -> None:
-    upstream = sdk_upstream(event_store=True)
-    gateways = gateway_cluster(3, {"default": upstream}, key_prefix, (*GW_ARGS, *redis_sentinels.gateway_args()))
-    assert redis_sentinels.ready_for_failover()
-    figures = await failover(gateways, load_balancer(gateways), SentinelTopology(redis_sentinels))
-    print(figures.line("sentinel"))
-    assert figures.events_lost_silently == 0
-    assert figures.readyz_down_seen
-    wait_until(
-        "the Sentinels name the replica as primary",
-        lambda: redis_sentinels.master_port() == redis_sentinels.replica.port,
-        timeout=20,
-    )
-    assert all(gw.proc.alive() for gw in gateways), "no replica restarted or died"
+from tests.integration.redis_topologies import LocalSentinels, sharded_pubsub_roundtrip
+from tests.integration.store_flows import GW_ARGS, SentinelFailover, failover
 
 
 async def test_store_client_follows_the_sentinels_with_sharded_pubsub(redis_sentinels: LocalSentinels) -> None:
@@ -89,7 +29,7 @@ async def test_store_client_follows_the_sentinels_with_sharded_pubsub(redis_sent
         await client.aclose()
 
 
-class LossyFailover(SentinelTopology):
+class LossyFailover(SentinelFailover):
     """The replica is frozen (SIGSTOP) while the stream keeps writing, then the primary dies and the
     replica resumes: it is promoted without the newest writes, which asynchronous replication lost."""
 

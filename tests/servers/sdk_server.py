@@ -3,7 +3,8 @@
     python tests/servers/sdk_server.py --port P [--host 127.0.0.1] [--name NAME] [--event-store]
         [--json-response] [--stateless] [--retry-interval MS] [--log-level LEVEL]
 
-Serves Streamable HTTP at `/mcp` and `GET /healthz` (200 "ok"). DNS-rebinding protection is
+Serves Streamable HTTP at `/mcp` and `GET /healthz` (200 "ok"); `GET /traceparents` lists the
+W3C `traceparent` header of every request it received (the tracing tests check propagation). DNS-rebinding protection is
 switched off: the SDK turns it on for host 127.0.0.1 and would answer 421 to a proxy that
 forwards another Host header. `--log-level INFO` logs what a production SDK server logs (its
 session manager's "Created new transport ..." lines and uvicorn's access log): the health-probe
@@ -24,6 +25,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from event_store import (  # type: ignore[import-not-found]
@@ -32,10 +34,11 @@ from event_store import (  # type: ignore[import-not-found]
 )
 
 
-def build_server(name: str, log_level: str = "WARNING") -> MCPServer:
+def build_server(name: str, log_level: str = "WARNING", traceparents: list[str] | None = None) -> MCPServer:
     server: MCPServer = MCPServer(name=name, log_level=log_level)  # type: ignore[arg-type]
     # slow_count bookkeeping, served at GET /stats so tests can see cancellations upstream
     stats = {"started": 0, "finished": 0, "cancelled": 0}
+    traceparents = [] if traceparents is None else traceparents
     # slow_count runs per `tag`, served at GET /executions: tests assert a call ran exactly once
     executions: Counter[str] = Counter()
 
@@ -105,11 +108,28 @@ def build_server(name: str, log_level: str = "WARNING") -> MCPServer:
     async def stats_route(request: Request) -> Response:
         return JSONResponse(stats)
 
+    @server.custom_route("/traceparents", methods=["GET"])  # type: ignore[untyped-decorator]
+    async def traceparents_route(request: Request) -> Response:
+        return JSONResponse(traceparents)
+
     @server.custom_route("/executions", methods=["GET"])  # type: ignore[untyped-decorator]
     async def executions_route(request: Request) -> Response:
         return JSONResponse(dict(executions))
 
     return server
+
+
+def recording_traceparents(app: ASGIApp, seen: list[str]) -> ASGIApp:
+    """Pure ASGI: note each request's `traceparent` header in `seen`."""
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"traceparent":
+                    seen.append(value.decode("latin-1"))
+        await app(scope, receive, send)
+
+    return wrapped
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -127,7 +147,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    server = build_server(args.name, args.log_level)
+    traceparents: list[str] = []
+    server = build_server(args.name, args.log_level, traceparents)
     app = server.streamable_http_app(
         json_response=args.json_response,
         stateless_http=args.stateless,
@@ -138,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     per_session_event_stores(server.session_manager)
     config = uvicorn.Config(
-        app,
+        recording_traceparents(app, traceparents),
         host=args.host,
         port=args.port,
         log_level=args.log_level.lower(),
