@@ -169,13 +169,19 @@ async def run(
         fast_workers=processes["upstream"],
     )
     topo.start()
-    extra = ["--upstream-pool-size", str(streams_n + 512), "--redis-max-connections", str(max_connections)]
+    extra = ["--upstream-pool-size", str(streams_n + 512)]
     extra += ["--stream-idle-timeout", "3600"]  # the POST answers idle for minutes while the rest opens
+
+    def flags(role: str) -> list[str]:
+        """A replica's Redis budget, split over its processes (each: its pool + 1 pub/sub + 2 heartbeat)."""
+        n = processes[role]
+        return [*extra, "--workers", str(n), "--redis-max-connections", str(max(4, max_connections // n - 3))]
+
     result: dict[str, Any] = {
         "streams": streams_n,
         "pumpers": pumpers_n,
         "workers": workers_n,
-        "redis_max_connections": max_connections,
+        "redis_connections_budget_per_replica": max_connections,
         "processes_per_replica": processes,
         "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
     }
@@ -184,8 +190,8 @@ async def run(
     out = ctx.Queue()
     procs: list[Any] = []
     try:
-        pumpers = [topo.start_gateway([*extra, "--workers", str(processes["pumper"])]) for _ in range(pumpers_n)]
-        tailer = topo.start_gateway([*extra, "--workers", str(processes["tailer"])])
+        pumpers = [topo.start_gateway(flags("pumper")) for _ in range(pumpers_n)]
+        tailer = topo.start_gateway(flags("tailer"))
         share = [streams_n // workers_n + (1 if i < streams_n % workers_n else 0) for i in range(workers_n)]
         for i in range(workers_n):
             proc = ctx.Process(target=worker, args=(i, [p.url for p in pumpers], tailer.url, share[i], barrier, out))
@@ -258,7 +264,12 @@ def main() -> None:
     parser.add_argument("--pumpers", type=int, default=3, help="replicas the streams are first opened (pumped) on")
     parser.add_argument("--workers", type=int, default=2, help="load-client processes")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--redis-max-connections", type=int, default=64, help="pool size of each gateway process")
+    parser.add_argument(
+        "--redis-max-connections",
+        type=int,
+        default=64,
+        help="Redis connections per replica: each of its processes gets this / processes - 3 as its pool",
+    )
     parser.add_argument("--pumper-processes", type=int, default=1, help="`--workers` of each pumping replica")
     parser.add_argument("--tailer-processes", type=int, default=1, help="`--workers` of the tailing replica")
     parser.add_argument("--upstream-processes", type=int, default=1, help="`--workers` of the fast upstream")
