@@ -35,20 +35,6 @@ class Pending:
     generation: str
 
 
-def sse_messages(parser: sse.Parser, chunk: bytes) -> Iterable[dict[str, Any]]:
-    try:
-        events = parser.feed(chunk)
-    except sse.SSEError:
-        return  # not ours to judge: the client sees the stream as the upstream sent it
-    for event in events:
-        try:
-            message = json.loads(event.data or "")
-        except ValueError:
-            continue
-        if isinstance(message, dict):
-            yield message
-
-
 class ResponseCache:
     def __init__(
         self,
@@ -121,7 +107,7 @@ class ResponseCache:
         """Relay an SSE answer; its response event is kept before the chunk carrying it goes on."""
         parser = sse.Parser(self._max_line)
         async for chunk in chunks:
-            for message in sse_messages(parser, chunk):
+            for message in sse.json_messages(parser, chunk):
                 await self._offer(pending, message, request_id)
             yield chunk
 
@@ -152,7 +138,7 @@ class ResponseCache:
         """Relay a `subscriptions/listen` stream; its change notifications invalidate as they pass."""
         parser = sse.Parser(self._max_line)
         async for chunk in chunks:
-            for message in sse_messages(parser, chunk):
+            for message in sse.json_messages(parser, chunk):
                 await self.invalidate(pool, caching.invalidated(message), str(message.get("method")))
             yield chunk
 

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from gateway import errors, retry
-from gateway.caching.service import ResponseCache, sse_messages
+from gateway.caching.service import ResponseCache
 from gateway.supervisor import Supervisor, checkpoint
 from gateway.upstream.client import HeaderPolicy, UpstreamClient
 from gateway.upstream.pools import Pools
@@ -179,7 +179,7 @@ class Watcher:
                     raise NotListening(f"subscriptions/listen answered {response.status} {response.content_type}")
                 parser = sse.Parser(self._max_line)
                 async for chunk in response.chunks():
-                    for message in sse_messages(parser, chunk):
+                    for message in sse.json_messages(parser, chunk):
                         if message.get("method") == ACKNOWLEDGED and not acknowledged:
                             acknowledged = True
                             on_ack()

@@ -84,17 +84,8 @@ class TaskRoutes:
         """Relay the chunks; the route is stored before the chunk that completes the task answer."""
         parser = sse.Parser(self._max_line)
         async for chunk in chunks:
-            try:
-                events = parser.feed(chunk)
-            except sse.SSEError:
-                events = []  # not ours to judge: the client sees the stream as the upstream sent it
-            for event in events:
-                try:
-                    message = json.loads(event.data or "")
-                except ValueError:
-                    continue
-                if isinstance(message, dict):
-                    await self._record(message, request_id, route)
+            for message in sse.json_messages(parser, chunk):
+                await self._record(message, request_id, route)
             yield chunk
 
     async def _record(self, message: Mapping[str, Any], request_id: Any, route: Route) -> None:

@@ -7,7 +7,10 @@ upstream cannot grow a replica's memory without bound.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 KEEPALIVE = b": keep-alive\n\n"
 
@@ -143,3 +146,20 @@ class Parser:
         self._retry = None
         self._touched = False
         return event
+
+
+def json_messages(parser: Parser, chunk: bytes) -> Iterator[dict[str, Any]]:
+    """The JSON-RPC objects in the events `chunk` completes, for a relay that only watches a stream:
+    malformed SSE or data that is not a JSON object is passed over (the client sees the stream as
+    the upstream sent it; judging it is not the watcher's job)."""
+    try:
+        events = parser.feed(chunk)
+    except SSEError:
+        return
+    for event in events:
+        try:
+            message = json.loads(event.data or "")
+        except ValueError:
+            continue
+        if isinstance(message, dict):
+            yield message
