@@ -97,10 +97,7 @@ class OTelTracer:
         links: Sequence[Parent] = (),
         start_ns: int | None = None,
     ) -> Current:
-        span = self._tracer.start_span(
-            name, context=_context(parent), kind=KINDS[kind], attributes=attrs, links=_links(links), start_time=start_ns
-        )
-        return Current(span)
+        return Current(self._start_span(name, kind, attrs, parent, links, start_ns))
 
     def start(
         self,
@@ -111,10 +108,20 @@ class OTelTracer:
         parent: Parent | None = None,
         links: Sequence[Parent] = (),
     ) -> OTelSpan:
-        return OTelSpan(
-            self._tracer.start_span(
-                name, context=_context(parent), kind=KINDS[kind], attributes=attrs, links=_links(links)
-            )
+        return OTelSpan(self._start_span(name, kind, attrs, parent, links, None))
+
+    def _start_span(
+        self,
+        name: str,
+        kind: Kind,
+        attrs: Attrs | None,
+        parent: Parent | None,
+        links: Sequence[Parent],
+        start_ns: int | None,
+    ) -> trace.Span:
+        context, otel_links = _context(parent), _links(links)
+        return self._tracer.start_span(
+            name, context=context, kind=KINDS[kind], attributes=attrs, links=otel_links, start_time=start_ns
         )
 
     def extract(self, carrier: Mapping[str, str]) -> Parent | None:
