@@ -17,7 +17,7 @@ from gateway.store.client import Script, connect, translated
 
 
 async def test_pool_burst_waits_for_a_free_connection(redis_url: str, key_prefix: str) -> None:
-    client = connect(redis_url, max_connections=2, pool_timeout=5.0)
+    client = connect(redis_url, max_connections=2, pool_timeout=5.0, lane=False)
     try:
         key = f"{key_prefix}:burst"
         # 6 blocking reads on 2 connections: the later ones wait for a connection, none fails
@@ -107,7 +107,9 @@ async def test_unreachable_redis_is_store_error() -> None:
 def test_cluster_client_bounded_per_node() -> None:
     client = connect("redis://127.0.0.1:7000/0", cluster=True, max_connections=7)
     assert isinstance(client, RedisCluster)
-    assert client.nodes_manager.connection_kwargs["max_connections"] == 7
+    assert client.nodes_manager.connection_kwargs["max_connections"] == 6  # and the lane's one per node
+    plain = connect("redis://127.0.0.1:7000/0", cluster=True, max_connections=7, lane=False)
+    assert plain.nodes_manager.connection_kwargs["max_connections"] == 7
 
 
 def test_sentinel_client_takes_credentials_db_and_tls_from_the_url() -> None:

@@ -12,6 +12,7 @@ which behaves like Redis for one process only; `connect` says so loudly.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
@@ -29,6 +30,8 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from gateway import retry
 from gateway.errors import StoreBusy, StoreError
+from gateway.store import lane as lanes
+from gateway.store.lane import Lane, LaneUnavailable, Node
 
 log = logging.getLogger("gateway.store.client")
 
@@ -78,22 +81,56 @@ class _LeanBlockingPool(BlockingConnectionPool):
         self._available_connections.append(connection)
 
 
+class LanedRedis(aioredis.Redis):
+    """redis-py's client, carrying the replica's lane (`store/lane.py`) for the scripts."""
+
+    lane: Lane | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        if self.lane is not None:
+            await self.lane.aclose()
+        await super().aclose(close_connection_pool)
+
+
+class LanedCluster(RedisCluster):
+    lane: Lane | None = None
+
+    async def aclose(self) -> None:
+        if self.lane is not None:
+            await self.lane.aclose()
+        await super().aclose()
+
+
 class Script:
     """A Lua script run by EVALSHA, loaded again on a NOSCRIPT reply (a restarted or failed-over
     Redis). What `register_script` does, without its per-call pipeline check (a `typing.Protocol`
-    isinstance, ~2 % of a JSON call's CPU)."""
+    isinstance, ~2 % of a JSON call's CPU). It runs on the client's lane when it has one, and
+    through redis-py when the lane gives the call back."""
 
     def __init__(self, redis: Redis, source: str) -> None:
         self._redis = redis
+        self._lane: Lane | None = getattr(redis, "lane", None)
         self._source = source
         self._sha = hashlib.sha1(source.encode()).hexdigest()
 
     async def __call__(self, *, keys: Sequence[str], args: Sequence[str | bytes | int | float]) -> Any:
+        if self._lane is not None and keys:
+            try:
+                return await self._lane.call(keys[0], ("EVALSHA", self._sha, len(keys), *keys, *args))
+            except LaneUnavailable:
+                pass  # not run: redis-py runs it (redirection, failover, its retry policy)
+            except redis_exceptions.NoScriptError:
+                await self._load()
+                with contextlib.suppress(LaneUnavailable):
+                    return await self._lane.call(keys[0], ("EVALSHA", self._sha, len(keys), *keys, *args))
         try:
             return await self._redis.evalsha(self._sha, len(keys), *keys, *args)
         except redis_exceptions.NoScriptError:
-            self._sha = await self._redis.script_load(self._source)
+            await self._load()
             return await self._redis.evalsha(self._sha, len(keys), *keys, *args)
+
+    async def _load(self) -> None:
+        self._sha = await self._redis.script_load(self._source)  # every primary, on a Cluster
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -110,9 +147,11 @@ def connect(
     sentinels: tuple[tuple[str, int], ...] = (),
     sentinel_master: str = "mymaster",
     client_name: str | None = None,
+    lane: bool = True,
 ) -> Redis:
     """The client for the configured topology (validated by `config.check_store`); `client_name`
-    names every connection (`CLIENT LIST` shows which replica holds which)."""
+    names every connection (`CLIENT LIST` shows which replica holds which). With `lane`, scripts
+    run on one pipelined connection per node (`store/lane.py`), counted in `max_connections`."""
     common: dict[str, Any] = {
         "retry": retry.redis_client(),
         "health_check_interval": 30,
@@ -124,17 +163,31 @@ def connect(
         "maint_notifications_config": MaintNotificationsConfig(enabled=False),
     }
     if sentinels:
-        return _sentinel(redis_url or "redis://", sentinels, sentinel_master, max_connections, pool_timeout, common)
+        return _sentinel(
+            redis_url or "redis://", sentinels, sentinel_master, max_connections, pool_timeout, common, lane
+        )
     if redis_url and cluster:
+        laned = lane and _laneable(redis_url)
         # Per node: at most `max_connections` (RedisCluster has no blocking pool; beyond the
         # bound a command fails at once, which the caller sees as a 503 StoreError).
-        nodes = RedisCluster.from_url(redis_url, max_connections=max_connections, **common)
+        nodes = cast(
+            LanedCluster, LanedCluster.from_url(redis_url, max_connections=_pooled(max_connections, laned), **common)
+        )
+        if laned:
+            nodes.lane = _cluster_lane(nodes, dict(parse_url(redis_url)), client_name)
         return cast(Redis, nodes)
     if redis_url:
         # A blocking pool: a burst beyond `max_connections` waits for a free connection (up to
         # `pool_timeout`, then StoreError) instead of failing at once with "Too many connections".
-        pool = _LeanBlockingPool.from_url(redis_url, max_connections=max_connections, timeout=pool_timeout, **common)
-        client: Redis = aioredis.Redis.from_pool(pool)  # the client owns (and closes) its pool
+        laned = lane and _laneable(redis_url)
+        pool = _LeanBlockingPool.from_url(
+            redis_url, max_connections=_pooled(max_connections, laned), timeout=pool_timeout, **common
+        )
+        client = cast(LanedRedis, LanedRedis.from_pool(pool))  # the client owns (and closes) its pool
+        if laned:
+            kwargs = dict(parse_url(redis_url))
+            address = (str(kwargs.get("host", "localhost")), int(str(kwargs.get("port", 6379))))
+            client.lane = lanes.single(_node(_fixed(address), kwargs, client_name))
         return client
     log.warning(
         "no --redis-url given: using the EMBEDDED in-process store; sessions and streams live in "
@@ -151,11 +204,14 @@ def _sentinel(
     max_connections: int,
     pool_timeout: float,
     common: dict[str, Any],
+    lane: bool,
 ) -> Redis:
     """Credentials, db and TLS of the primary come from the URL; its host and port from the
     Sentinels. The Sentinels themselves are asked without credentials, over TLS when the URL
     says `rediss://`."""
     url_kwargs: dict[str, Any] = dict(parse_url(redis_url))
+    laned = lane and _laneable(redis_url)
+    credentials = dict(url_kwargs)
     tls = url_kwargs.pop("connection_class", None) is SSLConnection
     url_kwargs.pop("host", None)
     url_kwargs.pop("port", None)
@@ -163,14 +219,58 @@ def _sentinel(
     manager = Sentinel(list(sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     client: Redis = manager.master_for(
         master,
+        redis_class=LanedRedis,
         connection_pool_class=_BlockingSentinelPool,
-        max_connections=max_connections,
+        max_connections=_pooled(max_connections, laned),
         timeout=pool_timeout,
         ssl=tls,
         **url_kwargs,
         **common,
     )
+    if laned:
+
+        async def primary() -> lanes.Address:
+            host, port = await manager.discover_master(master)
+            return str(host), int(port)
+
+        cast(LanedRedis, client).lane = lanes.single(_node(primary, credentials, common["client_name"]))
     return client
+
+
+def _laneable(redis_url: str) -> bool:
+    """The lane speaks plain TCP: TLS (`rediss://`) and unix sockets stay on redis-py alone."""
+    return redis_url.startswith("redis://")
+
+
+def _pooled(max_connections: int, laned: bool) -> int:
+    return max(1, max_connections - 1) if laned else max_connections  # the lane is one of them
+
+
+def _fixed(address: lanes.Address) -> lanes.Resolve:
+    async def resolve() -> lanes.Address:
+        return address
+
+    return resolve
+
+
+def _node(resolve: lanes.Resolve, url_kwargs: dict[str, Any], client_name: str | None) -> Node:
+    handshake: list[list[str | int]] = [["PING"]]
+    if url_kwargs.get("password"):
+        user = [str(url_kwargs["username"])] if url_kwargs.get("username") else []
+        handshake.append(["AUTH", *user, str(url_kwargs["password"])])
+    if int(url_kwargs.get("db") or 0):
+        handshake.append(["SELECT", int(url_kwargs["db"])])
+    if client_name:
+        handshake.append(["CLIENT", "SETNAME", client_name])
+    return Node(resolve, handshake, connect_timeout=SOCKET_CONNECT_TIMEOUT, timeout=lanes.REPLY_TIMEOUT)
+
+
+def _cluster_lane(cluster: RedisCluster, url_kwargs: dict[str, Any], client_name: str | None) -> Lane:
+    def locate(key: str) -> lanes.Address:
+        primary = cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key))
+        return str(primary.host), int(primary.port)
+
+    return lanes.per_node(locate, lambda address: _node(_fixed(address), url_kwargs, client_name))
 
 
 async def ping(redis: Redis) -> None:

@@ -83,9 +83,7 @@ class Lookup:
 
 
 class ResponseStore:
-    def __init__(
-        self, redis: Redis, keys: Keys, *, max_ttl_ms: int, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, redis: Redis, keys: Keys, *, max_ttl_ms: int, clock: Callable[[], float] = time.time) -> None:
         self._keys = keys
         self._max_ttl_ms = max_ttl_ms
         self._clock = clock  # wall clock, seconds: the stored deadline is compared across replicas
@@ -113,9 +111,7 @@ class ResponseStore:
             return Lookup(generation, None)
         return Lookup(generation, Hit(result, remaining) if isinstance(result, dict) else None)
 
-    async def store(
-        self, pool: str, family: str, digest: str, generation: str, result: bytes, ttl_ms: int
-    ) -> bool:
+    async def store(self, pool: str, family: str, digest: str, generation: str, result: bytes, ttl_ms: int) -> bool:
         """Keep `result` for `ttl_ms` unless the family's generation moved on since the lookup."""
         deadline = self._now_ms() + ttl_ms
         keys = [self._keys.cache_generation(pool, family), self._keys.cache_entry(pool, family, digest)]

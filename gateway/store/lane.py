@@ -1,0 +1,239 @@
+"""The request path's lane to Redis: one pipelined connection per node, shared by every request.
+
+redis-py runs one command per pooled connection at a time and spends ~30 us of CPU on each (a
+pool checkout, a timeout task per write, its parser and retry wrappers: bench/README.md
+2026-12-03). The lane writes every command the moment it is issued, coalesced with the others of
+the same event-loop turn into one socket write, and hands the replies back in order as hiredis
+parses them (Redis answers the commands of one connection in order): ~3 us per command under load.
+It carries the scripts (`client.Script`), which are the whole of a request's Redis work.
+
+What it does not do is decided by redis-py: a command is given back (`LaneUnavailable`) when the
+lane cannot write it (no connection yet and connecting failed, a Cluster slot map not loaded) or
+when the reply says it belongs elsewhere (MOVED, ASK, a read-only or loading node), so redis-py
+runs that one with its redirections, slot-map refresh and retry policy. A command that was written
+is never sent again: if its connection is lost first, it fails (`LaneLost`, a ConnectionError, so
+`translated` makes it a StoreError) since it may have run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
+
+import hiredis
+from redis import exceptions as redis_exceptions
+
+Address = tuple[str, int]
+Resolve = Callable[[], Awaitable[Address]]
+
+REPLY_TIMEOUT = 10.0  # s without any reply while commands wait: the connection is dropped
+# Replies that mean "run this elsewhere": redis-py knows how (redirection, slot-map refresh, failover).
+GIVE_BACK = (b"MOVED", b"ASK", b"TRYAGAIN", b"CLUSTERDOWN", b"READONLY", b"LOADING", b"MASTERDOWN")
+RECONNECT = (b"READONLY", b"LOADING", b"MASTERDOWN")  # this node is not (yet) a usable primary
+
+
+class LaneUnavailable(Exception):
+    """The command was not run by the lane: run it through redis-py."""
+
+
+class LaneLost(redis_exceptions.ConnectionError):
+    """The connection closed after the command was written: it may or may not have run."""
+
+
+def _pack(args: Sequence[str | bytes | int | float]) -> bytes:
+    packed: bytes = hiredis.pack_command(cast(Any, tuple(args)))  # its stub types a 1-tuple
+    return packed
+
+
+def reply_error(error: hiredis.ReplyError) -> Exception:
+    """A Redis error reply as the exception redis-py would raise for it."""
+    message = str(error)
+    if message.startswith("NOSCRIPT"):
+        return redis_exceptions.NoScriptError(message)
+    if message.encode().startswith(GIVE_BACK):
+        return LaneUnavailable(message)
+    return redis_exceptions.ResponseError(message)
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._reader = hiredis.Reader()
+        self._transport: asyncio.Transport | None = None
+        self._waiting: list[asyncio.Future[Any]] = []
+        self._head = 0  # replies already handed out of `_waiting`
+        self._unsent: list[bytes] = []
+        self._replies = 0
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self.alive = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.alive = True
+
+    def call(self, packed: bytes) -> asyncio.Future[Any]:
+        if not self._unsent:
+            self._loop.call_soon(self._flush)  # everything issued in this turn goes in one write
+        self._unsent.append(packed)
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._waiting.append(future)
+        if self._watchdog is None:
+            self._arm()
+        return future
+
+    def _flush(self) -> None:
+        unsent, self._unsent = self._unsent, []
+        if self._transport is not None and self.alive:
+            self._transport.write(b"".join(unsent))
+
+    def data_received(self, data: bytes) -> None:
+        reader = self._reader
+        reader.feed(data)
+        waiting = self._waiting
+        try:
+            while (reply := reader.gets()) is not False:
+                future = waiting[self._head]
+                self._head += 1
+                self._replies += 1
+                if not future.done():  # a cancelled caller: its reply is read and dropped
+                    if isinstance(reply, hiredis.ReplyError):
+                        future.set_exception(reply_error(reply))
+                    else:
+                        future.set_result(reply)
+        except hiredis.ProtocolError as exc:
+            self.close(f"protocol error: {exc}")
+            return
+        if self._head == len(waiting):
+            waiting.clear()
+            self._head = 0
+        elif self._head > 1024:
+            del waiting[: self._head]
+            self._head = 0
+
+    def _arm(self) -> None:
+        self._watchdog = self._loop.call_later(self._timeout, self._check, self._replies)
+
+    def _check(self, replies_then: int) -> None:
+        self._watchdog = None
+        if self._head == len(self._waiting):
+            return  # nothing waits
+        if self._replies == replies_then:
+            self.close(f"no reply from Redis within {self._timeout:g} s")
+        else:
+            self._arm()
+
+    def close(self, why: str = "closed") -> None:
+        if self._transport is not None:
+            self._transport.abort()
+        self._lost(why)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(f"connection lost: {exc}" if exc else "connection closed by Redis")
+
+    def _lost(self, why: str) -> None:
+        self.alive = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        waiting, self._waiting, self._head = self._waiting[self._head :], [], 0
+        self._unsent = []
+        for future in waiting:
+            if not future.done():
+                future.set_exception(LaneLost(f"Redis lane: {why}"))
+
+
+class Node:
+    """One Redis primary: its address (resolved again on every reconnect, so a Sentinel
+    failover is followed) and the lane's connection to it."""
+
+    def __init__(
+        self, resolve: Resolve, handshake: Sequence[Sequence[str | int]], *, connect_timeout: float, timeout: float
+    ) -> None:
+        self._resolve = resolve
+        self._handshake = [_pack(command) for command in handshake]
+        self._connect_timeout = connect_timeout
+        self._timeout = timeout
+        self._connection: _Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def connection(self) -> _Connection:
+        connection = self._connection
+        if connection is not None and connection.alive:
+            return connection
+        async with self._lock:
+            if self._connection is None or not self._connection.alive:
+                try:
+                    self._connection = await self._connect()
+                except (TimeoutError, OSError, redis_exceptions.RedisError) as exc:
+                    raise LaneUnavailable(f"cannot connect: {exc}") from exc
+            return self._connection
+
+    async def _connect(self) -> _Connection:
+        host, port = await self._resolve()
+        loop = asyncio.get_running_loop()
+        _, connection = await asyncio.wait_for(
+            loop.create_connection(lambda: _Connection(self._timeout), host, port), self._connect_timeout
+        )
+        try:
+            for reply in await asyncio.gather(*(connection.call(packed) for packed in self._handshake)):
+                if isinstance(reply, Exception):
+                    raise reply
+        except BaseException:
+            connection.close("handshake failed")
+            raise
+        return connection
+
+    def drop(self) -> None:
+        if self._connection is not None:
+            self._connection.close("dropped")
+
+    async def call(self, packed: bytes) -> Any:
+        connection = await self.connection()
+        try:
+            return await connection.call(packed)
+        except LaneUnavailable as exc:
+            if str(exc).encode().startswith(RECONNECT):
+                connection.close(f"node answered {str(exc).split()[0]}")
+            raise
+
+
+class Lane:
+    """The lane of one replica: `route(key)` names the node that serves a key (the one primary,
+    or on a Cluster the primary of the key's slot)."""
+
+    def __init__(self, route: Callable[[str], Node], nodes: Callable[[], Sequence[Node]]) -> None:
+        self._route = route
+        self._nodes = nodes
+
+    async def call(self, key: str, args: Sequence[str | bytes | int | float]) -> Any:
+        """Run one command (`args`, name first) on the node of `key`."""
+        try:
+            node = self._route(key)
+        except Exception as exc:  # a Cluster slot map not loaded yet, a slot no node serves
+            raise LaneUnavailable(f"no node for the key: {exc}") from exc
+        return await node.call(_pack(args))
+
+    async def aclose(self) -> None:
+        for node in self._nodes():
+            node.drop()
+
+
+def single(node: Node) -> Lane:
+    """One primary (a standalone Redis, or the primary the Sentinels name)."""
+    return Lane(lambda _key: node, lambda: [node])
+
+
+def per_node(locate: Callable[[str], Address], new_node: Callable[[Address], Node]) -> Lane:
+    """A Cluster: `locate(key)` is the address of the primary serving the key's slot."""
+    nodes: dict[Address, Node] = {}
+
+    def route(key: str) -> Node:
+        address = locate(key)
+        node = nodes.get(address)
+        if node is None:
+            node = nodes[address] = new_node(address)
+        return node
+
+    return Lane(route, lambda: list(nodes.values()))
