@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import time
 
-from gateway.store.client import connect
+from gateway.store.client import LanedRedis, connect
 from tests.integration.conftest import StartGateways, StartLoadBalancer, StartSdkUpstream
 from tests.integration.redis_topologies import LocalSentinels, sharded_pubsub_roundtrip
 from tests.integration.store_flows import GW_ARGS, SentinelFailover, failover
@@ -23,8 +23,9 @@ async def test_store_client_follows_the_sentinels_with_sharded_pubsub(redis_sent
             assert direct.get("mcpgw-t:{x}:probe") == b"1"
         channels = ["mcpgw-t:{a}:n:x", "mcpgw-t:{b}:n:y"]
         assert await sharded_pubsub_roundtrip(client, channels) == set(channels)
-        # bounded: the pool is the blocking Sentinel pool with the configured size
-        assert client.connection_pool.max_connections == 4
+        # bounded: the blocking Sentinel pool and the scripts' lane share the configured size
+        assert client.connection_pool.max_connections == 3
+        assert isinstance(client, LanedRedis) and client.lane is not None
     finally:
         await client.aclose()
 
