@@ -2,7 +2,7 @@
 
 redis-py runs one command per pooled connection at a time and spends ~30 us of CPU on each (a
 pool checkout, a timeout task per write, its parser and retry wrappers: bench/README.md
-2026-12-03). The lane writes every command the moment it is issued, coalesced with the others of
+"The scripts' lane"). The lane writes every command the moment it is issued, coalesced with the others of
 the same event-loop turn into one socket write, and hands the replies back in order as hiredis
 parses them (Redis answers the commands of one connection in order): ~3 us per command under load.
 It carries the scripts (`client.Script`), which are the whole of a request's Redis work.
