@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway import errors
-from gateway.store.claims import Claim, Claims
+from gateway.store.claims import Claim, Claims, claim_field
 from gateway.store.keys import Keys
 from gateway.store.sessions import SessionStore, new_record
 from gateway.wire import protocol
@@ -86,3 +86,21 @@ def test_claim_json_keeps_the_set_fields_only() -> None:
         expected = {k: v for k, v in dataclasses.asdict(claim).items() if v not in (None, 0, False)}
         assert json.loads(claim.to_json()) == expected
         assert Claim.from_json(claim.to_json()) == claim
+
+
+def test_claim_json_escapes_like_json_dumps() -> None:
+    odd = Claim(body_hash="h", stream="", replica='host "é"\n', at=1764692000.123456, status=504, answer="\u2028\x00é")
+    assert json.loads(odd.to_json()) == {
+        "body_hash": "h",
+        "replica": 'host "é"\n',
+        "at": 1764692000.123456,
+        "status": 504,
+        "answer": "\u2028\x00é",
+    }
+    assert Claim.from_json(odd.to_json()) == odd
+    assert odd.to_json().isascii()
+
+
+@pytest.mark.parametrize("request_id", [0, 17, -3, 2**70, "17", 'a"é', ""])
+def test_claim_field_is_the_ids_json(request_id: errors.JsonRpcId) -> None:
+    assert claim_field(request_id) == "r:" + json.dumps(request_id)  # 17 and "17" stay apart
