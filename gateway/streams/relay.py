@@ -271,16 +271,13 @@ class Relay:
             # 2025-11-25 transports §Resumability: priming event (an id, empty data) and retry; a
             # resumed stream is primed too, with the client's own cursor.
             yield sse.encode(None, id=cursor.event_id(stream, after), retry=self._config.retry_ms)
-        # Join the tail lazily: a stream this replica pumps never needs a subscription (nor the
-        # exit stack that would hold it: ~800 B per idle stream).
-        stack: contextlib.AsyncExitStack | None = None
+        # Join the tail lazily: a stream this replica pumps never needs a subscription; a tailed
+        # one holds its Watch, not a context manager and exit stack (~1 KB per idle stream).
         joined: list[Watch] = []
 
         async def watch() -> tuple[Watch, bool]:
-            nonlocal stack
             if not joined:
-                stack = contextlib.AsyncExitStack()
-                joined.append(await stack.enter_async_context(self._tail.watching(record, stream)))
+                joined.append(await self._tail.join(record, stream))
                 return joined[0], True
             return joined[0], False
 
@@ -289,8 +286,8 @@ class Relay:
                 async for event in events:
                     yield event
         finally:
-            if stack is not None:
-                await stack.aclose()
+            if joined:
+                self._tail.leave(joined[0])
 
     async def _relay(
         self,

@@ -132,6 +132,18 @@ class Tail:
 
     @contextlib.asynccontextmanager
     async def _joined(self, channel: str, record: SessionRecord | None, stream: str) -> AsyncIterator[Watch]:
+        watch = await self._join(channel, record, stream)
+        try:
+            yield watch
+        finally:
+            self.leave(watch)
+
+    async def join(self, record: SessionRecord, stream: str) -> Watch:
+        """`watching` without a context manager (no generator or exit stack kept per idle
+        delivery): every `join` that returns is paired with one `leave`."""
+        return await self._join(self._keys.notify(record.id, stream), record, stream)
+
+    async def _join(self, channel: str, record: SessionRecord | None, stream: str) -> Watch:
         watch = self._watches.get(channel)
         if watch is None:
             watch = Watch(record, stream, channel)
@@ -151,14 +163,14 @@ class Tail:
         else:
             await asyncio.shield(watch.ready)
         watch.users += 1
-        try:
-            yield watch
-        finally:
-            watch.users -= 1
-            if watch.users == 0 and self._watches.get(channel) is watch:
-                del self._watches[channel]
-                self._unsubscribe.add(channel)  # batched by the monitor
-                self._kick.set()
+        return watch
+
+    def leave(self, watch: Watch) -> None:
+        watch.users -= 1
+        if watch.users == 0 and self._watches.get(watch.channel) is watch:
+            del self._watches[watch.channel]
+            self._unsubscribe.add(watch.channel)  # batched by the monitor
+            self._kick.set()
 
     async def _subscribe(self, channel: str) -> None:
         waiter = self._expect(channel)
