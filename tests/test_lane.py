@@ -15,6 +15,7 @@ from redis import exceptions as redis_exceptions
 from gateway import errors
 from gateway.store import lane as lanes
 from gateway.store.client import LanedRedis, Script, connect, translated
+from tests.integration.procs import free_port
 
 ECHO = "return {KEYS[1], ARGV[1]}"
 INCR = "return redis.call('INCR', KEYS[1])"
@@ -100,7 +101,7 @@ async def test_credentials_db_and_name_are_sent_on_connect(redis_url: str, key_p
 async def test_a_lane_that_cannot_connect_gives_the_call_to_redis_py(redis_url: str, key_prefix: str) -> None:
     client = connect(redis_url, max_connections=4)
     assert isinstance(client, LanedRedis)
-    client.lane = lanes.single(_node_at(("127.0.0.1", _closed_port())))
+    client.lane = lanes.single(_node_at(("127.0.0.1", free_port())))  # nothing listens there
     try:
         script = Script(client, INCR)
         assert await script(keys=[f"{key_prefix}:fallback"], args=[]) == 1  # ran once, by redis-py
@@ -125,8 +126,11 @@ def test_error_replies_become_redis_py_errors_or_are_given_back() -> None:
 
 
 @contextlib.asynccontextmanager
-async def resp_server(on_command: Callable[[asyncio.StreamWriter], None]) -> AsyncIterator[tuple[str, int]]:
-    """Answers the handshake's PING, then lets `on_command` decide what a command gets."""
+async def resp_server(
+    on_command: Callable[[asyncio.StreamWriter], None],
+) -> AsyncIterator[tuple[tuple[str, int], list[bytes]]]:
+    """Answers the handshake's PING, then lets `on_command` decide what a command gets; yields the
+    address and the bytes of every read, in order."""
     commands: list[bytes] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -141,7 +145,7 @@ async def resp_server(on_command: Callable[[asyncio.StreamWriter], None]) -> Asy
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     try:
-        yield server.sockets[0].getsockname()[:2]
+        yield server.sockets[0].getsockname()[:2], commands
     finally:
         server.close()
 
@@ -153,24 +157,17 @@ def _node_at(address: tuple[str, int], timeout: float = 5.0) -> lanes.Node:
     return lanes.Node(resolve, [["PING"]], connect_timeout=1.0, timeout=timeout)
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_a_connection_lost_after_the_write_fails_the_call_and_never_sends_it_again() -> None:
-    async with resp_server(lambda writer: writer.close()) as address:
+    async with resp_server(lambda writer: writer.close()) as (address, reads):
         lane = lanes.single(_node_at(address))
         with pytest.raises(errors.StoreError, match="lane"), translated():
             await lane.call("k", ("EVALSHA", "0" * 40, 1, "k"))
         await lane.aclose()
+        assert b"".join(reads).count(b"EVALSHA") == 1
 
 
 async def test_a_redis_that_stops_answering_fails_the_waiting_calls() -> None:
-    async with resp_server(lambda writer: None) as address:  # reads, never replies
+    async with resp_server(lambda writer: None) as (address, _):  # reads, never replies
         lane = lanes.single(_node_at(address, timeout=0.3))
         with pytest.raises(errors.StoreError, match=r"no reply from Redis within 0\.3 s"), translated():
             await asyncio.gather(*(lane.call("k", ("EVALSHA", "0" * 40, 1, "k")) for _ in range(3)))

@@ -115,14 +115,15 @@ class Script:
 
     async def __call__(self, *, keys: Sequence[str], args: Sequence[str | bytes | int | float]) -> Any:
         if self._lane is not None and keys:
+            command = ("EVALSHA", self._sha, len(keys), *keys, *args)  # the sha is the source's: loading keeps it
             try:
-                return await self._lane.call(keys[0], ("EVALSHA", self._sha, len(keys), *keys, *args))
+                return await self._lane.call(keys[0], command)
             except LaneUnavailable:
                 pass  # not run: redis-py runs it (redirection, failover, its retry policy)
             except redis_exceptions.NoScriptError:
                 await self._load()
                 with contextlib.suppress(LaneUnavailable):
-                    return await self._lane.call(keys[0], ("EVALSHA", self._sha, len(keys), *keys, *args))
+                    return await self._lane.call(keys[0], command)
         try:
             return await self._redis.evalsha(self._sha, len(keys), *keys, *args)
         except redis_exceptions.NoScriptError:

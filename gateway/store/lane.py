@@ -36,6 +36,10 @@ RECONNECT = (b"READONLY", b"LOADING", b"MASTERDOWN")  # this node is not (yet) a
 class LaneUnavailable(Exception):
     """The command was not run by the lane: run it through redis-py."""
 
+    def __init__(self, message: str, *, reconnect: bool = False) -> None:
+        super().__init__(message)
+        self.reconnect = reconnect  # the node is not (yet) a usable primary: drop the connection
+
 
 class LaneLost(redis_exceptions.ConnectionError):
     """The connection closed after the command was written: it may or may not have run."""
@@ -51,8 +55,9 @@ def reply_error(error: hiredis.ReplyError) -> Exception:
     message = str(error)
     if message.startswith("NOSCRIPT"):
         return redis_exceptions.NoScriptError(message)
-    if message.encode().startswith(GIVE_BACK):
-        return LaneUnavailable(message)
+    code = message.encode()
+    if code.startswith(GIVE_BACK):
+        return LaneUnavailable(message, reconnect=code.startswith(RECONNECT))
     return redis_exceptions.ResponseError(message)
 
 
@@ -176,10 +181,8 @@ class Node:
         _, connection = await asyncio.wait_for(
             loop.create_connection(lambda: _Connection(self._timeout), host, port), self._connect_timeout
         )
-        try:
-            for reply in await asyncio.gather(*(connection.call(packed) for packed in self._handshake)):
-                if isinstance(reply, Exception):
-                    raise reply
+        try:  # an error reply is set on its future: gather raises it
+            await asyncio.gather(*(connection.call(packed) for packed in self._handshake))
         except BaseException:
             connection.close("handshake failed")
             raise
@@ -194,7 +197,7 @@ class Node:
         try:
             return await connection.call(packed)
         except LaneUnavailable as exc:
-            if str(exc).encode().startswith(RECONNECT):
+            if exc.reconnect:
                 connection.close(f"node answered {str(exc).split()[0]}")
             raise
 
