@@ -113,7 +113,7 @@ class Script:
         self._source = source
         self._sha = hashlib.sha1(source.encode()).hexdigest()
 
-    async def __call__(self, *, keys: Sequence[str], args: Sequence[str | bytes | int | float]) -> Any:
+    async def __call__(self, *, keys: Sequence[str], args: Sequence[str | bytes | int | float] = ()) -> Any:
         if self._lane is not None and keys:
             command = ("EVALSHA", self._sha, len(keys), *keys, *args)  # the sha is the source's: loading keeps it
             try:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.store.client import Redis, translated
+from gateway.store.client import Redis, Script, translated
 from gateway.store.keys import Keys
 
 # KEYS: generation, entry...  ->  {generation ('' when none)} or {generation, deadline, result, pttl}
@@ -87,9 +87,9 @@ class ResponseStore:
         self._keys = keys
         self._max_ttl_ms = max_ttl_ms
         self._clock = clock  # wall clock, seconds: the stored deadline is compared across replicas
-        self._lookup = redis.register_script(_LOOKUP)
-        self._store = redis.register_script(_STORE)
-        self._bump = redis.register_script(_BUMP)
+        self._lookup = Script(redis, _LOOKUP)
+        self._store = Script(redis, _STORE)
+        self._bump = Script(redis, _BUMP)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)

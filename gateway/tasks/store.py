@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gateway.store.client import Redis, translated
+from gateway.store.client import Redis, Script, translated
 from gateway.store.keys import Keys
 from gateway.tasks.record import ANSWER_PREFIX, INPUT_PREFIX, TaskRecord
 
@@ -56,8 +56,8 @@ class TaskStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        self._transition = redis.register_script(_TRANSITION)
-        self._answer = redis.register_script(_ANSWER)
+        self._transition = Script(redis, _TRANSITION)
+        self._answer = Script(redis, _ANSWER)
 
     async def create(self, record: TaskRecord) -> None:
         """Durable before the CreateTaskResult is sent (tasks §Task Creation): one MULTI round trip."""
