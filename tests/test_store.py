@@ -156,6 +156,9 @@ def test_every_client_uses_the_gateways_redis_retry_policy() -> None:
         used = pool.connection_kwargs["retry"]
         assert (used.get_retries(), type(used._backoff)) == (policy.get_retries(), type(policy._backoff))
     assert cluster.retry.get_retries() == policy.get_retries()
+    # a Sentinel is asked once per discovery: the primary's retries repeat the discovery
+    asked = sentinel.connection_pool.sentinel_manager.sentinels[0].connection_pool.connection_kwargs["retry"]
+    assert asked.get_retries() == retry.sentinel_query().get_retries() == 0
 
 
 def test_transport_closed_under_redis_py_is_store_error() -> None:

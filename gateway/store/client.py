@@ -216,7 +216,11 @@ def _sentinel(
     tls = url_kwargs.pop("connection_class", None) is SSLConnection
     url_kwargs.pop("host", None)
     url_kwargs.pop("port", None)
-    sentinel_kwargs: dict[str, Any] = {"socket_connect_timeout": SOCKET_CONNECT_TIMEOUT, "ssl": tls}
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT,
+        "ssl": tls,
+        "retry": retry.sentinel_query(),
+    }
     manager = Sentinel(list(sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     client: Redis = manager.master_for(
         master,
