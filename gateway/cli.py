@@ -27,6 +27,7 @@ from gateway.config import Settings
 from gateway.errors import ConfigError, GatewayError
 from gateway.http.app import create_app
 from gateway.http.gateway import Gateway
+from gateway.http.server import LeanHttpToolsProtocol
 from gateway.specs import load_config_file
 
 # `--workers N`: the parent's flags, for each worker to parse again (same env, same config file)
@@ -171,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         loop="auto",
-        http="auto",
+        http=LeanHttpToolsProtocol,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
         access_log=False,
@@ -182,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         uvicorn.run(
             "gateway.cli:app_from_env",
             factory=True,
+            http=LeanHttpToolsProtocol,
             host=settings.host,
             port=settings.port,
             workers=settings.workers,

@@ -1,0 +1,80 @@
+"""uvicorn's httptools protocol, ~1.7 KB lighter per open connection (an idle SSE stream is one).
+
+Every `collections.deque` allocates a 64-slot block up front (~600 B), and uvicorn keeps three per
+connection: the pipeline of queued requests and the `asyncio.Event`s of its flow control and of the
+request cycle. Here they are a list and `LeanEvent` (a list of waiters, empty until someone waits).
+The HTTP handling itself is uvicorn's, unchanged. The attributes replaced are uvicorn's internals:
+`tests/test_server.py` fails loudly if an upgrade renames them (the pin in pyproject.toml says which
+versions were checked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class LeanEvent:
+    """`asyncio.Event`'s interface (`set`, `clear`, `is_set`, `wait`) with its waiters in a list."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self, value: bool = False) -> None:
+        self._value = value
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        if not self._value:
+            self._value = True
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> bool:
+        if self._value:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+            return True
+        finally:
+            self._waiters.remove(waiter)
+
+
+class Pipeline(list[Any]):
+    """The deque operations uvicorn uses on its queue of pipelined requests (rarely more than one)."""
+
+    __slots__ = ()
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
+
+
+class LeanHttpToolsProtocol(HttpToolsProtocol):
+    """`uvicorn.Config(http=LeanHttpToolsProtocol)`: uvicorn's protocol with lighter containers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pipeline = Pipeline()  # type: ignore[assignment]
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        flow = self.flow
+        flow._is_writable_event = LeanEvent(flow._is_writable_event.is_set())  # type: ignore[assignment]
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        # Called from the parser before any body callback, and the cycle's task has not run yet:
+        # nobody waits on the event, and only its state needs carrying over.
+        cycle = self.cycle
+        if cycle is not None and isinstance(cycle.message_event, asyncio.Event):
+            cycle.message_event = LeanEvent(cycle.message_event.is_set())  # type: ignore[assignment]

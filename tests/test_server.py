@@ -1,0 +1,113 @@
+"""gateway.http.server: uvicorn's protocol with lighter containers, fed bytes through a fake
+transport (no sockets). If a uvicorn upgrade renames what is replaced, these fail."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import uvicorn
+from uvicorn.server import ServerState
+
+from gateway.http.server import LeanEvent, LeanHttpToolsProtocol, Pipeline
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closed = False
+        self.reading = True
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 40000)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": scope["path"].encode() + b":" + body})
+
+
+def protocol() -> tuple[LeanHttpToolsProtocol, FakeTransport]:
+    config = uvicorn.Config(echo, http=LeanHttpToolsProtocol, lifespan="off", log_level="warning")
+    config.load()
+    proto = LeanHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+    transport = FakeTransport()
+    proto.connection_made(transport)
+    return proto, transport
+
+
+async def settle(transport: FakeTransport, responses: int) -> None:
+    for _ in range(200):
+        if transport.written.count(b"HTTP/1.1 200") >= responses:
+            return
+        await asyncio.sleep(0.005)
+    pytest.fail(f"expected {responses} responses, got {bytes(transport.written)!r}")
+
+
+async def test_the_containers_are_replaced_and_a_request_is_served() -> None:
+    proto, transport = protocol()
+    assert type(proto.pipeline) is Pipeline
+    assert type(proto.flow._is_writable_event) is LeanEvent and proto.flow._is_writable_event.is_set()
+    # the body arrives in a second packet: the cycle's task waits on its (lean) event for it
+    proto.data_received(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhe")
+    assert type(proto.cycle.message_event) is LeanEvent
+    await asyncio.sleep(0.01)
+    proto.data_received(b"llo")
+    await settle(transport, 1)
+    assert b"\r\n/mcp:hello\r\n" in transport.written  # chunked: the whole body, after its size
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    proto, transport = protocol()
+    proto.data_received(
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1"
+        b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n2"
+        b"POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n3"
+    )
+    await settle(transport, 3)
+    out = bytes(transport.written)
+    assert out.index(b"/a:1") < out.index(b"/b:2") < out.index(b"/c:3")
+    assert not proto.pipeline
+
+
+async def test_lean_event_wakes_every_waiter_and_forgets_cancelled_ones() -> None:
+    event = LeanEvent()
+    waiters = [asyncio.ensure_future(event.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    waiters[0].cancel()
+    await asyncio.sleep(0)
+    assert len(event._waiters) == 2
+    event.set()
+    assert await asyncio.gather(*waiters[1:]) == [True, True]
+    assert event._waiters == [] and event.is_set()
+    assert await event.wait()  # already set: no waiting
+    event.clear()
+    assert not event.is_set()
+    late = asyncio.ensure_future(event.wait())
+    await asyncio.sleep(0)
+    assert not late.done()
+    event.set()
+    assert await late
