@@ -4,12 +4,14 @@ transport (no sockets). If a uvicorn upgrade renames what is replaced, these fai
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
+from gateway.eras.streaming import SSEResponse
 from gateway.http.server import LeanEvent, LeanHttpToolsProtocol, Pipeline
 
 
@@ -111,3 +113,62 @@ async def test_lean_event_wakes_every_waiter_and_forgets_cancelled_ones() -> Non
     assert not late.done()
     event.set()
     assert await late
+
+
+def sse_app(ended: list[str]) -> Any:
+    """An SSE response whose body waits forever after its first event; `ended` records its finally."""
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield b"data: 1\n\n"
+            await asyncio.Event().wait()
+        finally:
+            ended.append("body closed")
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await SSEResponse(body())(scope, receive, send)
+        ended.append("response returned")
+
+    return app
+
+
+def sse_protocol(ended: list[str]) -> tuple[LeanHttpToolsProtocol, FakeTransport]:
+    config = uvicorn.Config(sse_app(ended), http=LeanHttpToolsProtocol, lifespan="off", log_level="warning")
+    config.load()
+    proto = LeanHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+    transport = FakeTransport()
+    proto.connection_made(transport)
+    return proto, transport
+
+
+async def until(condition: Any) -> None:
+    for _ in range(200):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    pytest.fail("condition not reached")
+
+
+async def test_a_client_that_leaves_ends_its_sse_response_without_a_watcher_task() -> None:
+    ended: list[str] = []
+    proto, transport = sse_protocol(ended)
+    before = len(asyncio.all_tasks())
+    proto.data_received(b"GET /mcp HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+    await until(lambda: b"data: 1" in transport.written)
+    assert proto._on_disconnect is not None
+    assert len(asyncio.all_tasks()) == before + 1  # the request's task only: no disconnect watcher
+    proto.connection_lost(None)
+    await until(lambda: "response returned" in ended)
+    assert ended == ["body closed", "response returned"]
+    assert proto._on_disconnect is None
+
+
+async def test_a_client_gone_before_the_response_began_ends_it_at_once() -> None:
+    ended: list[str] = []
+    proto, transport = sse_protocol(ended)
+    proto.data_received(b"GET /mcp HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+    proto.connection_lost(None)  # before the request's task ran
+    await until(lambda: "response returned" in ended)
+    assert ended[-1] == "response returned"
+    assert proto._on_disconnect is None
+    assert b"data: 1" not in transport.written  # nothing went to the client that left

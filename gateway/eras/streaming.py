@@ -6,18 +6,24 @@ request's task waits for the client's `http.disconnect`. Here the body runs in t
 own task: each chunk is sent as it comes (`more_body=True`, nothing buffered), and one small
 task waits for `http.disconnect` and cancels the request's task, so a client that leaves ends
 its delivery at once, as before (the body's `finally` clauses run, then the response returns
-normally). A cancellation from anyone else (server shutdown) is not swallowed.
+normally). A cancellation from anyone else (server shutdown) is not swallowed. A server that
+offers `WATCH_DISCONNECT` in the scope (the gateway's, `http/server.py`) calls back on disconnect
+instead, and no watcher task is needed (~1.2 KB less per open stream).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.wire import protocol
+
+# Scope key a server may offer: `scope[WATCH_DISCONNECT](callback)` has `callback()` called once
+# if the client disconnects before the response completes; `(None)` withdraws it.
+WATCH_DISCONNECT = "mcpgw.watch_disconnect"
 
 
 async def _until_disconnect(receive: Receive) -> None:
@@ -40,14 +46,23 @@ class SSEResponse(Response):
         streaming = True
         left = False  # the client disconnected and we cancelled the task for it
 
-        def on_disconnect(watcher: asyncio.Task[None]) -> None:
+        def leave() -> None:
             nonlocal left
-            if streaming and not watcher.cancelled() and watcher.exception() is None:
+            if streaming:
                 left = True
                 task.cancel()
 
-        watcher = asyncio.get_running_loop().create_task(_until_disconnect(receive))
-        watcher.add_done_callback(on_disconnect)
+        def on_disconnect(watcher: asyncio.Task[None]) -> None:
+            if not watcher.cancelled() and watcher.exception() is None:
+                leave()
+
+        watch: Callable[[Callable[[], None] | None], None] | None = scope.get(WATCH_DISCONNECT)
+        watcher: asyncio.Task[None] | None = None
+        if watch is not None:
+            watch(leave)
+        else:
+            watcher = asyncio.get_running_loop().create_task(_until_disconnect(receive))
+            watcher.add_done_callback(on_disconnect)
         try:
             # The header list is not kept for the stream's life (~0.5 KB per open stream).
             headers, self.raw_headers = self.raw_headers, []
@@ -67,5 +82,8 @@ class SSEResponse(Response):
                 await aclose()
         finally:
             streaming = False
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
+            elif watch is not None:
+                watch(None)
 
