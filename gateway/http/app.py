@@ -55,6 +55,7 @@ from gateway.tasks.passthrough import TaskRoutes
 from gateway.tasks.runner import Runner
 from gateway.tasks.service import TaskService, TaskSettings
 from gateway.tasks.store import TaskStore
+from gateway.timers import CoarseTimers
 from gateway.tracing.api import NOOP, Tracer
 from gateway.tracing.setup import plan as plan_tracing
 from gateway.upstream.affinity import Affinity
@@ -122,8 +123,9 @@ def create_app(settings: Settings) -> GatewayApp:
         await tail.start()  # presence first: from now on a kill of this process is seen at once
         metrics.tail_watches.set_function(lambda: len(tail))
         await liveness.beat()
+        timers = CoarseTimers(asyncio.get_running_loop())  # the long waits of idle streams
         upstream_pool = new_upstream_pool(
-            connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size
+            connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size, timers=timers
         )
         upstream = UpstreamClient(
             upstream_pool, request_timeout=settings.request_timeout, latency=metrics.upstream_latency, tracer=tracer
@@ -179,6 +181,7 @@ def create_app(settings: Settings) -> GatewayApp:
             replica=replica,
             tail=tail,
             tracer=tracer,
+            timers=timers,
         )
         idempotency = Idempotency(
             IdempotencyStore(redis, keys, ttl=settings.idempotency_ttl),

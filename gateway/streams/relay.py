@@ -28,6 +28,7 @@ from gateway.streams.pump import Pump, PumpConfig, answered_ids, error_message
 from gateway.streams.signals import Signal, Signals
 from gateway.streams.tail import Tail, Watch
 from gateway.supervisor import Supervisor
+from gateway.timers import CoarseTimers
 from gateway.tracing import attributes as a
 from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
@@ -58,6 +59,7 @@ class Relay:
         metrics: Metrics,
         tail: Tail,
         tracer: Tracer = NOOP,
+        timers: CoarseTimers | None = None,
     ) -> None:
         self._tracer = tracer
         self._log = log_
@@ -67,7 +69,7 @@ class Relay:
         self._config = config
         self._replica = replica
         self._metrics = metrics
-        self.signals = Signals()
+        self.signals = Signals(timers)
         self.draining = asyncio.Event()
         self._tail = tail
         self._pumps: dict[tuple[str, str], tuple[Pump, asyncio.Task[None]]] = {}

@@ -11,12 +11,14 @@ import contextlib
 from collections.abc import Sequence
 
 from gateway.store.eventlog import Entry
+from gateway.timers import Cancellable, CoarseTimers
 
 
 class Signal:
     """The newest sequence number a local pump wrote, and whether it stopped."""
 
-    def __init__(self, seq: int = 0) -> None:
+    def __init__(self, seq: int = 0, timers: CoarseTimers | None = None) -> None:
+        self._timers = timers  # None: the loop's own timer per wait
         self.seq = seq  # every entry up to `seq` is already in Redis
         self.version = 0  # bumped by every notify: a waiter tells a wake-up from a timeout
         self.closed = False
@@ -66,7 +68,12 @@ class Signal:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
-        timer = loop.call_later(max(timeout, 0.0), _expire, waiter)  # no extra task, unlike wait_for
+        # No extra task, unlike wait_for; a keep-alive-long wait shares a coarse timer.
+        delay, timers = max(timeout, 0.0), self._timers
+        if timers is not None:
+            timer: Cancellable = timers.call_later(delay, _expire, waiter)
+        else:
+            timer = loop.call_later(delay, _expire, waiter)
         try:
             await waiter
         finally:
@@ -85,11 +92,12 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 class Signals:
     """Signals of the streams this replica pumps, by (session, stream)."""
 
-    def __init__(self) -> None:
+    def __init__(self, timers: CoarseTimers | None = None) -> None:
         self._signals: dict[tuple[str, str], Signal] = {}
+        self._timers = timers
 
     def open(self, session: str, stream: str, seq: int = 0) -> Signal:
-        signal = Signal(seq)
+        signal = Signal(seq, self._timers)
         self._signals[(session, stream)] = signal
         return signal
 

@@ -19,6 +19,7 @@ from prometheus_client import Histogram
 
 from gateway import errors
 from gateway.retry import upstream_connect
+from gateway.timers import CoarseTimers
 from gateway.tracing import attributes as a
 from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream import http1
@@ -172,9 +173,11 @@ class UpstreamClient:
         return UpstreamResponse(response)
 
 
-def new_upstream_pool(*, connect_timeout: float, pool_size: int) -> http1.Http1Pool:
+def new_upstream_pool(
+    *, connect_timeout: float, pool_size: int, timers: CoarseTimers | None = None
+) -> http1.Http1Pool:
     """The request path's upstream connections of a replica (created in the lifespan)."""
-    return http1.Http1Pool(connect_timeout=connect_timeout, limit_per_host=pool_size)
+    return http1.Http1Pool(connect_timeout=connect_timeout, limit_per_host=pool_size, timers=timers)
 
 
 def new_http_session(*, connect_timeout: float, pool_size: int) -> aiohttp.ClientSession:
