@@ -67,4 +67,3 @@ class CoarseTimers:
     def __len__(self) -> int:
         """Timers armed and not cancelled (for tests and metrics)."""
         return sum(len(bucket) for bucket in self._buckets.values())
-

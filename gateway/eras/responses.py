@@ -64,6 +64,8 @@ async def iterate(items: Iterable[bytes]) -> AsyncIterator[bytes]:
 class StreamSlot:
     """One admitted open stream of a client; released once, when its delivery ends."""
 
+    __slots__ = ("_limiter", "_released", "member", "who")
+
     def __init__(self, limiter: Limiter, who: str, member: str) -> None:
         self.who = who
         self.member = member

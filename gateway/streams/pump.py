@@ -76,7 +76,7 @@ def answered_ids(data: str) -> list[Any]:
     ]
 
 
-@dataclass
+@dataclass(slots=True)
 class Pump:
     log: EventLog
     upstream: UpstreamClient

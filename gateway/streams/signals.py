@@ -17,6 +17,8 @@ from gateway.timers import Cancellable, CoarseTimers
 class Signal:
     """The newest sequence number a local pump wrote, and whether it stopped."""
 
+    __slots__ = ("_timers", "_waiters", "closed", "failure", "last", "seq", "version")
+
     def __init__(self, seq: int = 0, timers: CoarseTimers | None = None) -> None:
         self._timers = timers  # None: the loop's own timer per wait
         self.seq = seq  # every entry up to `seq` is already in Redis

@@ -39,6 +39,8 @@ ADOPT_BATCH = 64  # takeovers attempted at once (each is two round trips)
 class Watch(Signal):
     """What this replica knows about one stream pumped elsewhere: newest seq, holder, end."""
 
+    __slots__ = ("channel", "done", "holder", "ready", "record", "stream", "users", "vanished")
+
     def __init__(self, record: SessionRecord | None, stream: str, channel: str) -> None:
         super().__init__(0)
         self.record = record

@@ -48,6 +48,8 @@ class HeaderPolicy:
 class UpstreamResponse:
     """An open upstream response; the caller must `close()` it (or read it whole)."""
 
+    __slots__ = ("_response", "content_type", "headers", "status")
+
     def __init__(self, response: http1.Response) -> None:
         self._response = response
         self.status = response.status
@@ -173,9 +175,7 @@ class UpstreamClient:
         return UpstreamResponse(response)
 
 
-def new_upstream_pool(
-    *, connect_timeout: float, pool_size: int, timers: CoarseTimers | None = None
-) -> http1.Http1Pool:
+def new_upstream_pool(*, connect_timeout: float, pool_size: int, timers: CoarseTimers | None = None) -> http1.Http1Pool:
     """The request path's upstream connections of a replica (created in the lifespan)."""
     return http1.Http1Pool(connect_timeout=connect_timeout, limit_per_host=pool_size, timers=timers)
 

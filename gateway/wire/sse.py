@@ -58,6 +58,8 @@ def retry_hint(ms: int) -> bytes:
 class Parser:
     """Incremental SSE parser: `feed(chunk)` returns the events completed by that chunk."""
 
+    __slots__ = ("_buf", "_data", "_event", "_has_data", "_id", "_max_line", "_retry", "_skip_lf", "_touched")
+
     def __init__(self, max_line: int = 1 << 20) -> None:
         self._max_line = max_line
         self._buf = b""
