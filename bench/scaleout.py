@@ -155,6 +155,7 @@ async def run(
     pumpers_n: int,
     workers_n: int,
     processes: dict[str, int],
+    server: str = "uvicorn",
 ) -> dict[str, Any]:
     """`processes`: worker processes of each pumper, of the tailer and of the upstream (`--workers`):
     one process holds at most RLIMIT_NOFILE descriptors, a replica may run several."""
@@ -183,6 +184,7 @@ async def run(
         "workers": workers_n,
         "redis_connections_budget_per_replica": max_connections,
         "processes_per_replica": processes,
+        "server": server,
         "nofile_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1],
     }
     ctx = multiprocessing.get_context("spawn")
@@ -190,8 +192,9 @@ async def run(
     out = ctx.Queue()
     procs: list[Any] = []
     try:
-        pumpers = [topo.start_gateway(flags("pumper")) for _ in range(pumpers_n)]
-        tailer = topo.start_gateway(flags("tailer"))
+        start = topo.start_gateway if server == "uvicorn" else topo.start_granian_gateway
+        pumpers = [start(flags("pumper")) for _ in range(pumpers_n)]
+        tailer = start(flags("tailer"))
         share = [streams_n // workers_n + (1 if i < streams_n % workers_n else 0) for i in range(workers_n)]
         for i in range(workers_n):
             proc = ctx.Process(target=worker, args=(i, [p.url for p in pumpers], tailer.url, share[i], barrier, out))
@@ -274,6 +277,12 @@ def main() -> None:
     parser.add_argument("--tailer-processes", type=int, default=1, help="`--workers` of the tailing replica")
     parser.add_argument("--upstream-processes", type=int, default=1, help="`--workers` of the fast upstream")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds idle before RSS and connections are read")
+    parser.add_argument(
+        "--server",
+        choices=["uvicorn", "granian"],
+        default="uvicorn",
+        help="what serves the replicas (granian: bench/granian_app.py, one process each, --*-processes ignored)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     result = asyncio.run(
@@ -285,6 +294,7 @@ def main() -> None:
             args.pumpers,
             args.workers,
             {"pumper": args.pumper_processes, "tailer": args.tailer_processes, "upstream": args.upstream_processes},
+            args.server,
         )
     )
     result["date"] = time.strftime("%Y-%m-%d")

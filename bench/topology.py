@@ -240,11 +240,12 @@ class Topology:
             proc.wait_http(f"{gw.base}/readyz", timeout=30)
         return gw
 
-    def start_granian_gateway(self) -> Gateway:
+    def start_granian_gateway(self, extra: list[str] | None = None) -> Gateway:
         port = free_port()
-        flags = self.gateway_argv(port)[3:]  # without `python -m gateway`
+        flags = self.gateway_argv(port, extra)[3:]  # without `python -m gateway`
         argv = [str(Path(PY).parent / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--workers", "1", "--loop", "uvloop", "--no-ws", "--factory", "bench.granian_app:app"]
+        argv += ["--backlog", "4096", "--backpressure", "65536"]  # default: at most backlog (1024) requests at once
         proc = self.group.start(f"gateway-granian-{port}", argv, env={"MCPGW_BENCH_ARGV": shlex.join(flags)})
         gw = Gateway(port, proc)
         proc.wait_http(f"{gw.base}/readyz", timeout=30)
