@@ -100,34 +100,30 @@ class Pump:
     async def run(self, first: UpstreamResponse | None) -> None:
         """Pump until the stream ends; `first` is the open upstream response, or None to resume.
 
-        One span for the pump's life, under the request that opened the stream (or the takeover)."""
+        One span for the pump's life, under the request that opened the stream (or the takeover).
+        (One coroutine with `_main`'s loop under it: an idle stream holds each frame for its life.)"""
         attrs = {a.STREAM: self.stream, a.STREAM_KIND: self.kind, a.SESSION: a.session_prefix(self.record.id)}
         with self.tracer.span("mcp.stream.pump", attrs=attrs) as span:
             try:
-                await self._run(first)
+                await self._main(first)
+            except LeaseLost:
+                self.lost = True
+                log.info("stream %s: lease lost, another replica pumps it now", self.stream)
+            except StreamVanished as exc:
+                log.warning("stream %s: %s; failing %d pending request(s)", self.stream, exc, len(self.pending))
+                self.signal.fail(
+                    [sse.encode(error_message(i, "Stream state was lost by the gateway's store")) for i in self.pending]
+                )
+            except errors.StoreError as exc:
+                log.error("stream %s: store failed: %s", self.stream, exc)
             finally:
+                self.signal.close()
+                if not self.finished and not self.lost:
+                    # Hand over at once (drain deadline, store hiccup): another replica adopts it.
+                    with contextlib.suppress(errors.StoreError, asyncio.CancelledError):
+                        await asyncio.shield(self._hand_over())
                 span.set(a.OUTCOME, "finished" if self.finished else "lost" if self.lost else "handed over")
                 span.set(a.PENDING, len(self.pending))
-
-    async def _run(self, first: UpstreamResponse | None) -> None:
-        try:
-            await self._main(first)
-        except LeaseLost:
-            self.lost = True
-            log.info("stream %s: lease lost, another replica pumps it now", self.stream)
-        except StreamVanished as exc:
-            log.warning("stream %s: %s; failing %d pending request(s)", self.stream, exc, len(self.pending))
-            self.signal.fail(
-                [sse.encode(error_message(i, "Stream state was lost by the gateway's store")) for i in self.pending]
-            )
-        except errors.StoreError as exc:
-            log.error("stream %s: store failed: %s", self.stream, exc)
-        finally:
-            self.signal.close()
-            if not self.finished and not self.lost:
-                # Hand over at once (drain deadline, store hiccup): another replica adopts it.
-                with contextlib.suppress(errors.StoreError, asyncio.CancelledError):
-                    await asyncio.shield(self._hand_over())
 
     async def _hand_over(self) -> None:
         """Release the lease, through a store failover too: until then its holder (this live

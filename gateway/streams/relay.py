@@ -11,10 +11,9 @@ while pumps keep writing into Redis until their streams end or the drain deadlin
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -283,65 +282,56 @@ class Relay:
                 return joined[0], True
             return joined[0], False
 
+        # The relay loop itself is inline (not a nested generator): an idle stream holds each
+        # generator frame, and each generator's entry in the loop's registry, for its life.
+        skip_polls = resumed
         try:
-            async with contextlib.aclosing(self._relay(record, stream, after, resumed, watch)) as events:
-                async for event in events:
-                    yield event
+            last_write = time.monotonic()
+            while True:
+                if self.draining.is_set():
+                    # Graceful drain: end the connection; the client resumes on another replica.
+                    yield sse.retry_hint(self._config.retry_ms)
+                    return
+                try:
+                    entries, failure = await self._next(record, stream, after, last_write, watch)
+                except errors.StoreError as exc:
+                    # The store blinked: end this connection cleanly; the client resumes from its
+                    # Last-Event-ID (nothing it was sent is lost: every event was in Redis first).
+                    log.error("stream %s: store error while delivering, ending the connection: %s", stream, exc)
+                    self._metrics.store_errors.inc()
+                    yield sse.retry_hint(self._config.retry_ms)
+                    return
+                if failure is not None:
+                    for event in failure:
+                        yield event
+                    return
+                if entries and entries[0].seq != after + 1:
+                    # This connection fell behind the stream's trimming: a gap, never a silent skip.
+                    for event in await self.gap_events(record, stream, f"events after {after} were trimmed"):
+                        yield event
+                    return
+                for entry in entries:
+                    if entry.type == END:
+                        return
+                    if entry.type == POLL:
+                        after = entry.seq
+                        if not skip_polls:
+                            yield sse.retry_hint(int(entry.data or self._config.retry_ms))
+                            return
+                        continue
+                    yield sse.encode(entry.data, id=cursor.event_id(stream, entry.seq))
+                    skip_polls = False
+                    self._metrics.events_relayed.inc()
+                    after = entry.seq
+                now = time.monotonic()
+                if entries:
+                    last_write = now
+                elif now - last_write >= self._config.keepalive:
+                    yield sse.KEEPALIVE  # transports: keep idle streams alive through proxies
+                    last_write = now
         finally:
             if joined:
                 self._tail.leave(joined[0])
-
-    async def _relay(
-        self,
-        record: SessionRecord,
-        stream: str,
-        after: int,
-        skip_polls: bool,
-        watch: Callable[[], Awaitable[tuple[Watch, bool]]],
-    ) -> AsyncGenerator[bytes, None]:
-        last_write = time.monotonic()
-        while True:
-            if self.draining.is_set():
-                # Graceful drain: end the connection; the client resumes on another replica.
-                yield sse.retry_hint(self._config.retry_ms)
-                return
-            try:
-                entries, failure = await self._next(record, stream, after, last_write, watch)
-            except errors.StoreError as exc:
-                # The store blinked: end this connection cleanly; the client resumes from its
-                # Last-Event-ID (nothing it was sent is lost: every event was in Redis first).
-                log.error("stream %s: store error while delivering, ending the connection: %s", stream, exc)
-                self._metrics.store_errors.inc()
-                yield sse.retry_hint(self._config.retry_ms)
-                return
-            if failure is not None:
-                for event in failure:
-                    yield event
-                return
-            if entries and entries[0].seq != after + 1:
-                # This connection fell behind the stream's trimming: a gap, never a silent skip.
-                for event in await self.gap_events(record, stream, f"events after {after} were trimmed"):
-                    yield event
-                return
-            for entry in entries:
-                if entry.type == END:
-                    return
-                if entry.type == POLL:
-                    after = entry.seq
-                    if not skip_polls:
-                        yield sse.retry_hint(int(entry.data or self._config.retry_ms))
-                        return
-                    continue
-                yield sse.encode(entry.data, id=cursor.event_id(stream, entry.seq))
-                skip_polls = False
-                self._metrics.events_relayed.inc()
-                after = entry.seq
-            now = time.monotonic()
-            if entries:
-                last_write = now
-            elif now - last_write >= self._config.keepalive:
-                yield sse.KEEPALIVE  # transports: keep idle streams alive through proxies
-                last_write = now
 
     async def _next(
         self,
