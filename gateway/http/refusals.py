@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import MutableMapping
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-def _expects_body(scope: Scope) -> bool:
+def expects_body(scope: Scope) -> bool:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             return value.strip() not in (b"", b"0")
@@ -29,52 +27,72 @@ def _expects_body(scope: Scope) -> bool:
     return False
 
 
-class DrainRefusedBodies:
-    def __init__(self, app: ASGIApp, *, limit: int, seconds: float = 30.0) -> None:
-        self.app = app
-        self.limit = limit
-        self.seconds = seconds
+class RefusalGuard:
+    """The receive and send of one request whose body may be refused before it is read.
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _expects_body(scope):
-            await self.app(scope, receive, send)
-            return
-        state: MutableMapping[str, Any] = {"body_done": False, "closing": False}
+    Bound methods of one small object, not closures: a stream that stays open holds them (and
+    no middleware frame) for its life."""
 
-        async def tracked_receive() -> Message:
-            message = await receive()
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                state["body_done"] = True
-            return message
+    __slots__ = ("_limit", "_receive", "_seconds", "_send", "body_done")
 
-        async def guarded_send(message: Message) -> None:
-            if state["body_done"]:
-                await send(message)
-                return
-            if message["type"] == "http.response.start":
-                # The body is not read yet: this connection cannot be reused after the answer.
-                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
-                state["closing"] = True
-                await send({**message, "headers": [*headers, (b"connection", b"close")]})
-                return
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                await send({**message, "more_body": True})  # every byte of the answer is out now
-                await self._drain(tracked_receive)
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
+    def __init__(self, receive: Receive, send: Send, *, limit: int, seconds: float = 30.0) -> None:
+        self._receive = receive
+        self._send = send
+        self._limit = limit
+        self._seconds = seconds
+        self.body_done = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self.body_done = True
+        return message
+
+    async def send(self, message: Message) -> None:
+        send = self._send
+        if self.body_done:
             await send(message)
+            return
+        if message["type"] == "http.response.start":
+            # The body is not read yet: this connection cannot be reused after the answer.
+            headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"connection"]
+            await send({**message, "headers": [*headers, (b"connection", b"close")]})
+            return
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            await send({**message, "more_body": True})  # every byte of the answer is out now
+            await self._drain()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        await send(message)
 
-        await self.app(scope, tracked_receive, guarded_send)
-
-    async def _drain(self, receive: Receive) -> None:
+    async def _drain(self) -> None:
         """Read and drop the rest of the request body, within the byte and time bounds."""
         read = 0
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.seconds):
-                while read <= self.limit:
-                    message = await receive()
+            async with asyncio.timeout(self._seconds):
+                while read <= self._limit:
+                    message = await self.receive()
                     if message["type"] != "http.request":
                         return
                     read += len(message.get("body", b""))
                     if not message.get("more_body", False):
                         return
+
+
+def guarded(scope: Scope, receive: Receive, send: Send, *, limit: int) -> tuple[Receive, Send]:
+    """`receive` and `send` for an app that may refuse the request before reading its body."""
+    if scope["type"] != "http" or not expects_body(scope):
+        return receive, send
+    guard = RefusalGuard(receive, send, limit=limit)
+    return guard.receive, guard.send
+
+
+class DrainRefusedBodies:
+    """The middleware form (the router's stack)."""
+
+    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, *guarded(scope, receive, send, limit=self.limit))

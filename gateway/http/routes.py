@@ -19,7 +19,7 @@ from gateway.eras.responses import error_response, read_body
 from gateway.http import traced
 from gateway.http.gateway import Gateway
 from gateway.http.guard import HeadersTooLarge
-from gateway.http.refusals import DrainRefusedBodies
+from gateway.http.refusals import guarded
 from gateway.store.client import ping
 from gateway.wire import protocol
 
@@ -41,9 +41,7 @@ class GatewayApp(Starlette):
 
     def __init__(self, *, refusal_drain_bytes: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        # The one layer the direct path keeps: a refusal sent before the body is read must still
-        # reach a client that is uploading (the router's stack has it as middleware).
-        self._mcp = DrainRefusedBodies(self._serve_mcp, limit=refusal_drain_bytes)
+        self._refusal_drain_bytes = refusal_drain_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] in MCP_METHODS:
@@ -51,17 +49,20 @@ class GatewayApp(Starlette):
             if pool is not False:
                 scope["app"] = self
                 scope["path_params"] = {} if pool is None else {"pool": pool}
-                await self._mcp(scope, receive, send)
+                # The one layer the direct path keeps: a refusal sent before the body is read must
+                # still reach a client that is uploading (the router's stack has it as middleware).
+                # Inline, not nested calls: an open stream holds every frame above its response.
+                receive, send = guarded(scope, receive, send, limit=self._refusal_drain_bytes)
+                gateway: Gateway = self.state.gateway
+                if gateway.tracer.enabled:
+                    await traced.serve(
+                        mcp_endpoint, gateway.tracer, gateway.settings.max_body_bytes, scope, receive, send
+                    )
+                    return
+                response = await mcp_endpoint(Request(scope, receive, send))
+                await response(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
-
-    async def _serve_mcp(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gateway: Gateway = self.state.gateway
-        if gateway.tracer.enabled:
-            await traced.serve(mcp_endpoint, gateway.tracer, gateway.settings.max_body_bytes, scope, receive, send)
-            return
-        response = await mcp_endpoint(Request(scope, receive, send))
-        await response(scope, receive, send)
 
 
 MCP_METHODS = ("GET", "POST", "DELETE")  # others take the router: its 405 with `Allow`
