@@ -110,3 +110,44 @@ async def test_a_cancellation_from_elsewhere_is_not_swallowed() -> None:
     call.cancel()  # e.g. the server shutting down
     with pytest.raises(asyncio.CancelledError):
         await call
+
+
+class Slot:
+    """A StreamSlot's interface: due every second chunk; what was called, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self._chunks = 0
+
+    def due(self) -> bool:
+        self._chunks += 1
+        return self._chunks % 2 == 0
+
+    async def refresh(self) -> None:
+        self.calls.append("refresh")
+
+    async def release(self) -> None:
+        self.calls.append("release")
+
+
+async def test_the_slot_is_refreshed_while_open_and_released_once_at_the_end() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(4):
+            yield b"data: %d\n\n" % i
+
+    slot, client = Slot(), Client()
+    await SSEResponse(body(), None, slot)(SCOPE, client.receive, client.send)
+    assert slot.calls == ["refresh", "refresh", "release"]
+
+
+async def test_the_slot_is_released_when_the_client_leaves() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"data: 1\n\n"
+        await asyncio.Event().wait()
+
+    slot, client = Slot(), Client()
+    task = asyncio.ensure_future(SSEResponse(body(), None, slot)(SCOPE, client.receive, client.send))
+    await client.got_chunk.wait()
+    client.left.set()
+    await task
+    assert slot.calls == ["release"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -50,10 +49,11 @@ def client_headers(upstream: Mapping[str, str], session_id: str | None) -> dict[
     return headers
 
 
-def sse_response(body: AsyncIterator[bytes], headers: Mapping[str, str]) -> SSEResponse:
+def sse_response(body: AsyncIterator[bytes], headers: Mapping[str, str], slot: StreamSlot | None = None) -> SSEResponse:
+    """`slot`: the client's admitted stream, kept announced while it is open, released at its end."""
     merged = {**{k.lower(): v for k, v in headers.items()}, **SSE_HEADERS}
     merged.pop("content-type", None)
-    return SSEResponse(body, merged)
+    return SSEResponse(body, merged, slot)
 
 
 async def iterate(items: Iterable[bytes]) -> AsyncIterator[bytes]:
@@ -64,13 +64,14 @@ async def iterate(items: Iterable[bytes]) -> AsyncIterator[bytes]:
 class StreamSlot:
     """One admitted open stream of a client; released once, when its delivery ends."""
 
-    __slots__ = ("_limiter", "_released", "member", "who")
+    __slots__ = ("_announced", "_limiter", "_released", "member", "who")
 
     def __init__(self, limiter: Limiter, who: str, member: str) -> None:
         self.who = who
         self.member = member
         self._limiter = limiter
         self._released = False
+        self._announced = time.monotonic()
 
     async def release(self) -> None:
         if not self._released:
@@ -78,16 +79,11 @@ class StreamSlot:
             with contextlib.suppress(errors.StoreError):
                 await self._limiter.release("streams", self.who, self.member)
 
-    async def track(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """Relay `body`, re-announcing the slot while it stays open, releasing it at the end."""
-        refresh_every = self._limiter.config.stream_ttl / 2
-        last = time.monotonic()
-        try:
-            async for chunk in body:
-                yield chunk
-                if time.monotonic() - last > refresh_every:
-                    last = time.monotonic()
-                    with contextlib.suppress(errors.GatewayError):
-                        await self._limiter.admit_stream(self.who, self.member)
-        finally:
-            await asyncio.shield(self.release())
+    def due(self) -> bool:
+        """Time to re-announce the slot (every stream_ttl / 2 while it stays open)?"""
+        return time.monotonic() - self._announced > self._limiter.config.stream_ttl / 2
+
+    async def refresh(self) -> None:
+        self._announced = time.monotonic()
+        with contextlib.suppress(errors.GatewayError):
+            await self._limiter.admit_stream(self.who, self.member)

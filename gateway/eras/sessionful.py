@@ -192,8 +192,8 @@ class SessionfulEndpoint:
             await slot.release()
             headers = {"Mcp-Session-Id": record.id}
             return Response(outcome.body, status_code=outcome.status, media_type=protocol.JSON, headers=headers)
-        delivery = slot.track(self._relay.deliver(record, outcome.stream, 0))
-        return sse_response(delivery, {"mcp-session-id": record.id})
+        delivery = self._relay.deliver(record, outcome.stream, 0)
+        return sse_response(delivery, {"mcp-session-id": record.id}, slot)
 
     async def _answer_stored(self, record: SessionRecord, stored: IdempotencyRecord, slot: StreamSlot) -> Response:
         """The stored response of an Idempotency-Key; a stream is replayed to its own session only."""
@@ -203,8 +203,8 @@ class SessionfulEndpoint:
         if stored.session != record.id:
             # DESIGN guarantee 3: never replay an event to another session.
             raise errors.RequestIdReused("Conflict: this Idempotency-Key was answered on another session's stream")
-        delivery = slot.track(self._relay.deliver(record, stored.stream, 0))
-        return sse_response(delivery, {"mcp-session-id": record.id})
+        delivery = self._relay.deliver(record, stored.stream, 0)
+        return sse_response(delivery, {"mcp-session-id": record.id}, slot)
 
     async def _relay_post(
         self,
@@ -234,8 +234,8 @@ class SessionfulEndpoint:
             record, response, kind="post", pending=body.request_ids, stream=outcome.claim.stream
         )
         await outcome.streamed(stream)
-        delivery = slot.track(self._relay.deliver(record, stream, 0))
-        return sse_response(delivery, client_headers(response.headers, record.id))
+        delivery = self._relay.deliver(record, stream, 0)
+        return sse_response(delivery, client_headers(response.headers, record.id), slot)
 
     async def _initialize(self, request: Request, pool_name: str | None, body: Body, raw: bytes) -> Response:
         if body.is_batch:
@@ -307,8 +307,8 @@ class SessionfulEndpoint:
         except BaseException:
             await slot.release()
             raise
-        delivery = slot.track(self._relay.deliver(record, stream, 0))
-        return sse_response(delivery, client_headers(response.headers, record.id))
+        delivery = self._relay.deliver(record, stream, 0)
+        return sse_response(delivery, client_headers(response.headers, record.id), slot)
 
     async def _resume(self, record: SessionRecord, position: cursor.Cursor, slot: StreamSlot) -> Response:
         """transports §Resumability: replay after Last-Event-ID, on the same stream only."""
@@ -321,10 +321,10 @@ class SessionfulEndpoint:
         headers = {"Mcp-Session-Id": record.id}
         if isinstance(decision, cursor.Gap):
             events = await self._relay.gap_events(record, position.stream, decision.reason)
-            return sse_response(slot.track(iterate(events)), headers)
+            return sse_response(iterate(events), headers, slot)
         trace = meta.trace if meta is not None else ""
         delivery = self._relay.deliver(record, position.stream, decision.after, resumed=True, trace=trace)
-        return sse_response(slot.track(delivery), headers)
+        return sse_response(delivery, headers, slot)
 
     # --- DELETE ---------------------------------------------------------------------------------
 

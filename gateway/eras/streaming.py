@@ -15,11 +15,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Protocol
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from gateway.wire import protocol
+
+
+class Slot(Protocol):
+    """A client's admitted open stream (`eras/responses.py` StreamSlot): re-announced while the
+    response is open, released once when it ends. Held by the response, not a generator wrapper."""
+
+    def due(self) -> bool: ...
+
+    async def refresh(self) -> None: ...
+
+    async def release(self) -> None: ...
+
 
 # Scope key a server may offer: `scope[WATCH_DISCONNECT](callback)` has `callback()` called once
 # if the client disconnects before the response completes; `(None)` withdraws it.
@@ -34,8 +47,11 @@ async def _until_disconnect(receive: Receive) -> None:
 class SSEResponse(Response):
     media_type = protocol.SSE
 
-    def __init__(self, body: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, body: AsyncIterator[bytes], headers: Mapping[str, str] | None = None, slot: Slot | None = None
+    ) -> None:
         self.body_iterator = body
+        self.slot = slot
         self.status_code = 200
         self.background = None
         self.init_headers(headers)  # content-type `text/event-stream; charset=utf-8`, as before
@@ -56,8 +72,11 @@ class SSEResponse(Response):
             headers, self.raw_headers = self.raw_headers, []
             await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
             del headers
+            slot = self.slot
             async for chunk in self.body_iterator:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if slot is not None and slot.due():
+                    await slot.refresh()
             departure.streaming = False
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
@@ -74,6 +93,8 @@ class SSEResponse(Response):
                 watcher.cancel()
             elif watch is not None:
                 watch(None)
+            if self.slot is not None:
+                await asyncio.shield(self.slot.release())
 
 
 class _Departure:
