@@ -230,12 +230,13 @@ class SessionfulEndpoint:
             if outcome is not None:
                 await outcome.answered(answer.status_code, bytes(answer.body))
             return answer
+        to_client = client_headers(response.headers, record.id)  # before the pump forgets them
         stream = await self._relay.open_stream(
             record, response, kind="post", pending=body.request_ids, stream=outcome.claim.stream
         )
         await outcome.streamed(stream)
         delivery = self._relay.deliver(record, stream, 0)
-        return sse_response(delivery, client_headers(response.headers, record.id), slot)
+        return sse_response(delivery, to_client, slot)
 
     async def _initialize(self, request: Request, pool_name: str | None, body: Body, raw: bytes) -> Response:
         if body.is_batch:
@@ -303,12 +304,13 @@ class SessionfulEndpoint:
             if response.status != 200 or not response.is_sse:
                 await slot.release()
                 return await self._relay_plain(response, record.id)  # e.g. 405: no standalone stream
+            to_client = client_headers(response.headers, record.id)  # before the pump forgets them
             stream = await self._relay.open_stream(record, response, kind="get", pending=())
         except BaseException:
             await slot.release()
             raise
         delivery = self._relay.deliver(record, stream, 0)
-        return sse_response(delivery, client_headers(response.headers, record.id), slot)
+        return sse_response(delivery, to_client, slot)
 
     async def _resume(self, record: SessionRecord, position: cursor.Cursor, slot: StreamSlot) -> Response:
         """transports §Resumability: replay after Last-Event-ID, on the same stream only."""

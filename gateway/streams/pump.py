@@ -182,6 +182,7 @@ class Pump:
         resumed connection that stays silent for `repoll` seconds the pump reconnects with the
         newest upstream event id instead of waiting for the idle bound.
         """
+        response.forget_headers()  # relayed already (the client's own headers were built from them)
         parser = sse.Parser(self.config.max_line)
         progressed = False
         while not self.finished:

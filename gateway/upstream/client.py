@@ -94,6 +94,11 @@ class UpstreamResponse:
         except (OSError, http1.ProtocolFailure) as exc:
             raise errors.UpstreamError(f"Upstream stream broke: {exc}") from exc
 
+    def forget_headers(self) -> None:
+        """Drop the headers once they were passed on: a stream open for hours keeps only what its
+        body needs (status and content type stay)."""
+        self._response.headers.clear()
+
     def close(self) -> None:
         self._response.close()
 
