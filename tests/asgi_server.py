@@ -37,3 +37,13 @@ async def serve(app: Any) -> AsyncIterator[str]:
             await asyncio.wait_for(task, 30)  # generous: CI machines are shared; a hang still fails
         finally:
             sock.close()
+
+
+async def read_body(receive: Any) -> bytes:
+    """The whole request body of an ASGI app's request."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return bytes(body)

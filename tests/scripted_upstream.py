@@ -23,6 +23,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.asgi_server import read_body
+
 Scope = dict[str, Any]
 
 
@@ -59,12 +61,7 @@ class ScriptedUpstream:
         self.headers_seen.append(headers)
         method = scope["method"]
         if method == "POST":
-            body = b""
-            while True:
-                message = await receive()
-                body += message.get("body", b"")
-                if not message.get("more_body"):
-                    break
+            body = await read_body(receive)
             await self._post(headers, json.loads(body), send, receive)
         elif method == "GET":
             await self._get(headers, send, receive)

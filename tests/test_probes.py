@@ -13,7 +13,7 @@ import pytest
 
 from gateway.specs import PROBE_KINDS, ProbeSpec
 from gateway.upstream.probes import MCP_PROBES, Prober
-from tests.asgi_server import serve
+from tests.asgi_server import read_body, serve
 
 
 class Recorder:
@@ -29,12 +29,7 @@ class Recorder:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         self.seen.append((scope["method"], scope["path"], headers, body))
         await send({"type": "http.response.start", "status": self.status, "headers": []})

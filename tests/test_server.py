@@ -13,6 +13,7 @@ from uvicorn.server import ServerState
 
 from gateway.eras.streaming import SSEResponse
 from gateway.http.server import LeanEvent, LeanHttpToolsProtocol, Pipeline
+from tests.asgi_server import read_body
 
 
 class FakeTransport(asyncio.Transport):
@@ -42,12 +43,7 @@ class FakeTransport(asyncio.Transport):
 
 
 async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(receive)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": scope["path"].encode() + b":" + body})
 
