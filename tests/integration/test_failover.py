@@ -18,18 +18,22 @@ GW_ARGS = ("--log-format", "text", "--retry-ms", "200")
 
 
 async def pump_pid(redis_url: str, key_prefix: str, session_id: str, timeout: float = 10.0) -> int:
-    """The pid of the replica holding the lease of the session's open stream."""
+    """The pid of the replica holding the lease of the session's open POST answer stream. An SDK
+    client also holds a standalone GET stream, pumped wherever its GET landed: killing that one
+    would leave the call untouched (which lease SCAN lists first is arbitrary)."""
     client = aioredis.from_url(redis_url)
     try:
         for _ in range(int(timeout / 0.05)):
             async for key in client.scan_iter(match=f"{key_prefix}:{{{session_id}}}:lease:*"):
+                stream = key.decode().rsplit(":lease:", 1)[1]
+                kind = await client.hget(f"{key_prefix}:{{{session_id}}}:m:{stream}", "kind")
                 holder = await client.get(key)
-                if holder:
+                if holder and kind == b"post":
                     return int(holder.decode().split(":")[1])
             await asyncio.sleep(0.05)
     finally:
         await client.aclose()
-    raise AssertionError("no pump lease found")
+    raise AssertionError("no pump lease of a POST answer stream found")
 
 
 def kill_pid(gateways: list[GatewayProc], pid: int) -> GatewayProc:
