@@ -18,7 +18,7 @@ import contextlib
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-def expects_body(scope: Scope) -> bool:
+def _expects_body(scope: Scope) -> bool:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
             return value.strip() not in (b"", b"0")
@@ -81,7 +81,7 @@ class RefusalGuard:
 
 def guarded(scope: Scope, receive: Receive, send: Send, *, limit: int) -> tuple[Receive, Send]:
     """`receive` and `send` for an app that may refuse the request before reading its body."""
-    if scope["type"] != "http" or not expects_body(scope):
+    if scope["type"] != "http" or not _expects_body(scope):
         return receive, send
     guard = RefusalGuard(receive, send, limit=limit)
     return guard.receive, guard.send
