@@ -5,7 +5,8 @@ event or the keep-alive tick, its pump for the upstream's next bytes or the idle
 timer per wait (uvloop's TimerHandle and libuv timer, ~0.5 KB) is most of what such a wait costs;
 here a wait of at least `coarse_from` seconds joins the bucket of its deadline rounded up to the
 next `tick`, and each bucket holds one loop timer. A wait fires up to `tick` seconds late; shorter
-waits keep the loop's own exact timer. Created in the app's lifespan, on its loop.
+waits keep the loop's own exact timer. Created in the app's lifespan, on its loop; a component
+built without it (in unit tests) gets `EXACT`, the loop's own timer for every wait.
 """
 
 from __future__ import annotations
@@ -18,6 +19,20 @@ from typing import Any, Protocol
 
 class Cancellable(Protocol):
     def cancel(self) -> None: ...
+
+
+class Timers(Protocol):
+    def call_later(self, delay: float, callback: Callable[[Any], object], arg: Any) -> Cancellable: ...
+
+
+class _Exact:
+    """The running loop's own timer for every wait."""
+
+    def call_later(self, delay: float, callback: Callable[[Any], object], arg: Any) -> Cancellable:
+        return asyncio.get_running_loop().call_later(delay, callback, arg)
+
+
+EXACT: Timers = _Exact()  # stateless: one for every component built without the app's CoarseTimers
 
 
 class _Timer:
@@ -65,5 +80,5 @@ class CoarseTimers:
                 timer._callback(timer._arg)
 
     def __len__(self) -> int:
-        """Timers armed and not cancelled (for tests and metrics)."""
+        """Timers armed and not cancelled."""
         return sum(len(bucket) for bucket in self._buckets.values())

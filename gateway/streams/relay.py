@@ -27,7 +27,7 @@ from gateway.streams.pump import Pump, PumpConfig, answered_ids, error_message
 from gateway.streams.signals import Signal, Signals
 from gateway.streams.tail import Tail, Watch
 from gateway.supervisor import Supervisor
-from gateway.timers import CoarseTimers
+from gateway.timers import EXACT, Timers
 from gateway.tracing import attributes as a
 from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
@@ -58,7 +58,7 @@ class Relay:
         metrics: Metrics,
         tail: Tail,
         tracer: Tracer = NOOP,
-        timers: CoarseTimers | None = None,
+        timers: Timers = EXACT,
     ) -> None:
         self._tracer = tracer
         self._log = log_

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Sequence
 
 from gateway.store.eventlog import Entry
-from gateway.timers import Cancellable, CoarseTimers
+from gateway.timers import EXACT, Timers
 
 
 class Signal:
@@ -19,8 +19,8 @@ class Signal:
 
     __slots__ = ("_timers", "_waiters", "closed", "failure", "last", "seq", "version")
 
-    def __init__(self, seq: int = 0, timers: CoarseTimers | None = None) -> None:
-        self._timers = timers  # None: the loop's own timer per wait
+    def __init__(self, seq: int = 0, timers: Timers = EXACT) -> None:
+        self._timers = timers
         self.seq = seq  # every entry up to `seq` is already in Redis
         self.version = 0  # bumped by every notify: a waiter tells a wake-up from a timeout
         self.closed = False
@@ -71,11 +71,7 @@ class Signal:
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
         # No extra task, unlike wait_for; a keep-alive-long wait shares a coarse timer.
-        delay, timers = max(timeout, 0.0), self._timers
-        if timers is not None:
-            timer: Cancellable = timers.call_later(delay, _expire, waiter)
-        else:
-            timer = loop.call_later(delay, _expire, waiter)
+        timer = self._timers.call_later(max(timeout, 0.0), _expire, waiter)
         try:
             await waiter
         finally:
@@ -94,7 +90,7 @@ def _expire(waiter: asyncio.Future[None]) -> None:
 class Signals:
     """Signals of the streams this replica pumps, by (session, stream)."""
 
-    def __init__(self, timers: CoarseTimers | None = None) -> None:
+    def __init__(self, timers: Timers = EXACT) -> None:
         self._signals: dict[tuple[str, str], Signal] = {}
         self._timers = timers
 

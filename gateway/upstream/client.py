@@ -19,7 +19,7 @@ from prometheus_client import Histogram
 
 from gateway import errors
 from gateway.retry import upstream_connect
-from gateway.timers import CoarseTimers
+from gateway.timers import EXACT, Timers
 from gateway.tracing import attributes as a
 from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream import http1
@@ -180,7 +180,7 @@ class UpstreamClient:
         return UpstreamResponse(response)
 
 
-def new_upstream_pool(*, connect_timeout: float, pool_size: int, timers: CoarseTimers | None = None) -> http1.Http1Pool:
+def new_upstream_pool(*, connect_timeout: float, pool_size: int, timers: Timers = EXACT) -> http1.Http1Pool:
     """The request path's upstream connections of a replica (created in the lifespan)."""
     return http1.Http1Pool(connect_timeout=connect_timeout, limit_per_host=pool_size, timers=timers)
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import httptools
 from multidict import CIMultiDict
 
-from gateway.timers import Cancellable, CoarseTimers
+from gateway.timers import EXACT, Cancellable, Timers
 
 MAX_BUFFER = 256 * 1024  # unread body bytes before reading from the socket pauses
 MAX_IDLE = 4.0  # seconds an idle connection is reused; older ones are closed (servers close them ~5 s)
@@ -219,13 +219,9 @@ class Response:
                 return None
             loop = asyncio.get_running_loop()
             waiter = self._waiter = loop.create_future()
-            timers = self._connection._pool.timers
-            if timeout is None:
-                timer: Cancellable | None = None
-            elif timers is not None:
-                timer = timers.call_later(timeout, _time_out, waiter)  # an idle stream's long wait
-            else:
-                timer = loop.call_later(timeout, _time_out, waiter)
+            timer: Cancellable | None = None
+            if timeout is not None:  # an idle stream's long wait shares a coarse timer
+                timer = self._connection._pool.timers.call_later(timeout, _time_out, waiter)
             try:
                 await waiter
             finally:
@@ -249,8 +245,8 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
 class Http1Pool:
     """Keep-alive connections per (host, port, tls); at most `limit_per_host` open per upstream."""
 
-    def __init__(self, *, connect_timeout: float, limit_per_host: int, timers: CoarseTimers | None = None) -> None:
-        self.timers = timers  # for a body read's timeout; None: the loop's own timer per read
+    def __init__(self, *, connect_timeout: float, limit_per_host: int, timers: Timers = EXACT) -> None:
+        self.timers = timers  # for a body read's timeout
         self._connect_timeout = connect_timeout
         self._limit = limit_per_host
         self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
