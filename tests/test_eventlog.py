@@ -27,6 +27,7 @@ from gateway.store.eventlog import (
     appended,
 )
 from gateway.store.keys import Keys
+from gateway.store.sessions import SessionStore, StreamInfo
 from gateway.wire import cursor, protocol
 
 FLUSH_DB = 15  # the only database these tests ever flush
@@ -385,3 +386,18 @@ async def test_appended_is_what_the_script_wrote(
     written = appended(1, events, final=final, poll_ms=poll_ms)
     assert written == await log.read(session, stream, 1)
     assert written[-1].seq == seq
+
+
+async def test_create_writes_the_streams_registration_in_the_same_script(redis: aioredis.Redis, keys: Keys) -> None:
+    """The stream's entry in its session's registry goes with its meta and lease (one EVALSHA)."""
+    store = SessionStore(redis, keys, ttl=60)
+    log = EventLog(redis, keys, maxlen=100, ttl=60)
+    session = protocol.new_session_id()
+    await log.create(session, "S1", kind="get", pending=(), owner="r1")
+    assert await redis.exists(keys.streams(session)) == 0  # without a registration: meta and lease only
+    await log.create(
+        session, "S2", kind="post", pending=(3,), owner="r1", registration=store.registration("post", (3,))
+    )
+    assert await store.stream_info(session, "S2") == StreamInfo(kind="post", pending=(3,))
+    assert 60_000 < await redis.pttl(keys.streams(session)) <= 66_000  # as long as a renewed record may live
+    assert await log.lease_holder(session, "S2") == "r1"

@@ -72,9 +72,9 @@ async def test_a_lease_whose_replica_is_gone_shows_a_dead_owner(redis: aioredis.
         sid, pool="p", instance="http://u/mcp", upstream_sid="", protocol="2025-11-25", principal="", init_params={}
     )
     await store.create(record)
-    await store.register_stream(sid, "S1", "post", (7,))
     log = EventLog(redis, keys, maxlen=100, ttl=60)
-    await log.create(sid, "S1", kind="post", pending=(7,), owner="ghost:2:gone")
+    registration = store.registration("post", (7,))
+    await log.create(sid, "S1", kind="post", pending=(7,), owner="ghost:2:gone", registration=registration)
     session = await Inspector(redis, keys).session(sid[:8])
     (stream,) = session.streams
     assert (stream.owner, stream.owner_alive, stream.pending, stream.last_seq) == ("ghost:2:gone", False, [7], 0)

@@ -52,7 +52,9 @@ async def test_load_renews_ttl(redis: aioredis.Redis, keys: Keys) -> None:
     store = SessionStore(redis, keys, ttl=2)
     rec = record()
     await store.create(rec)
-    await store.register_stream(rec.id, "AAAAAAAAAAAA", "post", (1,))
+    log = EventLog(redis, keys, maxlen=100, ttl=2)
+    registration = store.registration("post", (1,))
+    await log.create(rec.id, "AAAAAAAAAAAA", kind="post", pending=(1,), owner="r1", registration=registration)
     await asyncio.sleep(0.5)
     before = await redis.pttl(keys.session(rec.id))
     streams_before = await redis.pttl(keys.streams(rec.id))
@@ -133,12 +135,14 @@ async def test_update_upstream(redis: aioredis.Redis, keys: Keys) -> None:
     assert loaded.pool == rec.pool and loaded.protocol == rec.protocol
 
 
-async def test_register_stream_and_stream_info(redis: aioredis.Redis, keys: Keys) -> None:
+async def test_stream_info_reads_the_registration_the_event_log_wrote(redis: aioredis.Redis, keys: Keys) -> None:
     store = SessionStore(redis, keys, ttl=60)
+    log = EventLog(redis, keys, maxlen=100, ttl=60)
     rec = record()
     await store.create(rec)
-    await store.register_stream(rec.id, "AAAAAAAAAAAA", "post", (1, "two"))
-    await store.register_stream(rec.id, "BBBBBBBBBBBB", "get", ())
+    for stream, kind, pending in (("AAAAAAAAAAAA", "post", (1, "two")), ("BBBBBBBBBBBB", "get", ())):
+        registration = store.registration(kind, pending)
+        await log.create(rec.id, stream, kind=kind, pending=pending, owner="r1", registration=registration)
     assert await store.stream_info(rec.id, "AAAAAAAAAAAA") == StreamInfo(kind="post", pending=(1, "two"))
     assert await store.stream_info(rec.id, "BBBBBBBBBBBB") == StreamInfo(kind="get", pending=())
     assert await store.stream_info(rec.id, "CCCCCCCCCCCC") is None
@@ -154,12 +158,11 @@ async def test_delete_removes_session_and_streams(redis: aioredis.Redis, keys: K
     await store.create(rec)
     await store.create(other)
     streams = ["AAAAAAAAAAAA", "BBBBBBBBBBBB"]
+    registration = store.registration("post", (1,))
     for stream in streams:
-        await store.register_stream(rec.id, stream, "post", (1,))
-        await log.create(rec.id, stream, kind="post", pending=(1,), owner="r1")
+        await log.create(rec.id, stream, kind="post", pending=(1,), owner="r1", registration=registration)
         await log.append(rec.id, stream, "r1", [("{}", "")], pending=(1,))
-    await store.register_stream(other.id, "AAAAAAAAAAAA", "post", (1,))
-    await log.create(other.id, "AAAAAAAAAAAA", kind="post", pending=(1,), owner="r1")
+    await log.create(other.id, "AAAAAAAAAAAA", kind="post", pending=(1,), owner="r1", registration=registration)
 
     session_keys = [keys.session(rec.id), keys.streams(rec.id)]
     for stream in streams:

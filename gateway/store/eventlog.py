@@ -21,6 +21,7 @@ from typing import Any
 
 from gateway.store.client import Redis, Script, translated
 from gateway.store.keys import Keys
+from gateway.store.sessions import Registration
 from gateway.wire import cursor
 
 # Entry types: a message to deliver, or the end of the stream (never sent to clients).
@@ -29,12 +30,17 @@ END = "e"
 POLL = "p"  # the upstream closed the connection for the client to poll; data = its retry in ms
 RELEASED = b"r"  # payload on the notify channel: the pump let go of the lease without finishing
 
-# KEYS: events, meta, lease.  ARGV: owner, ttl_ms, kind, pending, traceparent ('' = not traced).
+# KEYS: events, meta, lease[, the session's stream registry].  ARGV: owner, ttl_ms, kind, pending,
+# traceparent ('' = not traced)[, stream id, its registry entry, the registry's ttl_ms].
 _CREATE = """
 redis.call('HSET', KEYS[2], 'kind', ARGV[3], 'seq', '0', 'pending', ARGV[4], 'uid', '', 'done', '0')
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'tp', ARGV[5]) end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+if KEYS[4] then
+  redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
+  redis.call('PEXPIRE', KEYS[4], ARGV[8])
+end
 return 1
 """
 
@@ -140,13 +146,27 @@ class EventLog:
         self._release = Script(redis, _RELEASE)
 
     async def create(
-        self, session: str, stream: str, *, kind: str, pending: tuple[Any, ...], owner: str, trace: str = ""
+        self,
+        session: str,
+        stream: str,
+        *,
+        kind: str,
+        pending: tuple[Any, ...],
+        owner: str,
+        trace: str = "",
+        registration: Registration | None = None,
     ) -> None:
         """Create the meta record and take the lease for a brand-new stream; `trace` (a traceparent)
-        is kept with it, so a takeover or a resume on any replica continues the same trace."""
-        args = [owner, self._ttl_ms, kind, json.dumps(list(pending)), trace]
+        is kept with it, so a takeover or a resume on any replica continues the same trace. With
+        `registration`, the stream's entry in its session's registry is written in the same round
+        trip (the stream setup of a call is one round trip, not two)."""
+        keys = list(self._keys.stream_keys(session, stream))
+        args: list[str | int] = [owner, self._ttl_ms, kind, json.dumps(list(pending)), trace]
+        if registration is not None:
+            keys.append(self._keys.streams(session))
+            args += [stream, registration.entry, registration.ttl_ms]
         with translated():
-            await self._create(keys=list(self._keys.stream_keys(session, stream)), args=args)
+            await self._create(keys=keys, args=args)
 
     async def append(
         self,

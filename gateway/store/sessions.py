@@ -60,6 +60,14 @@ class StreamInfo:
     pending: tuple[Any, ...]
 
 
+@dataclass(frozen=True)
+class Registration:
+    """A stream's entry in its session's registry (the `streams` hash) and the registry's TTL."""
+
+    entry: str
+    ttl_ms: int
+
+
 REFRESH_FRACTION = 0.1  # renew a session's TTL when this replica renewed it more than 10 % of it ago
 _MAX_TRACKED = 100_000  # renewal times kept per replica before stale ones are dropped
 
@@ -124,13 +132,11 @@ class SessionStore:
                 mapping={"instance": instance, "upstream_sid": upstream_sid},
             )
 
-    async def register_stream(self, session_id: str, stream: str, kind: str, pending: tuple[Any, ...]) -> None:
-        key = self._keys.streams(session_id)
-        with translated():
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hset(key, stream, json.dumps({"kind": kind, "pending": list(pending)}))
-                pipe.pexpire(key, self._refresh_ttl_ms)  # as long as the record may live (see load)
-                await pipe.execute()
+    def registration(self, kind: str, pending: tuple[Any, ...]) -> Registration:
+        """A new stream's entry in its session's registry (`stream_info` reads it); the event log
+        writes it with the stream's meta and lease (`EventLog.create`), in one round trip."""
+        # The registry lives as long as the record may (see load).
+        return Registration(json.dumps({"kind": kind, "pending": list(pending)}), self._refresh_ttl_ms)
 
     async def stream_info(self, session_id: str, stream: str) -> StreamInfo | None:
         with translated():

@@ -90,11 +90,18 @@ class Relay:
         `stream` is an id reserved earlier (a request-id claim names it before the upstream is called)."""
         stream = stream or cursor.new_stream_id()
         try:
-            await self._sessions.register_stream(record.id, stream, kind, pending)
             trace = self._tracer.traceparent()  # the request's span: later spans of the stream join its trace
             attrs = {a.DB_SYSTEM: "redis", a.DB_OPERATION: "EVALSHA", a.STREAM: stream}
             with self._tracer.span("redis create", kind="client", attrs=attrs):
-                await self._log.create(record.id, stream, kind=kind, pending=pending, owner=self._replica, trace=trace)
+                await self._log.create(
+                    record.id,
+                    stream,
+                    kind=kind,
+                    pending=pending,
+                    owner=self._replica,
+                    trace=trace,
+                    registration=self._sessions.registration(kind, pending),
+                )
         except BaseException:
             response.close()
             raise
