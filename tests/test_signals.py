@@ -137,4 +137,8 @@ def test_entries_after_hands_over_the_last_append_or_says_read_redis() -> None:
     signal.notify(7, (Entry(7, MESSAGE, "c", ""),))
     assert signal.entries_after(6) == [Entry(7, MESSAGE, "c", "")]
     signal.close()
-    assert signal.entries_after(6) is None  # the pump stopped: only Redis knows what came after
+    # The pump stopped: its last append still serves a delivery behind it (a call's final answer
+    # lands with the close; no read back), but only Redis knows what comes after it.
+    assert signal.entries_after(6) == [Entry(7, MESSAGE, "c", "")]
+    assert signal.entries_after(7) is None
+    assert signal.entries_after(5) is None

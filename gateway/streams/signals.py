@@ -53,13 +53,13 @@ class Signal:
 
     def entries_after(self, after: int) -> list[Entry] | None:
         """Everything after `after` from memory ([] on a tick with nothing new), or None: read Redis
-        (the delivery fell behind the last append, or the pump stopped)."""
-        if self.closed:
-            return None
+        (the delivery fell behind the last append, or the pump stopped and the delivery has all
+        it wrote: what comes next, if anything, another pump writes)."""
         if self.seq == after:
-            return []
+            return None if self.closed else []
         last = self.last
         if last and last[0].seq <= after + 1 and last[-1].seq == self.seq:
+            # Also once the pump stopped: a call's last answer usually lands with the close.
             return [e for e in last if e.seq > after]
         return None
 
