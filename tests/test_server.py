@@ -12,7 +12,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from gateway.eras.streaming import SSEResponse
-from gateway.http.server import LeanEvent, LeanHttpToolsProtocol, Pipeline
+from gateway.http.server import CorkedTransport, LeanEvent, LeanHttpToolsProtocol, Pipeline
 from tests.asgi_server import read_body
 
 
@@ -20,11 +20,19 @@ class FakeTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = bytearray()
+        self.writes: list[bytes] = []  # one item per system call a real transport would make
         self.closed = False
         self.reading = True
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += data
+        self.writes.append(bytes(data))
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0  # everything written is gone at once
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 40000)}.get(name, default)
@@ -89,6 +97,47 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
     out = bytes(transport.written)
     assert out.index(b"/a:1") < out.index(b"/b:2") < out.index(b"/c:3")
     assert not proto.pipeline
+
+
+async def test_a_sized_answer_leaves_in_one_write() -> None:
+    """Status line, headers and body of a JSON-sized answer: one send(), not one per ASGI message."""
+
+    async def sized(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await read_body(receive)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    config = uvicorn.Config(sized, http=LeanHttpToolsProtocol, lifespan="off", log_level="warning")
+    config.load()
+    proto = LeanHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+    transport = FakeTransport()
+    proto.connection_made(transport)
+    assert type(proto.transport) is CorkedTransport
+    proto.data_received(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    await settle(transport, 1)
+    (write,) = transport.writes
+    assert write.startswith(b"HTTP/1.1 200 OK\r\n") and write.endswith(b"\r\n\r\nok")
+
+
+async def test_corked_writes_of_one_turn_are_joined_and_close_sends_the_rest() -> None:
+    transport = FakeTransport()
+    corked = CorkedTransport(transport, asyncio.get_running_loop())
+    corked.write(b"a")
+    corked.write(b"b")
+    assert transport.writes == [] and corked.get_write_buffer_size() == 2
+    await asyncio.sleep(0)  # the loop's next callback writes the turn's bytes
+    assert transport.writes == [b"ab"]
+    corked.write(b"c")  # a later turn: its own write, never held back for more
+    await asyncio.sleep(0)
+    corked.write(b"d")
+    corked.close()  # what is unsent goes out before the close
+    assert transport.writes == [b"ab", b"c", b"d"] and transport.closed
+    await asyncio.sleep(0)
+    assert transport.writes == [b"ab", b"c", b"d"]  # the scheduled flush finds nothing left
+    corked.write(b"e")
+    corked.abort()  # an abort drops what is unsent
+    await asyncio.sleep(0)
+    assert transport.writes == [b"ab", b"c", b"d"] and corked.is_closing()
 
 
 async def test_lean_event_wakes_every_waiter_and_forgets_cancelled_ones() -> None:
