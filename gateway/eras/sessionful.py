@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
-import secrets
 import time
 from typing import Any
 
@@ -70,6 +70,7 @@ class SessionfulEndpoint:
         self._claims = claims
         self._replays = replays
         self._replica = replica
+        self._slots = itertools.count()
         self._headers = headers
         self._limiter = limiter
         self._max_batch = max_batch
@@ -90,7 +91,9 @@ class SessionfulEndpoint:
 
     async def _stream_slot(self, request: Request) -> StreamSlot:
         """Admit one more open stream for this client (429 past the cap) before any upstream work."""
-        slot = StreamSlot(self._limiter, request.state.client_key, secrets.token_hex(8))
+        # The member only tells this stream from the client's others: the replica and a count, not
+        # a random token (a system call per request).
+        slot = StreamSlot(self._limiter, request.state.client_key, f"{self._replica}#{next(self._slots)}")
         await self._limiter.admit_stream(slot.who, slot.member)
         return slot
 
@@ -167,7 +170,8 @@ class SessionfulEndpoint:
         if isinstance(opened, IdempotencyRecord):
             await outcome.not_sent()  # answered from the Idempotency-Key record: this copy runs nothing
             return await self._answer_stored(record, opened, slot)
-        outcome = dataclasses.replace(outcome, ticket=opened)
+        if opened is not None:
+            outcome = dataclasses.replace(outcome, ticket=opened)
         headers = self._upstream_headers(request, record.pool, None)
         try:
             record, response = await self._affinity.send(record, "POST", headers, raw)
@@ -227,9 +231,7 @@ class SessionfulEndpoint:
             if slot is not None:
                 await slot.release()
             answer = await self._relay_plain(response, record.id)
-            if outcome is not None:
-                await outcome.answered(answer.status_code, bytes(answer.body))
-            return answer
+            return answer if outcome is None else await outcome.deliver(answer)
         to_client = client_headers(response.headers, record.id)  # before the pump forgets them
         stream = await self._relay.open_stream(
             record, response, kind="post", pending=body.request_ids, stream=outcome.claim.stream
