@@ -20,6 +20,7 @@ from gateway.http import traced
 from gateway.http.gateway import Gateway
 from gateway.http.guard import HeadersTooLarge
 from gateway.http.refusals import guarded
+from gateway.http.requests import McpRequest
 from gateway.store.client import ping
 from gateway.wire import protocol
 
@@ -59,7 +60,7 @@ class GatewayApp(Starlette):
                         mcp_endpoint, gateway.tracer, gateway.settings.max_body_bytes, scope, receive, send
                     )
                     return
-                response = await mcp_endpoint(Request(scope, receive, send))
+                response = await mcp_endpoint(McpRequest(scope, receive, send))
                 await response(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)

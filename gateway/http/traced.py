@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.http.requests import McpRequest
 from gateway.tracing import attributes as a
 from gateway.tracing.api import Tracer
 from gateway.wire import protocol
@@ -49,7 +50,7 @@ async def serve(endpoint: Endpoint, tracer: Tracer, max_body: int, scope: Scope,
         attrs[a.CURSOR] = headers[protocol.H_LAST_EVENT_ID]
     name = described.span_name if described.method else f"{method} {route}"
     with tracer.span(name, kind="server", parent=parent, attrs=attrs) as span:
-        response = await endpoint(Request(scope, receive, send))
+        response = await endpoint(McpRequest(scope, receive, send))
         span.set(a.HTTP_STATUS, response.status_code)
         created = response.headers.get(protocol.H_SESSION)
         if created and not session:

@@ -89,21 +89,27 @@ def header_version(value: str | None) -> str:
 # --- JSON-RPC classification -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class Message:
-    """One JSON-RPC message, classified."""
+    """One JSON-RPC message, classified. Its method and id are read once (a request reads them
+    a dozen times on its way through the gateway)."""
 
-    raw: Mapping[str, Any]
+    __slots__ = ("id", "method", "raw")
 
-    @property
-    def method(self) -> str | None:
-        method = self.raw.get("method")
-        return method if isinstance(method, str) else None
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.raw = raw
+        method = raw.get("method")
+        self.method: str | None = method if isinstance(method, str) else None
+        value = raw.get("id")
+        self.id: errors.JsonRpcId = value if isinstance(value, str | int) and not isinstance(value, bool) else None
 
-    @property
-    def id(self) -> errors.JsonRpcId:
-        value = self.raw.get("id")
-        return value if isinstance(value, str | int) and not isinstance(value, bool) else None
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Message) and other.raw == self.raw
+
+    def __hash__(self) -> int:
+        raise TypeError("unhashable type: 'Message'")  # like the frozen dataclass over a dict was
+
+    def __repr__(self) -> str:
+        return f"Message({self.raw!r})"
 
     @property
     def is_request(self) -> bool:
@@ -287,13 +293,17 @@ def field_value(value: str) -> str:
 
 
 def forward_headers(headers: Iterable[tuple[str, str]], drop: frozenset[str]) -> dict[str, str]:
-    """Copy headers except those in `drop` and those named by `Connection` (RFC 9110 §7.6.1)."""
-    items = list(headers)
-    named = {
-        token.strip().lower()
-        for name, value in items
-        if name.lower() == "connection"
-        for token in value.split(",")
-        if token.strip()
-    }
-    return {name: field_value(value) for name, value in items if name.lower() not in drop and name.lower() not in named}
+    """Copy headers except those in `drop` and those named by `Connection` (RFC 9110 §7.6.1).
+
+    One pass, each name lower-cased once (`drop` holds `connection`: it is never copied)."""
+    kept: dict[str, str] = {}
+    named: set[str] = set()
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "connection":
+            named.update(token.strip().lower() for token in value.split(",") if token.strip())
+        elif lower not in drop:
+            kept[name] = value.strip(" \t")  # field_value, inline
+    if named:
+        return {name: value for name, value in kept.items() if name.lower() not in named}
+    return kept
