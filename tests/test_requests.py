@@ -1,0 +1,25 @@
+"""gateway.http.requests: the endpoint's headers answer as starlette's `Headers` do."""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+
+from gateway.http.requests import IndexedHeaders, McpRequest
+
+RAW = [(b"host", b"x"), (b"mcp-session-id", b"abc"), (b"accept", b"application/json"), (b"accept", b"text/html")]
+
+
+def test_lookups_match_starlettes_headers() -> None:
+    indexed, plain = IndexedHeaders({"type": "http", "headers": list(RAW)}), Headers(raw=list(RAW))
+    for name in ("Mcp-Session-Id", "mcp-session-id", "ACCEPT", "host", "missing"):
+        assert indexed.get(name) == plain.get(name)  # the first of a repeated name wins
+        assert (name in indexed) == (name in plain)
+    assert indexed.get("missing", "d") == "d" and indexed["Accept"] == "application/json"
+    assert indexed.items() == plain.items() and indexed.getlist("accept") == plain.getlist("accept")
+    assert 3 not in indexed
+
+
+def test_the_request_builds_its_headers_once() -> None:
+    request = McpRequest({"type": "http", "method": "POST", "path": "/mcp", "headers": list(RAW)})
+    assert type(request.headers) is IndexedHeaders and request.headers is request.headers
+    assert request.headers.get("MCP-SESSION-ID") == "abc"
