@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway import errors
@@ -29,17 +29,41 @@ def error_response(exc: errors.GatewayError, request_id: errors.JsonRpcId = None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused past `limit` bytes as it arrives. Read from `receive` itself, not
+    through starlette's `stream()` (an async generator per request, each registered with the loop),
+    and kept where starlette's `body()` and `stream()` find it, so a second read (the id peek of
+    an error answer) gets it again instead of waiting on `receive` for a body already read."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise errors.PayloadTooLarge(f"Payload Too Large: body exceeds {limit} bytes")
+    kept: bytes | None = getattr(request, "_body", None)
+    if kept is not None:
+        if len(kept) > limit:
+            raise errors.PayloadTooLarge(f"Payload Too Large: body exceeds {limit} bytes")
+        return kept
+    if getattr(request, "_stream_consumed", False):
+        raise RuntimeError("Stream consumed")  # as starlette's stream(): read elsewhere, not kept
+    receive = request.receive
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        if message["type"] != "http.request":
+            continue
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise errors.PayloadTooLarge(f"Payload Too Large: body exceeds {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        if chunk:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    request._stream_consumed = True  # starlette's own state: its body() and stream() see a read body
+    request._body = body
+    return body
 
 
 def client_headers(upstream: Mapping[str, str], session_id: str | None) -> dict[str, str]:

@@ -65,8 +65,8 @@ class UpstreamResponse:
         """The whole body (until the upstream ends it), refusing more than `limit` bytes."""
         chunks: list[bytes] = []
         size = 0
-        try:
-            async for chunk in self._response.iter_chunks():
+        try:  # next_chunk, not iter_chunks: no async generator (each one is registered with the loop)
+            while (chunk := await self._response.next_chunk()) is not None:
                 size += len(chunk)
                 if size > limit:
                     raise errors.UpstreamError("Bad upstream answer: body too large")
