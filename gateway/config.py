@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         description="Processes sharing the port (needs a Redis URL if > 1); each is a replica of its own "
         "in Redis and drains on SIGTERM.",
     )
+    gc_young_threshold: int = Field(
+        5000,
+        ge=0,
+        description="The served process's gen-0 garbage-collection threshold (Python's default: 700); the "
+        "objects built at start-up are frozen out of every collection (`gc.freeze`). 0 leaves the collector "
+        "as Python sets it.",
+    )
     key_prefix: str = Field("mcpgw", min_length=1, description="Prefix of every Redis key.")
     session_ttl: float = Field(3600.0, gt=0, description="Sliding idle TTL of a session, seconds.")
     stream_maxlen: int = Field(10_000, ge=10, description="Events kept per stream (approximate trim).")

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
+from gateway.config import Settings
+from gateway.http.app import create_app
 from gateway.wire import protocol
+from tests.asgi_server import serve
 from tests.gateway_env import ACCEPT, HEADERS, Env, call, init_body, parse_sse, running_gateway
-from tests.scripted_upstream import Behaviour
+from tests.scripted_upstream import Behaviour, ScriptedUpstream
 
 
 @pytest.fixture
@@ -368,3 +372,15 @@ async def test_embedded_store_smoke() -> None:
         assert len(events) == 6
         r = await client.get(env.mcp, headers={**env.headers(sid), "Last-Event-ID": events[2]["id"]})
         assert [e["id"] for e in parse_sse(r.text)][1:] == [e["id"] for e in events[3:]]  # after the priming event
+
+
+async def test_the_process_owners_hook_runs_once_everything_is_built() -> None:
+    """`create_app(on_started=...)`: the CLI tunes the process there (cli.tune_gc), after start-up."""
+    seen: list[bool] = []
+    apps: list[Any] = []
+    async with serve(ScriptedUpstream(Behaviour())) as upstream_url:
+        settings = Settings(upstream=[f"default={upstream_url}/mcp"], drain_timeout=1.0)
+        apps.append(create_app(settings, on_started=lambda: seen.append(hasattr(apps[0].state, "gateway"))))
+        async with serve(apps[0]):
+            assert seen == [True]
+    assert seen == [True]

@@ -165,3 +165,16 @@ def test_an_otlp_protocol_the_gateway_cannot_export_exits_2() -> None:
     assert result.returncode == 2
     assert "invalid configuration" in result.stderr and "protobuf bodies only (http/protobuf" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("threshold", "expected"), [(5000, "5000 True"), (0, "700 False")])
+def test_the_served_process_freezes_its_start_up_heap_and_collects_young_objects_less_often(
+    threshold: int, expected: str
+) -> None:
+    """In a process of its own: freezing is process-wide, never done to the test runner."""
+    code = (
+        "import gc; from gateway.cli import tune_gc; "
+        f"tune_gc({threshold}); print(gc.get_threshold()[0], gc.get_freeze_count() > 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split("\n")[0] == expected

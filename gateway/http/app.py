@@ -8,7 +8,7 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -69,7 +69,8 @@ log = logging.getLogger("gateway.http.app")
 LIVENESS_CHECK = 0.2  # s between checks of the replicas holding watched streams (kill -> takeover)
 
 
-def create_app(settings: Settings) -> GatewayApp:
+def create_app(settings: Settings, *, on_started: Callable[[], None] | None = None) -> GatewayApp:
+    """`on_started`: called once the lifespan has built everything (the process owner's tuning hook)."""
     metrics = Metrics()
     pools = Pools(settings.pools(), gauge=metrics.upstream_healthy)  # invalid upstream config fails here
     pool_headers = settings.pool_headers()
@@ -269,6 +270,8 @@ def create_app(settings: Settings) -> GatewayApp:
             {p: list(pools.get(p).instances) for p in pools.names()},
             {p: f"{spec.describe()} every {spec.interval:g} s" for p, spec in probe_specs.items()},
         )
+        if on_started is not None:
+            on_started()
         try:
             yield
         finally:
