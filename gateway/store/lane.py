@@ -46,7 +46,7 @@ class LaneLost(redis_exceptions.ConnectionError):
 
 
 def _pack(args: Sequence[str | bytes | int | float]) -> bytes:
-    packed: bytes = hiredis.pack_command(cast(Any, tuple(args)))  # its stub types a 1-tuple
+    packed: bytes = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]  # its stub types a 1-tuple
     return packed
 
 
