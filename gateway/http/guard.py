@@ -7,6 +7,7 @@ otherwise the client IP (for limits only; anonymous sessions are bound to no pri
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -45,7 +46,7 @@ class Guard:
 
     async def admit(self, request: Request) -> None:
         """Raise the right client error, or set `request.state.principal` and `.client_key`."""
-        size = sum(len(k) + len(v) for k, v in request.scope["headers"])  # the raw ASGI list, no copy
+        size = sum(map(len, chain.from_iterable(request.scope["headers"])))  # the raw ASGI list, no copy
         if size > self.max_header_bytes:
             raise HeadersTooLarge(f"Request Header Fields Too Large: over {self.max_header_bytes} bytes")
         # transports §Security Warning: validate Origin (DNS rebinding); 2025-11-25: invalid -> 403

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, State
 from starlette.requests import Request
 from starlette.types import Scope
 
@@ -37,7 +37,21 @@ class IndexedHeaders(Headers):
 
 
 class McpRequest(Request):
-    """A starlette `Request` whose `headers` are `IndexedHeaders`."""
+    """A starlette `Request` whose `headers` are `IndexedHeaders`; `state` and `method` without
+    starlette's per-access `hasattr` and `typing.cast` calls (a call reads them a dozen times)."""
+
+    @property
+    def state(self) -> State:
+        try:
+            return self._state
+        except AttributeError:
+            self._state: State = State(self.scope.setdefault("state", {}))
+            return self._state
+
+    @property
+    def method(self) -> str:
+        method: str = self.scope["method"]
+        return method
 
     @property
     def headers(self) -> Headers:

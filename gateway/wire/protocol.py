@@ -236,14 +236,22 @@ def _media_types(header: str | None) -> set[str]:
 
 def check_post_headers(content_type: str | None, accept: str | None) -> None:
     """transports §Sending Messages: JSON body; Accept lists JSON and SSE."""
+    refusal = _post_refusal(content_type, accept)
+    if refusal is not None:
+        raise refusal[0](refusal[1])
+
+
+@functools.lru_cache(maxsize=256)  # a client sends the same two values on every call: parse them once
+def _post_refusal(content_type: str | None, accept: str | None) -> tuple[type[errors.ClientError], str] | None:
     if JSON not in _media_types(content_type):
-        raise errors.UnsupportedMediaType("Unsupported Media Type: Content-Type must be application/json")
+        return errors.UnsupportedMediaType, "Unsupported Media Type: Content-Type must be application/json"
     accepted = _media_types(accept)
     wildcard = bool(accepted & {"*/*"})
     has_json = wildcard or bool(accepted & {JSON, "application/*"})
     has_sse = wildcard or bool(accepted & {SSE, "text/*"})
     if not (has_json and has_sse):
-        raise errors.NotAcceptable("Not Acceptable: Accept must list application/json and text/event-stream")
+        return errors.NotAcceptable, "Not Acceptable: Accept must list application/json and text/event-stream"
+    return None
 
 
 def check_get_accept(accept: str | None) -> None:
