@@ -208,3 +208,41 @@ async def test_next_chunk_waits_within_a_bound(serve: Callable[[Handler], Awaita
         assert await response.next_chunk(5) is None  # the end of the message
     finally:
         await pool.close()
+
+
+async def test_a_request_is_bounded_while_it_waits_for_headers_and_for_a_connection(
+    serve: Callable[[Handler], Awaitable[str]],
+) -> None:
+    """The bound covers the wait for the answer's headers (a pool timer) and, with every
+    connection busy, the wait for one (an asyncio.timeout): TimeoutError, and nothing leaks."""
+    gate = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await _read_request(reader)
+                await gate.wait()  # answers only once the test lets it
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+
+    url = await serve(handler)
+    pool = http1.Http1Pool(connect_timeout=2, limit_per_host=1)
+    try:
+        gate.set()
+        await _body(await pool.request("GET", url, {}, None))  # no bound; leaves an idle connection
+        gate.clear()
+        with pytest.raises(TimeoutError):  # an idle connection at hand: the timer bounds the headers
+            await pool.request("GET", url, {}, None, timeout=0.2)
+        held = asyncio.ensure_future(pool.request("GET", url, {}, None))  # takes the only connection
+        await asyncio.sleep(0.1)
+        with pytest.raises(TimeoutError):  # every connection busy: bounded while it waits for one
+            await pool.request("GET", url, {}, None, timeout=0.2)
+        gate.set()
+        await _body(await held)
+        again = await pool.request("GET", url, {}, None, timeout=2)  # the pool still serves
+        await _body(again)
+        assert again.status == 200
+    finally:
+        await pool.close()

@@ -7,7 +7,6 @@ in. Every failure is translated here into the gateway's error tree: refused conn
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -164,8 +163,7 @@ class UpstreamClient:
     ) -> UpstreamResponse:
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(limit):
-                response = await self._pool.request(method, url, headers, body)
+            response = await self._pool.request(method, url, headers, body, timeout=limit)
         except TimeoutError as exc:
             raise errors.UpstreamTimeout("Upstream timed out") from exc
         except http1.ConnectFailed as exc:
