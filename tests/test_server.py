@@ -123,21 +123,28 @@ async def test_corked_writes_of_one_turn_are_joined_and_close_sends_the_rest() -
     transport = FakeTransport()
     corked = CorkedTransport(transport, asyncio.get_running_loop())
     corked.write(b"a")
-    corked.write(b"b")
-    assert transport.writes == [] and corked.get_write_buffer_size() == 2
+    corked.writelines([b"b", b"c"])  # corked too: nothing overtakes what is unsent
+    assert transport.writes == [] and corked.get_write_buffer_size() == 3
     await asyncio.sleep(0)  # the loop's next callback writes the turn's bytes
-    assert transport.writes == [b"ab"]
-    corked.write(b"c")  # a later turn: its own write, never held back for more
+    assert transport.writes == [b"abc"]
+    corked.write(b"d")  # a later turn: its own write, never held back for more
     await asyncio.sleep(0)
-    corked.write(b"d")
-    corked.close()  # what is unsent goes out before the close
-    assert transport.writes == [b"ab", b"c", b"d"] and transport.closed
-    await asyncio.sleep(0)
-    assert transport.writes == [b"ab", b"c", b"d"]  # the scheduled flush finds nothing left
     corked.write(b"e")
-    corked.abort()  # an abort drops what is unsent
+    corked.close()  # what is unsent goes out before the close
+    assert transport.writes == [b"abc", b"d", b"e"] and transport.closed
     await asyncio.sleep(0)
-    assert transport.writes == [b"ab", b"c", b"d"] and corked.is_closing()
+    corked.write(b"late")  # after the close: never written
+    await asyncio.sleep(0)
+    assert transport.writes == [b"abc", b"d", b"e"]  # the scheduled flush found nothing to send
+
+
+async def test_an_aborted_corked_transport_drops_what_is_unsent() -> None:
+    transport = FakeTransport()
+    corked = CorkedTransport(transport, asyncio.get_running_loop())
+    corked.write(b"x")
+    corked.abort()
+    await asyncio.sleep(0)
+    assert transport.writes == [] and corked.is_closing()
 
 
 async def test_lean_event_wakes_every_waiter_and_forgets_cancelled_ones() -> None:

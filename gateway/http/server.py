@@ -14,7 +14,7 @@ versions were checked).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -83,6 +83,14 @@ class CorkedTransport:
             self._unsent = []
             if not self._transport.is_closing():
                 self._transport.write(unsent[0] if len(unsent) == 1 else b"".join(unsent))
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        for data in chunks:
+            self.write(data)
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
 
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + sum(len(data) for data in self._unsent)
