@@ -33,6 +33,7 @@ class Behaviour:
     event_ids: bool = True  # give every SSE event an id (upstream resumability)
     sse: bool = False  # answer echo with SSE instead of JSON
     get_stream: bool = True  # serve the standalone GET stream (else 405)
+    get_closes: bool = False  # end each standalone GET stream at once (no event, no id to resume from)
     priming: bool = False
 
 
@@ -196,6 +197,9 @@ class ScriptedUpstream:
                 await _respond(send, 405, b"")
                 return
             await _start_sse(send)
+            if self.behaviour.get_closes:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
             await _wait_disconnect(receive)
             return
         stream = last.rsplit("-", 1)[0]

@@ -286,6 +286,24 @@ async def test_standalone_get_405_passes_through(redis_url: str, key_prefix: str
         assert r.status_code == 405
 
 
+async def test_resuming_a_standalone_stream_that_ended_listens_afresh(redis_url: str, key_prefix: str) -> None:
+    """The upstream closed its GET stream with no event id: the gateway's stream ends. A client
+    that resumes it (it has every event) gets a new standalone stream from a fresh upstream GET,
+    not an empty stream it would resume again and again."""
+    async with running_gateway(
+        behaviour=Behaviour(get_closes=True), redis_url=redis_url, key_prefix=key_prefix, timeout=5
+    ) as env:
+        sid = await env.initialize()
+        get = {**env.headers(sid), "Accept": "text/event-stream"}
+        first = parse_sse((await env.client.get(env.mcp, headers=get)).text)
+        ended = first[0]["id"]  # the priming event: stream S, cursor 0; the stream ended after it
+        resumed = parse_sse((await env.client.get(env.mcp, headers={**get, "Last-Event-ID": ended})).text)
+        fresh = resumed[0]["id"]
+        assert fresh.rsplit(".", 1)[0] != ended.rsplit(".", 1)[0]  # another stream, primed from 0
+        upstream_gets = [h for h in env.upstream.headers_seen if h.get("accept") == "text/event-stream"]
+        assert len(upstream_gets) == 2 and all("last-event-id" not in h for h in upstream_gets)
+
+
 async def test_keepalive_on_idle_stream(env: Env) -> None:
     sid = await env.initialize()
     seen = b""

@@ -299,26 +299,38 @@ class SessionfulEndpoint:
         slot = await self._stream_slot(request)
         try:
             if position is not None:
-                return await self._resume(record, position, slot)
-            headers = self._upstream_headers(request, record.pool, None)
-            record, response = await self._affinity.send(record, "GET", headers, None)
-            await self._upstream_lost_session(record, response)
-            if response.status != 200 or not response.is_sse:
-                await slot.release()
-                return await self._relay_plain(response, record.id)  # e.g. 405: no standalone stream
-            to_client = client_headers(response.headers, record.id)  # before the pump forgets them
-            stream = await self._relay.open_stream(record, response, kind="get", pending=())
+                return await self._resume(request, record, position, slot)
+            return await self._listen(request, record, slot)
         except BaseException:
             await slot.release()
             raise
+
+    async def _listen(self, request: Request, record: SessionRecord, slot: StreamSlot) -> Response:
+        """A new standalone stream: the upstream's GET, pumped (transports §Listening for Messages).
+        The caller releases `slot` if this raises."""
+        headers = self._upstream_headers(request, record.pool, None)
+        record, response = await self._affinity.send(record, "GET", headers, None)
+        await self._upstream_lost_session(record, response)
+        if response.status != 200 or not response.is_sse:
+            await slot.release()
+            return await self._relay_plain(response, record.id)  # e.g. 405: no standalone stream
+        to_client = client_headers(response.headers, record.id)  # before the pump forgets them
+        stream = await self._relay.open_stream(record, response, kind="get", pending=())
         delivery = self._relay.deliver(record, stream, 0)
         return sse_response(delivery, to_client, slot)
 
-    async def _resume(self, record: SessionRecord, position: cursor.Cursor, slot: StreamSlot) -> Response:
+    async def _resume(
+        self, request: Request, record: SessionRecord, position: cursor.Cursor, slot: StreamSlot
+    ) -> Response:
         """transports §Resumability: replay after Last-Event-ID, on the same stream only."""
         meta = await self._log.meta(record.id, position.stream)
         if meta is None and await self._sessions.stream_info(record.id, position.stream) is None:
             raise errors.StreamNotFound("Stream not found for this session")
+        if meta is not None and meta.kind == "get" and meta.done and position.seq >= meta.seq - 1:
+            # The standalone stream ended (its upstream closed it with no event id to resume from)
+            # and this client has all of it: listen afresh, not an empty stream it would resume
+            # again and again (transports §Listening for Messages: the client may GET at any time).
+            return await self._listen(request, record, slot)
         first = await self._log.first_seq(record.id, position.stream)
         decision = cursor.decide(position.seq, meta_seq=meta.seq if meta else None, first_retained=first)
         self._metrics.resumes.inc()

@@ -232,6 +232,54 @@ async def test_standalone_get_stream_resumes_on_another_replica(
     assert len(ids) == len(set(ids))
 
 
+async def test_a_standalone_stream_that_cannot_be_resumed_is_listened_to_afresh(
+    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    """An upstream without an event store gives its GET stream no event ids: when the replica
+    pumping it is SIGKILLed, the replica that adopts it cannot re-open it and ends it. A client
+    resuming it used to get an empty stream again and again (the SDK client polled every retry
+    interval until the session ended); now it gets a fresh standalone stream, and the server's
+    notifications reach it there."""
+    upstream = sdk_upstream(event_store=False)
+    gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, GW_ARGS)
+    async with CarefulClient(gw1.url) as client:
+        await client.initialize()
+        listen = client.headers(accept="text/event-stream", post=False)
+        async with client.http.stream("GET", gw1.url, headers=listen) as r:
+            assert r.status_code == 200
+            primed = await anext(iter_sse(r))  # 2025-11-25: the priming event names stream and cursor
+        ended_stream = primed.id.rsplit(".", 1)[0]
+        os.kill(gw1.proc.pid, signal.SIGKILL)  # the replica pumping the GET stream
+        client.url = gw2.url
+        resumes = 0
+        while True:
+            resumes += 1
+            assert resumes <= 3, "the client keeps getting empty streams"
+            headers = client.headers(accept="text/event-stream", post=False, last_event_id=primed.id)
+            async with client.http.stream("GET", gw2.url, headers=headers) as r:
+                assert r.status_code == 200
+                events = iter_sse(r)
+                first = await anext(events, None)
+                if first is None or first.id is None or first.id.rsplit(".", 1)[0] == ended_stream:
+                    async for _ in events:  # the old stream, until the adopting replica ends it
+                        pass  # (it finds nothing to resume from)
+                    continue
+                call = asyncio.ensure_future(
+                    client.request("tools/call", {"name": "broadcast", "arguments": {"count": 2, "delay": 0.1}})
+                )
+                seen: list[str] = []
+                async for event in events:
+                    message = event.json()
+                    if isinstance(message, dict) and message.get("method") == "notifications/resources/updated":
+                        seen.append(message["params"]["uri"])
+                        if len(seen) == 2:
+                            break
+                break
+        answer = await call
+    assert answer["result"]["content"][0]["text"] == "broadcast 2"
+    assert seen == ["res://0", "res://1"]  # delivered on the fresh stream
+
+
 async def test_upstream_polling_close_is_followed_through_gateway(
     sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str
 ) -> None:
