@@ -102,11 +102,8 @@ class Message:
         value = raw.get("id")
         self.id: errors.JsonRpcId = value if isinstance(value, str | int) and not isinstance(value, bool) else None
 
-    def __eq__(self, other: object) -> bool:
+    def __eq__(self, other: object) -> bool:  # (and so unhashable, as the frozen dataclass over a dict was)
         return isinstance(other, Message) and other.raw == self.raw
-
-    def __hash__(self) -> int:
-        raise TypeError("unhashable type: 'Message'")  # like the frozen dataclass over a dict was
 
     def __repr__(self) -> str:
         return f"Message({self.raw!r})"
@@ -311,7 +308,7 @@ def forward_headers(headers: Iterable[tuple[str, str]], drop: frozenset[str]) ->
         if lower == "connection":
             named.update(token.strip().lower() for token in value.split(",") if token.strip())
         elif lower not in drop:
-            kept[name] = value.strip(" \t")  # field_value, inline
+            kept[name] = field_value(value)
     if named:
         return {name: value for name, value in kept.items() if name.lower() not in named}
     return kept
