@@ -314,9 +314,7 @@ class Http1Pool:
         return response
 
     async def _acquire(self, key: tuple[str, int, bool]) -> _Connection:
-        connection = self._take_idle(key)
-        if connection is not None:
-            return connection
+        """No idle connection was at hand (`request` just looked): wait for one or open one."""
         while self._open.get(key, 0) >= self._limit:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(key, deque()).append(waiter)
