@@ -191,3 +191,54 @@ async def test_after_a_lost_connection_the_next_call_reconnects(redis_url: str, 
     finally:
         await killer.aclose()
         await client.aclose()
+
+
+# --- casts: commands whose reply nobody waits for ------------------------------------------------
+
+
+async def test_casts_between_calls_run_in_order_and_leave_every_call_its_own_reply(
+    laned: LanedRedis, redis: aioredis.Redis, key_prefix: str
+) -> None:
+    script, key = Script(laned, INCR), f"{key_prefix}:cast"
+    assert not script.cast(keys=[key])  # the lane has not connected yet: nothing is written
+    assert await script(keys=[key]) == 1
+    results = []
+    for _ in range(5):
+        assert script.cast(keys=[key])  # 2, 4, 6, 8, 10: run, their replies dropped
+        results.append(asyncio.ensure_future(script(keys=[key])))
+        await asyncio.sleep(0)  # the call is written now, after the cast (all in one socket write)
+    assert await asyncio.gather(*results) == [3, 5, 7, 9, 11]
+    assert await redis.get(key) == b"11"
+
+
+async def test_a_cast_needs_no_script_held_by_redis(laned: LanedRedis, redis: aioredis.Redis, key_prefix: str) -> None:
+    """A cast goes by EVAL: after SCRIPT FLUSH (a restarted Redis) it still runs."""
+    script, key = Script(laned, INCR), f"{key_prefix}:cast-flush"
+    assert await script(keys=[key]) == 1
+    await redis.script_flush()
+    assert script.cast(keys=[key])
+    assert await script(keys=[key]) == 3  # the call reloads the script (NOSCRIPT); the cast ran first
+
+
+async def test_a_refused_cast_is_logged_and_the_next_call_gets_its_own_reply(
+    laned: LanedRedis, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = f"{key_prefix}:cast-error"
+    assert await Script(laned, INCR)(keys=[key]) == 1
+    assert Script(laned, "return redis.error_reply('ERR refused on purpose')").cast(keys=[key])
+    with caplog.at_level("WARNING", logger="gateway.store.lane"):
+        assert await Script(laned, ECHO)(keys=[key], args=["after"]) == [key.encode(), b"after"]
+    assert "refused on purpose" in caplog.text
+
+
+async def test_a_cast_counts_as_waiting_for_the_reply_watchdog() -> None:
+    """A Redis that stops answering after a cast is dropped like one that stops answering a call."""
+    async with resp_server(lambda writer: None) as (address, reads):  # reads, never replies
+        node = _node_at(address, timeout=0.3)
+        lane = lanes.single(node)
+        await node.connection()
+        assert lane.cast("k", ("EVAL", "return 1", 1, "k"))
+        await asyncio.sleep(0.6)
+        assert (await node.connection()) is not None  # dropped and connected again
+        assert b"".join(reads).count(b"PING") == 2
+        await lane.aclose()

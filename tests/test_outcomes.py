@@ -13,6 +13,7 @@ from gateway.eras.idempotent import Idempotency, Ticket
 from gateway.eras.outcomes import Outcome
 from gateway.eras.replays import Recorded, Replays, body_hash
 from gateway.store.claims import Claim, Claims
+from gateway.store.client import connect
 from gateway.store.eventlog import EventLog
 from gateway.store.idempotency import DONE, RUNNING, IdempotencyStore
 from gateway.store.keys import Keys
@@ -47,6 +48,23 @@ async def test_the_claims_answer_is_kept_once_sent_and_a_repeat_meanwhile_waits_
     assert not repeat.done()  # no outcome yet, the first copy lives: the repeat polls the claim
     await answer.background()
     assert await repeat == Recorded(200, b'{"ok":1}')
+
+
+async def test_on_the_lane_the_answer_is_cast_with_it_and_a_repeat_gets_it(redis_url: str, keys: Keys) -> None:
+    """The record leaves with the answer (the lane's cast): no background left to run, nothing
+    for the client to wait for, and a repeat finds the answer."""
+    laned = connect(redis_url, max_connections=4, client_name="mcpgw-test-outcomes")
+    try:
+        claims, claim, sid, idempotency = await first_copy(laned, keys)  # connects the lane
+        answer = await Outcome(claims, sid, (4,), claim, idempotency).deliver(Response(b'{"ok":3}', status_code=200))
+        assert answer.background is None
+        record = await SessionStore(laned, keys, ttl=60).load(sid, principal="alice")
+        replays = Replays(claims, EventLog(laned, keys, maxlen=10, ttl=60), None, wait=5.0, poll=0.01)
+        taken = await claims.get(sid, 4)
+        assert taken is not None
+        assert await replays.resolve(record, body(), body_hash(body()), taken) == Recorded(200, b'{"ok":3}')
+    finally:
+        await laned.aclose()
 
 
 async def test_with_an_idempotency_key_the_answer_is_kept_before_it_is_sent(redis: aioredis.Redis, keys: Keys) -> None:

@@ -42,24 +42,31 @@ class Outcome:
     idempotency: Idempotency
     ticket: Ticket | None = None
 
-    async def answered(self, status: int, body: bytes) -> None:
-        """Keep the JSON answer (bounded: a larger one is marked as not kept)."""
+    def _answered_claim(self, status: int, body: bytes) -> Claim:
+        """The claim with its JSON answer (bounded: a larger one is marked as not kept)."""
         if len(body) > self.claims.max_answer:
-            claim = dataclasses.replace(self.claim, dropped=True)
-        else:
-            claim = self.claim.answered(status, body.decode("utf-8", "replace"))
+            return dataclasses.replace(self.claim, dropped=True)
+        return self.claim.answered(status, body.decode("utf-8", "replace"))
+
+    async def answered(self, status: int, body: bytes) -> None:
+        """Keep the JSON answer."""
         with contextlib.suppress(errors.StoreError):
-            await self.claims.record(self.session, self.ids, claim)
+            await self.claims.record(self.session, self.ids, self._answered_claim(status, body))
         if self.ticket is not None:
             await self.idempotency.answered(self.ticket, status, body)
 
     async def deliver(self, answer: Response) -> Response:
-        """Keep the JSON answer, after it was sent when only the claim waits for it: a repeat that
-        comes meanwhile polls the claim until the answer shows (eras.replays), so the client does
-        not wait for a Redis round trip. An Idempotency-Key repeat is not polled (it would get 409):
-        with a ticket the answer is kept first."""
+        """Keep the JSON answer without making the client wait for Redis when only the claim
+        waits for it: a repeat that comes before it shows polls the claim (eras.replays). On the
+        lane the record is cast (written with the answer, its reply dropped: no round trip held
+        and no wake-up for it); without one it is kept once the answer was sent. An
+        Idempotency-Key repeat is not polled (it would get 409): with a ticket the answer is kept
+        first."""
         if self.ticket is None:
-            answer.background = _AfterSent(self.answered, answer.status_code, bytes(answer.body))
+            body = bytes(answer.body)
+            # Written with the answer, waited for by nobody (the lane's cast); else once it was sent.
+            if not self.claims.record_nowait(self.session, self.ids, self._answered_claim(answer.status_code, body)):
+                answer.background = _AfterSent(self.answered, answer.status_code, body)
         else:
             await self.answered(answer.status_code, bytes(answer.body))
         return answer

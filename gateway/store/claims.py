@@ -170,6 +170,14 @@ class Claims:
                 keys=[self._keys.requests(session_id)], args=[claim.to_json(), *(claim_field(i) for i in ids)]
             )
 
+    def record_nowait(self, session_id: str, ids: tuple[JsonRpcId, ...], claim: Claim) -> bool:
+        """`record` on the lane, not waited for; False when the lane could not take it (nothing
+        was written: call `record`). Lost only if Redis refuses it or dies first: a repeat then
+        waits for the claim as for a first copy that died (eras.replays)."""
+        return self._update.cast(
+            keys=[self._keys.requests(session_id)], args=[claim.to_json(), *(claim_field(i) for i in ids)]
+        )
+
     async def release(self, session_id: str, ids: tuple[JsonRpcId, ...]) -> None:
         """Forget a claim whose request provably never reached the upstream (it may be retried)."""
         with translated():

@@ -129,6 +129,15 @@ class Script:
             await self._load()
             return await self._redis.evalsha(self._sha, len(keys), *keys, *args)
 
+    def cast(self, *, keys: Sequence[str], args: Sequence[str | bytes | int | float] = ()) -> bool:
+        """Run it on the lane without waiting for the outcome (`Lane.cast`); False when the lane
+        could not take it (none, or not connected): then nothing was sent. By EVAL, source and
+        all: no caller sees a NOSCRIPT reply, so a cast must not depend on Redis still holding
+        the script (a restart, a failover)."""
+        if self._lane is None or not keys:
+            return False
+        return self._lane.cast(keys[0], ("EVAL", self._source, len(keys), *keys, *args))
+
     async def _load(self) -> None:
         self._sha = await self._redis.script_load(self._source)  # every primary, on a Cluster
 

@@ -5,7 +5,9 @@ pool checkout, a timeout task per write, its parser and retry wrappers: bench/RE
 "The scripts' lane"). The lane writes every command the moment it is issued, coalesced with the others of
 the same event-loop turn into one socket write, and hands the replies back in order as hiredis
 parses them (Redis answers the commands of one connection in order): ~3 us per command under load.
-It carries the scripts (`client.Script`), which are the whole of a request's Redis work.
+It carries the scripts (`client.Script`), which are the whole of a request's Redis work. A
+command may also be *cast*: written the same way, its reply read and dropped, with no future and
+no caller to wake (a request's last write, whose outcome nobody waits for).
 
 What it does not do is decided by redis-py: a command is given back (`LaneUnavailable`) when the
 lane cannot write it (no connection yet and connecting failed, a Cluster slot map not loaded) or
@@ -18,11 +20,14 @@ is never sent again: if its connection is lost first, it fails (`LaneLost`, a Co
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import hiredis
 from redis import exceptions as redis_exceptions
+
+log = logging.getLogger("gateway.store.lane")
 
 Address = tuple[str, int]
 Resolve = Callable[[], Awaitable[Address]]
@@ -66,7 +71,7 @@ class _Connection(asyncio.Protocol):
         self._timeout = timeout
         self._reader = hiredis.Reader()
         self._transport: asyncio.Transport | None = None
-        self._waiting: list[asyncio.Future[Any]] = []
+        self._waiting: list[asyncio.Future[Any] | None] = []  # None: a cast, nobody waits for its reply
         self._head = 0  # replies already handed out of `_waiting`
         self._unsent: list[bytes] = []
         self._replies = 0
@@ -88,6 +93,15 @@ class _Connection(asyncio.Protocol):
             self._arm()
         return future
 
+    def cast(self, packed: bytes) -> None:
+        """`call` whose reply is read and dropped (an error reply is logged): no future, no wake-up."""
+        if not self._unsent:
+            self._loop.call_soon(self._flush)
+        self._unsent.append(packed)
+        self._waiting.append(None)
+        if self._watchdog is None:
+            self._arm()
+
     def _flush(self) -> None:
         unsent, self._unsent = self._unsent, []
         if self._transport is not None and self.alive:
@@ -102,7 +116,10 @@ class _Connection(asyncio.Protocol):
                 future = waiting[self._head]
                 self._head += 1
                 self._replies += 1
-                if not future.done():  # a cancelled caller: its reply is read and dropped
+                if future is None:
+                    if isinstance(reply, hiredis.ReplyError):
+                        log.warning("Redis refused a command nobody waited for: %s", reply)
+                elif not future.done():  # a cancelled caller: its reply is read and dropped
                     if isinstance(reply, hiredis.ReplyError):
                         future.set_exception(reply_error(reply))
                     else:
@@ -145,7 +162,7 @@ class _Connection(asyncio.Protocol):
         waiting, self._waiting, self._head = self._waiting[self._head :], [], 0
         self._unsent = []
         for future in waiting:
-            if not future.done():
+            if future is not None and not future.done():
                 future.set_exception(LaneLost(f"Redis lane: {why}"))
 
 
@@ -192,6 +209,14 @@ class Node:
         if self._connection is not None:
             self._connection.close("dropped")
 
+    def cast(self, packed: bytes) -> bool:
+        """Cast on the open connection; False (nothing written) when there is none yet."""
+        connection = self._connection
+        if connection is None or not connection.alive:
+            return False
+        connection.cast(packed)
+        return True
+
     async def call(self, packed: bytes) -> Any:
         connection = await self.connection()
         try:
@@ -217,6 +242,16 @@ class Lane:
         except Exception as exc:  # a Cluster slot map not loaded yet, a slot no node serves
             raise LaneUnavailable(f"no node for the key: {exc}") from exc
         return await node.call(_pack(args))
+
+    def cast(self, key: str, args: Sequence[str | bytes | int | float]) -> bool:
+        """Write one command on the node of `key` without waiting for its reply; False when the
+        lane could not write it (no open connection, no node known for the key): nothing was sent.
+        A written command's error reply (a Cluster's MOVED during a resharding, say) is only logged."""
+        try:
+            node = self._route(key)
+        except Exception:  # a Cluster slot map not loaded yet, a slot no node serves
+            return False
+        return node.cast(_pack(args))
 
     async def aclose(self) -> None:
         for node in self._nodes():
