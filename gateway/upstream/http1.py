@@ -41,11 +41,13 @@ class ProtocolFailure(Exception):
 class _Connection(asyncio.Protocol):
     """One TCP connection; carries one exchange at a time."""
 
-    __slots__ = ("_pool", "_response", "closed", "idle_since", "key", "transport")
+    __slots__ = ("_pool", "_response", "closed", "idle_since", "key", "loop", "transport")
 
     def __init__(self, pool: Http1Pool, key: tuple[str, int, bool]) -> None:
         self._pool = pool
         self.key = key
+        # Kept: CPython 3.11's asyncio.get_running_loop() makes a getpid() system call each time.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -127,7 +129,7 @@ class Response:
         self._parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: CIMultiDict[str] = CIMultiDict()
-        self._headers_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._headers_done: asyncio.Future[None] = connection.loop.create_future()
         self._chunks: list[bytes] = []  # what arrived since the last read (a deque's block costs ~600 B)
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -226,8 +228,7 @@ class Response:
                 raise self._error
             if self._complete:
                 return None
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
+            waiter = self._waiter = self._connection.loop.create_future()
             timer: Cancellable | None = None
             if timeout is not None:  # an idle stream's long wait shares a coarse timer
                 timer = self._connection._pool.timers.call_later(timeout, _time_out, waiter)
@@ -300,7 +301,7 @@ class Http1Pool:
             lines.append(body)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        connection = self._take_idle(key)
+        connection = self._take_idle(key, started)
         if connection is None:  # wait for a free connection, or open one, within the same bound
             async with asyncio.timeout(timeout):
                 connection = await self._acquire(key)
@@ -323,7 +324,7 @@ class Http1Pool:
             finally:
                 if not waiter.done():
                     waiter.cancel()
-            connection = self._take_idle(key)
+            connection = self._take_idle(key, asyncio.get_running_loop().time())
             if connection is not None:
                 return connection
         self._open[key] = self._open.get(key, 0) + 1
@@ -334,9 +335,8 @@ class Http1Pool:
             self._wake_one(key)
             raise
 
-    def _take_idle(self, key: tuple[str, int, bool]) -> _Connection | None:
+    def _take_idle(self, key: tuple[str, int, bool], now: float) -> _Connection | None:
         idle = self._idle.get(key)
-        now = asyncio.get_running_loop().time()
         while idle:
             connection = idle.pop()
             if connection.closed:
@@ -367,7 +367,7 @@ class Http1Pool:
         return protocol
 
     def _release(self, connection: _Connection) -> None:
-        connection.idle_since = asyncio.get_running_loop().time()
+        connection.idle_since = connection.loop.time()
         self._idle.setdefault(connection.key, []).append(connection)
         self._wake_one(connection.key)
 
