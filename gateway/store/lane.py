@@ -6,8 +6,9 @@ pool checkout, a timeout task per write, its parser and retry wrappers: bench/RE
 the same event-loop turn into one socket write, and hands the replies back in order as hiredis
 parses them (Redis answers the commands of one connection in order): ~3 us per command under load.
 It carries the scripts (`client.Script`), which are the whole of a request's Redis work. A
-command may also be *cast*: written the same way, its reply read and dropped, with no future and
-no caller to wake (a request's last write, whose outcome nobody waits for).
+command may also be *cast*: written the same way behind `CLIENT REPLY SKIP`, so Redis sends no
+reply at all (no read, no wake-up, no caller waiting): a request's last write, whose outcome
+nobody waits for; a cast that fails is not seen.
 
 What it does not do is decided by redis-py: a command is given back (`LaneUnavailable`) when the
 lane cannot write it (no connection yet and connecting failed, a Cluster slot map not loaded) or
@@ -20,14 +21,11 @@ is never sent again: if its connection is lost first, it fails (`LaneLost`, a Co
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import hiredis
 from redis import exceptions as redis_exceptions
-
-log = logging.getLogger("gateway.store.lane")
 
 Address = tuple[str, int]
 Resolve = Callable[[], Awaitable[Address]]
@@ -55,6 +53,10 @@ def _pack(args: Sequence[str | bytes | int | float]) -> bytes:
     return packed
 
 
+# Redis sends no reply to the command that follows, nor to this one (CLIENT REPLY, since 3.2).
+_SKIP_REPLY = _pack(("CLIENT", "REPLY", "SKIP"))
+
+
 def reply_error(error: hiredis.ReplyError) -> Exception:
     """A Redis error reply as the exception redis-py would raise for it."""
     message = str(error)
@@ -71,7 +73,7 @@ class _Connection(asyncio.Protocol):
         self._timeout = timeout
         self._reader = hiredis.Reader()
         self._transport: asyncio.Transport | None = None
-        self._waiting: list[asyncio.Future[Any] | None] = []  # None: a cast, nobody waits for its reply
+        self._waiting: list[asyncio.Future[Any]] = []
         self._head = 0  # replies already handed out of `_waiting`
         self._unsent: list[bytes] = []
         self._replies = 0
@@ -94,13 +96,11 @@ class _Connection(asyncio.Protocol):
         return future
 
     def cast(self, packed: bytes) -> None:
-        """`call` whose reply is read and dropped (an error reply is logged): no future, no wake-up."""
+        """`call` without a reply: Redis skips it (`CLIENT REPLY SKIP`), so nothing is awaited."""
         if not self._unsent:
             self._loop.call_soon(self._flush)
+        self._unsent.append(_SKIP_REPLY)
         self._unsent.append(packed)
-        self._waiting.append(None)
-        if self._watchdog is None:
-            self._arm()
 
     def _flush(self) -> None:
         unsent, self._unsent = self._unsent, []
@@ -116,10 +116,7 @@ class _Connection(asyncio.Protocol):
                 future = waiting[self._head]
                 self._head += 1
                 self._replies += 1
-                if future is None:
-                    if isinstance(reply, hiredis.ReplyError):
-                        log.warning("Redis refused a command nobody waited for: %s", reply)
-                elif not future.done():  # a cancelled caller: its reply is read and dropped
+                if not future.done():  # a cancelled caller: its reply is read and dropped
                     if isinstance(reply, hiredis.ReplyError):
                         future.set_exception(reply_error(reply))
                     else:
@@ -162,7 +159,7 @@ class _Connection(asyncio.Protocol):
         waiting, self._waiting, self._head = self._waiting[self._head :], [], 0
         self._unsent = []
         for future in waiting:
-            if future is not None and not future.done():
+            if not future.done():
                 future.set_exception(LaneLost(f"Redis lane: {why}"))
 
 
@@ -246,7 +243,7 @@ class Lane:
     def cast(self, key: str, args: Sequence[str | bytes | int | float]) -> bool:
         """Write one command on the node of `key` without waiting for its reply; False when the
         lane could not write it (no open connection, no node known for the key): nothing was sent.
-        A written command's error reply (a Cluster's MOVED during a resharding, say) is only logged."""
+        A written command that fails (a Cluster's MOVED during a resharding, say) is not seen."""
         try:
             node = self._route(key)
         except Exception:  # a Cluster slot map not loaded yet, a slot no node serves
