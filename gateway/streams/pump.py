@@ -301,20 +301,20 @@ class Pump:
     async def _append_retrying(
         self, batch: list[tuple[str, str]], *, uid: str, final: bool, poll_ms: int | None
     ) -> int:
-        async for attempt in store_busy():  # nothing was sent: retrying cannot double an entry
-            with attempt:
-                return await self.log.append(
-                    self.record.id,
-                    self.stream,
-                    self.owner,
-                    batch,
-                    pending=tuple(self.pending),
-                    uid=uid,
-                    final=final,
-                    poll_ms=poll_ms,
-                    expect=self.seq,
-                )
-        raise AssertionError("unreachable")  # pragma: no cover
+        # Nothing was sent when the pool was busy: retrying cannot double an entry.
+        return await store_busy().run(
+            lambda: self.log.append(
+                self.record.id,
+                self.stream,
+                self.owner,
+                batch,
+                pending=tuple(self.pending),
+                uid=uid,
+                final=final,
+                poll_ms=poll_ms,
+                expect=self.seq,
+            )
+        )
 
     async def _fail(self, message: str) -> None:
         log.warning(

@@ -375,7 +375,5 @@ class Relay:
         return await self._read(record, stream, after), None
 
     async def _read(self, record: SessionRecord, stream: str, after: int) -> list[Entry]:
-        async for attempt in store_busy():  # an overloaded pool is waited out, not fatal to the stream
-            with attempt:
-                entries = await self._log.read(record.id, stream, after)
-        return entries
+        # An overloaded pool is waited out, not fatal to the stream.
+        return await store_busy().run(lambda: self._log.read(record.id, stream, after))
