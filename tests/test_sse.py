@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from gateway.wire import sse
@@ -269,3 +269,19 @@ def test_parser_sse_shaped_noise_only_raises_sse_error(raw: list[bytes], cuts: l
     except SSEError:
         return
     assert all(isinstance(event, Event) for event in events)
+
+
+line_ends = st.sampled_from([b"\n", b"\r", b"\r\n"])
+field_lines = st.sampled_from([b"data: a", b"data:b c", b"id: 7", b"event: x", b": note", b"retry: 5", b"", b"data"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.tuples(field_lines, line_ends), max_size=20), cuts=cuts)
+def test_any_mix_of_line_ends_parses_as_its_lf_only_form(lines: list[tuple[bytes, bytes]], cuts: list[int]) -> None:
+    """CR, LF and CRLF are the same line end, whichever path of `feed` a chunk takes (LF-only
+    chunks are split at once, others searched line by line)."""
+    # A lone CR, then an empty line ended by LF, is one CRLF: not the two lines of its LF form.
+    assume(not any(end == b"\r" and nxt == (b"", b"\n") for (_, end), nxt in zip(lines, lines[1:], strict=False)))
+    mixed = b"".join(text + end for text, end in lines)
+    lf_only = b"".join(text + b"\n" for text, _ in lines)
+    assert feed_all(Parser(), split_at(mixed, cuts)) == feed_all(Parser(), [lf_only])

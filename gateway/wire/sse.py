@@ -74,6 +74,17 @@ class Parser:
     def feed(self, chunk: bytes) -> list[Event]:
         events: list[Event] = []
         buf = self._buf + chunk
+        if not self._skip_lf and b"\r" not in buf:
+            # Every line ends with LF (what servers send): split once instead of a search per line.
+            *lines, rest = buf.split(b"\n")
+            for line in lines:
+                event = self._line(line)
+                if event is not None:
+                    events.append(event)
+            self._buf = rest
+            if len(rest) > self._max_line:
+                raise SSEError(f"SSE line longer than {self._max_line} bytes")
+            return events
         start = 0
         while True:
             cr = buf.find(b"\r", start)
