@@ -60,6 +60,8 @@ def error_message(request_id: Any, message: str) -> str:
 
 def answered_ids(data: str) -> list[Any]:
     """Ids of the JSON-RPC responses inside one SSE data payload (single or batch)."""
+    if '"result"' not in data and '"error"' not in data and "\\" not in data:
+        return []  # a response has one of these keys, spelt out unless escaped: no parse needed
     try:
         decoded = json.loads(data)
     except (ValueError, RecursionError):
@@ -248,9 +250,10 @@ class Pump:
             self._remember(event.id)
         if event.data:  # a priming event (no data) only moves the cursor
             batch.append((event.data, event.id or ""))
-            for answered in answered_ids(event.data):
-                if answered in self.pending:
-                    self.pending.remove(answered)
+            if self.pending:
+                for answered in answered_ids(event.data):
+                    if answered in self.pending:
+                        self.pending.remove(answered)
         return event.id or ""
 
     async def _flush(self, batch: list[tuple[str, str]], uid: str) -> bool:
