@@ -11,7 +11,6 @@ import json
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -121,25 +120,25 @@ class Message:
         return self.method is None and ("result" in self.raw or "error" in self.raw)
 
 
-@dataclass(frozen=True)
 class Body:
     """A parsed POST body: one message or (2025-03-26 only) a batch."""
 
-    messages: tuple[Message, ...]
-    is_batch: bool
+    __slots__ = ("first_id", "is_batch", "messages", "request_ids", "requests")
 
-    # Cached: read several times per request, and a Body never changes.
-    @functools.cached_property
-    def requests(self) -> tuple[Message, ...]:
-        return tuple(m for m in self.messages if m.is_request)
+    def __init__(self, messages: tuple[Message, ...], is_batch: bool) -> None:
+        self.messages = messages
+        self.is_batch = is_batch
+        # Read several times per request, and a Body never changes: worked out once, here (a
+        # functools.cached_property takes a lock on every first read on CPython 3.11).
+        self.requests: tuple[Message, ...] = tuple(m for m in messages if m.is_request)
+        self.request_ids: tuple[str | int, ...] = tuple(m.id for m in self.requests if m.id is not None)
+        self.first_id: errors.JsonRpcId = self.requests[0].id if self.requests else None
 
-    @functools.cached_property
-    def request_ids(self) -> tuple[str | int, ...]:
-        return tuple(m.id for m in self.requests if m.id is not None)
+    def __eq__(self, other: object) -> bool:  # (and so unhashable: its messages are)
+        return isinstance(other, Body) and (other.messages, other.is_batch) == (self.messages, self.is_batch)
 
-    @functools.cached_property
-    def first_id(self) -> errors.JsonRpcId:
-        return self.requests[0].id if self.requests else None
+    def __repr__(self) -> str:
+        return f"Body(messages={self.messages!r}, is_batch={self.is_batch!r})"
 
     @property
     def initialize(self) -> Message | None:
