@@ -12,6 +12,8 @@ Tools (by `params.name` of tools/call):
   close_early    -> SSE that closes after `arguments.close_after` events (resumable if ids are on)
   html           -> 200 text/html (a wrong content type)
   orphan         -> SSE answering an id nobody asked, then the real answer
+  burst          -> SSE: `arguments.count` progress notifications and the result, all in the
+                    write after the headers' (they reach the gateway together)
 """
 
 from __future__ import annotations
@@ -143,6 +145,17 @@ class ScriptedUpstream:
             ]
         if name == "html":
             await _respond(send, 200, b"<html>not mcp</html>", "text/html")
+            return
+        if name == "burst":
+            progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": rid}}
+            payloads = [
+                json.dumps({**progress, "params": {**progress["params"], "progress": i + 1}})
+                for i in range(int(args.get("count", 3)))
+            ]
+            payloads.append(json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"echo": args}}))
+            await _start_sse(send)  # uvicorn writes the head, then the body: no await in between
+            body = "".join(f"id: burst-{i}\ndata: {payload}\n\n" for i, payload in enumerate(payloads, 1))
+            await send({"type": "http.response.body", "body": body.encode(), "more_body": False})
             return
         if name == "orphan":  # a response for an id nobody asked, then the real one
             events = [json.dumps({"jsonrpc": "2.0", "id": "nobody", "result": {}})]

@@ -233,11 +233,11 @@ class SessionfulEndpoint:
             answer = await self._relay_plain(response, record.id)
             return answer if outcome is None else await outcome.deliver(answer)
         to_client = client_headers(response.headers, record.id)  # before the pump forgets them
-        stream = await self._relay.open_stream(
+        stream, opened = await self._relay.open_stream(
             record, response, kind="post", pending=body.request_ids, stream=outcome.claim.stream
         )
         await outcome.streamed(stream)
-        delivery = self._relay.deliver(record, stream, 0)
+        delivery = self._relay.deliver(record, stream, 0, opened=opened)
         return sse_response(delivery, to_client, slot)
 
     async def _initialize(self, request: Request, pool_name: str | None, body: Body, raw: bytes) -> Response:
@@ -315,8 +315,8 @@ class SessionfulEndpoint:
             await slot.release()
             return await self._relay_plain(response, record.id)  # e.g. 405: no standalone stream
         to_client = client_headers(response.headers, record.id)  # before the pump forgets them
-        stream = await self._relay.open_stream(record, response, kind="get", pending=())
-        delivery = self._relay.deliver(record, stream, 0)
+        stream, opened = await self._relay.open_stream(record, response, kind="get", pending=())
+        delivery = self._relay.deliver(record, stream, 0, opened=opened)
         return sse_response(delivery, to_client, slot)
 
     async def _resume(

@@ -16,6 +16,7 @@ is taken over by compare-and-set against the holder the caller saw dead.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,18 +31,36 @@ END = "e"
 POLL = "p"  # the upstream closed the connection for the client to poll; data = its retry in ms
 RELEASED = b"r"  # payload on the notify channel: the pump let go of the lease without finishing
 
-# KEYS: events, meta, lease[, the session's stream registry].  ARGV: owner, ttl_ms, kind, pending,
-# traceparent ('' = not traced)[, stream id, its registry entry, the registry's ttl_ms].
-_CREATE = """
-redis.call('HSET', KEYS[2], 'kind', ARGV[3], 'seq', '0', 'pending', ARGV[4], 'uid', '', 'done', '0')
+# KEYS: events, meta, lease, notify channel[, the session's stream registry].  ARGV: owner, ttl_ms,
+# kind, pending, traceparent ('' = not traced), maxlen, uid, final ('1'/'0'), notify ('1'/'0'),
+# stream id, its registry entry, the registry's ttl_ms ('' x3 without a registry), then pairs of
+# (data, upstream id): the stream's first events, if the upstream had sent some.  Returns the last seq.
+_OPEN = """
+local seq = 0
+for i = 13, #ARGV, 2 do
+  seq = seq + 1
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], seq .. '-0', 't', 'm', 'd', ARGV[i], 'u', ARGV[i+1])
+end
+local done = '0'
+if ARGV[8] == '1' then
+  seq = seq + 1
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], seq .. '-0', 't', 'e', 'd', '', 'u', '')
+  done = '1'
+else
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
+end
+redis.call('HSET', KEYS[2], 'kind', ARGV[3], 'seq', seq, 'pending', ARGV[4], 'uid', ARGV[7], 'done', done)
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'tp', ARGV[5]) end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[2])
-if KEYS[4] then
-  redis.call('HSET', KEYS[4], ARGV[6], ARGV[7])
-  redis.call('PEXPIRE', KEYS[4], ARGV[8])
+if seq > 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  if ARGV[9] == '1' then redis.call('SPUBLISH', KEYS[4], seq) end
 end
-return 1
+if KEYS[5] then
+  redis.call('HSET', KEYS[5], ARGV[10], ARGV[11])
+  redis.call('PEXPIRE', KEYS[5], ARGV[12])
+end
+return seq
 """
 
 # KEYS: events, meta, lease, notify channel.  ARGV: owner, maxlen, ttl_ms, pending, uid, marker ('1' end,
@@ -140,7 +159,7 @@ class EventLog:
         self._maxlen = str(maxlen)
         self._ttl_ms = str(int(ttl * 1000))
         self._notify = "1" if notify else "0"
-        self._create = Script(redis, _CREATE)
+        self._open = Script(redis, _OPEN)
         self._append = Script(redis, _APPEND)
         self._acquire = Script(redis, _ACQUIRE)
         self._release = Script(redis, _RELEASE)
@@ -156,17 +175,42 @@ class EventLog:
         trace: str = "",
         registration: Registration | None = None,
     ) -> None:
-        """Create the meta record and take the lease for a brand-new stream; `trace` (a traceparent)
-        is kept with it, so a takeover or a resume on any replica continues the same trace. With
-        `registration`, the stream's entry in its session's registry is written in the same round
-        trip (the stream setup of a call is one round trip, not two)."""
-        keys = list(self._keys.stream_keys(session, stream))
-        args: list[str | int] = [owner, self._ttl_ms, kind, json.dumps(list(pending)), trace]
+        """`open` with no events yet."""
+        await self.open(session, stream, kind=kind, pending=pending, owner=owner, trace=trace,
+                        registration=registration)
+
+    async def open(
+        self,
+        session: str,
+        stream: str,
+        *,
+        kind: str,
+        pending: tuple[Any, ...],
+        owner: str,
+        trace: str = "",
+        registration: Registration | None = None,
+        events: Sequence[tuple[str, str]] = (),
+        uid: str = "",
+        final: bool = False,
+    ) -> int:
+        """Create the meta record and take the lease for a brand-new stream, with its first
+        (data, upstream id) events if there are some (`pending`, `uid`, `final` as for `append`):
+        the stream's setup and first append are one round trip. `trace` (a traceparent) is kept
+        with it, so a takeover or a resume on any replica continues the same trace. With
+        `registration`, the stream's entry in its session's registry is written too. Returns the
+        last seq (0 without events)."""
+        keys = [*self._keys.stream_keys(session, stream), self._keys.notify(session, stream)]
+        args: list[str | int] = [owner, self._ttl_ms, kind, json.dumps(list(pending)), trace, self._maxlen, uid]
+        args += ["1" if final else "0", self._notify]
         if registration is not None:
             keys.append(self._keys.streams(session))
             args += [stream, registration.entry, registration.ttl_ms]
+        else:
+            args += ["", "", ""]
+        for data, event_uid in events:
+            args.extend((data, event_uid))
         with translated():
-            await self._create(keys=keys, args=args)
+            return int(await self._open(keys=keys, args=args))
 
     async def append(
         self,

@@ -22,7 +22,7 @@ from typing import Any
 from gateway import errors
 from gateway.retry import store_busy, store_handover, upstream_resume
 from gateway.store.eventlog import EventLog, LeaseLost, StreamVanished, appended
-from gateway.store.sessions import SessionRecord
+from gateway.store.sessions import Registration, SessionRecord
 from gateway.streams.signals import Signal
 from gateway.tracing import attributes as a
 from gateway.tracing.api import NOOP, Attrs, Tracer
@@ -78,6 +78,21 @@ def answered_ids(data: str) -> list[Any]:
     ]
 
 
+@dataclass(frozen=True)
+class Opening:
+    """A new stream, created by its pump's first write with what the upstream sent already (one
+    round trip, not a create then an append: `EventLog.open`); `done` tells its request."""
+
+    trace: str
+    registration: Registration | None
+    done: asyncio.Future[None]
+
+    def failed(self, exc: BaseException) -> None:
+        if not self.done.done():  # (a cancelled pump: its request gets a store error, not a cancellation)
+            self.done.set_exception(exc if isinstance(exc, Exception) else errors.StoreError("interrupted"))
+            self.done.exception()  # retrieved: no warning when its request has gone meanwhile
+
+
 @dataclass(slots=True)
 class Pump:
     log: EventLog
@@ -98,6 +113,7 @@ class Pump:
     _boundary: bool = False  # on a resumed upstream connection whose replay->live boundary is still ahead
     _last_event: float = 0.0
     _recent: list[str] = field(default_factory=list)  # the newest upstream ids logged (see _remember)
+    opening: Opening | None = None  # the stream is not in the store yet: the first write creates it
 
     async def run(self, first: UpstreamResponse | None) -> None:
         """Pump until the stream ends; `first` is the open upstream response, or None to resume.
@@ -119,6 +135,8 @@ class Pump:
             except errors.StoreError as exc:
                 log.error("stream %s: store failed: %s", self.stream, exc)
             finally:
+                if self.opening is not None:
+                    self.opening.failed(errors.StoreError("the stream could not be created"))
                 self.signal.close()
                 if not self.finished and not self.lost:
                     # Hand over at once (drain deadline, store hiccup): another replica adopts it.
@@ -187,29 +205,44 @@ class Pump:
         response.forget_headers()  # relayed already (the client's own headers were built from them)
         parser = sse.Parser(self.config.max_line)
         progressed = False
+        # A new stream is created with what came with the upstream's headers, or right behind them.
+        chunk = await self._arrived(response) if self.opening is not None else None
         while not self.finished:
-            idle_left = self.config.idle_timeout - (time.monotonic() - self._last_event)
-            wait = min(idle_left, self.config.repoll) if resumed else idle_left
-            try:
-                # A coroutine per read, not an async generator and a timeout context held while idle.
-                chunk = await response.next_chunk(max(wait, 0.0))
-                if chunk is None:
+            if chunk is None:
+                idle_left = self.config.idle_timeout - (time.monotonic() - self._last_event)
+                wait = min(idle_left, self.config.repoll) if resumed else idle_left
+                try:
+                    # A coroutine per read, not an async generator and a timeout context held while idle.
+                    chunk = await response.next_chunk(max(wait, 0.0))
+                    if chunk is None:
+                        return progressed, False
+                except TimeoutError:
+                    if time.monotonic() - self._last_event >= self.config.idle_timeout:
+                        raise PumpIdle() from None
+                    return progressed, True
+                except errors.UpstreamError as exc:
+                    log.info("stream %s: upstream stream broke: %s", self.stream, exc)
                     return progressed, False
-            except TimeoutError:
-                if time.monotonic() - self._last_event >= self.config.idle_timeout:
-                    raise PumpIdle() from None
-                return progressed, True
-            except errors.UpstreamError as exc:
-                log.info("stream %s: upstream stream broke: %s", self.stream, exc)
-                return progressed, False
             try:
                 events = parser.feed(chunk)
             except sse.SSEError as exc:
                 raise CannotResume(f"malformed SSE from upstream: {exc}") from exc
+            chunk = None
             if events and await self._handle(events):
                 progressed = True
                 self._last_event = time.monotonic()
+            if self.opening is not None:  # no complete event came with the headers: created empty
+                await self._append([])
         return progressed, False
+
+    async def _arrived(self, response: UpstreamResponse) -> bytes:
+        """What the upstream sent already: its first events often follow the headers in another
+        packet that is in already (one loop turn lets the loop read it); never waits for more."""
+        chunk = response.take_buffered()
+        if not chunk:
+            await asyncio.sleep(0)
+            chunk = response.take_buffered()
+        return chunk
 
     async def _handle(self, events: list[sse.Event]) -> bool:
         batch: list[tuple[str, str]] = []
@@ -290,9 +323,13 @@ class Pump:
         self, batch: list[tuple[str, str]], *, uid: str = "", final: bool = False, poll_ms: int | None = None
     ) -> None:
         before = self.seq
-        attrs: Attrs = {a.DB_SYSTEM: "redis", a.DB_OPERATION: "EVALSHA", a.STREAM: self.stream, a.EVENTS: len(batch)}
-        with self.tracer.span("redis append", kind="client", attrs=attrs):
-            seq = await self._append_retrying(batch, uid=uid, final=final, poll_ms=poll_ms)
+        if self.opening is not None:  # the request's `redis create` span covers this write
+            seq = await self._open(self.opening, batch, uid=uid, final=final)
+        else:
+            events = len(batch)
+            attrs: Attrs = {a.DB_SYSTEM: "redis", a.DB_OPERATION: "EVALSHA", a.STREAM: self.stream, a.EVENTS: events}
+            with self.tracer.span("redis append", kind="client", attrs=attrs):
+                seq = await self._append_retrying(batch, uid=uid, final=final, poll_ms=poll_ms)
         self.seq = seq
         if uid:
             self.uid = uid
@@ -300,6 +337,29 @@ class Pump:
             self.finished = True
         written = appended(before, batch, final=final, poll_ms=poll_ms)  # the script checked `expect`
         self.signal.notify(seq, written if written and written[-1].seq == seq else ())
+
+    async def _open(self, opening: Opening, batch: list[tuple[str, str]], *, uid: str, final: bool) -> int:
+        try:
+            seq = await store_busy().run(
+                lambda: self.log.open(
+                    self.record.id,
+                    self.stream,
+                    kind=self.kind,
+                    pending=tuple(self.pending),
+                    owner=self.owner,
+                    trace=opening.trace,
+                    registration=opening.registration,
+                    events=batch,
+                    uid=uid,
+                    final=final,
+                )
+            )
+        except BaseException as exc:
+            opening.failed(exc)
+            raise
+        self.opening = None
+        opening.done.set_result(None)
+        return seq
 
     async def _append_retrying(
         self, batch: list[tuple[str, str]], *, uid: str, final: bool, poll_ms: int | None
@@ -320,12 +380,8 @@ class Pump:
         )
 
     async def _fail(self, message: str) -> None:
-        log.warning(
-            "stream %s: %s; answering %d pending request(s) with errors",
-            self.stream,
-            message,
-            len(self.pending),
-        )
+        pending = len(self.pending)
+        log.warning("stream %s: %s; answering %d pending request(s) with errors", self.stream, message, pending)
         batch = [(error_message(i, message), "") for i in self.pending]
         self.pending.clear()
         await self._append(batch, final=True)

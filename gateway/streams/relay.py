@@ -23,7 +23,7 @@ from gateway.retry import store_busy
 from gateway.store.eventlog import DONE, END, POLL, TAKEN, VANISHED, Entry, EventLog
 from gateway.store.sessions import SessionRecord, SessionStore
 from gateway.streams import spans
-from gateway.streams.pump import Pump, PumpConfig, answered_ids, error_message
+from gateway.streams.pump import Opening, Pump, PumpConfig, answered_ids, error_message
 from gateway.streams.signals import Signal, Signals
 from gateway.streams.tail import Tail, Watch
 from gateway.supervisor import Supervisor
@@ -84,29 +84,26 @@ class Relay:
         kind: str,
         pending: tuple[Any, ...],
         stream: str | None = None,
-    ) -> str:
-        """Register a new stream for an upstream SSE response and start pumping it.
+    ) -> tuple[str, Signal]:
+        """Register a new stream for an upstream SSE response and start pumping it; returns once
+        the stream is in the store (created by the pump's first write, with the events that came
+        with the upstream's headers: one round trip), with the pump's signal for its first delivery
+        (the pump may have written the whole stream and stopped already).
 
         `stream` is an id reserved earlier (a request-id claim names it before the upstream is called)."""
         stream = stream or cursor.new_stream_id()
-        try:
-            trace = self._tracer.traceparent()  # the request's span: later spans of the stream join its trace
-            attrs = {a.DB_SYSTEM: "redis", a.DB_OPERATION: "EVALSHA", a.STREAM: stream}
-            with self._tracer.span("redis create", kind="client", attrs=attrs):
-                await self._log.create(
-                    record.id,
-                    stream,
-                    kind=kind,
-                    pending=pending,
-                    owner=self._replica,
-                    trace=trace,
-                    registration=self._sessions.registration(kind, pending),
-                )
+        # The request's span: later spans of the stream (takeovers, resumes) join its trace.
+        trace = self._tracer.traceparent()
+        opening = Opening(trace, self._sessions.registration(kind, pending), asyncio.get_running_loop().create_future())
+        try:  # the pump's span is the request's child, as the create's
+            signal = self._start_pump(record, stream, kind, list(pending), uid="", first=response, opening=opening)
         except BaseException:
             response.close()
             raise
-        self._start_pump(record, stream, kind, list(pending), uid="", first=response)
-        return stream
+        attrs = {a.DB_SYSTEM: "redis", a.DB_OPERATION: "EVALSHA", a.STREAM: stream}
+        with self._tracer.span("redis create", kind="client", attrs=attrs):
+            await opening.done
+        return stream, signal
 
     def _start_pump(
         self,
@@ -118,6 +115,7 @@ class Relay:
         uid: str,
         first: UpstreamResponse | None,
         seq: int = 0,
+        opening: Opening | None = None,
     ) -> Signal:
         signal = self.signals.open(record.id, stream, seq)
         pump = Pump(
@@ -133,6 +131,7 @@ class Relay:
             uid=uid,
             seq=seq,
             tracer=self._tracer,
+            opening=opening,
         )
         task = self._supervisor.spawn(self._run_pump(pump, first), name=f"pump:{stream}")
         self._pumps[(record.id, stream)] = (pump, task)
@@ -256,16 +255,24 @@ class Relay:
         ]
 
     def deliver(
-        self, record: SessionRecord, stream: str, after: int, *, resumed: bool = False, trace: str = ""
+        self,
+        record: SessionRecord,
+        stream: str,
+        after: int,
+        *,
+        resumed: bool = False,
+        trace: str = "",
+        opened: Signal | None = None,
     ) -> AsyncIterator[bytes]:
-        """`_deliver`; a resume in a span of the stream's trace (`trace`: its stored traceparent)."""
-        events = self._deliver(record, stream, after, resumed=resumed)
+        """`_deliver`; a resume in a span of the stream's trace (`trace`: its stored traceparent);
+        `opened`: the signal `open_stream` gave, for the stream's first delivery."""
+        events = self._deliver(record, stream, after, resumed=resumed, opened=opened)
         if resumed and self._tracer.enabled:
             return spans.resumed(self._tracer, events, record.id, stream, after, trace)
         return events
 
     async def _deliver(
-        self, record: SessionRecord, stream: str, after: int, *, resumed: bool = False
+        self, record: SessionRecord, stream: str, after: int, *, resumed: bool, opened: Signal | None
     ) -> AsyncIterator[bytes]:
         """The SSE body for one client connection on `stream`, starting after seq `after`.
 
@@ -300,7 +307,7 @@ class Relay:
                     yield sse.retry_hint(self._config.retry_ms)
                     return
                 try:
-                    entries, failure = await self._next(record, stream, after, last_write, watch)
+                    entries, failure = await self._next(record, stream, after, last_write, watch, opened)
                 except errors.StoreError as exc:
                     # The store blinked: end this connection cleanly; the client resumes from its
                     # Last-Event-ID (nothing it was sent is lost: every event was in Redis first).
@@ -347,10 +354,19 @@ class Relay:
         after: int,
         last_write: float,
         watch: Callable[[], Awaitable[tuple[Watch, bool]]],
+        opened: Signal | None = None,
     ) -> tuple[list[Entry], list[bytes] | None]:
         """The next entries after `after` (maybe none, on a keep-alive tick) or final events."""
         budget = max(0.05, self._config.keepalive - (time.monotonic() - last_write))
         signal: Signal | None = self.signals.get(record.id, stream)
+        if signal is None and opened is not None:
+            # The pump that opened the stream stopped before its first delivery began (an answer
+            # that came whole with its headers): what it wrote last, from memory, not the tail.
+            if opened.failure is not None:
+                return [], opened.failure
+            held = opened.entries_after(after)
+            if held:
+                return held, None
         if signal is not None:
             # This replica pumps the stream: its signal knows the newest seq and holds the entries
             # of the last append, so a delivery that keeps up reads nothing back from Redis.

@@ -93,6 +93,10 @@ class UpstreamResponse:
         except (OSError, http1.ProtocolFailure) as exc:
             raise errors.UpstreamError(f"Upstream stream broke: {exc}") from exc
 
+    def take_buffered(self) -> bytes:
+        """The body bytes that arrived already, without waiting (b"" when none did)."""
+        return self._response.take_buffered()
+
     def forget_headers(self) -> None:
         """Drop the headers once they were passed on: a stream open for hours keeps only what its
         body needs (status and content type stay)."""

@@ -210,20 +210,13 @@ class Response:
             yield chunk
 
     async def next_chunk(self, timeout: float | None = None) -> bytes | None:
-        """Everything that arrived since the last read, at once (the pump appends what one read
-        gives it in one store write, so bytes that came together stay together, as aiohttp's
-        iter_any); None at the end of the message; raises if it broke, TimeoutError past
-        `timeout` s. A coroutine, not a generator: a long-lived reader (the pump) holds no
-        generator, timeout context or timer between reads."""
+        """Everything that arrived since the last read, at once (bytes that came together stay
+        together: the pump logs them in one write); None at the end of the message; raises if it
+        broke, TimeoutError past `timeout` s. A coroutine, not a generator: a long-lived reader
+        (the pump) holds no generator, timeout context or timer between reads."""
         while True:
-            chunks = self._chunks
-            if chunks:
-                chunk = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                chunks.clear()
-                self._buffered = 0
-                if not self._complete:
-                    self._connection.resume()
-                return chunk
+            if self._chunks:
+                return self.take_buffered()
             if self._error is not None:
                 raise self._error
             if self._complete:
@@ -238,6 +231,18 @@ class Response:
                 self._waiter = None
                 if timer is not None:
                     timer.cancel()
+
+    def take_buffered(self) -> bytes:
+        """Everything that arrived since the last read, without waiting (b"" when nothing did)."""
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        chunk = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if not self._complete:
+            self._connection.resume()
+        return chunk
 
     def close(self) -> None:
         """Done with the response: an unfinished one closes its connection (the upstream sees it)."""
