@@ -93,6 +93,25 @@ async def test_create_and_append(any_redis: aioredis.Redis, keys: Keys, session:
     assert await log.first_seq(session, stream) == 1
 
 
+async def test_open_with_events_is_create_then_append_in_one_script(
+    any_redis: aioredis.Redis, keys: Keys, session: str, stream: str
+) -> None:
+    """The stream's first events (and, when they answered everything, its end) with its creation."""
+    log = make_log(any_redis, keys)
+    seq = await log.open(session, stream, kind="post", pending=("b",), owner="r1", events=[("a", "u1"), ("b", "")])
+    assert seq == 2
+    assert await log.meta(session, stream) == Meta(kind="post", seq=2, pending=("b",), uid="", done=False)
+    assert await log.lease_holder(session, stream) == "r1"
+    assert await log.append(session, stream, "r1", [("c", "u3")], pending=(), uid="u3", expect=2) == 3  # fenced as usual
+
+    other = cursor.new_stream_id()
+    seq = await log.open(session, other, kind="post", pending=(), owner="r1", events=[("x", "u9")], uid="u9", final=True)
+    assert seq == 2  # the event and the end marker
+    assert [(e.seq, e.type, e.data) for e in await log.read(session, other, 0)] == [(1, MESSAGE, "x"), (2, END, "")]
+    assert await log.meta(session, other) == Meta(kind="post", seq=2, pending=(), uid="u9", done=True)
+    assert await log.lease_holder(session, other) is None  # done: nobody pumps it
+
+
 async def test_create_keeps_the_trace_context(any_redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
     """A traced stream keeps the opening request's traceparent (takeovers and resumes continue it);
     an untraced one writes no field for it."""
