@@ -102,10 +102,13 @@ async def test_open_with_events_is_create_then_append_in_one_script(
     assert seq == 2
     assert await log.meta(session, stream) == Meta(kind="post", seq=2, pending=("b",), uid="", done=False)
     assert await log.lease_holder(session, stream) == "r1"
-    assert await log.append(session, stream, "r1", [("c", "u3")], pending=(), uid="u3", expect=2) == 3  # fenced as usual
+    # appends follow, fenced as usual
+    assert await log.append(session, stream, "r1", [("c", "u3")], pending=(), uid="u3", expect=2) == 3
 
     other = cursor.new_stream_id()
-    seq = await log.open(session, other, kind="post", pending=(), owner="r1", events=[("x", "u9")], uid="u9", final=True)
+    seq = await log.open(
+        session, other, kind="post", pending=(), owner="r1", events=[("x", "u9")], uid="u9", final=True
+    )
     assert seq == 2  # the event and the end marker
     assert [(e.seq, e.type, e.data) for e in await log.read(session, other, 0)] == [(1, MESSAGE, "x"), (2, END, "")]
     assert await log.meta(session, other) == Meta(kind="post", seq=2, pending=(), uid="u9", done=True)
