@@ -153,6 +153,22 @@ async def test_a_stream_that_cannot_be_created_answers_its_request_with_a_store_
         assert not relay._pumps  # the pump that could not create its stream is gone
 
 
+async def test_a_pump_that_stops_before_creating_its_stream_does_not_leave_its_request_waiting(
+    redis_url: str, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a pump cancelled before its first step (a shutdown): none of its own code runs."""
+
+    async def gone(self: Pump, first: UpstreamResponse | None) -> None:
+        if first is not None:
+            first.close()
+
+    monkeypatch.setattr(Pump, "run", gone)
+    async with running_gateway(redis_url=redis_url, key_prefix=key_prefix) as env:
+        sid = await env.initialize()
+        r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("burst", count=2))
+        assert r.status_code == 503 and "stopped early" in r.json()["error"]["message"]
+
+
 class Arriving:
     """An upstream response whose body bytes arrive on the loop's next turn (or never)."""
 

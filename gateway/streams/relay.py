@@ -135,6 +135,8 @@ class Relay:
         )
         task = self._supervisor.spawn(self._run_pump(pump, first), name=f"pump:{stream}")
         self._pumps[(record.id, stream)] = (pump, task)
+        if opening is not None:  # a pump cancelled before its first step runs none of its code
+            task.add_done_callback(lambda _: opening.failed(errors.StoreError("the stream's pump stopped early")))
         return signal
 
     async def _run_pump(self, pump: Pump, first: UpstreamResponse | None) -> None:
