@@ -64,7 +64,7 @@ def make_log(
 async def new_stream(
     log: EventLog, session: str, stream: str, owner: str = "r1", pending: tuple[object, ...] = (1,)
 ) -> None:
-    await log.create(session, stream, kind="post", pending=pending, owner=owner)
+    await log.open(session, stream, kind="post", pending=pending, owner=owner)
 
 
 # --- create / append (both backends) ------------------------------------------------------------
@@ -72,7 +72,7 @@ async def new_stream(
 
 async def test_create_and_append(any_redis: aioredis.Redis, keys: Keys, session: str, stream: str) -> None:
     log = make_log(any_redis, keys)
-    await log.create(session, stream, kind="post", pending=(1, "b"), owner="r1")
+    await log.open(session, stream, kind="post", pending=(1, "b"), owner="r1")
     assert await log.meta(session, stream) == Meta(kind="post", seq=0, pending=(1, "b"), uid="", done=False)
     assert await log.lease_holder(session, stream) == "r1"
     assert await log.first_seq(session, stream) is None
@@ -120,12 +120,12 @@ async def test_create_keeps_the_trace_context(any_redis: aioredis.Redis, keys: K
     an untraced one writes no field for it."""
     log = make_log(any_redis, keys)
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    await log.create(session, stream, kind="post", pending=(1,), owner="r1", trace=traceparent)
+    await log.open(session, stream, kind="post", pending=(1,), owner="r1", trace=traceparent)
     await log.append(session, stream, "r1", [("a", "u1")], pending=(1,), uid="u1")
     meta = await log.meta(session, stream)
     assert meta is not None and meta.trace == traceparent
     other = cursor.new_stream_id()
-    await log.create(session, other, kind="post", pending=(1,), owner="r1")
+    await log.open(session, other, kind="post", pending=(1,), owner="r1")
     assert not await any_redis.hexists(keys.meta(session, other), "tp")
     untraced = await log.meta(session, other)
     assert untraced is not None and untraced.trace == ""
@@ -415,9 +415,9 @@ async def test_create_writes_the_streams_registration_in_the_same_script(redis: 
     store = SessionStore(redis, keys, ttl=60)
     log = EventLog(redis, keys, maxlen=100, ttl=60)
     session = protocol.new_session_id()
-    await log.create(session, "S1", kind="get", pending=(), owner="r1")
+    await log.open(session, "S1", kind="get", pending=(), owner="r1")
     assert await redis.exists(keys.streams(session)) == 0  # without a registration: meta and lease only
-    await log.create(
+    await log.open(
         session, "S2", kind="post", pending=(3,), owner="r1", registration=store.registration("post", (3,))
     )
     assert await store.stream_info(session, "S2") == StreamInfo(kind="post", pending=(3,))

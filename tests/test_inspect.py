@@ -74,7 +74,7 @@ async def test_a_lease_whose_replica_is_gone_shows_a_dead_owner(redis: aioredis.
     await store.create(record)
     log = EventLog(redis, keys, maxlen=100, ttl=60)
     registration = store.registration("post", (7,))
-    await log.create(sid, "S1", kind="post", pending=(7,), owner="ghost:2:gone", registration=registration)
+    await log.open(sid, "S1", kind="post", pending=(7,), owner="ghost:2:gone", registration=registration)
     session = await Inspector(redis, keys).session(sid[:8])
     (stream,) = session.streams
     assert (stream.owner, stream.owner_alive, stream.pending, stream.last_seq) == ("ghost:2:gone", False, [7], 0)

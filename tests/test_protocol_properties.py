@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import errors
-from gateway.streams.pump import answered_ids
+from gateway.streams.pump import answered_ids, parsed_answered_ids
 from gateway.wire import protocol
 
 json_values = st.recursive(
@@ -72,28 +72,10 @@ def test_answered_ids_are_hashable(value: Any) -> None:
         assert isinstance(request_id, str | int)
 
 
-def _answered_by_parsing(data: str) -> list[Any]:
-    """`answered_ids` without its shortcut: every payload parsed."""
-    try:
-        decoded = json.loads(data)
-    except (ValueError, RecursionError):
-        return []
-    items = decoded if isinstance(decoded, list) else [decoded]
-    return [
-        m["id"]
-        for m in items
-        if isinstance(m, dict)
-        and "method" not in m
-        and ("result" in m or "error" in m)
-        and isinstance(m.get("id"), str | int)
-        and not isinstance(m.get("id"), bool)
-    ]
-
-
 @settings(max_examples=400)
 @given(st.one_of(messageish, st.lists(messageish, max_size=6), json_values), st.booleans())
 def test_answered_ids_shortcut_finds_what_parsing_finds(value: Any, ascii_only: bool) -> None:
     """The no-parse shortcut (no `"result"`, `"error"` or backslash in the payload) misses nothing,
     whether the keys are spelt out or escaped (`\\u0072esult`)."""
     for data in (json.dumps(value, ensure_ascii=ascii_only), json.dumps(value).replace('"result"', '"\\u0072esult"')):
-        assert answered_ids(data) == _answered_by_parsing(data)
+        assert answered_ids(data) == parsed_answered_ids(data)

@@ -65,7 +65,7 @@ async def test_recorded_answer_and_dropped_answer(redis: aioredis.Redis, keys: K
 async def test_waits_for_the_stream_then_attaches(redis: aioredis.Redis, keys: Keys) -> None:
     _, log, replays, record = await setup(redis, keys)
     taken = Claim(body_hash(body(x=1)), "SSSSSSSSSSSS", "r", 99.5)
-    await log.create(record.id, "SSSSSSSSSSSS", kind="post", pending=(4,), owner="r")
+    await log.open(record.id, "SSSSSSSSSSSS", kind="post", pending=(4,), owner="r")
     assert await replays.resolve(record, body(x=1), taken.body_hash, taken) == Attach("SSSSSSSSSSSS")
 
 

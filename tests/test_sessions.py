@@ -54,7 +54,7 @@ async def test_load_renews_ttl(redis: aioredis.Redis, keys: Keys) -> None:
     await store.create(rec)
     log = EventLog(redis, keys, maxlen=100, ttl=2)
     registration = store.registration("post", (1,))
-    await log.create(rec.id, "AAAAAAAAAAAA", kind="post", pending=(1,), owner="r1", registration=registration)
+    await log.open(rec.id, "AAAAAAAAAAAA", kind="post", pending=(1,), owner="r1", registration=registration)
     await asyncio.sleep(0.5)
     before = await redis.pttl(keys.session(rec.id))
     streams_before = await redis.pttl(keys.streams(rec.id))
@@ -142,7 +142,7 @@ async def test_stream_info_reads_the_registration_the_event_log_wrote(redis: aio
     await store.create(rec)
     for stream, kind, pending in (("AAAAAAAAAAAA", "post", (1, "two")), ("BBBBBBBBBBBB", "get", ())):
         registration = store.registration(kind, pending)
-        await log.create(rec.id, stream, kind=kind, pending=pending, owner="r1", registration=registration)
+        await log.open(rec.id, stream, kind=kind, pending=pending, owner="r1", registration=registration)
     assert await store.stream_info(rec.id, "AAAAAAAAAAAA") == StreamInfo(kind="post", pending=(1, "two"))
     assert await store.stream_info(rec.id, "BBBBBBBBBBBB") == StreamInfo(kind="get", pending=())
     assert await store.stream_info(rec.id, "CCCCCCCCCCCC") is None
@@ -160,9 +160,9 @@ async def test_delete_removes_session_and_streams(redis: aioredis.Redis, keys: K
     streams = ["AAAAAAAAAAAA", "BBBBBBBBBBBB"]
     registration = store.registration("post", (1,))
     for stream in streams:
-        await log.create(rec.id, stream, kind="post", pending=(1,), owner="r1", registration=registration)
+        await log.open(rec.id, stream, kind="post", pending=(1,), owner="r1", registration=registration)
         await log.append(rec.id, stream, "r1", [("{}", "")], pending=(1,))
-    await log.create(other.id, "AAAAAAAAAAAA", kind="post", pending=(1,), owner="r1", registration=registration)
+    await log.open(other.id, "AAAAAAAAAAAA", kind="post", pending=(1,), owner="r1", registration=registration)
 
     session_keys = [keys.session(rec.id), keys.streams(rec.id)]
     for stream in streams:

@@ -47,7 +47,7 @@ async def test_a_notification_wakes_the_stream_watch(
 ) -> None:
     t, log, adopted = tail
     rec, stream = record(), cursor.new_stream_id()
-    await log.create(rec.id, stream, kind="post", pending=(1,), owner="me")  # "me" pumps: not orphaned
+    await log.open(rec.id, stream, kind="post", pending=(1,), owner="me")  # "me" pumps: not orphaned
     async with t.watching(rec, stream) as watch, t.watching(rec, stream) as same:
         assert watch is same and len(t) == 1  # one watch (one subscription) per stream
         assert watch.holder == "me"
@@ -64,8 +64,8 @@ async def test_a_dead_holder_or_a_release_hands_the_stream_to_adopt(
 ) -> None:
     t, log, adopted = tail
     rec, dead, released = record(), cursor.new_stream_id(), cursor.new_stream_id()
-    await log.create(rec.id, dead, kind="post", pending=(1,), owner="gone")  # no key, no presence
-    await log.create(rec.id, released, kind="post", pending=(1,), owner="me")
+    await log.open(rec.id, dead, kind="post", pending=(1,), owner="gone")  # no key, no presence
+    await log.open(rec.id, released, kind="post", pending=(1,), owner="me")
     async with t.watching(rec, dead) as w_dead, t.watching(rec, released) as w_released:
         for _ in range(100):
             if adopted:

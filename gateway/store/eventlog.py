@@ -164,21 +164,6 @@ class EventLog:
         self._acquire = Script(redis, _ACQUIRE)
         self._release = Script(redis, _RELEASE)
 
-    async def create(
-        self,
-        session: str,
-        stream: str,
-        *,
-        kind: str,
-        pending: tuple[Any, ...],
-        owner: str,
-        trace: str = "",
-        registration: Registration | None = None,
-    ) -> None:
-        """`open` with no events yet."""
-        await self.open(session, stream, kind=kind, pending=pending, owner=owner, trace=trace,
-                        registration=registration)
-
     async def open(
         self,
         session: str,

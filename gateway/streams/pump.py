@@ -62,6 +62,11 @@ def answered_ids(data: str) -> list[Any]:
     """Ids of the JSON-RPC responses inside one SSE data payload (single or batch)."""
     if '"result"' not in data and '"error"' not in data and "\\" not in data:
         return []  # a response has one of these keys, spelt out unless escaped: no parse needed
+    return parsed_answered_ids(data)
+
+
+def parsed_answered_ids(data: str) -> list[Any]:
+    """`answered_ids` by parsing the payload, always."""
     try:
         decoded = json.loads(data)
     except (ValueError, RecursionError):
