@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import errors
-from gateway.streams.pump import answered_ids, parsed_answered_ids
 from gateway.wire import protocol
+from gateway.wire.answers import answered_ids, parsed_answered_ids
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

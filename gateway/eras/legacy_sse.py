@@ -29,8 +29,8 @@ from gateway import errors
 from gateway.eras.responses import SSE_HEADERS, error_response, read_body
 from gateway.eras.streaming import SSEResponse
 from gateway.store.client import translated
-from gateway.streams.pump import answered_ids
 from gateway.wire import protocol, sse
+from gateway.wire.answers import answered_ids
 
 log = logging.getLogger("gateway.eras.legacy_sse")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from gateway.tracing import attributes as a
 from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
 from gateway.wire import sse
+from gateway.wire.answers import answered_ids, error_message
 from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, H_VERSION, PRIMING_VERSIONS, SSE
 
 log = logging.getLogger("gateway.streams.pump")
@@ -51,36 +51,6 @@ class PumpConfig:
     idle_timeout: float
     max_line: int = 1 << 20
     repoll: float = 2.0  # re-poll a silent resumed upstream stream after this many seconds
-
-
-def error_message(request_id: Any, message: str) -> str:
-    """A JSON-RPC error answering a request whose real answer can no longer be obtained."""
-    return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": {"code": errors.SERVER_ERROR, "message": message}})
-
-
-def answered_ids(data: str) -> list[Any]:
-    """Ids of the JSON-RPC responses inside one SSE data payload (single or batch)."""
-    if '"result"' not in data and '"error"' not in data and "\\" not in data:
-        return []  # a response has one of these keys, spelt out unless escaped: no parse needed
-    return parsed_answered_ids(data)
-
-
-def parsed_answered_ids(data: str) -> list[Any]:
-    """`answered_ids` by parsing the payload, always."""
-    try:
-        decoded = json.loads(data)
-    except (ValueError, RecursionError):
-        return []
-    items = decoded if isinstance(decoded, list) else [decoded]
-    return [
-        m["id"]
-        for m in items
-        if isinstance(m, dict)
-        and "method" not in m
-        and ("result" in m or "error" in m)
-        and isinstance(m.get("id"), str | int)
-        and not isinstance(m.get("id"), bool)
-    ]
 
 
 @dataclass(frozen=True)

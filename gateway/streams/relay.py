@@ -23,7 +23,7 @@ from gateway.retry import store_busy
 from gateway.store.eventlog import DONE, END, POLL, TAKEN, VANISHED, Entry, EventLog
 from gateway.store.sessions import SessionRecord, SessionStore
 from gateway.streams import spans
-from gateway.streams.pump import Opening, Pump, PumpConfig, answered_ids, error_message
+from gateway.streams.pump import Opening, Pump, PumpConfig
 from gateway.streams.signals import Signal, Signals
 from gateway.streams.tail import Tail, Watch
 from gateway.supervisor import Supervisor
@@ -32,6 +32,7 @@ from gateway.tracing import attributes as a
 from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
 from gateway.wire import cursor, sse
+from gateway.wire.answers import answered_ids, error_message
 from gateway.wire.protocol import PRIMING_VERSIONS
 
 log = logging.getLogger("gateway.streams.relay")

@@ -1,0 +1,40 @@
+"""What the JSON-RPC answers inside an SSE payload say, and an error answer for a request whose
+real one is lost: pure functions over JSON text (the pump, the relay and the legacy bridge use
+them)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gateway import errors
+
+
+def error_message(request_id: Any, message: str) -> str:
+    """A JSON-RPC error answering a request whose real answer can no longer be obtained."""
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": {"code": errors.SERVER_ERROR, "message": message}})
+
+
+def answered_ids(data: str) -> list[Any]:
+    """Ids of the JSON-RPC responses inside one SSE data payload (single or batch)."""
+    if '"result"' not in data and '"error"' not in data and "\\" not in data:
+        return []  # a response has one of these keys, spelt out unless escaped: no parse needed
+    return parsed_answered_ids(data)
+
+
+def parsed_answered_ids(data: str) -> list[Any]:
+    """`answered_ids` by parsing the payload, always."""
+    try:
+        decoded = json.loads(data)
+    except (ValueError, RecursionError):
+        return []
+    items = decoded if isinstance(decoded, list) else [decoded]
+    return [
+        m["id"]
+        for m in items
+        if isinstance(m, dict)
+        and "method" not in m
+        and ("result" in m or "error" in m)
+        and isinstance(m.get("id"), str | int)
+        and not isinstance(m.get("id"), bool)
+    ]
