@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.store.sessions import SessionRecord
-from gateway.streams.pump import RECENT_IDS, Pump, PumpConfig
+from gateway.streams.pump import RECENT_IDS, Opening, Pump, PumpConfig
 from gateway.streams.signals import Signal
 from gateway.wire import sse
 
@@ -17,6 +18,17 @@ class FakeLog:
         self.seq = 0
         self.entries: list[str] = []
         self.finals = 0
+        self.opened: list[int] = []  # events written by each open
+
+    async def open(self, session: str, stream: str, *, events: Any = (), **kw: Any) -> int:
+        self.opened.append(len(events))
+        self.entries.extend(data for data, _ in events)
+        self.seq += len(events) + (1 if kw.get("final") else 0)
+        self.finals += 1 if kw.get("final") else 0
+        return self.seq
+
+    async def release(self, session: str, stream: str, owner: str) -> bool:
+        return True
 
     async def append(self, session: str, stream: str, owner: str, events: list[tuple[str, str]], **kw: Any) -> int:
         assert kw["expect"] == self.seq  # the pump always says where it left the log
@@ -40,6 +52,13 @@ class FakeResponse:
     async def next_chunk(self, timeout: float) -> bytes | None:
         body, self._body = self._body, b""
         return body or None
+
+    def take_buffered(self) -> bytes:
+        body, self._body = self._body, b""
+        return body
+
+    def forget_headers(self) -> None:
+        pass
 
     def close(self) -> None:
         self.closed = True
@@ -109,3 +128,27 @@ def test_recent_ids_keep_at_least_the_newest() -> None:
         assert str(n) in p._recent
     assert len(p._recent) <= RECENT_IDS + RECENT_IDS // 4
     assert p._recent[-RECENT_IDS:] == [str(n) for n in range(1000 - RECENT_IDS, 1000)]
+
+
+async def test_a_new_stream_is_opened_with_what_arrived_and_its_request_told() -> None:
+    answer = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {}})
+    log = FakeLog()
+    p = pump(log, FakeUpstream([]))
+    p.opening = Opening("", None, asyncio.get_running_loop().create_future())
+    done = p.opening.done
+    body = sse.encode(progress(1), id="u4") + sse.encode(answer, id="u5")
+    await p.run(FakeResponse(body))  # type: ignore[arg-type]
+    assert log.opened == [2] and log.entries == [progress(1), answer] and log.finals == 1
+    assert done.done() and done.exception() is None and p.finished and p.opening is None
+
+
+async def test_a_request_that_stopped_waiting_for_the_opening_does_not_stop_the_pump() -> None:
+    """Its client left while the stream was being created: the pump goes on (disconnect is not
+    cancellation) and the stream is complete."""
+    answer = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {}})
+    log = FakeLog()
+    p = pump(log, FakeUpstream([]))
+    p.opening = Opening("", None, asyncio.get_running_loop().create_future())
+    p.opening.done.cancel()  # what awaiting it in a cancelled request task does
+    await p.run(FakeResponse(sse.encode(answer, id="u5")))  # type: ignore[arg-type]
+    assert log.opened == [1] and p.finished and log.finals == 1

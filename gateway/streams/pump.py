@@ -333,7 +333,8 @@ class Pump:
             opening.failed(exc)
             raise
         self.opening = None
-        opening.done.set_result(None)
+        if not opening.done.done():  # its request may have stopped waiting (a client that left)
+            opening.done.set_result(None)
         return seq
 
     async def _append_retrying(
