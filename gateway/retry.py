@@ -35,15 +35,12 @@ T = TypeVar("T")
 class Policy:
     """A policy as data, for calls that almost always work the first time: `run` makes the first
     attempt without tenacity (an AsyncRetrying costs ~40 us to build and iterate, per use), then
-    the same waits as `retrying()` would (first_wait, 2x, 4x, ... up to max_wait) and attempts."""
+    the waits and attempts `_policy` would give (first_wait, 2x, 4x, ... up to max_wait)."""
 
     retry_on: type[GatewayError]
     attempts: int
     first_wait: float
     max_wait: float
-
-    def retrying(self) -> AsyncRetrying:
-        return _policy(self.retry_on, self.attempts, self.first_wait, self.max_wait)
 
     async def run(self, call: Callable[[], Awaitable[T]]) -> T:
         try:
