@@ -166,19 +166,20 @@ class Claims:
     async def record(self, session_id: str, ids: tuple[JsonRpcId, ...], claim: Claim) -> None:
         """Store the claim's outcome on every id that is still claimed."""
         with translated():
-            await self._update(
-                keys=[self._keys.requests(session_id)], args=[claim.to_json(), *(claim_field(i) for i in ids)]
-            )
+            await self._update(keys=[self._keys.requests(session_id)], args=_update_args(ids, claim))
 
     def record_nowait(self, session_id: str, ids: tuple[JsonRpcId, ...], claim: Claim) -> bool:
         """`record` on the lane, not waited for; False when the lane could not take it (nothing
         was written: call `record`). Lost only if Redis refuses it or dies first: a repeat then
         waits for the claim as for a first copy that died (eras.replays)."""
-        return self._update.cast(
-            keys=[self._keys.requests(session_id)], args=[claim.to_json(), *(claim_field(i) for i in ids)]
-        )
+        return self._update.cast(keys=[self._keys.requests(session_id)], args=_update_args(ids, claim))
 
     async def release(self, session_id: str, ids: tuple[JsonRpcId, ...]) -> None:
         """Forget a claim whose request provably never reached the upstream (it may be retried)."""
         with translated():
             await self._redis.hdel(self._keys.requests(session_id), *(claim_field(i) for i in ids))
+
+
+def _update_args(ids: tuple[JsonRpcId, ...], claim: Claim) -> list[str]:
+    """ARGV of `_UPDATE`: the claim's JSON, then the field of every id it stands for."""
+    return [claim.to_json(), *(claim_field(i) for i in ids)]

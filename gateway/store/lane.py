@@ -85,10 +85,13 @@ class _Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.alive = True
 
-    def call(self, packed: bytes) -> asyncio.Future[Any]:
+    def _queue(self, *packed: bytes) -> None:
         if not self._unsent:
             self._loop.call_soon(self._flush)  # everything issued in this turn goes in one write
-        self._unsent.append(packed)
+        self._unsent.extend(packed)
+
+    def call(self, packed: bytes) -> asyncio.Future[Any]:
+        self._queue(packed)
         future: asyncio.Future[Any] = self._loop.create_future()
         self._waiting.append(future)
         if self._watchdog is None:
@@ -97,10 +100,7 @@ class _Connection(asyncio.Protocol):
 
     def cast(self, packed: bytes) -> None:
         """`call` without a reply: Redis skips it (`CLIENT REPLY SKIP`), so nothing is awaited."""
-        if not self._unsent:
-            self._loop.call_soon(self._flush)
-        self._unsent.append(_SKIP_REPLY)
-        self._unsent.append(packed)
+        self._queue(_SKIP_REPLY, packed)
 
     def _flush(self) -> None:
         unsent, self._unsent = self._unsent, []
