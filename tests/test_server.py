@@ -12,7 +12,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from gateway.eras.streaming import SSEResponse
-from gateway.http.server import CorkedTransport, LeanEvent, LeanHttpToolsProtocol, Pipeline
+from gateway.http.server import RESPOND, CorkedTransport, LeanEvent, LeanHttpToolsProtocol, Pipeline
 from tests.asgi_server import read_body
 
 
@@ -224,3 +224,124 @@ async def test_a_client_gone_before_the_response_began_ends_it_at_once() -> None
     assert ended[-1] == "response returned"
     assert proto._on_disconnect is None
     assert b"data: 1" not in transport.written  # nothing went to the client that left
+
+
+def responding(status: int, headers: list[tuple[bytes, bytes]], body: bytes, taken: list[bool]) -> Any:
+    """An app answering through `RESPOND`, and by ASGI when it is not taken."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await read_body(receive)
+        done = scope[RESPOND](scope, status, headers, body)
+        taken.append(done)
+        if not done:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def respond_protocol(app: Any) -> tuple[LeanHttpToolsProtocol, FakeTransport]:
+    config = uvicorn.Config(app, http=LeanHttpToolsProtocol, lifespan="off", log_level="warning")
+    config.load()
+    state = ServerState()
+    state.default_headers = [
+        (b"date", b"Thu, 03 Dec 2026 14:00:00 GMT"),
+        (b"server", b"uvicorn"),
+    ]  # as uvicorn's Server sets them
+    proto = LeanHttpToolsProtocol(config=config, server_state=state, app_state={})
+    transport = FakeTransport()
+    proto.connection_made(transport)
+    return proto, transport
+
+
+async def test_respond_writes_a_whole_answer_once_and_keeps_the_connection() -> None:
+    taken: list[bool] = []
+    proto, transport = respond_protocol(
+        responding(200, [(b"content-type", b"application/json"), (b"content-length", b"2")], b"{}", taken)
+    )
+    proto.data_received(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    await settle(transport, 1)
+    (write,) = transport.writes
+    head, body = write.split(b"\r\n\r\n")
+    assert taken == [True] and body == b"{}"
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\ncontent-length: 2" in head
+    assert b"\r\ndate: " in head and b"\r\nserver: uvicorn" in head  # uvicorn's default headers too
+    assert b"connection: close" not in head and not transport.closed
+    assert proto.cycle.response_complete and proto.timeout_keep_alive_task is not None  # as after `send`
+    proto.data_received(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")  # the same connection
+    await settle(transport, 2)
+    assert taken == [True, True]
+
+
+async def test_respond_closes_when_the_client_or_the_answer_says_so() -> None:
+    taken: list[bool] = []
+    proto, transport = respond_protocol(responding(202, [(b"content-length", b"0")], b"", taken))
+    proto.data_received(b"POST /mcp HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    await until(lambda: taken)
+    await asyncio.sleep(0)
+    assert taken == [True] and transport.closed
+    assert b"\r\nconnection: close\r\n\r\n" in transport.written  # added, as uvicorn's `send` does
+
+    taken = []
+    headers = [(b"Connection", b"close"), (b"content-length", b"1")]
+    proto, transport = respond_protocol(responding(200, headers, b"x", taken))
+    proto.data_received(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    await until(lambda: taken)
+    await asyncio.sleep(0)
+    assert taken == [True] and transport.closed
+    assert bytes(transport.written).count(b"connection: close") == 1  # the answer's own, not twice
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ([(b"content-length", b"5")], b"{}"),  # does not match: uvicorn's send raises its error
+        ([(b"transfer-encoding", b"chunked")], b""),
+        ([], b"{}"),  # no length: uvicorn chunks it
+    ],
+)
+async def test_respond_leaves_to_asgi_what_it_does_not_write_whole(
+    headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    taken: list[bool] = []
+    proto, transport = respond_protocol(responding(200, headers, body, taken))
+    proto.data_received(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    await until(lambda: taken)
+    await asyncio.sleep(0.01)
+    assert taken == [False]  # nothing written by `respond`: what follows is uvicorn's `send`
+    assert bytes(transport.written).count(b"HTTP/1.1") == 1
+
+
+async def test_respond_refuses_header_injection_as_send_does() -> None:
+    errors: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            scope[RESPOND](scope, 200, [(b"x-a", b"ok\r\nset-cookie: evil"), (b"content-length", b"0")], b"")
+        except RuntimeError as exc:
+            errors.append(str(exc))
+            raise
+
+    proto, transport = respond_protocol(app)
+    proto.data_received(b"GET /mcp HTTP/1.1\r\nHost: x\r\n\r\n")
+    await until(lambda: errors)
+    await settle_any(transport)
+    assert errors == ["Invalid HTTP header value."]
+    assert b"evil" not in transport.written and transport.written.startswith(b"HTTP/1.1 500 ")
+
+
+async def settle_any(transport: FakeTransport) -> None:
+    await until(lambda: bytes(transport.written))
+
+
+async def test_respond_answers_only_the_current_request_of_a_pipeline() -> None:
+    """A pipelined request's scope is not the connection's current cycle's: ASGI answers it."""
+    taken: list[bool] = []
+    proto, transport = respond_protocol(responding(200, [(b"content-length", b"1")], b"k", taken))
+    proto.data_received(
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+        b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    )
+    await settle(transport, 2)
+    assert taken == [False, True]  # /a ran while /b's cycle was already the current one
+    assert bytes(transport.written).count(b"\r\n\r\nk") == 2

@@ -79,12 +79,17 @@ class RefusalGuard:
                         return
 
 
+def refusal_guard(scope: Scope, receive: Receive, send: Send, *, limit: int) -> RefusalGuard | None:
+    """The guard of a request that comes with a body (None for one without: nothing to drain)."""
+    if scope["type"] != "http" or not _expects_body(scope):
+        return None
+    return RefusalGuard(receive, send, limit=limit)
+
+
 def guarded(scope: Scope, receive: Receive, send: Send, *, limit: int) -> tuple[Receive, Send]:
     """`receive` and `send` for an app that may refuse the request before reading its body."""
-    if scope["type"] != "http" or not _expects_body(scope):
-        return receive, send
-    guard = RefusalGuard(receive, send, limit=limit)
-    return guard.receive, guard.send
+    guard = refusal_guard(scope, receive, send, limit=limit)
+    return (receive, send) if guard is None else (guard.receive, guard.send)
 
 
 class DrainRefusedBodies:

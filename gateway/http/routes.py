@@ -19,8 +19,9 @@ from gateway.eras.responses import error_response, read_body
 from gateway.http import traced
 from gateway.http.gateway import Gateway
 from gateway.http.guard import HeadersTooLarge
-from gateway.http.refusals import guarded
+from gateway.http.refusals import refusal_guard
 from gateway.http.requests import McpRequest
+from gateway.http.server import RESPOND
 from gateway.store.client import ping
 from gateway.wire import protocol
 
@@ -53,7 +54,9 @@ class GatewayApp(Starlette):
                 # The one layer the direct path keeps: a refusal sent before the body is read must
                 # still reach a client that is uploading (the router's stack has it as middleware).
                 # Inline, not nested calls: an open stream holds every frame above its response.
-                receive, send = guarded(scope, receive, send, limit=self._refusal_drain_bytes)
+                guard = refusal_guard(scope, receive, send, limit=self._refusal_drain_bytes)
+                if guard is not None:
+                    receive, send = guard.receive, guard.send
                 gateway: Gateway = self.state.gateway
                 if gateway.tracer.enabled:
                     await traced.serve(
@@ -61,10 +64,24 @@ class GatewayApp(Starlette):
                     )
                     return
                 response = await mcp_endpoint(McpRequest(scope, receive, send))
+                # A whole answer goes out in one write when our server offers it (`http/server.py`);
+                # not while a refused body is still to be drained: the guard's `send` does that.
+                respond = scope.get(RESPOND)
+                if (
+                    respond is not None
+                    and type(response) in _WHOLE
+                    and response.background is None
+                    and (guard is None or guard.body_done)
+                    and respond(scope, response.status_code, response.raw_headers, response.body)
+                ):
+                    return
                 await response(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
+
+# Responses whose `__call__` sends `raw_headers` and `body` as they are, in two messages.
+_WHOLE = (Response, JSONResponse)
 
 MCP_METHODS = ("GET", "POST", "DELETE")  # others take the router: its 405 with `Allow`
 
