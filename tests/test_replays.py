@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 
 import pytest
@@ -41,6 +42,41 @@ def test_body_hash_ignores_key_order_and_whitespace() -> None:
     a = protocol.parse_body(b'{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":1,"b":2}}', "2025-11-25")
     b = protocol.parse_body(b'{ "params": {"b": 2, "a": 1}, "method": "m", "id": 1, "jsonrpc": "2.0" }', "2025-11-25")
     assert body_hash(a) == body_hash(b) != body_hash(body(x=1))
+
+
+async def test_a_claim_with_the_digest_of_an_earlier_version_is_the_same_body(
+    redis: aioredis.Redis, keys: Keys
+) -> None:
+    """Rolling update: the first copy was claimed by a replica that digested `json`'s canonical
+    form; the repeat, on this version, is still recognised as the same request. (For ASCII text
+    and integers the two forms are the same bytes; they differ on non-ASCII text and some floats.)"""
+    claims, _, replays, record = await setup(redis, keys)
+    taken = await claims.get(record.id, 4)
+    assert taken is not None
+    for same_bytes, first in ((True, body(x=1)), (False, body(x="café", y=1e-05))):
+        messages = [m.raw for m in first.messages]
+        before_orjson = hashlib.sha256(
+            json.dumps(messages, sort_keys=True, separators=(",", ":")).encode()
+        ).hexdigest()[:32]
+        assert (before_orjson == body_hash(first)) is same_bytes
+        answered = dataclasses.replace(taken, body_hash=before_orjson, status=200, answer='{"ok": 1}')
+        assert await replays.resolve(record, first, body_hash(first), answered) == Recorded(200, b'{"ok": 1}')
+        with pytest.raises(errors.RequestIdReused):  # and another body is still another body
+            await replays.resolve(record, body(x=2), body_hash(body(x=2)), answered)
+
+
+def test_a_body_orjson_refuses_is_digested_as_before() -> None:
+    """NaN and integers past 64 bits parse through `json` (orjson refuses them): the digest is
+    `json`'s canonical form, so NaN is never confused with null."""
+    nan = protocol.parse_body(b'{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":NaN}}', "2025-11-25")
+    null = protocol.parse_body(b'{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":null}}', "2025-11-25")
+    big = protocol.parse_body(
+        b'{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":123456789012345678901234}}', "2025-11-25"
+    )
+    assert not nan.strict and not big.strict and null.strict
+    assert body_hash(nan) != body_hash(null)
+    canonical = b'[{"id":1,"jsonrpc":"2.0","method":"m","params":{"a":123456789012345678901234}}]'
+    assert body_hash(big) == hashlib.sha256(canonical).hexdigest()[:32]
 
 
 async def test_other_body_is_refused(redis: aioredis.Redis, keys: Keys) -> None:

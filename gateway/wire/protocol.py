@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway import errors
+from gateway.wire import codec
 
 # --- protocol versions -------------------------------------------------------------------
 
@@ -123,11 +124,12 @@ class Message:
 class Body:
     """A parsed POST body: one message or (2025-03-26 only) a batch."""
 
-    __slots__ = ("first_id", "is_batch", "messages", "request_ids", "requests")
+    __slots__ = ("first_id", "is_batch", "messages", "request_ids", "requests", "strict")
 
-    def __init__(self, messages: tuple[Message, ...], is_batch: bool) -> None:
+    def __init__(self, messages: tuple[Message, ...], is_batch: bool, *, strict: bool = False) -> None:
         self.messages = messages
         self.is_batch = is_batch
+        self.strict = strict  # parsed by orjson: strict JSON (`wire/codec.py`)
         # Read several times per request, and a Body never changes: worked out once, here (a
         # functools.cached_property takes a lock on every first read on CPython 3.11).
         self.requests: tuple[Message, ...] = tuple(m for m in messages if m.is_request)
@@ -162,7 +164,7 @@ def _check_message(item: object) -> Message:
 def parse_body(raw: bytes, version: str, *, max_batch: int = 100) -> Body:
     """Parse and classify a POST body; raise ParseError / InvalidRequest on bad input."""
     try:
-        decoded = json.loads(raw)
+        decoded, strict = codec.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.ParseError(f"Parse error: {exc}") from None
     except RecursionError:
@@ -175,8 +177,8 @@ def parse_body(raw: bytes, version: str, *, max_batch: int = 100) -> Body:
             raise errors.InvalidRequest("Invalid Request: empty batch")
         if len(decoded) > max_batch:
             raise errors.PayloadTooLarge(f"Payload Too Large: more than {max_batch} messages in a batch")
-        return Body(tuple(_check_message(item) for item in decoded), is_batch=True)
-    return Body((_check_message(decoded),), is_batch=False)
+        return Body(tuple(_check_message(item) for item in decoded), is_batch=True, strict=strict)
+    return Body((_check_message(decoded),), is_batch=False, strict=strict)
 
 
 def peek(raw: bytes) -> tuple[errors.JsonRpcId, str | None]:
