@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from starlette.datastructures import Headers
 
 from gateway.http.requests import IndexedHeaders, McpRequest
@@ -23,3 +24,16 @@ def test_the_request_builds_its_headers_once() -> None:
     request = McpRequest({"type": "http", "method": "POST", "path": "/mcp", "headers": list(RAW)})
     assert type(request.headers) is IndexedHeaders and request.headers is request.headers
     assert request.headers.get("MCP-SESSION-ID") == "abc"
+
+
+def test_the_request_state_keeps_its_two_attributes_in_slots_and_the_rest_in_the_scope() -> None:
+    scope = {"type": "http", "method": "POST", "path": "/mcp", "headers": list(RAW), "state": {"seen": 1}}
+    request = McpRequest(scope)
+    request.state.principal = "alice"
+    request.state.client_key = "ip:1.2.3.4"
+    request.state.other = "x"
+    assert (request.state.principal, request.state.client_key, request.state.seen) == ("alice", "ip:1.2.3.4", 1)
+    assert scope["state"] == {"seen": 1, "other": "x"}  # what starlette's State keeps there, as before
+    assert request.state is request.state
+    with pytest.raises(AttributeError):
+        _ = request.state.missing

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.datastructures import Headers, State
-from starlette.requests import Request
-from starlette.types import Scope
+from starlette.requests import Request, empty_receive, empty_send
+from starlette.types import Receive, Scope, Send
 
 
 class IndexedHeaders(Headers):
@@ -36,17 +36,33 @@ class IndexedHeaders(Headers):
         return isinstance(key, str) and key.lower() in self._index
 
 
+class RequestState(State):
+    """`request.state`, with the two attributes every MCP request sets and reads as slots: read
+    without `State.__getattr__` (a Python call each, a dozen per request). Anything else set on
+    it goes to the scope's state dict, as in `State`."""
+
+    __slots__ = ("client_key", "principal")
+
+    def __setattr__(self, key: Any, value: Any) -> None:
+        if key in RequestState.__slots__:
+            object.__setattr__(self, key, value)
+        else:
+            super().__setattr__(key, value)
+
+
 class McpRequest(Request):
-    """A starlette `Request` whose `headers` are `IndexedHeaders`; `state` and `method` without
-    starlette's per-access `hasattr` and `typing.cast` calls (a call reads them a dozen times)."""
+    """A starlette `Request` whose `headers` are `IndexedHeaders` and whose `state` is a
+    `RequestState`, both made here (not on first access, behind an `AttributeError` each), and
+    `method` without starlette's `typing.cast` call."""
+
+    def __init__(self, scope: Scope, receive: Receive = empty_receive, send: Send = empty_send) -> None:
+        super().__init__(scope, receive, send)
+        self._headers: Headers = IndexedHeaders(scope)
+        self._state: State = RequestState(scope.setdefault("state", {}))
 
     @property
     def state(self) -> State:
-        try:
-            return self._state
-        except AttributeError:
-            self._state: State = State(self.scope.setdefault("state", {}))
-            return self._state
+        return self._state
 
     @property
     def method(self) -> str:
@@ -55,8 +71,4 @@ class McpRequest(Request):
 
     @property
     def headers(self) -> Headers:
-        try:
-            return self._headers
-        except AttributeError:
-            self._headers: Headers = IndexedHeaders(self.scope)
-            return self._headers
+        return self._headers
