@@ -14,9 +14,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-from prometheus_client import Histogram
 
 from gateway import errors
+from gateway.metrics import FastHistogram
 from gateway.retry import upstream_connect
 from gateway.timers import EXACT, Timers
 from gateway.tracing import attributes as a
@@ -108,7 +108,7 @@ class UpstreamResponse:
 
 class UpstreamClient:
     def __init__(
-        self, pool: http1.Http1Pool, *, request_timeout: float, latency: Histogram, tracer: Tracer = NOOP
+        self, pool: http1.Http1Pool, *, request_timeout: float, latency: FastHistogram, tracer: Tracer = NOOP
     ) -> None:
         self._pool = pool
         self._tracer = tracer
