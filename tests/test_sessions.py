@@ -252,3 +252,16 @@ async def test_reinitialization_on_one_replica_is_seen_by_another(redis: aioredi
     await replica_a.update_upstream(rec.id, "http://other:2/mcp", "up-456")
     fresh = await replica_b.load(rec.id)
     assert (fresh.instance, fresh.upstream_sid) == ("http://other:2/mcp", "up-456")
+
+
+def test_a_record_read_back_from_its_hash_is_the_record_the_dataclass_builds() -> None:
+    full = SessionRecord("s" * 32, "p", "http://u/mcp", "up", "2025-11-25", "alice", '{"a":1}', 12.5)
+    minimal = {b"pool": b"p", b"instance": b"http://u/mcp", b"protocol": b"2025-06-18"}
+    for record, raw in (
+        (full, {k.encode(): v.encode() for k, v in full.to_redis().items()}),
+        (SessionRecord("t" * 32, "p", "http://u/mcp", "", "2025-06-18"), minimal),  # the defaults
+    ):
+        read = SessionRecord.from_redis(record.id, raw)
+        assert read == record and repr(read) == repr(record)
+        with pytest.raises(AttributeError):  # still frozen
+            read.pool = "other"  # type: ignore[misc]
