@@ -138,6 +138,21 @@ async def test_corked_writes_of_one_turn_are_joined_and_close_sends_the_rest() -
     assert transport.writes == [b"abc", b"d", b"e"]  # the scheduled flush found nothing to send
 
 
+async def test_write_now_sends_what_is_unsent_and_its_bytes_at_once() -> None:
+    transport = FakeTransport()
+    corked = CorkedTransport(transport, asyncio.get_running_loop())
+    corked.write_now(b"whole")
+    assert transport.writes == [b"whole"]  # no loop turn waited for
+    corked.write(b"a")
+    corked.write_now(b"b")  # behind what was unsent, in the same system call
+    assert transport.writes == [b"whole", b"ab"]
+    await asyncio.sleep(0)
+    assert transport.writes == [b"whole", b"ab"]  # the scheduled flush found nothing left
+    corked.close()
+    corked.write_now(b"late")
+    assert transport.writes == [b"whole", b"ab"]
+
+
 async def test_an_aborted_corked_transport_drops_what_is_unsent() -> None:
     transport = FakeTransport()
     corked = CorkedTransport(transport, asyncio.get_running_loop())
@@ -260,8 +275,8 @@ async def test_respond_writes_a_whole_answer_once_and_keeps_the_connection() -> 
         responding(200, [(b"content-type", b"application/json"), (b"content-length", b"2")], b"{}", taken)
     )
     proto.data_received(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-    await settle(transport, 1)
-    (write,) = transport.writes
+    await until(lambda: taken)
+    (write,) = transport.writes  # written by `respond` itself, not by a later loop turn
     head, body = write.split(b"\r\n\r\n")
     assert taken == [True] and body == b"{}"
     assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\ncontent-length: 2" in head
