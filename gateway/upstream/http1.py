@@ -1,12 +1,11 @@
 """A lean HTTP/1.1 client for the request path: keep-alive connections per upstream, httptools parsing.
 
 Why not aiohttp here: the gateway forwards one request and relays one response, with headers it
-already built; aiohttp's per-request machinery (auto headers, cookies, tracing, request info,
-its own timers) cost about as much CPU as all the gateway's own work (bench/README.md, "choices by
+already built; aiohttp's per-request machinery (auto headers, cookies, tracing, request info, its
+own timers) cost about as much CPU as all the gateway's own work (bench/README.md, "choices by
 measurement"). This module does only what the proxy needs: write the request in one buffer, parse
-the response with httptools (llhttp, the parser uvicorn uses), hand out the body as it arrives with
-flow control, and keep the connection for the next request when the message ended cleanly.
-aiohttp stays for the health probes and the JWKS fetch.
+the response with httptools (llhttp, uvicorn's parser), hand out the body as it arrives with flow
+control, and keep the connection when the message ended cleanly (aiohttp: health probes, JWKS).
 
 Failures are OSError/TimeoutError subclasses (`ConnectFailed` when nothing was sent) or
 `ProtocolFailure`; `gateway/upstream/client.py` translates them into the gateway's error tree.
@@ -109,20 +108,9 @@ class _Connection(asyncio.Protocol):
 class Response:
     """An upstream response whose headers arrived; the body streams (`chunks`) or is `read` whole."""
 
-    __slots__ = (
-        "_buffered",
-        "_chunks",
-        "_complete",
-        "_connection",
-        "_error",
-        "_framed",
-        "_headers_done",
-        "_parser",
-        "_released",
-        "_waiter",
-        "headers",
-        "status",
-    )  # slots: one per stream for its whole life (an instance dict costs ~0.1 KB more)
+    # slots: one per stream for its whole life (an instance dict costs ~0.1 KB more)
+    __slots__ = ("_buffered", "_chunks", "_complete", "_connection", "_error", "_framed", "_headers_done",
+                 "_parser", "_released", "_waiter", "headers", "status")  # fmt: skip
 
     def __init__(self, connection: _Connection) -> None:
         self._connection = connection
@@ -257,6 +245,16 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimeoutError())
 
 
+def _header_block(headers: Mapping[str, str]) -> bytes:
+    """`Name: value` lines, refusing a line break in a name or value, or a colon in a name (header
+    injection); checked over all names and all values at once, encoded once."""
+    names, values = "".join(headers), "".join(headers.values())
+    if "\r" in names or "\n" in names or ":" in names or "\r" in values or "\n" in values:
+        bad = [n for n, v in headers.items() if "\r" in n + v or "\n" in n + v or ":" in n]
+        raise ProtocolFailure(f"refusing a header with a line break or colon: {bad[0]!r}")
+    return "".join([f"{name}: {value}\r\n" for name, value in headers.items()]).encode("latin-1", "replace")
+
+
 class Http1Pool:
     """Keep-alive connections per (host, port, tls); at most `limit_per_host` open per upstream."""
 
@@ -289,16 +287,11 @@ class Http1Pool:
     async def request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float | None = None
     ) -> Response:
-        """Send a GET, POST or DELETE (never HEAD: its response has no body to wait for); return
-        once the response headers arrived, within `timeout` s (TimeoutError; None: unbounded).
-        With an idle connection at hand (the usual case) the bound is a timer of the pool's
-        timers, not an `asyncio.timeout` context (~2 % of a JSON call)."""
+        """Send a GET, POST or DELETE (never HEAD: its response has no body); return once the
+        response headers arrived, within `timeout` s (TimeoutError; None: unbounded). With an idle
+        connection at hand the bound is a pool timer, not an `asyncio.timeout` (~2 % of a call)."""
         key, target = self._target(url)
-        lines = [method.encode("ascii"), target]
-        for name, value in headers.items():
-            if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
-                raise ProtocolFailure(f"refusing a header with a line break or colon: {name!r}")
-            lines.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+        lines = [method.encode("ascii"), target, _header_block(headers)]
         if body is not None or method in ("POST", "PUT", "PATCH"):
             lines.append(b"Content-Length: %d\r\n" % len(body or b""))
         lines.append(b"\r\n")
