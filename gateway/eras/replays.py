@@ -48,7 +48,7 @@ def body_hash(body: Body) -> str:
 
 
 def same_body(stored: str, digest: str, body: Body) -> bool:
-    """Whether a claim's digest is this body's. A claim written before orjson (a replica of an
+    """Whether a claim's digest is this body's. A claim written before msgspec (a replica of an
     earlier version, during a rolling update) holds `json`'s canonical form: compared on a
     mismatch only, so only a body that differs, or such a claim, pays for the second digest."""
     if stored == digest:

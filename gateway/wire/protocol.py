@@ -129,7 +129,7 @@ class Body:
     def __init__(self, messages: tuple[Message, ...], is_batch: bool, *, strict: bool = False) -> None:
         self.messages = messages
         self.is_batch = is_batch
-        self.strict = strict  # parsed by orjson: strict JSON (`wire/codec.py`)
+        self.strict = strict  # parsed by msgspec: strict JSON (`wire/codec.py`)
         # Read several times per request, and a Body never changes: worked out once, here (a
         # functools.cached_property takes a lock on every first read on CPython 3.11).
         self.requests: tuple[Message, ...] = tuple(m for m in messages if m.is_request)
