@@ -51,13 +51,22 @@ async def test_the_claims_answer_is_kept_once_sent_and_a_repeat_meanwhile_waits_
 
 
 async def test_on_the_lane_the_answer_is_cast_with_it_and_a_repeat_gets_it(redis_url: str, keys: Keys) -> None:
-    """The record leaves with the answer (the lane's cast): no background left to run, nothing
-    for the client to wait for, and a repeat finds the answer."""
+    """The record leaves right after the answer (the lane's cast, run by the response's
+    background once it was sent): nothing for the client to wait for, no round trip for the
+    record, and a repeat finds the answer."""
     laned = connect(redis_url, max_connections=4, client_name="mcpgw-test-outcomes")
     try:
         claims, claim, sid, idempotency = await first_copy(laned, keys)  # connects the lane
         answer = await Outcome(claims, sid, (4,), claim, idempotency).deliver(Response(b'{"ok":3}', status_code=200))
-        assert answer.background is None
+        assert answer.background is not None
+        pending = await claims.get(sid, 4)
+        assert pending is not None and pending.status == 0  # nothing of the record before the answer left
+
+        async def no_round_trip(*args: object) -> None:
+            raise AssertionError("the record took a round trip: it should have been cast")
+
+        claims.record = no_round_trip  # type: ignore[method-assign]
+        await answer.background()  # what the response does once sent
         record = await SessionStore(laned, keys, ttl=60).load(sid, principal="alice")
         replays = Replays(claims, EventLog(laned, keys, maxlen=10, ttl=60), None, wait=5.0, poll=0.01)
         taken = await claims.get(sid, 4)

@@ -70,10 +70,11 @@ class GatewayApp(Starlette):
                 if (
                     respond is not None
                     and type(response) in _WHOLE
-                    and response.background is None
                     and (guard is None or guard.body_done)
                     and respond(scope, response.status_code, response.raw_headers, response.body)
                 ):
+                    if response.background is not None:
+                        await response.background()  # once sent, as the response's own `__call__` does
                     return
                 await response(scope, receive, send)
                 return
