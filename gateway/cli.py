@@ -191,6 +191,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
         access_log=False,
         workers=settings.workers,
+        **forwarded_options(settings),
     )
     if settings.workers > 1:
         os.environ[WORKER_ARGV] = json.dumps(args)  # spawned workers inherit it
@@ -204,9 +205,21 @@ def main(argv: Sequence[str] | None = None) -> None:
             timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
             log_level=settings.log_level.lower(),
             access_log=False,
+            **forwarded_options(settings),
         )
         return
     GatewayServer(config).run()
+
+
+def forwarded_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy-headers layer, by `--trust-forwarded-for` alone. On: the peer is the proxy
+    in front (the operator says so), whose `X-Forwarded-For` and `X-Forwarded-Proto` give the
+    client's address and scheme. Off (the default): neither header is read from anyone; uvicorn on
+    its own would trust them from 127.0.0.1, so a local proxy's headers chose the client key of the
+    per-client limits whatever the flag said, and the layer costs every request a coroutine."""
+    if settings.trust_forwarded_for:
+        return {"proxy_headers": True, "forwarded_allow_ips": "*"}
+    return {"proxy_headers": False}
 
 
 def app_from_env() -> Any:

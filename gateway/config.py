@@ -151,7 +151,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(100, ge=1, description="Most messages in one 2025-03-26 batch.")
     max_header_bytes: int = Field(32 * 1024, ge=1024, description="Largest total request header size.")
     sse_max_line: int = Field(1 << 20, ge=1024, description="Longest SSE line accepted from upstreams.")
-    trust_forwarded_for: bool = Field(False, description="Take the client IP from X-Forwarded-For.")
+    trust_forwarded_for: bool = Field(
+        False, description="Take the client IP and scheme from X-Forwarded-For/-Proto (off: from no one)."
+    )
     task_tools: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Tools the gateway runs as tasks (2026-07-28 tasks extension): `POOL=NAME[:required][,...]`; "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import build_parser, load_settings
+from gateway.cli import build_parser, forwarded_options, load_settings
 from gateway.errors import ConfigError
 from gateway.specs import ProbeSpec
 
@@ -178,3 +178,12 @@ def test_the_served_process_freezes_its_start_up_heap_and_collects_young_objects
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split("\n")[0] == expected
+
+
+def test_forwarded_headers_are_trusted_by_the_flag_alone() -> None:
+    """uvicorn's proxy-headers layer is off unless `--trust-forwarded-for` (then for any peer)."""
+    assert forwarded_options(load_settings([])) == {"proxy_headers": False}
+    assert forwarded_options(load_settings(["--trust-forwarded-for"])) == {
+        "proxy_headers": True,
+        "forwarded_allow_ips": "*",
+    }

@@ -140,6 +140,20 @@ async def test_401_and_429_reach_the_uploader(
     assert status == 429 and "error" in body, body
 
 
+@pytest.mark.parametrize("trusted", [False, True])
+async def test_a_forwarded_address_names_the_client_only_with_trust_forwarded_for(
+    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str, trusted: bool
+) -> None:
+    """Two requests from 127.0.0.1 claiming two client addresses, one request a minute each: with
+    the flag they are two clients; without it one (uvicorn alone trusts a local proxy's header)."""
+    args = ["--rate-limit", "1", *(["--trust-forwarded-for"] if trusted else [])]
+    [gw] = gateway_cluster(1, {"default": sdk_upstream()}, f"{key_prefix}-xff-{trusted}", extra_args=args)
+    first = await small_post(gw.port, {**JSON_HEADERS, "x-forwarded-for": "10.0.0.1"})
+    second = await small_post(gw.port, {**JSON_HEADERS, "x-forwarded-for": "10.0.0.2"})
+    assert first[0] == 400  # the first client's one request a minute (a bad body: 400)
+    assert second[0] == (400 if trusted else 429), second
+
+
 async def test_oversized_chunked_body_is_refused_midway(plain_gateway: GatewayProc) -> None:
     """No content-length: the limit trips while reading; the 413 still reaches the uploader."""
     reader, writer = await asyncio.open_connection("127.0.0.1", plain_gateway.port)
