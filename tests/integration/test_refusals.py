@@ -154,6 +154,28 @@ async def test_a_forwarded_address_names_the_client_only_with_trust_forwarded_fo
     assert second[0] == (400 if trusted else 429), second
 
 
+@pytest.mark.parametrize("trusted", [False, True])
+async def test_a_forwarded_scheme_names_the_resource_only_with_trust_forwarded_for(
+    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str, tmp_path: Path, trusted: bool
+) -> None:
+    """RFC 9728 metadata behind a TLS proxy: the resource URL is https only when the proxy's
+    `X-Forwarded-Proto` is trusted (the flag); without it the scheme is the connection's own."""
+    args = ["--auth-issuer", "https://issuer.example", "--auth-public-key", public_key_file(tmp_path)]
+    args += ["--trust-forwarded-for"] if trusted else []
+    [gw] = gateway_cluster(1, {"default": sdk_upstream()}, f"{key_prefix}-xfp-{trusted}", extra_args=args)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(
+        b"GET /.well-known/oauth-protected-resource HTTP/1.1\r\nhost: gw.example\r\n"
+        b"x-forwarded-proto: https\r\nconnection: close\r\n\r\n"
+    )
+    answer = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b" ", 2)[1] == b"200", head
+    scheme = "https" if trusted else "http"
+    assert json.loads(body)["resource"] == f"{scheme}://gw.example/mcp"
+
+
 async def test_oversized_chunked_body_is_refused_midway(plain_gateway: GatewayProc) -> None:
     """No content-length: the limit trips while reading; the 413 still reaches the uploader."""
     reader, writer = await asyncio.open_connection("127.0.0.1", plain_gateway.port)
