@@ -129,8 +129,11 @@ async def test_a_call_continues_the_client_trace_to_the_upstream(
         assert create.parent_span_id == server.span_id
         pump = one(spans, "mcp.stream.pump", trace_id, **{"mcpgw.outcome": "finished"})
         assert pump.parent_span_id == server.span_id
+        # The pump's writes after the stream's creation are its children. An answer that arrived
+        # with (or right behind) the upstream's headers is written by the creation alone
+        # (`EventLog.open`): then there is no append, and how often depends on timing.
         appends = [s for s in spans if s.name == "redis append" and s.trace_id == trace_id]
-        assert appends and all(s.parent_span_id == pump.span_id for s in appends)
+        assert all(s.parent_span_id == pump.span_id for s in appends), appends
         # The upstream got the gateway's client span as its parent: same trace, the gateway's span id.
         assert f"00-{trace_id}-{forward.span_id}-01" in await upstream_traceparents(upstream, http)
 
