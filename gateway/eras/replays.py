@@ -44,17 +44,21 @@ class Attach:
 
 def body_hash(body: Body) -> str:
     """A digest of the messages, independent of whitespace and key order."""
-    return hashlib.sha256(codec.canonical([m.raw for m in body.messages], strict=body.strict)).hexdigest()[:32]
+    return _digest(codec.canonical([m.raw for m in body.messages], strict=body.strict))
 
 
 def same_body(stored: str, digest: str, body: Body) -> bool:
     """Whether a claim's digest is this body's. A claim written before msgspec (a replica of an
     earlier version, during a rolling update) holds `json`'s canonical form: compared on a
-    mismatch only, so only a body that differs, or such a claim, pays for the second digest."""
+    mismatch only, so only a body that differs, or such a claim, pays for the second digest (and
+    a body `json` parsed has that form already: its digest was the only one)."""
     if stored == digest:
         return True
-    legacy = codec.legacy_canonical([m.raw for m in body.messages])
-    return body.strict and stored == hashlib.sha256(legacy).hexdigest()[:32]
+    return body.strict and stored == _digest(codec.legacy_canonical([m.raw for m in body.messages]))
+
+
+def _digest(canonical: bytes) -> str:
+    return hashlib.sha256(canonical).hexdigest()[:32]
 
 
 class Replays:
