@@ -30,10 +30,7 @@ class _AfterSent(BackgroundTask):
         self._outcome, self._status, self._body = outcome, status, body
 
     async def __call__(self) -> None:
-        outcome, status, body = self._outcome, self._status, self._body
-        # On the lane: cast, nobody waits (its bytes follow the answer's); else a round trip.
-        if not outcome.claims.record_nowait(outcome.session, outcome.ids, outcome._answered_claim(status, body)):
-            await outcome.answered(status, body)
+        await self._outcome.sent(self._status, self._body)
 
 
 @dataclass(frozen=True)
@@ -57,6 +54,12 @@ class Outcome:
             await self.claims.record(self.session, self.ids, self._answered_claim(status, body))
         if self.ticket is not None:
             await self.idempotency.answered(self.ticket, status, body)
+
+    async def sent(self, status: int, body: bytes) -> None:
+        """Keep the JSON answer that was sent: on the lane by a cast (nobody waits; its bytes
+        follow the answer's), else by a round trip."""
+        if not self.claims.record_nowait(self.session, self.ids, self._answered_claim(status, body)):
+            await self.answered(status, body)
 
     async def deliver(self, answer: Response) -> Response:
         """Keep the JSON answer without making the client wait for Redis when only the claim
