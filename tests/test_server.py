@@ -56,10 +56,17 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": scope["path"].encode() + b":" + body})
 
 
-def protocol() -> tuple[LeanHttpToolsProtocol, FakeTransport]:
-    config = uvicorn.Config(echo, http=LeanHttpToolsProtocol, lifespan="off", log_level="warning")
+def protocol(
+    app: Any = echo, default_headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[LeanHttpToolsProtocol, FakeTransport]:
+    """The lean protocol serving `app` on a fake transport (`default_headers`: uvicorn's Server
+    sets them; a bare ServerState has none)."""
+    config = uvicorn.Config(app, http=LeanHttpToolsProtocol, lifespan="off", log_level="warning")
     config.load()
-    proto = LeanHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+    state = ServerState()
+    if default_headers is not None:
+        state.default_headers = default_headers
+    proto = LeanHttpToolsProtocol(config=config, server_state=state, app_state={})
     transport = FakeTransport()
     proto.connection_made(transport)
     return proto, transport
@@ -107,11 +114,7 @@ async def test_a_sized_answer_leaves_in_one_write() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    config = uvicorn.Config(sized, http=LeanHttpToolsProtocol, lifespan="off", log_level="warning")
-    config.load()
-    proto = LeanHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
-    transport = FakeTransport()
-    proto.connection_made(transport)
+    proto, transport = protocol(sized)
     assert type(proto.transport) is CorkedTransport
     proto.data_received(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
     await settle(transport, 1)
@@ -200,12 +203,7 @@ def sse_app(ended: list[str]) -> Any:
 
 
 def sse_protocol(ended: list[str]) -> tuple[LeanHttpToolsProtocol, FakeTransport]:
-    config = uvicorn.Config(sse_app(ended), http=LeanHttpToolsProtocol, lifespan="off", log_level="warning")
-    config.load()
-    proto = LeanHttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
-    transport = FakeTransport()
-    proto.connection_made(transport)
-    return proto, transport
+    return protocol(sse_app(ended))
 
 
 async def until(condition: Any) -> None:
@@ -256,17 +254,7 @@ def responding(status: int, headers: list[tuple[bytes, bytes]], body: bytes, tak
 
 
 def respond_protocol(app: Any) -> tuple[LeanHttpToolsProtocol, FakeTransport]:
-    config = uvicorn.Config(app, http=LeanHttpToolsProtocol, lifespan="off", log_level="warning")
-    config.load()
-    state = ServerState()
-    state.default_headers = [
-        (b"date", b"Thu, 03 Dec 2026 14:00:00 GMT"),
-        (b"server", b"uvicorn"),
-    ]  # as uvicorn's Server sets them
-    proto = LeanHttpToolsProtocol(config=config, server_state=state, app_state={})
-    transport = FakeTransport()
-    proto.connection_made(transport)
-    return proto, transport
+    return protocol(app, [(b"date", b"Thu, 03 Dec 2026 14:00:00 GMT"), (b"server", b"uvicorn")])
 
 
 async def test_respond_writes_a_whole_answer_once_and_keeps_the_connection() -> None:
