@@ -229,7 +229,7 @@ def _sentinel(
         "ssl": tls,
         "retry": retry.sentinel_query(),
     }
-    manager = Sentinel(list(sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    manager = Sentinel(list(sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
     client: Redis = manager.master_for(
         master,
         redis_class=LanedRedis,
