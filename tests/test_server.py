@@ -57,11 +57,13 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def protocol(
-    app: Any = echo, default_headers: list[tuple[bytes, bytes]] | None = None
+    app: Any = echo, default_headers: list[tuple[bytes, bytes]] | None = None, keep_alive: float = 5
 ) -> tuple[LeanHttpToolsProtocol, FakeTransport]:
     """The lean protocol serving `app` on a fake transport (`default_headers`: uvicorn's Server
     sets them; a bare ServerState has none)."""
-    config = uvicorn.Config(app, http=LeanHttpToolsProtocol, lifespan="off", log_level="warning")
+    config = uvicorn.Config(
+        app, http=LeanHttpToolsProtocol, lifespan="off", log_level="warning", timeout_keep_alive=keep_alive
+    )
     config.load()
     state = ServerState()
     if default_headers is not None:
@@ -104,6 +106,49 @@ async def test_pipelined_requests_are_answered_in_order() -> None:
     out = bytes(transport.written)
     assert out.index(b"/a:1") < out.index(b"/b:2") < out.index(b"/c:3")
     assert not proto.pipeline
+
+
+REQUEST = b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+
+
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout() -> None:
+    proto, transport = protocol(keep_alive=0.05)
+    proto.data_received(REQUEST)
+    await settle(transport, 1)
+    assert not transport.closed
+    await until(lambda: transport.closed)
+
+
+async def test_one_keep_alive_timer_serves_many_requests_and_counts_from_the_last_answer() -> None:
+    """The timer armed after the first answer is not replaced by the next requests; when it fires
+    it waits for the rest of the timeout counted from the last answer, then closes."""
+    loop = asyncio.get_running_loop()
+    proto, transport = protocol(keep_alive=0.2)
+    proto.data_received(REQUEST)
+    await settle(transport, 1)
+    timer = proto.timeout_keep_alive_task
+    assert timer is not None
+    await asyncio.sleep(0.1)
+    proto.data_received(REQUEST)
+    await settle(transport, 2)
+    last_answer = loop.time()
+    assert proto.timeout_keep_alive_task is timer  # the same timer: none armed or cancelled per request
+    await until(lambda: proto.timeout_keep_alive_task is not timer)  # the first one fired...
+    assert not transport.closed  # ...0.1 s after the last answer: not idle long enough
+    await until(lambda: transport.closed)
+    assert loop.time() - last_answer >= 0.19
+
+
+async def test_a_connection_with_a_request_in_progress_is_not_closed_for_keep_alive() -> None:
+    proto, transport = protocol(keep_alive=0.05)
+    proto.data_received(REQUEST)
+    await settle(transport, 1)
+    proto.data_received(b"POST /mcp HTTP/1.1\r\nHost: x\r\n")  # the next request, still arriving
+    await until(lambda: proto.timeout_keep_alive_task is None)  # fired, found it busy, not re-armed
+    assert not transport.closed
+    proto.data_received(b"Content-Length: 0\r\n\r\n")
+    await settle(transport, 2)
+    await until(lambda: transport.closed)  # idle again: the timer is armed again
 
 
 async def test_a_sized_answer_leaves_in_one_write() -> None:

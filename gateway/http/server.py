@@ -208,13 +208,58 @@ class LeanHttpToolsProtocol(HttpToolsProtocol):
 
     # Slots, not instance attributes: one more key in uvicorn's instance dict makes CPython resize
     # it to a table of its own when `on_message_begin` adds the next one (+1.4 KB per connection).
-    __slots__ = ("_lost", "_on_disconnect")
+    __slots__ = ("_idle_since", "_lost", "_on_disconnect")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pipeline = Pipeline()  # type: ignore[assignment]
         self._on_disconnect: Callable[[], None] | None = None
         self._lost = False
+        self._idle_since: float | None = None  # when the last response ended; None while busy
+
+    # Keep-alive: uvicorn arms a timer after every response and cancels it when the next request
+    # arrives (a timer started and stopped per request). Here the timer stays armed across
+    # requests; when it fires it closes a connection idle for `timeout_keep_alive` since its last
+    # response, and otherwise waits for the rest of that time: one timer per connection per period.
+
+    def data_received(self, data: bytes) -> None:
+        """uvicorn's, with the keep-alive timer left running: the connection is busy now."""
+        self._idle_since = None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, arming the keep-alive timer only when none is armed."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self._idle_since = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self._keep_alive_due)
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        if self._idle_since is None:
+            return  # a request is in progress: its response arms the timer again
+        left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+        if left > 0:
+            self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_due)
+        else:
+            self.timeout_keep_alive_handler()
 
     def watch_disconnect(self, callback: Callable[[], None] | None) -> None:
         """`WATCH_DISCONNECT`: the open response (there is one at a time) asks to hear of a disconnect."""
