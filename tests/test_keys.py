@@ -112,3 +112,8 @@ def test_replica_and_session_patterns_match_only_their_keys() -> None:
     assert keys.replica_pattern() == "tenant\\[1\\]\\*:replica:*"
     assert keys.session_pattern("G1").translate(unescape) == "tenant[1]*:{G1*}:session"
     assert keys.session_pattern().endswith(":{*}:session")
+
+
+def test_claim_keys_are_the_session_streams_and_requests_keys() -> None:
+    keys = Keys("p")
+    assert keys.claim_keys("S1") == (keys.session("S1"), keys.streams("S1"), keys.requests("S1"))

@@ -33,8 +33,10 @@ class _AfterSent(BackgroundTask):
         await self._outcome.sent(self._status, self._body)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Outcome:
+    """Treated as immutable (`dataclasses.replace` gives one with a ticket), not frozen: see Claim."""
+
     claims: Claims
     session: str
     ids: tuple[errors.JsonRpcId, ...]

@@ -78,6 +78,11 @@ class Keys:
     def reinit_lock(self, session: str) -> str:
         return f"{self._session_tag(session)}:reinit"
 
+    def claim_keys(self, session: str) -> tuple[str, str, str]:
+        """`session`, `streams` and `requests` of one session, its tag written once (per JSON call)."""
+        tag = self._session_tag(session)
+        return f"{tag}:session", f"{tag}:streams", f"{tag}:reqs"
+
     def requests(self, session: str) -> str:
         """Claims of the session's request ids (replay protection); shares the session's TTL."""
         return f"{self._session_tag(session)}:reqs"
