@@ -129,23 +129,18 @@ class UpstreamClient:
         """Send a request and return once response headers arrived (within `timeout`, default
         --request-timeout; a task's call may wait as long as the task lives)."""
         limit = self._request_timeout if timeout is None else timeout
+        # One attempt, in a span when tracing (chosen here: no coroutine between the two).
+        once = self._send_traced if self._tracer.enabled else self._send_plain
         if not retry_connect:
-            return await self._send_once(method, url, headers, body, limit)
+            return await once(method, url, headers, body, limit)
         try:  # the first attempt outside the retry machinery: it is the one that almost always works
-            return await self._send_once(method, url, headers, body, limit)
+            return await once(method, url, headers, body, limit)
         except errors.UpstreamUnavailable:
             pass
         async for attempt in upstream_connect(attempts=2):
             with attempt:
-                return await self._send_once(method, url, headers, body, limit)
+                return await once(method, url, headers, body, limit)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _send_once(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, limit: float
-    ) -> UpstreamResponse:
-        if self._tracer.enabled:
-            return await self._send_traced(method, url, headers, body, limit)
-        return await self._send_plain(method, url, headers, body, limit)
 
     async def _send_traced(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, limit: float
