@@ -12,7 +12,7 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from gateway.eras.streaming import SSEResponse
-from gateway.http.server import RESPOND, CorkedTransport, LeanEvent, LeanHttpToolsProtocol, Pipeline
+from gateway.http.server import RESPOND, TAKE_BODY, CorkedTransport, LeanEvent, LeanHttpToolsProtocol, Pipeline
 from tests.asgi_server import read_body
 
 
@@ -393,3 +393,58 @@ async def test_respond_answers_only_the_current_request_of_a_pipeline() -> None:
     await settle(transport, 2)
     assert taken == [False, True]  # /a ran while /b's cycle was already the current one
     assert bytes(transport.written).count(b"\r\n\r\nk") == 2
+
+
+# --- TAKE_BODY: a body that has all arrived, without `receive` -----------------------------------
+
+
+def taking(seen: list[Any]) -> Any:
+    """Takes the body if it can (else reads it by `receive`), then waits on `receive` again."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        taken = scope[TAKE_BODY](scope)
+        seen.append(taken if taken is not None else ("received", await read_body(receive)))
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+        seen.append(await receive())  # after the answer: what uvicorn says once the body was read
+
+    return app
+
+
+async def test_a_body_that_has_all_arrived_is_taken_once_and_receive_then_says_disconnect() -> None:
+    seen: list[Any] = []
+    proto, transport = protocol(taking(seen))
+    proto.data_received(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+    await settle(transport, 1)
+    await until(lambda: len(seen) == 2)
+    assert seen == [b"hello", {"type": "http.disconnect"}]
+    assert proto.cycle.body == b""  # taken: nothing is left for `receive` to give again
+
+
+async def test_a_body_still_arriving_is_not_taken_but_received() -> None:
+    seen: list[Any] = []
+    proto, transport = protocol(taking(seen))
+    proto.data_received(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhe")
+    await asyncio.sleep(0.01)
+    proto.data_received(b"llo")
+    await settle(transport, 1)
+    await until(lambda: len(seen) == 2)
+    assert seen[0] == ("received", b"hello")
+
+
+async def test_a_body_behind_expect_100_continue_is_not_taken() -> None:
+    """`receive` sends the `100 Continue` the client waits for: taking the body would skip it."""
+    seen: list[Any] = []
+    proto, transport = protocol(taking(seen))
+    proto.data_received(b"POST /mcp HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+    await until(lambda: bytes(transport.written).startswith(b"HTTP/1.1 100 Continue"))
+    proto.data_received(b"ok")
+    await settle(transport, 1)
+    await until(lambda: len(seen) == 2)
+    assert seen[0] == ("received", b"ok")
+
+
+async def test_take_body_answers_only_for_the_current_request() -> None:
+    proto, _ = protocol()
+    proto.data_received(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+    assert proto.take_body({"type": "http"}) is None  # another request's scope

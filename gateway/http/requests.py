@@ -53,12 +53,17 @@ class RequestState(State):
 class McpRequest(Request):
     """A starlette `Request` whose `headers` are `IndexedHeaders` and whose `state` is a
     `RequestState`, both made here (not on first access, behind an `AttributeError` each), and
-    `method` without starlette's `typing.cast` call."""
+    `method` without starlette's `typing.cast` call. `body`: the whole body, already read (kept
+    where starlette's `body()` keeps what it read)."""
 
-    def __init__(self, scope: Scope, receive: Receive = empty_receive, send: Send = empty_send) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive = empty_receive, send: Send = empty_send, *, body: bytes | None = None
+    ) -> None:
         super().__init__(scope, receive, send)
         self._headers: Headers = IndexedHeaders(scope)
         self._state: State = RequestState(scope.setdefault("state", {}))
+        if body is not None:
+            self._body = body
 
     @property
     def state(self) -> State:

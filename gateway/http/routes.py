@@ -21,7 +21,7 @@ from gateway.http.gateway import Gateway
 from gateway.http.guard import HeadersTooLarge
 from gateway.http.refusals import refusal_guard
 from gateway.http.requests import McpRequest
-from gateway.http.server import RESPOND
+from gateway.http.server import RESPOND, TAKE_BODY
 from gateway.store.client import ping
 from gateway.wire import protocol
 
@@ -51,19 +51,23 @@ class GatewayApp(Starlette):
             if pool is not False:
                 scope["app"] = self
                 scope["path_params"] = {} if pool is None else {"pool": pool}
+                gateway: Gateway = self.state.gateway
+                # A POST whose body has all arrived takes it at once, from our server (`http/server.py`).
+                take = scope.get(TAKE_BODY) if scope["method"] == "POST" and not gateway.tracer.enabled else None
+                body = take(scope) if take is not None else None
                 # The one layer the direct path keeps: a refusal sent before the body is read must
                 # still reach a client that is uploading (the router's stack has it as middleware).
-                # Inline, not nested calls: an open stream holds every frame above its response.
-                guard = refusal_guard(scope, receive, send, limit=self._refusal_drain_bytes)
+                # Not needed when the body was taken: nothing is left unread. Inline, not nested
+                # calls: an open stream holds every frame above its response.
+                guard = refusal_guard(scope, receive, send, limit=self._refusal_drain_bytes) if body is None else None
                 if guard is not None:
                     receive, send = guard.receive, guard.send
-                gateway: Gateway = self.state.gateway
                 if gateway.tracer.enabled:
                     await traced.serve(
                         mcp_endpoint, gateway.tracer, gateway.settings.max_body_bytes, scope, receive, send
                     )
                     return
-                response = await mcp_endpoint(McpRequest(scope, receive, send))
+                response = await mcp_endpoint(McpRequest(scope, receive, send, body=body))
                 # A whole answer goes out in one write when our server offers it (`http/server.py`);
                 # not while a refused body is still to be drained: the guard's `send` does that.
                 respond = scope.get(RESPOND)

@@ -142,10 +142,24 @@ class Pipeline(list[Any]):
 # ASGI). It is the connection's, not the cycle's: a cycle's scope naming its own cycle would make
 # each request a reference cycle, left to the garbage collector (+4 % CPU per call, measured).
 RESPOND = "mcpgw.respond"
+# And `scope[TAKE_BODY](scope)`: the whole request body when all of it has arrived (what `receive`
+# would give, once, without its coroutines and message), else None (then read it by `receive`).
+TAKE_BODY = "mcpgw.take_body"
 
 
 class LeanCycle(RequestResponseCycle):
-    """uvicorn's request cycle, with `respond`: a whole response in one write."""
+    """uvicorn's request cycle, with `respond`: a whole response in one write, and `take_body`."""
+
+    def take_body(self) -> bytes | None:
+        """What the first `receive` returns when the body has all arrived (its message's body,
+        with `more_body` false), and the same state after it; None when `receive` must wait (more
+        to come, a `100 Continue` to send) or would say `http.disconnect`."""
+        if self.more_body or self.waiting_for_100_continue or self.disconnected or self.response_complete:
+            return None
+        body = bytes(self.body)
+        self.body = bytearray()
+        self.message_event.clear()
+        return body
 
     def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
         """What `send` does for a start message and one final body, checked in one pass.
@@ -276,6 +290,13 @@ class LeanHttpToolsProtocol(HttpToolsProtocol):
             return False
         return cycle.respond(status, headers, body)
 
+    def take_body(self, scope: Any) -> bytes | None:
+        """`TAKE_BODY`: the body of the request whose scope this is, if it is the current one."""
+        cycle = self.cycle
+        if not isinstance(cycle, LeanCycle) or cycle.scope is not scope:
+            return None
+        return cycle.take_body()
+
     def connection_lost(self, exc: Exception | None) -> None:
         callback, self._on_disconnect = self._on_disconnect, None
         self._lost = True
@@ -329,6 +350,7 @@ class LeanHttpToolsProtocol(HttpToolsProtocol):
         )
         scope[WATCH_DISCONNECT] = self.watch_disconnect  # type: ignore[literal-required]
         scope[RESPOND] = self.respond  # type: ignore[literal-required]
+        scope[TAKE_BODY] = self.take_body  # type: ignore[literal-required]
         if existing_cycle is None or existing_cycle.response_complete:
             self._start_asgi_task(cycle, app)
         else:  # pipelined requests are queued up, as uvicorn does
