@@ -193,6 +193,28 @@ async def test_after_a_lost_connection_the_next_call_reconnects(redis_url: str, 
         await client.aclose()
 
 
+
+async def test_a_node_that_is_no_usable_primary_is_given_back_and_connected_afresh() -> None:
+    """READONLY (a primary demoted to a replica by a failover): the call is given back to
+    redis-py, and the next call opens a new connection (the address is resolved again)."""
+    readonly = b"-READONLY You can't write against a read only replica.\r\n"
+    async with resp_server(lambda writer: writer.write(readonly)) as (address, reads):
+        lane = lanes.single(_node_at(address))
+        for _ in range(2):
+            with pytest.raises(lanes.LaneUnavailable, match="READONLY"):
+                await lane.call("k", ("EVALSHA", "0" * 40, 1, "k"))
+        await lane.aclose()
+        assert sum(read.count(b"PING") for read in reads) == 2  # two connections, each with its handshake
+
+
+async def test_a_call_with_no_node_for_its_key_is_given_back_at_once() -> None:
+    def nowhere(key: str) -> lanes.Node:
+        raise KeyError("slot map not loaded")
+
+    lane = lanes.Lane(nowhere, list)
+    with pytest.raises(lanes.LaneUnavailable, match="no node for the key"):
+        await lane.call("k", ("GET", "k"))
+
 # --- casts: commands whose reply nobody waits for ------------------------------------------------
 
 

@@ -111,18 +111,25 @@ class _Connection(asyncio.Protocol):
         reader = self._reader
         reader.feed(data)
         waiting = self._waiting
+        unusable: str | None = None
         try:
             while (reply := reader.gets()) is not False:
                 future = waiting[self._head]
                 self._head += 1
                 self._replies += 1
-                if not future.done():  # a cancelled caller: its reply is read and dropped
-                    if isinstance(reply, hiredis.ReplyError):
-                        future.set_exception(reply_error(reply))
-                    else:
-                        future.set_result(reply)
+                if isinstance(reply, hiredis.ReplyError):
+                    error = reply_error(reply)
+                    if isinstance(error, LaneUnavailable) and error.reconnect:
+                        unusable = str(error).split()[0]
+                    if not future.done():
+                        future.set_exception(error)
+                elif not future.done():  # a cancelled caller: its reply is read and dropped
+                    future.set_result(reply)
         except hiredis.ProtocolError as exc:
             self.close(f"protocol error: {exc}")
+            return
+        if unusable is not None:  # not (yet) a usable primary: the next call connects afresh
+            self.close(f"node answered {unusable}")
             return
         if self._head == len(waiting):
             waiting.clear()
@@ -214,14 +221,16 @@ class Node:
         connection.cast(packed)
         return True
 
-    async def call(self, packed: bytes) -> Any:
-        connection = await self.connection()
-        try:
-            return await connection.call(packed)
-        except LaneUnavailable as exc:
-            if exc.reconnect:
-                connection.close(f"node answered {str(exc).split()[0]}")
-            raise
+    def call(self, packed: bytes) -> Awaitable[Any]:
+        """The reply's future on the open connection (no coroutine of its own: the request path
+        awaits it straight), or a coroutine that connects first."""
+        connection = self._connection
+        if connection is not None and connection.alive:
+            return connection.call(packed)
+        return self._connect_and_call(packed)
+
+    async def _connect_and_call(self, packed: bytes) -> Any:
+        return await (await self.connection()).call(packed)
 
 
 class Lane:
@@ -232,13 +241,14 @@ class Lane:
         self._route = route
         self._nodes = nodes
 
-    async def call(self, key: str, args: Sequence[str | bytes | int | float]) -> Any:
-        """Run one command (`args`, name first) on the node of `key`."""
+    def call(self, key: str, args: Sequence[str | bytes | int | float]) -> Awaitable[Any]:
+        """Run one command (`args`, name first) on the node of `key`: await what this returns
+        (LaneUnavailable is raised at once when no node serves the key)."""
         try:
             node = self._route(key)
         except Exception as exc:  # a Cluster slot map not loaded yet, a slot no node serves
             raise LaneUnavailable(f"no node for the key: {exc}") from exc
-        return await node.call(_pack(args))
+        return node.call(_pack(args))
 
     def cast(self, key: str, args: Sequence[str | bytes | int | float]) -> bool:
         """Write one command on the node of `key` without waiting for its reply; False when the
