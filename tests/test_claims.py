@@ -104,3 +104,13 @@ def test_claim_json_escapes_like_json_dumps() -> None:
 @pytest.mark.parametrize("request_id", [0, 17, -3, 2**70, "17", 'a"é', ""])
 def test_claim_field_is_the_ids_json(request_id: errors.JsonRpcId) -> None:
     assert claim_field(request_id) == "r:" + json.dumps(request_id)  # 17 and "17" stay apart
+
+
+def test_an_answered_claims_json_is_the_claims_with_its_answer_added() -> None:
+    claim = Claim(body_hash="h", stream="s", replica='r "1"', at=1764692000.25)
+    claim.to_json()  # written once, as the claim script's argument is
+    answered = claim.answered(200, '{"id":"\u00e9"}')
+    fresh = Claim(body_hash="h", stream="s", replica='r "1"', at=1764692000.25, status=200, answer='{"id":"\u00e9"}')
+    assert answered == fresh and answered.to_json() == fresh.to_json()
+    dropped = dataclasses.replace(answered, dropped=True)  # a replaced claim writes its own JSON
+    assert json.loads(dropped.to_json())["dropped"] is True

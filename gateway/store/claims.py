@@ -66,7 +66,7 @@ return 1
 """
 
 
-@dataclass(slots=True)
+@dataclass
 class Claim:
     """What the session remembers about one request id (one batch shares one claim).
 
@@ -81,13 +81,23 @@ class Claim:
     status: int = 0  # 0 = no JSON answer recorded (yet)
     answer: str | None = None  # the recorded JSON answer
     dropped: bool = False  # the answer was larger than the bound: not kept
+    _json = ""  # not a field: the text of `to_json`, once written
 
     def answered(self, status: int, answer: str) -> Claim:
-        """This claim with its JSON answer (what `dataclasses.replace` gives, at a fifth of its cost)."""
-        return Claim(self.body_hash, self.stream, self.replica, self.at, status, answer)
+        """This claim with its JSON answer (what `dataclasses.replace` gives, at a fifth of its
+        cost). Its JSON is this one's with the two fields added (they come last)."""
+        claim = Claim(self.body_hash, self.stream, self.replica, self.at, status, answer)
+        if status and not self.status and self.answer is None and not self.dropped:
+            claim._json = f'{self.to_json()[:-1]},"status":{int(status)},"answer":{_string(answer)}}}'
+        return claim
 
     def to_json(self) -> str:
         """What `json.dumps` of the non-default fields gives, written out (a third of its cost)."""
+        if not self._json:
+            self._json = self._write_json()
+        return self._json
+
+    def _write_json(self) -> str:
         parts = [f'{{"body_hash":{_string(self.body_hash)}']
         if self.stream:
             parts.append(f'"stream":{_string(self.stream)}')
