@@ -13,6 +13,8 @@ from starlette.datastructures import Headers, State
 from starlette.requests import Request, empty_receive, empty_send
 from starlette.types import Receive, Scope, Send
 
+_ABSENT: Any = object()
+
 
 class IndexedHeaders(Headers):
     """`Headers` (an immutable, case-insensitive multidict) with decoded items and a name index."""
@@ -30,7 +32,8 @@ class IndexedHeaders(Headers):
         return self._index[key.lower()]
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self._index.get(key.lower(), default)
+        value = self._index.get(key, _ABSENT)  # names are mostly asked for in lower case: no `lower()`
+        return value if value is not _ABSENT else self._index.get(key.lower(), default)
 
     def __contains__(self, key: Any) -> bool:
         return isinstance(key, str) and key.lower() in self._index
@@ -56,24 +59,18 @@ class McpRequest(Request):
     `method` without starlette's `typing.cast` call. `body`: the whole body, already read (kept
     where starlette's `body()` keeps what it read)."""
 
+    # Plain attributes, not properties: these class attributes shadow starlette's properties, so
+    # each read finds the instance's value without a Python call (about twenty reads per request).
+    headers: Headers = None  # type: ignore[assignment]
+    state: State = None  # type: ignore[assignment]
+    method: str = ""
+
     def __init__(
         self, scope: Scope, receive: Receive = empty_receive, send: Send = empty_send, *, body: bytes | None = None
     ) -> None:
         super().__init__(scope, receive, send)
-        self._headers: Headers = IndexedHeaders(scope)
-        self._state: State = RequestState(scope.setdefault("state", {}))
+        self.headers = IndexedHeaders(scope)
+        self.state = RequestState(scope.setdefault("state", {}))
+        self.method = scope["method"]
         if body is not None:
             self._body = body
-
-    @property
-    def state(self) -> State:
-        return self._state
-
-    @property
-    def method(self) -> str:
-        method: str = self.scope["method"]
-        return method
-
-    @property
-    def headers(self) -> Headers:
-        return self._headers

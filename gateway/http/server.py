@@ -193,9 +193,9 @@ class LeanCycle(RequestResponseCycle):
         elif body or status not in (204, 304):
             return False
         # One search over all names and one over all values: what `send` checks header by header.
-        if HEADER_RE.search(b"".join(name for name, _ in headers)):
+        if HEADER_RE.search(b"".join([name for name, _ in headers])):
             raise RuntimeError("Invalid HTTP header name.")
-        if HEADER_VALUE_RE.search(b"\t".join(value for _, value in headers)):
+        if HEADER_VALUE_RE.search(b"\t".join([value for _, value in headers])):
             raise RuntimeError("Invalid HTTP header value.")
         if has_connection_close:
             self.keep_alive = False
