@@ -73,6 +73,21 @@ def client_headers(upstream: Mapping[str, str], session_id: str | None) -> dict[
     return headers
 
 
+class RelayedResponse(Response):
+    """An upstream's whole answer relayed: what `Response(body, status_code=status,
+    headers=client_headers(upstream, session_id))` is, its raw headers written at once (starlette's
+    `init_headers` lower-cases and encodes every name again and searches the list twice)."""
+
+    def __init__(self, body: bytes, status: int, upstream: Mapping[str, str], session_id: str | None) -> None:
+        self.status_code = status
+        self.body = body
+        self.background = None
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in client_headers(upstream, session_id).items()]
+        if not (status < 200 or status in (204, 304)):  # as starlette: no length on those
+            raw.append((b"content-length", b"%d" % len(body)))  # never copied from upstream (DROP_TO_CLIENT)
+        self.raw_headers = raw
+
+
 def sse_response(body: AsyncIterator[bytes], headers: Mapping[str, str], slot: StreamSlot | None = None) -> SSEResponse:
     """`slot`: the client's admitted stream, kept announced while it is open, released at its end."""
     merged = {**{k.lower(): v for k, v in headers.items()}, **SSE_HEADERS}

@@ -23,6 +23,7 @@ from gateway.eras.outcomes import Outcome
 from gateway.eras.replays import Recorded, Replays, body_hash
 from gateway.eras.responses import (
     SSE_HEADERS,
+    RelayedResponse,
     StreamSlot,
     client_headers,
     error_response,
@@ -108,9 +109,7 @@ class SessionfulEndpoint:
         return record
 
     async def _relay_plain(self, response: UpstreamResponse, session_id: str | None) -> Response:
-        body = await response.read(self._max_body)
-        headers = client_headers(response.headers, session_id)
-        return Response(body, status_code=response.status, headers=headers)
+        return RelayedResponse(await response.read(self._max_body), response.status, response.headers, session_id)
 
     async def _upstream_lost_session(self, record: SessionRecord, response: UpstreamResponse) -> None:
         if response.status == 404 and record.upstream_sid:

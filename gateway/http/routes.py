@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from gateway import errors, logs
-from gateway.eras.responses import error_response, read_body
+from gateway.eras.responses import RelayedResponse, error_response, read_body
 from gateway.http import traced
 from gateway.http.gateway import Gateway
 from gateway.http.guard import HeadersTooLarge
@@ -86,7 +86,7 @@ class GatewayApp(Starlette):
 
 
 # Responses whose `__call__` sends `raw_headers` and `body` as they are, in two messages.
-_WHOLE = (Response, JSONResponse)
+_WHOLE = (Response, JSONResponse, RelayedResponse)
 
 MCP_METHODS = ("GET", "POST", "DELETE")  # others take the router: its 405 with `Allow`
 
