@@ -42,7 +42,8 @@ class Guard:
         forwarded = request.headers.get("x-forwarded-for") if self.trust_forwarded_for else None
         if forwarded:
             return forwarded.split(",")[0].strip()
-        return request.client.host if request.client else "unknown"
+        client = request.scope.get("client")  # not `request.client`: a new named tuple on every read
+        return str(client[0]) if client else "unknown"
 
     async def admit(self, request: Request) -> None:
         """Raise the right client error, or set `request.state.principal` and `.client_key`."""

@@ -67,7 +67,7 @@ class GatewayApp(Starlette):
                         mcp_endpoint, gateway.tracer, gateway.settings.max_body_bytes, scope, receive, send
                     )
                     return
-                response = await mcp_endpoint(McpRequest(scope, receive, send, body=body))
+                response = await mcp_endpoint(McpRequest(scope, receive, send, body=body), gateway)
                 # A whole answer goes out in one write when our server offers it (`http/server.py`);
                 # not while a refused body is still to be drained: the guard's `send` does that.
                 respond = scope.get(RESPOND)
@@ -102,9 +102,11 @@ def _mcp_pool(path: str) -> str | Literal[False] | None:
     return False
 
 
-async def mcp_endpoint(request: Request) -> Response:
+async def mcp_endpoint(request: Request, gateway: Gateway | None = None) -> Response:
+    """`gateway`: the app's, when the caller has it at hand (else read off the app's state)."""
     started = time.perf_counter()
-    gateway: Gateway = request.app.state.gateway
+    if gateway is None:
+        gateway = request.app.state.gateway
     pool = request.path_params.get("pool")
     request.state.principal = ""
     era = "-"
