@@ -103,7 +103,7 @@ async def iterate(items: Iterable[bytes]) -> AsyncIterator[bytes]:
 class StreamSlot:
     """One admitted open stream of a client; released once, when its delivery ends."""
 
-    __slots__ = ("_announced", "_limiter", "_released", "member", "who")
+    __slots__ = ("_announced", "_limiter", "_released", "capped", "member", "who")
 
     def __init__(self, limiter: Limiter, who: str, member: str) -> None:
         self.who = who
@@ -111,12 +111,14 @@ class StreamSlot:
         self._limiter = limiter
         self._released = False
         self._announced = time.monotonic()
+        self.capped = bool(limiter.config.max_streams)  # no cap (the default): nothing to admit or release
 
     async def release(self) -> None:
         if not self._released:
             self._released = True
-            with contextlib.suppress(errors.StoreError):
-                await self._limiter.release("streams", self.who, self.member)
+            if self.capped:
+                with contextlib.suppress(errors.StoreError):
+                    await self._limiter.release("streams", self.who, self.member)
 
     def due(self) -> bool:
         """Time to re-announce the slot (every stream_ttl / 2 while it stays open)?"""

@@ -95,7 +95,8 @@ class SessionfulEndpoint:
         # The member only tells this stream from the client's others: the replica and a count, not
         # a random token (a system call per request).
         slot = StreamSlot(self._limiter, request.state.client_key, f"{self._replica}#{next(self._slots)}")
-        await self._limiter.admit_stream(slot.who, slot.member)
+        if slot.capped:
+            await self._limiter.admit_stream(slot.who, slot.member)
         return slot
 
     async def _session(self, request: Request, pool: str | None) -> SessionRecord:
