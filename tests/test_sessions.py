@@ -265,3 +265,19 @@ def test_a_record_read_back_from_its_hash_is_the_record_the_dataclass_builds() -
         assert read == record and repr(read) == repr(record)
         with pytest.raises(AttributeError):  # still frozen
             read.pool = "other"  # type: ignore[misc]
+
+
+def test_record_fields_are_the_hash_fields_in_the_order_the_claim_script_reads_them() -> None:
+    import re
+
+    from gateway.store import claims
+    from gateway.store.sessions import RECORD_FIELDS
+
+    assert [f.decode() for f in RECORD_FIELDS] == [f for f in SessionRecord.__dataclass_fields__ if f != "id"]
+    hmget = re.search(r"HMGET', KEYS\[1\],(.*?)\)", claims._LOAD_AND_CLAIM, re.S)
+    assert hmget is not None
+    assert re.findall(r"'([a-z_]+)'", hmget.group(1)) == [f.decode() for f in RECORD_FIELDS]
+    absent = SessionRecord.from_values("t" * 32, [b"p", b"http://u/mcp", None, b"2025-06-18", None, None, None])
+    assert absent == SessionRecord("t" * 32, "p", "http://u/mcp", "", "2025-06-18")  # the defaults
+    with pytest.raises(KeyError):
+        SessionRecord.from_values("t" * 32, [b"p", None, None, b"2025-06-18", None, None, None])

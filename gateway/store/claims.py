@@ -25,14 +25,14 @@ from gateway.store.sessions import SessionRecord
 from gateway.wire.protocol import valid_session_id
 
 # KEYS: session, streams, reqs.  ARGV: ttl_ms, principal, pool ('' = any), claim JSON, max claims,
-# then the claim fields.  Returns {0} unknown session, {1, record} claimed, {2, record, claim} taken.
+# then the claim fields.  Returns {0} unknown session, {1, record} claimed, {2, record, claim} taken,
+# the record being the session hash's values in `sessions.RECORD_FIELDS` order (false: not set).
 _LOAD_AND_CLAIM = """
-local rec = redis.call('HGETALL', KEYS[1])
-if #rec == 0 then return {0} end
-local fields = {}
-for i = 1, #rec, 2 do fields[rec[i]] = rec[i + 1] end
-if (fields['principal'] or '') ~= ARGV[2] then return {0} end
-if ARGV[3] ~= '' and fields['pool'] ~= ARGV[3] then return {0} end
+local rec = redis.call('HMGET', KEYS[1], 'pool', 'instance', 'upstream_sid', 'protocol', 'principal',
+                       'init_params', 'created')
+if not rec[1] then return {0} end
+if (rec[5] or '') ~= ARGV[2] then return {0} end
+if ARGV[3] ~= '' and rec[1] ~= ARGV[3] then return {0} end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 for i = 6, #ARGV do
@@ -168,8 +168,7 @@ class Claims:
         if int(reply[0]) == 0:
             # Unknown, or bound to another principal or pool: all look like "unknown" (no claim made).
             raise errors.SessionNotFound("Session not found")
-        flat = reply[1]
-        record = SessionRecord.from_redis(session_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+        record = SessionRecord.from_values(session_id, reply[1])
         return record, (Claim.from_json(reply[2]) if int(reply[0]) == 2 else None)
 
     async def get(self, session_id: str, request_id: JsonRpcId) -> Claim | None:
