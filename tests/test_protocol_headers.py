@@ -220,3 +220,17 @@ def test_forward_trims_ows_around_values() -> None:
     # RFC 9110 §5.5: OWS around a field value is not part of it
     out = protocol.forward_headers([("Mcp-Name", "  echo \t"), ("X-Keep", "a  b")], protocol.DROP_TO_UPSTREAM)
     assert out == {"Mcp-Name": "echo", "X-Keep": "a  b"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Content-Type", "application/json"), ("X-A", "1"), ("x-a", "2"), ("Server", "up")],
+        [("Connection", "X-Hop, keep-alive"), ("X-Hop", "1"), ("Accept", " */* ")],
+        [("MCP-Custom", "v"), ("Mcp-Session-Id", "secret")],
+    ],
+)
+def test_forward_with_lower_names_is_the_copy_with_its_names_lower_cased(headers: list[tuple[str, str]]) -> None:
+    for drop in (protocol.DROP_TO_CLIENT, protocol.DROP_TO_UPSTREAM):
+        copied = protocol.forward_headers(headers, drop)
+        assert protocol.forward_headers(headers, drop, lower_names=True) == {k.lower(): v for k, v in copied.items()}

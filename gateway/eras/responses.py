@@ -67,7 +67,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def client_headers(upstream: Mapping[str, str], session_id: str | None) -> dict[str, str]:
-    headers = {k.lower(): v for k, v in protocol.forward_headers(upstream.items(), protocol.DROP_TO_CLIENT).items()}
+    headers = protocol.forward_headers(upstream.items(), protocol.DROP_TO_CLIENT, lower_names=True)
     if session_id is not None:
         headers["mcp-session-id"] = session_id
     return headers

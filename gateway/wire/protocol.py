@@ -298,8 +298,11 @@ def field_value(value: str) -> str:
     return value.strip(" \t")
 
 
-def forward_headers(headers: Iterable[tuple[str, str]], drop: frozenset[str]) -> dict[str, str]:
-    """Copy headers except those in `drop` and those named by `Connection` (RFC 9110 §7.6.1).
+def forward_headers(
+    headers: Iterable[tuple[str, str]], drop: frozenset[str], *, lower_names: bool = False
+) -> dict[str, str]:
+    """Copy headers except those in `drop` and those named by `Connection` (RFC 9110 §7.6.1),
+    under their names as given or, with `lower_names`, lower-cased.
 
     One pass, each name lower-cased once (`drop` holds `connection`: it is never copied)."""
     kept: dict[str, str] = {}
@@ -309,7 +312,7 @@ def forward_headers(headers: Iterable[tuple[str, str]], drop: frozenset[str]) ->
         if lower == "connection":
             named.update(token.strip().lower() for token in value.split(",") if token.strip())
         elif lower not in drop:
-            kept[name] = field_value(value)
+            kept[lower if lower_names else name] = field_value(value)
     if named:
         return {name: value for name, value in kept.items() if name.lower() not in named}
     return kept
