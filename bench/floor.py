@@ -37,10 +37,12 @@ from bench.topology import PY, REPO, Topology
 from gateway.store import claims as claim_scripts
 from gateway.store.client import Script, connect
 from gateway.store.keys import Keys
+from gateway.store.sessions import RECORD_FIELDS
 from gateway.upstream.http1 import Http1Pool
 from tests.integration.procs import free_port
 
 _CANNED = b'{"jsonrpc":"2.0","id":1,"result":{}}'
+_UPSTREAM_SID = RECORD_FIELDS.index(b"upstream_sid")
 
 
 class _Floor(asyncio.Protocol):
@@ -118,7 +120,7 @@ class _App:
         claim = claim_scripts.Claim(body_hash="0" * 32, stream="s" * 16, replica="floor", at=time.time())
         session = [keys.session(sid), keys.streams(sid), keys.requests(sid)]
         reply = await self._claim(keys=session, args=["3600000", "", "", claim.to_json(), "1000", field])
-        upstream_sid = dict(zip(reply[1][::2], reply[1][1::2], strict=True))[b"upstream_sid"].decode()
+        upstream_sid = (reply[1][_UPSTREAM_SID] or b"").decode()  # the script's record: RECORD_FIELDS' values
         headers = {**self._headers, "Mcp-Session-Id": upstream_sid}
         response = await self._pool.request("POST", self._upstream, headers, body)
         chunks = []

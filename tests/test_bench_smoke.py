@@ -51,7 +51,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
 
     reqpath = {r["target"]: r for r in sc["reqpath"]["rows"]}
     assert reqpath["gw1"]["cpu_us_per_call"] > 0 and reqpath["gw1"]["aiohttp_x_direct"] > 0
-    assert reqpath["gw1"]["redis_per_call"]["by_command"].get("hgetall", 0) > 0  # the session load
+    assert reqpath["gw1"]["redis_per_call"]["by_command"].get("hmget", 0) > 0  # the session load (claim script)
     assert reqpath["gw1"]["redis_per_call"]["round_trips"] > 0
     assert reqpath["gw1"]["redis_per_sse_event"]["by_command"].get("xadd", 0) > 0  # events land in the log
 
