@@ -151,6 +151,16 @@ async def test_a_connection_with_a_request_in_progress_is_not_closed_for_keep_al
     await until(lambda: transport.closed)  # idle again: the timer is armed again
 
 
+async def test_a_lost_connection_cancels_its_keep_alive_timer() -> None:
+    proto, transport = protocol(keep_alive=5)
+    proto.data_received(REQUEST)
+    await settle(transport, 1)
+    timer = proto.timeout_keep_alive_task
+    assert timer is not None
+    proto.connection_lost(None)
+    assert proto.timeout_keep_alive_task is None and timer.cancelled()
+
+
 async def test_a_sized_answer_leaves_in_one_write() -> None:
     """Status line, headers and body of a JSON-sized answer: one send(), not one per ASGI message."""
 

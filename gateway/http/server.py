@@ -236,20 +236,10 @@ class LeanHttpToolsProtocol(HttpToolsProtocol):
     # requests; when it fires it closes a connection idle for `timeout_keep_alive` since its last
     # response, and otherwise waits for the rest of that time: one timer per connection per period.
 
-    def data_received(self, data: bytes) -> None:
-        """uvicorn's, with the keep-alive timer left running: the connection is busy now."""
+    def _unset_keepalive_if_required(self) -> None:
+        """What uvicorn's `data_received` calls to cancel the timer: the connection is busy now,
+        and the timer is left running (it finds the connection busy when it fires)."""
         self._idle_since = None
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
 
     def on_response_complete(self) -> None:
         """uvicorn's, arming the keep-alive timer only when none is armed."""
@@ -301,6 +291,9 @@ class LeanHttpToolsProtocol(HttpToolsProtocol):
         callback, self._on_disconnect = self._on_disconnect, None
         self._lost = True
         super().connection_lost(exc)
+        if self.timeout_keep_alive_task is not None:  # what uvicorn's `_unset_keepalive_if_required` did here
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
         if callback is not None:
             callback()
 
