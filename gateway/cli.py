@@ -125,6 +125,18 @@ Takes the server's own flags, env vars and config file (only the store ones matt
 --key-prefix, --config). Reads with SCAN in small steps; never blocks Redis."""
 
 
+def _take_dashed_session_id(argv: list[str], options: frozenset[str]) -> tuple[list[str], str | None]:
+    """Session ids are URL-safe base64 and one in 64 starts with '-', which argparse takes for a
+    flag: the word after `session` is the id unless it is one of the flags (or `--flag=value`)."""
+    if "session" not in argv:
+        return argv, None
+    at = argv.index("session") + 1
+    word = argv[at] if at < len(argv) else ""
+    if not word.startswith("-") or word == "--" or word.split("=", 1)[0] in options:
+        return argv, None
+    return argv[:at] + argv[at + 1 :], word
+
+
 def inspect_main(argv: Sequence[str]) -> int:
     """`mcp-gateway inspect [all|replicas|sessions|streams|tasks|session ID] [--json] [server flags]`."""
     parser = build_parser(prog="mcp-gateway inspect", description=INSPECT_HELP)
@@ -132,7 +144,10 @@ def inspect_main(argv: Sequence[str]) -> int:
     parser.add_argument("view", nargs="?", default="all", choices=views)
     parser.add_argument("session_id", nargs="?", help="for `session`: a session id or its first characters")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    argv, dashed_id = _take_dashed_session_id(list(argv), frozenset(parser._option_string_actions))
     args = parser.parse_args(argv)
+    if dashed_id is not None:
+        args.session_id = dashed_id
     if args.view == "session" and not args.session_id:
         parser.error("`session` needs a session id (or its first characters)")
     try:

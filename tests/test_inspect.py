@@ -142,6 +142,29 @@ async def test_cli_inspect_text_and_json(
     assert code == 2 and "needs --redis-url" in err
 
 
+async def test_cli_finds_a_session_whose_id_starts_with_a_dash(
+    redis: aioredis.Redis, redis_url: str, key_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One id in 64 starts with '-' (URL-safe base64): argparse took its prefix for a flag and exited 2."""
+    prefix = f"{key_prefix}:dash"
+    sid = "-Adjl" + "Z" * 27
+    record = new_record(
+        sid, pool="p", instance="http://u/mcp", upstream_sid="", protocol="2025-11-25", principal="", init_params={}
+    )
+    await SessionStore(redis, Keys(prefix), 60).create(record)
+
+    def run(*args: str) -> tuple[int, str]:
+        with pytest.raises(SystemExit) as done:
+            main(["inspect", *args])
+        return int(done.value.code or 0), capsys.readouterr().out
+
+    store = ["--redis-url", redis_url, "--key-prefix", prefix]
+    code, out = await asyncio.to_thread(run, "session", sid[:8], "--json", *store)
+    assert code == 0 and json.loads(out)["id"] == sid
+    code, out = await asyncio.to_thread(run, *store, "session", sid[:6])  # the id last, flags first
+    assert code == 0 and sid in out
+
+
 async def test_inspector_lists_served_tasks_with_their_runner_and_routed_ones(
     redis: aioredis.Redis, key_prefix: str, capsys: pytest.CaptureFixture[str], redis_url: str
 ) -> None:
