@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from gateway.timers import CoarseTimers
 from gateway.upstream import http1
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -245,5 +246,42 @@ async def test_a_request_is_bounded_while_it_waits_for_headers_and_for_a_connect
         again = await pool.request("GET", url, {}, None, timeout=2)  # the pool still serves
         await _body(again)
         assert again.status == 200
+    finally:
+        await pool.close()
+
+
+async def test_a_request_on_an_idle_connection_does_not_ask_for_the_running_loop(
+    serve: Callable[[Handler], Awaitable[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CPython 3.11's `asyncio.get_running_loop()` makes a getpid() system call: the pool keeps
+    the loop of its first request (and each connection its own) instead of asking per request."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await _read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    url = await serve(handler)
+    # the app's timers (they keep their loop too); the default ones ask for it on every wait
+    pool = http1.Http1Pool(connect_timeout=2, limit_per_host=4, timers=CoarseTimers(asyncio.get_running_loop()))
+    try:
+        first = await pool.request("POST", url, {}, b"{}", timeout=5)
+        assert await _body(first) == b"{}"
+        asked = 0
+        real = asyncio.get_running_loop
+
+        def counting() -> asyncio.AbstractEventLoop:
+            nonlocal asked
+            asked += 1
+            return real()
+
+        monkeypatch.setattr(http1.asyncio, "get_running_loop", counting)
+        for _ in range(3):
+            response = await pool.request("POST", url, {}, b"{}", timeout=5)
+            assert response.status == 200 and await _body(response) == b"{}"
+        assert asked == 0
     finally:
         await pool.close()

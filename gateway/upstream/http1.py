@@ -268,6 +268,7 @@ class Http1Pool:
         self._targets: dict[str, tuple[tuple[str, int, bool], bytes]] = {}  # url -> (key, request-target + Host)
         self._ssl: ssl.SSLContext | None = None
         self._all: set[_Connection] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first request
 
     def _target(self, url: str) -> tuple[tuple[str, int, bool], bytes]:
         cached = self._targets.get(url)
@@ -297,7 +298,9 @@ class Http1Pool:
         lines.append(b"\r\n")
         if body:
             lines.append(body)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # kept: CPython 3.11's get_running_loop() makes a getpid() system call
+            loop = self._loop = asyncio.get_running_loop()
         started = loop.time()
         connection = self._take_idle(key, started)
         if connection is None:  # wait for a free connection, or open one, within the same bound
