@@ -13,6 +13,10 @@ Its `/http` path answers at once (the HTTP server alone). One replica of this ch
 floor server run side by side on the same Redis, upstream and sessions, loaded in alternating
 rounds by `wrk` (64 connections), with `--baseline REV` a replica of that revision too; CPU per
 call is each process's CPU time over the calls it served, the median of the rounds.
+
+`--latency`: also the p50 of one connection's back-to-back calls (aiohttp, as scenario 7) on each
+target and on the upstream directly, in alternating rounds: how much of the latency a call adds
+at one connection the hops alone cost (the floor's added p50) and how much is the gateway's own.
 """
 
 from __future__ import annotations
@@ -159,6 +163,25 @@ async def _measure(
     return per_call
 
 
+async def _latency(targets: dict[str, str], sids: list[str], rounds: int, duration: float) -> dict[str, list[float]]:
+    """Median latency (ms) of one connection's back-to-back JSON calls, per target and round."""
+    body = lg.tool_call("json", {"text": "hi"})
+    p50: dict[str, list[float]] = {name: [] for name in targets}
+    async with lg.new_session(1) as http:
+        session = {name: sids[0] for name in targets}
+        session["direct"] = await lg.initialize(http, targets["direct"])
+        for _ in range(rounds):
+            for name, url in targets.items():
+                sid = session[name]
+                result = await lg.closed_loop(
+                    1, duration, lambda _i, url=url, sid=sid: lg.call_json(http, url, sid, body)  # type: ignore[misc]
+                )
+                if result.errors:
+                    raise RuntimeError(f"{name}: {result.errors} errors at one connection: {result.first_error}")
+                p50[name].append(1e3 * statistics.median(result.latencies))
+    return p50
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.floor", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
@@ -166,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--conns", type=int, default=64)
     parser.add_argument("--baseline", help="git revision of the gateway to load beside this checkout")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--latency", action="store_true", help="also the p50 at one connection, direct included")
     args = parser.parse_args(argv)
     prefix = f"bench-floor-{os.getpid()}"
     top = Topology(args.redis_url, prefix, replicas=0, with_nginx=False, with_sdk=False)
@@ -190,8 +214,14 @@ def main(argv: list[str] | None = None) -> None:
                     "floor, same wire work": (f"http://127.0.0.1:{port}/mcp", floor.pid),
                     "floor, HTTP answer only": (f"http://127.0.0.1:{port}/http", floor.pid),
                 }
-                return await _measure(targets, sids, args.rounds, args.duration, args.conns)
+                per_call = await _measure(targets, sids, args.rounds, args.duration, args.conns)
+                if args.latency:
+                    served = {name: url for name, (url, _) in targets.items() if "HTTP" not in name}
+                    urls = {"direct": upstream} | served
+                    latency.update(await _latency(urls, sids, args.rounds, min(args.duration, 2)))
+                return per_call
 
+        latency: dict[str, list[float]] = {}
         per_call = asyncio.run(run())
     finally:
         top.stop()
@@ -200,6 +230,13 @@ def main(argv: list[str] | None = None) -> None:
         runs = ", ".join(f"{v:.0f}" for v in values)
         median = statistics.median(values)
         print(f"{name}: {median:.0f} us CPU per JSON call ({median / gateway:.2f} of the gateway's; rounds {runs})")
+    if latency:
+        direct = statistics.median(latency["direct"])
+        print(f"one connection, p50 of back-to-back calls: direct {direct:.3f} ms")
+        for name, values in latency.items():
+            if name != "direct":
+                median = statistics.median(values)
+                print(f"  {name}: {median:.3f} ms, adds {median - direct:.3f} ms")
 
 
 if __name__ == "__main__":
