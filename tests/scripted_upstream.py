@@ -14,6 +14,7 @@ Tools (by `params.name` of tools/call):
   orphan         -> SSE answering an id nobody asked, then the real answer
   burst          -> SSE: `arguments.count` progress notifications and the result, all in the
                     write after the headers' (they reach the gateway together)
+  cookies        -> two Set-Cookie lines with the answer (JSON, or SSE with `arguments.sse`)
 """
 
 from __future__ import annotations
@@ -145,6 +146,17 @@ class ScriptedUpstream:
             ]
         if name == "html":
             await _respond(send, 200, b"<html>not mcp</html>", "text/html")
+            return
+        if name == "cookies":  # e.g. a sticky load balancer's pair (AWSALB, AWSALBCORS)
+            cookies = [(b"set-cookie", b"lb=1; Path=/"), (b"set-cookie", b"lbcors=1; Path=/; SameSite=None")]
+            answer = json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"echo": args}})
+            if not args.get("sse"):
+                await _respond(send, 200, answer.encode(), "application/json", cookies)
+                return
+            headers = [(b"content-type", b"text/event-stream"), *cookies]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await _send_event(send, "c-1", answer)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         if name == "burst":
             progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": rid}}

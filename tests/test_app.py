@@ -402,3 +402,14 @@ async def test_the_process_owners_hook_runs_once_everything_is_built() -> None:
         async with serve(apps[0]):
             assert seen == [True]
     assert seen == [True]
+
+
+@pytest.mark.parametrize("sse", [False, True])
+async def test_every_set_cookie_line_of_the_upstream_reaches_the_client(env: Env, sse: bool) -> None:
+    """RFC 9110 §5.3: Set-Cookie lines are never folded into one; the relay kept only the last."""
+    sid = await env.initialize()
+    r = await env.client.post(env.mcp, headers=env.headers(sid), json=call("cookies", sse=sse))
+    assert r.status_code == 200, r.text
+    assert r.headers.get_list("set-cookie") == ["lb=1; Path=/", "lbcors=1; Path=/; SameSite=None"]
+    answer = parse_sse(r.text)[-1]["data"] if sse else r.text
+    assert json.loads(answer)["result"]["echo"] == {"sse": sse}

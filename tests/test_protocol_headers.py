@@ -233,4 +233,19 @@ def test_forward_trims_ows_around_values() -> None:
 def test_forward_with_lower_names_is_the_copy_with_its_names_lower_cased(headers: list[tuple[str, str]]) -> None:
     for drop in (protocol.DROP_TO_CLIENT, protocol.DROP_TO_UPSTREAM):
         copied = protocol.forward_headers(headers, drop)
-        assert protocol.forward_headers(headers, drop, lower_names=True) == {k.lower(): v for k, v in copied.items()}
+        lowered: dict[str, str] = {}
+        for name, value in copied.items():  # names that differ in case only: one line, values in order
+            lowered[name.lower()] = f"{lowered[name.lower()]}, {value}" if name.lower() in lowered else value
+        assert protocol.forward_headers(headers, drop, lower_names=True) == lowered
+
+
+def test_a_repeated_field_keeps_all_its_values_in_order() -> None:
+    # RFC 9110 §5.3: field lines of one name are one comma-separated list; Cookie joins with "; "
+    incoming = [("accept", "application/json"), ("x-tag", "10.0.0.1"), ("accept", "text/event-stream"),
+                ("cookie", "a=1"), ("x-tag", " 10.0.0.2 "), ("cookie", "b=2")]  # fmt: skip
+    out = protocol.forward_headers(incoming, protocol.DROP_TO_UPSTREAM)
+    assert out == {
+        "accept": "application/json, text/event-stream",
+        "x-tag": "10.0.0.1, 10.0.0.2",
+        "cookie": "a=1; b=2",
+    }

@@ -66,11 +66,36 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-def client_headers(upstream: Mapping[str, str], session_id: str | None) -> dict[str, str]:
-    headers = protocol.forward_headers(upstream.items(), protocol.DROP_TO_CLIENT, lower_names=True)
+class ClientHeaders(dict[str, str]):
+    """An upstream answer's headers for the client (lower-case names), with its `Set-Cookie`
+    lines apart in `cookies`: each must stay a line of its own (RFC 9110 §5.3), which a dict
+    cannot hold. Every response built from these writes them (`with_cookies`)."""
+
+    __slots__ = ("cookies",)
+
+    def __init__(self, headers: dict[str, str], cookies: list[str]) -> None:
+        super().__init__(headers)
+        self.cookies = cookies
+
+
+def client_headers(upstream: Mapping[str, str], session_id: str | None) -> ClientHeaders:
+    pairs: Iterable[tuple[str, str]] = upstream.items()
+    cookies: list[str] = []
+    if "set-cookie" in upstream:  # (a case-insensitive multidict, from the upstream client)
+        cookies = [protocol.field_value(v) for k, v in pairs if k.lower() == "set-cookie"]
+        pairs = [(k, v) for k, v in upstream.items() if k.lower() != "set-cookie"]
+    headers = ClientHeaders(protocol.forward_headers(pairs, protocol.DROP_TO_CLIENT, lower_names=True), cookies)
     if session_id is not None:
         headers["mcp-session-id"] = session_id
     return headers
+
+
+def with_cookies(response: Response, headers: Mapping[str, str]) -> Response:
+    """`response` with the `Set-Cookie` lines of `headers` when they are `ClientHeaders`."""
+    cookies = getattr(headers, "cookies", None)
+    if cookies:
+        response.raw_headers.extend((b"set-cookie", cookie.encode("latin-1")) for cookie in cookies)
+    return response
 
 
 class RelayedResponse(Response):
@@ -82,9 +107,12 @@ class RelayedResponse(Response):
         self.status_code = status
         self.body = body
         self.background = None
-        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in client_headers(upstream, session_id).items()]
+        headers = client_headers(upstream, session_id)
+        raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         if not (status < 200 or status in (204, 304)):  # as starlette: no length on those
             raw.append((b"content-length", b"%d" % len(body)))  # never copied from upstream (DROP_TO_CLIENT)
+        if headers.cookies:
+            raw.extend((b"set-cookie", cookie.encode("latin-1")) for cookie in headers.cookies)
         self.raw_headers = raw
 
 
@@ -92,7 +120,9 @@ def sse_response(body: AsyncIterator[bytes], headers: Mapping[str, str], slot: S
     """`slot`: the client's admitted stream, kept announced while it is open, released at its end."""
     merged = {**{k.lower(): v for k, v in headers.items()}, **SSE_HEADERS}
     merged.pop("content-type", None)
-    return SSEResponse(body, merged, slot)
+    response = SSEResponse(body, merged, slot)
+    with_cookies(response, headers)
+    return response
 
 
 async def iterate(items: Iterable[bytes]) -> AsyncIterator[bytes]:

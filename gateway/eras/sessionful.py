@@ -30,6 +30,7 @@ from gateway.eras.responses import (
     iterate,
     read_body,
     sse_response,
+    with_cookies,
 )
 from gateway.metrics import Metrics
 from gateway.store.claims import Claim, Claims
@@ -262,7 +263,7 @@ class SessionfulEndpoint:
         payload = await response.read(self._max_body)
         answer, events = _initialize_answer(payload, response.is_sse, body.first_id)
         if answer is None or "result" not in answer:
-            return Response(payload, status_code=200, headers=client_headers(response.headers, None))
+            return RelayedResponse(payload, 200, response.headers, None)
         init = body.initialize
         params = init.raw.get("params") if init is not None else None
         session_id = protocol.new_session_id()
@@ -281,13 +282,14 @@ class SessionfulEndpoint:
         headers = client_headers(response.headers, record.id)
         if response.is_sse:
             # Upstream event ids must not reach the client: initialize is not resumable anyway.
-            return Response(
+            relayed = Response(
                 b"".join(sse.encode(e) for e in events),
                 status_code=200,
                 media_type=protocol.SSE,
                 headers={**headers, **SSE_HEADERS},
             )
-        return Response(payload, status_code=200, headers=headers)
+            return with_cookies(relayed, headers)
+        return with_cookies(Response(payload, status_code=200, headers=headers), headers)
 
     # --- GET ------------------------------------------------------------------------------------
 

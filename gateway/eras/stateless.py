@@ -24,7 +24,7 @@ from starlette.responses import Response
 from gateway import errors
 from gateway.caching.service import Pending, ResponseCache
 from gateway.eras.idempotent import Idempotency, Ticket
-from gateway.eras.responses import client_headers, error_response, read_body, sse_response
+from gateway.eras.responses import client_headers, error_response, read_body, sse_response, with_cookies
 from gateway.store.idempotency import IdempotencyRecord
 from gateway.tasks.passthrough import Route, TaskRoutes
 from gateway.tasks.protocol import NAME_PARAM, SERVED_METHODS, merge_discover, negotiated
@@ -203,7 +203,7 @@ class StatelessEndpoint:
             return error_response(exc, body.first_id)
         if ticket is not None:
             await self._idempotency.answered(ticket, response.status, payload, response.content_type or protocol.JSON)
-        return Response(payload, status_code=response.status, headers=to_client)
+        return with_cookies(Response(payload, status_code=response.status, headers=to_client), to_client)
 
     async def _answered(self, ticket: Ticket | None, answer: Response) -> Response:
         """A JSON answer made here (a served task, a merged discover), kept for its Idempotency-Key."""

@@ -304,6 +304,9 @@ def forward_headers(
     """Copy headers except those in `drop` and those named by `Connection` (RFC 9110 §7.6.1),
     under their names as given or, with `lower_names`, lower-cased.
 
+    A name that comes more than once keeps all its values, in order, as one line (RFC 9110
+    §5.3: a comma-separated list; `Cookie` with "; ", RFC 6265 §5.4). `Set-Cookie` cannot be
+    combined (RFC 9110 §5.3): the caller takes it out first (`eras.responses.client_headers`).
     One pass, each name lower-cased once (`drop` holds `connection`: it is never copied)."""
     kept: dict[str, str] = {}
     named: set[str] = set()
@@ -312,7 +315,12 @@ def forward_headers(
         if lower == "connection":
             named.update(token.strip().lower() for token in value.split(",") if token.strip())
         elif lower not in drop:
-            kept[lower if lower_names else name] = field_value(value)
+            key = lower if lower_names else name
+            earlier = kept.get(key)
+            if earlier is None:
+                kept[key] = field_value(value)
+            else:
+                kept[key] = earlier + ("; " if lower == "cookie" else ", ") + field_value(value)
     if named:
         return {name: value for name, value in kept.items() if name.lower() not in named}
     return kept
