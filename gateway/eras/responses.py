@@ -99,9 +99,10 @@ def with_cookies(response: Response, headers: Mapping[str, str]) -> Response:
 
 
 class RelayedResponse(Response):
-    """An upstream's whole answer relayed: what `Response(body, status_code=status,
-    headers=client_headers(upstream, session_id))` is, its raw headers written at once (starlette's
-    `init_headers` lower-cases and encodes every name again and searches the list twice)."""
+    """An upstream's whole answer relayed: what `with_cookies(Response(body, status_code=status,
+    headers=h), h)` is for `h = client_headers(upstream, session_id)`, its raw headers written at
+    once (starlette's `init_headers` lower-cases and encodes every name again and searches the
+    list twice)."""
 
     def __init__(self, body: bytes, status: int, upstream: Mapping[str, str], session_id: str | None) -> None:
         self.status_code = status
