@@ -112,9 +112,8 @@ class RelayedResponse(Response):
         raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         if not (status < 200 or status in (204, 304)):  # as starlette: no length on those
             raw.append((b"content-length", b"%d" % len(body)))  # never copied from upstream (DROP_TO_CLIENT)
-        if headers.cookies:
-            raw.extend((b"set-cookie", cookie.encode("latin-1")) for cookie in headers.cookies)
         self.raw_headers = raw
+        with_cookies(self, headers)
 
 
 def sse_response(body: AsyncIterator[bytes], headers: Mapping[str, str], slot: StreamSlot | None = None) -> SSEResponse:
