@@ -123,7 +123,8 @@ class _App:
         keys = self._keys
         claim = claim_scripts.Claim(body_hash="0" * 32, stream="s" * 16, replica="floor", at=time.time())
         session = [keys.session(sid), keys.streams(sid), keys.requests(sid)]
-        reply = await self._claim(keys=session, args=["3600000", "", "", claim.to_json(), "1000", field])
+        # "0": no TTL renewal due, as on all but one of a session's calls per tenth of its TTL
+        reply = await self._claim(keys=session, args=["3600000", "", "", claim.to_json(), "1000", "0", field])
         upstream_sid = (reply[1][_UPSTREAM_SID] or b"").decode()  # the script's record: RECORD_FIELDS' values
         headers = {**self._headers, "Mcp-Session-Id": upstream_sid}
         response = await self._pool.request("POST", self._upstream, headers, body)

@@ -43,7 +43,7 @@ async def test_first_claim_wins_and_repeats_see_it(redis: aioredis.Redis, keys: 
     # 1 and "1" are different JSON-RPC ids
     _, taken = await claims.load_and_claim(sid, "alice", None, ("1",), claim("h3"))
     assert taken is None
-    assert 0 < await redis.pttl(keys.requests(sid)) <= 60_000
+    assert 60_000 < await redis.pttl(keys.requests(sid)) <= 66_000  # renewed: TTL x 1.1
 
 
 async def test_outcome_recorded_and_release(redis: aioredis.Redis, keys: Keys) -> None:
@@ -114,3 +114,62 @@ def test_an_answered_claims_json_is_the_claims_with_its_answer_added() -> None:
     assert answered == fresh and answered.to_json() == fresh.to_json()
     dropped = dataclasses.replace(answered, dropped=True)  # a replaced claim writes its own JSON
     assert json.loads(dropped.to_json())["dropped"] is True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_claims_renew_the_sliding_ttls_once_per_tenth_of_it(redis: aioredis.Redis, keys: Keys) -> None:
+    """The JSON call's one round trip renews the session's TTLs only when this replica's renewal
+    is due (shared with the session loads); the claims hash gets its TTL when it is made."""
+    clock = Clock()
+    store = SessionStore(redis, keys, ttl=100, clock=clock)
+    claims = Claims(redis, keys, ttl=100, max_requests=10, max_answer=100, renewals=store.renewals)
+    sid = await session(redis, keys)
+    await redis.hset(keys.streams(sid), "s", "{}")  # a stream registry, renewed with the record
+    await store.load(sid, "alice")  # renewed by the load: not due for the claims
+    await redis.pexpire(keys.session(sid), 50_000)  # as if time had passed in Redis
+    await redis.pexpire(keys.streams(sid), 50_000)
+    clock.now += 9.9
+    await claims.load_and_claim(sid, "alice", None, (1,), claim())
+    assert await redis.pttl(keys.session(sid)) <= 50_000  # not renewed
+    assert await redis.pttl(keys.streams(sid)) <= 50_000
+    assert 100_000 < await redis.pttl(keys.requests(sid)) <= 110_000  # made now: its TTL set
+    await redis.pexpire(keys.requests(sid), 50_000)
+    await claims.load_and_claim(sid, "alice", None, (2,), claim())
+    assert await redis.pttl(keys.requests(sid)) <= 50_000  # not made, not due: left as it is
+    clock.now += 0.2
+    await claims.load_and_claim(sid, "alice", None, (3,), claim())
+    for key in (keys.session(sid), keys.streams(sid), keys.requests(sid)):
+        assert 100_000 < await redis.pttl(key) <= 110_000  # due: all three renewed, TTL x 1.1
+    await redis.pexpire(keys.session(sid), 50_000)
+    clock.now += 5
+    await store.load(sid, "alice")  # the claim's renewal counts for the loads too
+    assert await redis.pttl(keys.session(sid)) <= 50_000
+
+
+async def test_a_replay_renews_the_claims_hash_when_due(redis: aioredis.Redis, keys: Keys) -> None:
+    clock = Clock()
+    claims = Claims(redis, keys, ttl=100, max_requests=10, max_answer=100, renewals=None)
+    claims._renewals.clock = clock
+    sid = await session(redis, keys)
+    await claims.load_and_claim(sid, "alice", None, (1,), claim())
+    await redis.pexpire(keys.requests(sid), 50_000)
+    _, taken = await claims.load_and_claim(sid, "alice", None, (1,), claim())
+    assert taken is not None and await redis.pttl(keys.requests(sid)) <= 50_000  # not due
+    clock.now += 10
+    _, taken = await claims.load_and_claim(sid, "alice", None, (1,), claim())
+    assert taken is not None and await redis.pttl(keys.requests(sid)) > 100_000
+
+
+async def test_an_unknown_session_is_not_remembered_as_renewed(redis: aioredis.Redis, keys: Keys) -> None:
+    claims = Claims(redis, keys, ttl=100, max_requests=10, max_answer=100)
+    sid = protocol.new_session_id()
+    with pytest.raises(errors.SessionNotFound):
+        await claims.load_and_claim(sid, "alice", None, (1,), claim())
+    assert claims._renewals.due(sid, claims._renewals.clock())

@@ -194,6 +194,7 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
             ttl=settings.session_ttl,
             max_requests=settings.replay_max_requests,
             max_answer=settings.replay_max_answer_bytes,
+            renewals=sessions.renewals,
         )
         supervisor.spawn(liveness.run(), name="liveness")
         supervisor.spawn(tail.run(), name="tail")

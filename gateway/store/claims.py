@@ -21,31 +21,37 @@ from gateway import errors
 from gateway.errors import JsonRpcId
 from gateway.store.client import Redis, Script, translated
 from gateway.store.keys import Keys
-from gateway.store.sessions import SessionRecord
+from gateway.store.sessions import Renewals, SessionRecord
 from gateway.wire.protocol import valid_session_id
 
 # KEYS: session, streams, reqs.  ARGV: ttl_ms, principal, pool ('' = any), claim JSON, max claims,
-# then the claim fields.  Returns {0} unknown session, {1, record} claimed, {2, record, claim} taken,
-# the record being the session hash's values in `sessions.RECORD_FIELDS` order (false: not set).
+# renew ('1': the sliding TTLs are due for renewal, `sessions.Renewals`), then the claim fields.
+# Returns {0} unknown session, {1, record} claimed, {2, record, claim} taken, the record being the
+# session hash's values in `sessions.RECORD_FIELDS` order (false: not set). The claims hash gets
+# its TTL when it is renewed or made: it lives at least as long as the session.
 _LOAD_AND_CLAIM = """
 local rec = redis.call('HMGET', KEYS[1], 'pool', 'instance', 'upstream_sid', 'protocol', 'principal',
                        'init_params', 'created')
 if not rec[1] then return {0} end
 if (rec[5] or '') ~= ARGV[2] then return {0} end
 if ARGV[3] ~= '' and rec[1] ~= ARGV[3] then return {0} end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
-for i = 6, #ARGV do
+local renew = ARGV[6] == '1'
+if renew then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+end
+for i = 7, #ARGV do
   local taken = redis.call('HGET', KEYS[3], ARGV[i])
   if taken then
-    redis.call('PEXPIRE', KEYS[3], ARGV[1])
+    if renew then redis.call('PEXPIRE', KEYS[3], ARGV[1]) end
     return {2, rec, taken}
   end
 end
 local limit = tonumber(ARGV[5])
-for i = 6, #ARGV do
+for i = 7, #ARGV do
   redis.call('HSET', KEYS[3], ARGV[i], ARGV[4])
   local n = redis.call('HINCRBY', KEYS[3], '#', 1)
+  if n == 1 then renew = true end
   redis.call('HSET', KEYS[3], 'o:' .. n, ARGV[i])
   if n > limit then
     local gone = redis.call('HGET', KEYS[3], 'o:' .. (n - limit))
@@ -53,7 +59,7 @@ for i = 6, #ARGV do
     redis.call('HDEL', KEYS[3], 'o:' .. (n - limit))
   end
 end
-redis.call('PEXPIRE', KEYS[3], ARGV[1])
+if renew then redis.call('PEXPIRE', KEYS[3], ARGV[1]) end
 return {1, rec}
 """
 
@@ -137,10 +143,22 @@ def claim_field(request_id: JsonRpcId) -> str:
 
 
 class Claims:
-    def __init__(self, redis: Redis, keys: Keys, *, ttl: float, max_requests: int, max_answer: int) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        ttl: float,
+        max_requests: int,
+        max_answer: int,
+        renewals: Renewals | None = None,
+    ) -> None:
+        """`renewals`: the replica's (`SessionStore.renewals`), so that loads and claims renew a
+        session's TTLs at most once per period between them; by default, one of its own."""
         self._redis = redis
         self._keys = keys
-        self._ttl_ms = str(int(ttl * 1000))
+        self._renewals = renewals if renewals is not None else Renewals(ttl)
+        self._ttl_ms = str(self._renewals.ttl_ms)
         self._max_requests = str(max_requests)
         self.max_answer = max_answer
         self._load_and_claim = Script(redis, _LOAD_AND_CLAIM)
@@ -152,7 +170,8 @@ class Claims:
     async def load_and_claim(
         self, session_id: str, principal: str, pool: str | None, ids: tuple[JsonRpcId, ...], claim: Claim
     ) -> tuple[SessionRecord, Claim | None]:
-        """Load and touch the session and claim `ids` in one round trip.
+        """Load the session and claim `ids` in one round trip, renewing the session's sliding
+        TTLs when this replica's renewal is due (not on every request).
 
         Returns the record and None when this copy claimed the ids (it runs the request), or the
         existing claim when one of them was claimed before (this copy is a replay).
@@ -160,7 +179,10 @@ class Claims:
         # transports §Session Management: unknown/terminated session -> 404, client re-initializes.
         if not valid_session_id(session_id):
             raise errors.SessionNotFound("Session not found")
-        args = [self._ttl_ms, principal, pool or "", claim.to_json(), self._max_requests]
+        renewals = self._renewals
+        now = renewals.clock()
+        renew = renewals.due(session_id, now)
+        args = [self._ttl_ms, principal, pool or "", claim.to_json(), self._max_requests, "1" if renew else "0"]
         with translated():
             reply = await self._load_and_claim(
                 keys=self._session_keys(session_id), args=[*args, *(claim_field(i) for i in ids)]
@@ -168,6 +190,8 @@ class Claims:
         if int(reply[0]) == 0:
             # Unknown, or bound to another principal or pool: all look like "unknown" (no claim made).
             raise errors.SessionNotFound("Session not found")
+        if renew:
+            renewals.done(session_id, now)
         record = SessionRecord.from_values(session_id, reply[1])
         return record, (Claim.from_json(reply[2]) if int(reply[0]) == 2 else None)
 

@@ -90,15 +90,39 @@ REFRESH_FRACTION = 0.1  # renew a session's TTL when this replica renewed it mor
 _MAX_TRACKED = 100_000  # renewal times kept per replica before stale ones are dropped
 
 
+class Renewals:
+    """When this replica last renewed each session's TTL: a renewal is due once more than
+    `REFRESH_FRACTION` of the TTL passed since. One per replica, shared by the session loads and
+    the claims (`store/claims.py`), so either path renews a session at most once per period."""
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_ms = int(ttl * (1 + REFRESH_FRACTION) * 1000)  # what a renewal sets
+        self._every = ttl * REFRESH_FRACTION
+        self.clock = clock
+        self._renewed: dict[str, float] = {}  # session id -> when this replica last renewed its TTL
+
+    def due(self, session_id: str, now: float) -> bool:
+        return now - self._renewed.get(session_id, -self._every) >= self._every
+
+    def done(self, session_id: str, now: float) -> None:
+        if len(self._renewed) >= _MAX_TRACKED:
+            cutoff = now - self._every
+            self._renewed = {sid: t for sid, t in self._renewed.items() if t > cutoff}
+            if len(self._renewed) >= _MAX_TRACKED // 2:
+                self._renewed.clear()  # forgetting only costs an early renewal
+        self._renewed[session_id] = now
+
+    def forget(self, session_id: str) -> None:
+        self._renewed.pop(session_id, None)
+
+
 class SessionStore:
     def __init__(self, redis: Redis, keys: Keys, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl_ms = int(ttl * 1000)
-        self._refresh_ttl_ms = int(ttl * (1 + REFRESH_FRACTION) * 1000)
-        self._refresh_every = ttl * REFRESH_FRACTION
-        self._clock = clock
-        self._renewed: dict[str, float] = {}  # session id -> when this replica last renewed its TTL
+        self.renewals = Renewals(ttl, clock)
+        self._refresh_ttl_ms = self.renewals.ttl_ms
 
     async def create(self, record: SessionRecord) -> None:
         key = self._keys.session(record.id)
@@ -115,9 +139,9 @@ class SessionStore:
         if not valid_session_id(session_id):
             raise errors.SessionNotFound("Session not found")
         key = self._keys.session(session_id)
-        now = self._clock()
+        now = self.renewals.clock()
         with translated():
-            if now - self._renewed.get(session_id, -self._refresh_every) < self._refresh_every:
+            if not self.renewals.due(session_id, now):
                 raw: dict[bytes, bytes] = await self._redis.hgetall(key)  # type: ignore[assignment]
             else:
                 async with self._redis.pipeline(transaction=False) as pipe:
@@ -126,7 +150,7 @@ class SessionStore:
                     pipe.pexpire(self._keys.streams(session_id), self._refresh_ttl_ms)
                     raw, _, _ = await pipe.execute()
                 if raw:
-                    self._remember_renewal(session_id, now)
+                    self.renewals.done(session_id, now)
         if not raw:
             raise errors.SessionNotFound("Session not found")
         record = SessionRecord.from_redis(session_id, raw)
@@ -134,14 +158,6 @@ class SessionStore:
         if not hmac.compare_digest(record.principal.encode(), principal.encode()):
             raise errors.SessionNotFound("Session not found")
         return record
-
-    def _remember_renewal(self, session_id: str, now: float) -> None:
-        if len(self._renewed) >= _MAX_TRACKED:
-            cutoff = now - self._refresh_every
-            self._renewed = {sid: t for sid, t in self._renewed.items() if t > cutoff}
-            if len(self._renewed) >= _MAX_TRACKED // 2:
-                self._renewed.clear()  # forgetting only costs an early renewal
-        self._renewed[session_id] = now
 
     async def update_upstream(self, session_id: str, instance: str, upstream_sid: str) -> None:
         with translated():
@@ -166,7 +182,7 @@ class SessionStore:
 
     async def delete(self, session_id: str) -> int:
         """Remove the session and every stream it owns; returns the number of streams."""
-        self._renewed.pop(session_id, None)
+        self.renewals.forget(session_id)
         streams_key = self._keys.streams(session_id)
         with translated():
             stream_ids: list[bytes] = await self._redis.hkeys(streams_key)  # type: ignore[assignment]
