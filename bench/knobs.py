@@ -20,4 +20,5 @@ class Knobs:
     client_events: int = 200
     client_rounds: int = 4
     sessions_per_target: int = 64
+    reqpath_rounds: int = 3  # scenario 7: rounds of every target, medians reported
     workdir: Path = Path(".")

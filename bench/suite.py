@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wrk", action=argparse.BooleanOptionalAction, default=None, help="wrk for scenario 1")
     p.add_argument("--sdk", action=argparse.BooleanOptionalAction, default=None, help="SDK-server row")
     p.add_argument("--profile-seconds", type=int, default=5)
+    p.add_argument("--reqpath-rounds", type=int, help="scenario 7: rounds of every target, medians (default 3)")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument(
         "--own-redis",
@@ -124,6 +125,7 @@ def configure(args: argparse.Namespace) -> tuple[Knobs, dict[str, Any]]:
         client_events=20 if smoke else 200,
         client_rounds=1 if smoke else 4,
         sessions_per_target=4 if smoke else 64,
+        reqpath_rounds=args.reqpath_rounds or (1 if smoke else 3),
         workdir=RESULTS / "logs",
     )
     return knobs, opts

@@ -128,3 +128,16 @@ def test_request_path_targets_and_tables() -> None:
     for _title, header, rows in tables:
         assert rows and all(len(row) == len(header) for row in rows)
     assert tables[1][2] == [["per JSON call", "hgetall 1.0"], ["per SSE event", "xadd 1.0, pexpire 1.5"]]
+
+
+def test_request_path_targets_name_the_rounds_of_their_median() -> None:
+    rp = _reqpath()
+    gw = rp["rows"][1]
+    gw["rounds"] = [{"cpu_us_per_call": v, "aiohttp_p99_ms": 40.0} for v in (170.0, 140.0, 120.0)]
+    gw["added_p50_rounds"] = [0.41, 0.4, 0.52]
+    results = {"scenarios": {"reqpath": rp}}
+    report.derive(results)
+    where = {t["target"]: t["where"] for t in results["targets"]}
+    assert where["CPU per JSON call (aiohttp load)"] == "gw1, median of 3 rounds: 170 / 140 / 120"
+    assert where["added p50, 1 conn (aiohttp)"] == "gw1, median of 3 rounds: 0.41 / 0.4 / 0.52"
+    assert where["CPU per JSON call (wrk load)"] == "gw1"  # no rounds of it: a single figure
