@@ -37,3 +37,18 @@ def test_the_request_state_keeps_its_two_attributes_in_slots_and_the_rest_in_the
     assert request.state is request.state
     with pytest.raises(AttributeError):
         _ = request.state.missing
+
+
+def test_the_request_sets_what_starlettes_request_sets() -> None:
+    """`McpRequest.__init__` sets starlette's attributes itself (no super call): an upgrade that
+    adds one fails here."""
+    from starlette.requests import Request
+
+    scope = {"type": "http", "method": "POST", "path": "/mcp", "headers": tuple(RAW), "state": {}}
+    plain, ours = Request(dict(scope)), McpRequest(dict(scope))
+    assert set(vars(plain)) <= set(vars(ours))
+    assert {k: v for k, v in vars(plain).items() if k != "scope"} == {
+        k: v for k, v in vars(ours).items() if k in vars(plain) and k != "scope"
+    }
+    assert ours.scope["headers"] == RAW and type(ours.scope["headers"]) is list  # as `Headers(scope=...)` leaves it
+    assert vars(ours.state) == vars(plain.state) and ours.state._state is ours.scope["state"]

@@ -20,7 +20,11 @@ class IndexedHeaders(Headers):
     """`Headers` (an immutable, case-insensitive multidict) with decoded items and a name index."""
 
     def __init__(self, scope: Scope) -> None:
-        super().__init__(scope=scope)
+        # What `Headers(scope=scope)` sets, without its call: the scope's list (made a list if it is not).
+        raw = scope["headers"]
+        if type(raw) is not list:
+            raw = scope["headers"] = list(raw)
+        self._list = raw
         # ASGI header names are lower-case bytes; the first of a repeated name wins, as in `Headers`.
         self._items = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in self._list]
         self._index = dict(reversed(self._items))
@@ -68,9 +72,17 @@ class McpRequest(Request):
     def __init__(
         self, scope: Scope, receive: Receive = empty_receive, send: Send = empty_send, *, body: bytes | None = None
     ) -> None:
-        super().__init__(scope, receive, send)
+        # What starlette's `Request.__init__` and `HTTPConnection.__init__` set, without their two
+        # calls (`tests/test_requests.py` checks it against the installed starlette's).
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self._stream_consumed = False
+        self._is_disconnected = False
+        self._form = None
         self.headers = IndexedHeaders(scope)
-        self.state = RequestState(scope.setdefault("state", {}))
+        self.state = state = RequestState.__new__(RequestState)
+        object.__setattr__(state, "_state", scope.setdefault("state", {}))  # what `State.__init__` sets
         self.method = scope["method"]
         if body is not None:
             self._body = body
