@@ -388,6 +388,36 @@ async def test_respond_refuses_header_injection_as_send_does() -> None:
     assert b"evil" not in transport.written and transport.written.startswith(b"HTTP/1.1 500 ")
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"Content-Type", b"application/json"), (b"X-Mixed-Case", b"A b"), (b"content-length", b"2")],
+        [(b"connection", b"keep-alive, Close"), (b"content-length", b"2")],
+        [(b"connection", b"keep-alive"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"content-length", b"2")],
+        [(b"content-length", b"2"), (b"x-empty", b"")],
+    ],
+)
+@pytest.mark.parametrize("close", [False, True])
+async def test_respond_writes_the_bytes_uvicorns_send_writes(headers: list[tuple[bytes, bytes]], close: bool) -> None:
+    request = b"POST /mcp HTTP/1.1\r\nHost: x\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n"
+    taken: list[bool] = []
+
+    async def by_send(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+        taken.append(False)
+
+    written = []
+    for app in (responding(200, headers, b"{}", taken), by_send):
+        proto, transport = respond_protocol(app)
+        proto.data_received(request)
+        await until(lambda: len(taken) == len(written) + 1)
+        await asyncio.sleep(0.01)
+        written.append((bytes(transport.written), transport.closed))
+    assert taken == [True, False]  # the first by `RESPOND`, the second by uvicorn's `send`
+    assert written[0] == written[1]
+
+
 async def settle_any(transport: FakeTransport) -> None:
     await until(lambda: bytes(transport.written))
 
