@@ -259,6 +259,7 @@ _REQPATH_COLS: Columns = (
     ("wrk CPU us/call", "wrk_cpu_us_per_call"),
     ("Redis cmds/call", "redis_cmds_call"),
     ("round trips/call", "redis_rtt_call"),
+    ("Redis CPU us/call", "redis_cpu_call"),
     ("Redis cmds/SSE event", "redis_cmds_event"),
     ("round trips/SSE event", "redis_rtt_event"),
 )
@@ -273,6 +274,7 @@ def _reqpath_table(rp: dict[str, Any]) -> Table:
                 **r,
                 "redis_cmds_call": call.get("commands"),
                 "redis_rtt_call": call.get("round_trips"),
+                "redis_cpu_call": call.get("cpu_us"),
                 "redis_cmds_event": event.get("commands"),
                 "redis_rtt_event": event.get("round_trips"),
             }

@@ -8,9 +8,10 @@ Figures, all from one run (the machine is shared; ratios against direct are what
 * Added p50 at 1 connection (aiohttp client, closed loop).
 * Each figure is the median of `--reqpath-rounds` rounds (default 3) that measure every target
   in turn: one window moves by 15-30 % on this shared machine, the median of three much less.
-* Redis commands and round trips per JSON call and per SSE event: deltas of `INFO commandstats`
+* Redis commands, round trips and Redis's CPU time per JSON call and per SSE event: deltas of `INFO commandstats`
   (commands, including those run inside Lua scripts, listed by name) and of `INFO stats`
-  `total_reads_processed` (one socket read by Redis ~ one round trip of a client). Exact only on a
+  `total_reads_processed` (one socket read by Redis ~ one round trip of a client) and of `INFO cpu`
+  (`used_cpu_user` + `used_cpu_sys`: what one Redis spends on each call). Exact only on a
   Redis that nothing else uses meanwhile: run the suite with `--own-redis`.
 """
 
@@ -38,24 +39,28 @@ class RedisCounter:
         self._r = redis.Redis.from_url(url)
         self._calls: dict[str, int] = {}
         self._reads = 0
+        self._cpu = 0.0
 
-    def _snapshot(self) -> tuple[dict[str, int], int]:
+    def _snapshot(self) -> tuple[dict[str, int], int, float]:
         stats: dict[str, Any] = self._r.info("commandstats")
         calls = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in stats.items()}
         reads = int(self._r.info("stats")["total_reads_processed"])
-        return calls, reads
+        cpu: dict[str, Any] = self._r.info("cpu")
+        return calls, reads, float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
 
     def start(self) -> None:
-        self._calls, self._reads = self._snapshot()
+        self._calls, self._reads, self._cpu = self._snapshot()
 
     def stop(self, per: int) -> dict[str, Any]:
-        calls, reads = self._snapshot()
+        calls, reads, cpu = self._snapshot()
         delta = {k: v - self._calls.get(k, 0) for k, v in calls.items()}
         delta = {k: v for k, v in delta.items() if v > 0 and k not in _HOUSEKEEPING}
         per = max(per, 1)
         return {
             "commands": round(sum(delta.values()) / per, 2),
-            "round_trips": round(max(0, reads - self._reads - 2) / per, 2),  # -2: our own two INFO reads
+            "round_trips": round(max(0, reads - self._reads - 3) / per, 2),  # -3: our own three INFO reads
+            # Redis's own CPU time (its main thread and the kernel's work for it) per call
+            "cpu_us": round(1e6 * (cpu - self._cpu) / per, 1),
             "by_command": {k: round(v / per, 2) for k, v in sorted(delta.items(), key=lambda kv: -kv[1])},
         }
 
@@ -125,6 +130,7 @@ async def request_path(topo: Topology, knobs: Knobs, redis_url: str) -> dict[str
             row["redis_per_call"] = {
                 "commands": _median([c["commands"] for c in calls]),
                 "round_trips": _median([c["round_trips"] for c in calls]),
+                "cpu_us": _median([c["cpu_us"] for c in calls]),
                 "by_command": calls[-1]["by_command"],
             }
             row["redis_per_sse_event"] = sse_redis[t]
