@@ -125,7 +125,7 @@ class _App:
         session = [keys.session(sid), keys.streams(sid), keys.requests(sid)]
         # "0": no TTL renewal due, as on all but one of a session's calls per tenth of its TTL
         reply = await self._claim(keys=session, args=["3600000", "", "", claim.to_json(), "1000", "0", field])
-        upstream_sid = (reply[1][_UPSTREAM_SID] or b"").decode()  # the script's record: RECORD_FIELDS' values
+        upstream_sid = (reply[_UPSTREAM_SID] or b"").decode()  # the script's reply: RECORD_FIELDS' values
         headers = {**self._headers, "Mcp-Session-Id": upstream_sid}
         response = await self._pool.request("POST", self._upstream, headers, body)
         chunks = []

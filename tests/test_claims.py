@@ -173,3 +173,16 @@ async def test_an_unknown_session_is_not_remembered_as_renewed(redis: aioredis.R
     with pytest.raises(errors.SessionNotFound):
         await claims.load_and_claim(sid, "alice", None, (1,), claim())
     assert claims._renewals.due(sid, claims._renewals.clock())
+
+
+async def test_a_batch_with_one_taken_id_claims_none_of_its_ids(redis: aioredis.Redis, keys: Keys) -> None:
+    claims = Claims(redis, keys, ttl=60, max_requests=10, max_answer=100)
+    sid = await session(redis, keys)
+    _, taken = await claims.load_and_claim(sid, "alice", None, (2,), claim("h1"))  # one id: by HSETNX
+    assert taken is None
+    _, taken = await claims.load_and_claim(sid, "alice", None, (1, 2, 3), claim("h2", "BBBBBBBBBBBB"))
+    assert taken == claim("h1")  # the replay of id 2's claim
+    assert await claims.get(sid, 1) is None and await claims.get(sid, 3) is None  # nothing else claimed
+    _, taken = await claims.load_and_claim(sid, "alice", None, (2,), claim("h3"))
+    assert taken == claim("h1")  # the one-id path finds it too
+    assert await redis.hget(keys.requests(sid), "#") == b"1"  # one claim made, one order entry

@@ -26,30 +26,39 @@ from gateway.wire.protocol import valid_session_id
 
 # KEYS: session, streams, reqs.  ARGV: ttl_ms, principal, pool ('' = any), claim JSON, max claims,
 # renew ('1': the sliding TTLs are due for renewal, `sessions.Renewals`), then the claim fields.
-# Returns {0} unknown session, {1, record} claimed, {2, record, claim} taken, the record being the
-# session hash's values in `sessions.RECORD_FIELDS` order (false: not set). The claims hash gets
-# its TTL when it is renewed or made: it lives at least as long as the session.
+# Returns 0 for an unknown session, the record when the ids were claimed, {2, record, claim} when
+# one was taken; the record is the session hash's values in `sessions.RECORD_FIELDS` order (false:
+# not set), returned as it is (no table around it: Redis converts one array less). The claims hash
+# gets its TTL when it is renewed or made: it lives at least as long as the session. One id (the
+# usual request) is claimed by HSETNX, which also tells whether it was taken.
 _LOAD_AND_CLAIM = """
 local rec = redis.call('HMGET', KEYS[1], 'pool', 'instance', 'upstream_sid', 'protocol', 'principal',
                        'init_params', 'created')
-if not rec[1] then return {0} end
-if (rec[5] or '') ~= ARGV[2] then return {0} end
-if ARGV[3] ~= '' and rec[1] ~= ARGV[3] then return {0} end
+if not rec[1] then return 0 end
+if (rec[5] or '') ~= ARGV[2] then return 0 end
+if ARGV[3] ~= '' and rec[1] ~= ARGV[3] then return 0 end
 local renew = ARGV[6] == '1'
 if renew then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[1])
 end
-for i = 7, #ARGV do
-  local taken = redis.call('HGET', KEYS[3], ARGV[i])
-  if taken then
+if #ARGV == 7 then
+  if redis.call('HSETNX', KEYS[3], ARGV[7], ARGV[4]) == 0 then
     if renew then redis.call('PEXPIRE', KEYS[3], ARGV[1]) end
-    return {2, rec, taken}
+    return {2, rec, redis.call('HGET', KEYS[3], ARGV[7])}
   end
+else
+  for i = 7, #ARGV do
+    local taken = redis.call('HGET', KEYS[3], ARGV[i])
+    if taken then
+      if renew then redis.call('PEXPIRE', KEYS[3], ARGV[1]) end
+      return {2, rec, taken}
+    end
+  end
+  for i = 7, #ARGV do redis.call('HSET', KEYS[3], ARGV[i], ARGV[4]) end
 end
 local limit = tonumber(ARGV[5])
 for i = 7, #ARGV do
-  redis.call('HSET', KEYS[3], ARGV[i], ARGV[4])
   local n = redis.call('HINCRBY', KEYS[3], '#', 1)
   if n == 1 then renew = true end
   redis.call('HSET', KEYS[3], 'o:' .. n, ARGV[i])
@@ -60,7 +69,7 @@ for i = 7, #ARGV do
   end
 end
 if renew then redis.call('PEXPIRE', KEYS[3], ARGV[1]) end
-return {1, rec}
+return rec
 """
 
 # KEYS: reqs.  ARGV: claim JSON, then fields.  Rewrites the fields that still exist (not evicted).
@@ -187,13 +196,14 @@ class Claims:
             reply = await self._load_and_claim(
                 keys=self._session_keys(session_id), args=[*args, *(claim_field(i) for i in ids)]
             )
-        if int(reply[0]) == 0:
+        if type(reply) is not list:
             # Unknown, or bound to another principal or pool: all look like "unknown" (no claim made).
             raise errors.SessionNotFound("Session not found")
         if renew:
             renewals.done(session_id, now)
-        record = SessionRecord.from_values(session_id, reply[1])
-        return record, (Claim.from_json(reply[2]) if int(reply[0]) == 2 else None)
+        if type(reply[0]) is int:  # {2, record, claim}: taken (a record's first value is its pool)
+            return SessionRecord.from_values(session_id, reply[1]), Claim.from_json(reply[2])
+        return SessionRecord.from_values(session_id, reply), None
 
     async def get(self, session_id: str, request_id: JsonRpcId) -> Claim | None:
         with translated():
