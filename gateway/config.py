@@ -119,7 +119,10 @@ class Settings(BaseSettings):
         "the streams you expect (requests beyond it wait for a free connection).",
     )
     replay_max_requests: int = Field(
-        512, ge=1, description="Request ids remembered per session against replays (the newest are kept)."
+        512,
+        ge=1,
+        description="Request ids remembered per session against replays (the newest are kept; older ones "
+        "are forgotten a tenth of it at a time).",
     )
     replay_max_answer_bytes: int = Field(
         16 * 1024, ge=0, description="Largest JSON answer kept per request for its replays (larger: not kept)."

@@ -186,3 +186,24 @@ async def test_a_batch_with_one_taken_id_claims_none_of_its_ids(redis: aioredis.
     _, taken = await claims.load_and_claim(sid, "alice", None, (2,), claim("h3"))
     assert taken == claim("h1")  # the one-id path finds it too
     assert await redis.hget(keys.requests(sid), "#") == b"1"  # one claim made, one order entry
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_older_claims_go_a_tenth_of_the_bound_at_a_time(redis: aioredis.Redis, keys: Keys, batch: bool) -> None:
+    """The newest `max_requests` claims are always kept; past them, a tenth of the bound goes at
+    once, with its order entries, so the hash never holds more than 1.1 x the bound."""
+    claims = Claims(redis, keys, ttl=60, max_requests=20, max_answer=100)
+    sid = await session(redis, keys)
+    sizes = []
+    ids = list(range(67))
+    steps = [tuple(ids[i : i + 3]) for i in range(0, 67, 3)] if batch else [(i,) for i in ids]
+    for step in steps:
+        _, taken = await claims.load_and_claim(sid, "alice", None, step, claim())
+        assert taken is None
+        sizes.append((await redis.hlen(keys.requests(sid)) - 1) // 2)  # claims (each with its order entry)
+    kept = [i for i in ids if await claims.get(sid, i) is not None]
+    assert kept[-20:] == ids[-20:]  # the newest 20 always
+    assert kept == ids[len(ids) - len(kept) :]  # and only the newest: evicted in claim order
+    assert 20 <= len(kept) <= 22 and max(sizes) <= 22
+    order = {k for k in await redis.hkeys(keys.requests(sid)) if k.startswith(b"o:")}
+    assert len(order) == len(kept)  # no order entry outlives its claim

@@ -7,8 +7,10 @@ slot, in the same round trip that loads the session (`load_and_claim`); its outc
 id, known before the upstream is called, or a bounded JSON answer) is recorded in the claim so
 a repeat on any replica can be answered without reaching the upstream again.
 
-Memory is bounded per session: the newest `max_requests` claims are kept (older ones are
-evicted in claim order) and a JSON answer is kept only up to `max_answer` bytes.
+Memory is bounded per session: the newest `max_requests` claims are always kept; older ones
+are evicted in claim order, a tenth of the bound at a time (one HMGET and one HDEL per tenth,
+not three commands per claim), so a session holds at most 1.1 x `max_requests`. A JSON answer is
+kept only up to `max_answer` bytes.
 """
 
 from __future__ import annotations
@@ -58,14 +60,19 @@ else
   for i = 7, #ARGV do redis.call('HSET', KEYS[3], ARGV[i], ARGV[4]) end
 end
 local limit = tonumber(ARGV[5])
+local batch = math.max(1, math.floor(limit / 10))
 for i = 7, #ARGV do
   local n = redis.call('HINCRBY', KEYS[3], '#', 1)
   if n == 1 then renew = true end
   redis.call('HSET', KEYS[3], 'o:' .. n, ARGV[i])
-  if n > limit then
-    local gone = redis.call('HGET', KEYS[3], 'o:' .. (n - limit))
-    if gone then redis.call('HDEL', KEYS[3], gone) end
-    redis.call('HDEL', KEYS[3], 'o:' .. (n - limit))
+  if n > limit and (n - limit) % batch == 0 then
+    local order = {}
+    for k = n - limit - batch + 1, n - limit do order[#order + 1] = 'o:' .. k end
+    local gone = redis.call('HMGET', KEYS[3], unpack(order))
+    for j = 1, #order do
+      if gone[j] then order[#order + 1] = gone[j] end
+    end
+    redis.call('HDEL', KEYS[3], unpack(order))
   end
 end
 if renew then redis.call('PEXPIRE', KEYS[3], ARGV[1]) end
