@@ -207,3 +207,19 @@ async def test_older_claims_go_a_tenth_of_the_bound_at_a_time(redis: aioredis.Re
     assert 20 <= len(kept) <= 22 and max(sizes) <= 22
     order = {k for k in await redis.hkeys(keys.requests(sid)) if k.startswith(b"o:")}
     assert len(order) == len(kept)  # no order entry outlives its claim
+
+
+async def test_a_renewal_by_a_load_renews_the_claims_too(redis: aioredis.Redis, keys: Keys) -> None:
+    """Loads and claims share the renewal: when a load takes it (a GET between the POSTs), the
+    claims hash is renewed with the record, or it would expire while the session lives."""
+    clock = Clock()
+    store = SessionStore(redis, keys, ttl=100, clock=clock)
+    claims = Claims(redis, keys, ttl=100, max_requests=10, max_answer=100, renewals=store.renewals)
+    sid = await session(redis, keys)
+    await claims.load_and_claim(sid, "alice", None, (1,), claim())
+    for key in (keys.session(sid), keys.requests(sid)):
+        await redis.pexpire(key, 50_000)
+    clock.now += 10
+    await store.load(sid, "alice")  # due: the load renews
+    for key in (keys.session(sid), keys.requests(sid)):
+        assert 100_000 < await redis.pttl(key) <= 110_000

@@ -2,10 +2,11 @@
 
 Any replica can load any session. A load is one HGETALL, read from Redis every time (so a
 DELETE or a re-initialization on one replica is seen by every other one at once). The sliding
-idle TTL of the record and of the session's stream registry is renewed in the same round trip,
-but only when this replica last renewed it more than `REFRESH_FRACTION` of the TTL ago; the
-renewal sets TTL x (1 + REFRESH_FRACTION), so a session still lives at least the configured TTL
-after its last request (and at most 10 % longer).
+idle TTL of the record, of the session's stream registry and of its replay claims is renewed in
+the same round trip, but only when this replica last renewed it more than `REFRESH_FRACTION` of
+the TTL ago (by a load or by a claim: `Renewals`); the renewal sets TTL x (1 + REFRESH_FRACTION),
+so a session still lives at least the configured TTL after its last request (and at most 10 %
+longer), and a claim at least the TTL after it was made.
 """
 
 from __future__ import annotations
@@ -148,7 +149,10 @@ class SessionStore:
                     pipe.hgetall(key)
                     pipe.pexpire(key, self._refresh_ttl_ms)
                     pipe.pexpire(self._keys.streams(session_id), self._refresh_ttl_ms)
-                    raw, _, _ = await pipe.execute()
+                    # and the replay claims (`store/claims.py`): every renewal, by either path,
+                    # renews all three, so a claim is remembered at least a TTL after it was made
+                    pipe.pexpire(self._keys.requests(session_id), self._refresh_ttl_ms)
+                    raw, _, _, _ = await pipe.execute()
                 if raw:
                     self.renewals.done(session_id, now)
         if not raw:
