@@ -13,6 +13,7 @@ from gateway.store.claims import Claim, Claims, claim_field
 from gateway.store.keys import Keys
 from gateway.store.sessions import SessionStore, new_record
 from gateway.wire import protocol
+from tests.clocks import Clock
 
 
 def claim(digest: str = "h1", stream: str = "AAAAAAAAAAAA") -> Claim:
@@ -114,14 +115,6 @@ def test_an_answered_claims_json_is_the_claims_with_its_answer_added() -> None:
     assert answered == fresh and answered.to_json() == fresh.to_json()
     dropped = dataclasses.replace(answered, dropped=True)  # a replaced claim writes its own JSON
     assert json.loads(dropped.to_json())["dropped"] is True
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_claims_renew_the_sliding_ttls_once_per_tenth_of_it(redis: aioredis.Redis, keys: Keys) -> None:

@@ -52,4 +52,3 @@ def test_the_request_sets_what_starlettes_request_sets() -> None:
     }
     assert ours.scope["headers"] == RAW and type(ours.scope["headers"]) is list  # as `Headers(scope=...)` leaves it
     assert vars(ours.state) == vars(plain.state) and ours.state._state is ours.scope["state"]
-

@@ -10,20 +10,13 @@ from redis.crc import key_slot
 
 from gateway.store.keys import Keys
 from gateway.store.responses import ResponseStore
+from tests.clocks import Clock
 
 MAX_TTL = 86_400_000
 
 
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_miss_store_hit_with_the_remaining_ttl(redis: aioredis.Redis, keys: Keys) -> None:
-    store = ResponseStore(redis, keys, max_ttl_ms=MAX_TTL, clock=Clock())
+    store = ResponseStore(redis, keys, max_ttl_ms=MAX_TTL, clock=Clock(1_000_000.0))
     miss = await store.lookup("default", "tools", ["d:public"])
     assert miss.hit is None and miss.generation == ""  # no generation yet: the first store makes one
     assert await store.store("default", "tools", "d:public", miss.generation, b'{"tools": []}', 30_000)
@@ -48,7 +41,7 @@ async def test_the_first_digest_wins(redis: aioredis.Redis, keys: Keys) -> None:
 
 
 async def test_never_served_past_the_stored_deadline(redis: aioredis.Redis, keys: Keys) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = ResponseStore(redis, keys, max_ttl_ms=MAX_TTL, clock=clock)
     await store.store("default", "tools", "d:public", "", b"{}", 10_000)
     clock.now += 9.0

@@ -13,6 +13,7 @@ from gateway.store.eventlog import EventLog
 from gateway.store.keys import Keys
 from gateway.store.sessions import SessionRecord, SessionStore, StreamInfo, new_record
 from gateway.wire import protocol
+from tests.clocks import Clock
 
 
 def record(principal: str = "", **overrides: object) -> SessionRecord:
@@ -181,14 +182,6 @@ async def test_delete_removes_session_and_streams(redis: aioredis.Redis, keys: K
     assert await log.meta(other.id, "AAAAAAAAAAAA") is not None
     # deleting again is harmless
     assert await store.delete(rec.id) == 0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def test_ttl_is_renewed_once_per_tenth_of_it(redis: aioredis.Redis, keys: Keys) -> None:
