@@ -216,3 +216,22 @@ async def test_a_renewal_by_a_load_renews_the_claims_too(redis: aioredis.Redis, 
     await store.load(sid, "alice")  # due: the load renews
     for key in (keys.session(sid), keys.requests(sid)):
         assert 100_000 < await redis.pttl(key) <= 110_000
+
+
+async def test_a_large_bound_evicts_in_batches_lua_can_unpack(redis: aioredis.Redis, keys: Keys) -> None:
+    """Past a bound of 40,000 a tenth would be more values than Lua's `unpack` takes (~8,000): the
+    batch stops at 1,000, and claims keep working."""
+    from gateway.store import claims as claims_module
+
+    limit = 45_000
+    sid = await session(redis, keys)
+    session_keys = list(keys.claim_keys(sid))
+    sha = await redis.script_load(claims_module._LOAD_AND_CLAIM)
+    for start in range(0, limit + 1_500, 1_500):
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in range(start, start + 1_500):
+                pipe.evalsha(sha, 3, *session_keys, "60000", "alice", "", claim().to_json(), str(limit), "0", f"r:{i}")
+            replies = await pipe.execute()
+        assert all(type(reply) is list for reply in replies)  # every one claimed, none an error
+    held = (await redis.hlen(keys.requests(sid)) - 1) // 2
+    assert limit <= held <= limit + 1_000

@@ -8,9 +8,9 @@ id, known before the upstream is called, or a bounded JSON answer) is recorded i
 a repeat on any replica can be answered without reaching the upstream again.
 
 Memory is bounded per session: the newest `max_requests` claims are always kept; older ones
-are evicted in claim order, a tenth of the bound at a time (one HMGET and one HDEL per tenth,
-not three commands per claim), so a session holds at most 1.1 x `max_requests`. A JSON answer is
-kept only up to `max_answer` bytes.
+are evicted in claim order, a tenth of the bound (at most 1,000) at a time: one HMGET and one
+HDEL per batch, not three commands per claim, so a session holds at most 1.1 x `max_requests`
+(+ 1,000 past 10,000). A JSON answer is kept only up to `max_answer` bytes.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ else
   for i = 7, #ARGV do redis.call('HSET', KEYS[3], ARGV[i], ARGV[4]) end
 end
 local limit = tonumber(ARGV[5])
-local batch = math.max(1, math.floor(limit / 10))
+local batch = math.min(math.max(1, math.floor(limit / 10)), 1000)  -- unpack takes a few thousand at most
 for i = 7, #ARGV do
   local n = redis.call('HINCRBY', KEYS[3], '#', 1)
   if n == 1 then renew = true end
