@@ -117,6 +117,7 @@ async def request_path(topo: Topology, knobs: Knobs, redis_url: str) -> dict[str
         for key in rounds[t][0]:
             if key != "redis_per_call":
                 row[key] = _median([r[key] for r in rounds[t]])
+        row["errors"] = sum(r["errors"] for r in rounds[t])  # every round's: a median would hide some
         if t != "direct":
             pairs = list(zip(rounds[t], direct, strict=True))
             row["added_p50_rounds"] = [round(g["p50_1conn_ms"] - d["p50_1conn_ms"], 3) for g, d in pairs]
