@@ -123,7 +123,6 @@ class SessionStore:
         self._keys = keys
         self._ttl_ms = int(ttl * 1000)
         self.renewals = Renewals(ttl, clock)
-        self._refresh_ttl_ms = self.renewals.ttl_ms
 
     async def create(self, record: SessionRecord) -> None:
         key = self._keys.session(record.id)
@@ -147,12 +146,12 @@ class SessionStore:
             else:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     pipe.hgetall(key)
-                    pipe.pexpire(key, self._refresh_ttl_ms)
-                    pipe.pexpire(self._keys.streams(session_id), self._refresh_ttl_ms)
-                    # and the replay claims (`store/claims.py`): every renewal, by either path,
-                    # renews all three, so a claim is remembered at least a TTL after it was made
-                    pipe.pexpire(self._keys.requests(session_id), self._refresh_ttl_ms)
-                    raw, _, _, _ = await pipe.execute()
+                    # The record, the stream registry and the replay claims: the keys the claim
+                    # script renews (`store/claims.py`). Every renewal, by either path, renews all
+                    # three, so a claim is remembered at least a TTL after it was made.
+                    for renewed in self._keys.claim_keys(session_id):
+                        pipe.pexpire(renewed, self.renewals.ttl_ms)
+                    raw = (await pipe.execute())[0]
                 if raw:
                     self.renewals.done(session_id, now)
         if not raw:
@@ -174,7 +173,7 @@ class SessionStore:
         """A new stream's entry in its session's registry (`stream_info` reads it); the event log
         writes it with the stream's meta and lease (`EventLog.create`), in one round trip."""
         # The registry lives as long as the record may (see load).
-        return Registration(json.dumps({"kind": kind, "pending": list(pending)}), self._refresh_ttl_ms)
+        return Registration(json.dumps({"kind": kind, "pending": list(pending)}), self.renewals.ttl_ms)
 
     async def stream_info(self, session_id: str, stream: str) -> StreamInfo | None:
         with translated():
