@@ -18,10 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import errors, logs
-from gateway.eras.idempotent import Idempotency
-from gateway.eras.outcomes import Outcome
-from gateway.eras.replays import Recorded, Replays, body_hash
-from gateway.eras.responses import (
+from gateway.asgi.responses import (
     SSE_HEADERS,
     RelayedResponse,
     StreamSlot,
@@ -33,6 +30,9 @@ from gateway.eras.responses import (
     with_cookies,
 )
 from gateway.metrics import Metrics
+from gateway.replay.idempotent import Idempotency
+from gateway.replay.outcomes import Outcome
+from gateway.replay.replays import Recorded, Replays, body_hash
 from gateway.store.claims import Claim, Claims
 from gateway.store.eventlog import EventLog
 from gateway.store.idempotency import IdempotencyRecord

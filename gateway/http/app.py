@@ -17,9 +17,7 @@ from gateway import errors
 from gateway.caching.service import ResponseCache
 from gateway.caching.watcher import Watcher
 from gateway.config import Settings
-from gateway.eras.idempotent import Idempotency
 from gateway.eras.legacy_sse import install as install_legacy_sse
-from gateway.eras.replays import Replays
 from gateway.eras.sessionful import SessionfulEndpoint
 from gateway.eras.stateless import StatelessEndpoint
 from gateway.http.auth import METADATA_PATH, Authenticator
@@ -36,6 +34,8 @@ from gateway.http.routes import (
     readyz,
 )
 from gateway.metrics import Metrics
+from gateway.replay.idempotent import Idempotency
+from gateway.replay.replays import Replays
 from gateway.specs import csv
 from gateway.store.claims import Claims
 from gateway.store.client import Redis, connect
