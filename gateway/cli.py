@@ -23,7 +23,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
-from gateway import inspect, logs
+from gateway import inspection, logs
 from gateway.config import Settings
 from gateway.errors import ConfigError, GatewayError
 from gateway.http.app import create_app
@@ -159,7 +159,7 @@ def inspect_main(argv: Sequence[str]) -> int:
         print("mcp-gateway inspect: needs --redis-url (the embedded store lives inside the server)", file=sys.stderr)
         return 2
     try:
-        print(asyncio.run(inspect.report(settings, args.view, args.session_id, as_json=args.json)))
+        print(asyncio.run(inspection.report(settings, args.view, args.session_id, as_json=args.json)))
     except GatewayError as exc:
         print(f"mcp-gateway inspect: {exc.message}", file=sys.stderr)
         return 1
