@@ -25,11 +25,11 @@ from pydantic import ValidationError
 
 from gateway import inspection, logs
 from gateway.config import Settings
+from gateway.config.specs import load_config_file
 from gateway.errors import ConfigError, GatewayError
 from gateway.http.app import create_app
 from gateway.http.gateway import Gateway
 from gateway.http.server import LeanHttpToolsProtocol
-from gateway.specs import load_config_file
 
 # `--workers N`: the parent's flags, for each worker to parse again (same env, same config file)
 WORKER_ARGV = "MCPGW_WORKER_ARGV"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import build_parser, forwarded_options, load_settings
+from gateway.config.specs import ProbeSpec
 from gateway.errors import ConfigError
-from gateway.specs import ProbeSpec
 
 
 def test_flags_map_to_settings() -> None:

@@ -17,6 +17,7 @@ from gateway import errors
 from gateway.caching.service import ResponseCache
 from gateway.caching.watcher import Watcher
 from gateway.config import Settings
+from gateway.config.specs import csv
 from gateway.eras.legacy_sse import install as install_legacy_sse
 from gateway.eras.sessionful import SessionfulEndpoint
 from gateway.eras.stateless import StatelessEndpoint
@@ -36,7 +37,6 @@ from gateway.http.routes import (
 from gateway.metrics import Metrics
 from gateway.replay.idempotent import Idempotency
 from gateway.replay.replays import Replays
-from gateway.specs import csv
 from gateway.store.claims import Claims
 from gateway.store.client import Redis, connect
 from gateway.store.eventlog import EventLog

@@ -12,8 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from gateway.errors import ConfigError
-from gateway.specs import (
+from gateway.config.specs import (
     Pool,
     ProbeSpec,
     check_store,
@@ -22,6 +21,7 @@ from gateway.specs import (
     parse_upstreams,
     resolve_probes,
 )
+from gateway.errors import ConfigError
 
 
 class Settings(BaseSettings):
