@@ -16,6 +16,8 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from gateway.wire import belonging
+
 
 class CounterChild:
     __slots__ = ("created", "value")
@@ -144,6 +146,8 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        for reason in belonging.REASONS:  # served at 0 from the start: a rate over it needs a first sample
+            self.replay_dropped.labels(reason)
         self.tasks = Counter(
             "mcpgw_tasks_total",
             "Gateway-served tasks by event (created, completed, failed, cancelled, orphaned, adopted)",
