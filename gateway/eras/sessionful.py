@@ -42,7 +42,7 @@ from gateway.streams.relay import Relay
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
 from gateway.upstream.pools import Pools
-from gateway.wire import cursor, protocol, sse
+from gateway.wire import belonging, cursor, protocol, sse
 from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, Body
 
 log = logging.getLogger("gateway.eras.sessionful")
@@ -234,8 +234,9 @@ class SessionfulEndpoint:
             answer = await self._relay_plain(response, record.id)
             return answer if outcome is None else await outcome.deliver(answer)
         to_client = client_headers(response.headers, record.id)  # before the pump forgets them
+        tokens = belonging.progress_tokens(m.raw for m in body.requests)
         stream, opened = await self._relay.open_stream(
-            record, response, kind="post", pending=body.request_ids, stream=outcome.claim.stream
+            record, response, kind="post", pending=body.request_ids, stream=outcome.claim.stream, tokens=tokens
         )
         await outcome.streamed(stream)
         delivery = self._relay.deliver(record, stream, 0, opened=opened)
