@@ -187,8 +187,7 @@ def inspect_main(argv: Sequence[str]) -> int:
 def tune_gc(young_threshold: int) -> None:
     """Once the app has started: freeze what start-up built (modules, clients, the app) out of
     every collection, and collect young objects less often. Each full collection otherwise
-    walked the whole start-up heap (~35 ms paused per collection, several a second under load:
-    half the p99 of a JSON call at 64 connections); bench/README.md has the figures."""
+    walked the whole start-up heap, several times a second under load (docs/decisions/0010)."""
     if young_threshold <= 0:
         return
     gc.collect()

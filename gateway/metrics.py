@@ -49,8 +49,8 @@ ChildT = TypeVar("ChildT", CounterChild, HistogramChild)
 
 class _Labelled(Collector, Generic[ChildT]):
     """A labelled metric of the request path, read by the registry when scraped. prometheus_client's
-    own takes a lock and makes several Python calls per update (~0.3 us an `inc`, ~0.9 us an
-    `observe`, three per JSON call); this one is a list or float update. One event loop updates
+    own takes a lock and makes several Python calls per update, three updates per JSON call
+    (docs/decisions/0010); this one is a list or float update. One event loop updates
     and scrapes it: no lock is needed (never update these from another thread)."""
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry) -> None:

@@ -47,7 +47,7 @@ class _LeanBlockingPool(BlockingConnectionPool):
     """redis-py's blocking pool with a fast path for the common case: a connected idle connection
     and nobody waiting. redis-py 8's `get_connection`/`release` take the pool's condition, start a
     timeout, poll the socket for stray bytes and record observability counters on every command
-    (~10 % of a replica's CPU per JSON call, bench/README.md 2026-12-02). The fast path skips them:
+    (a tenth of a replica's CPU per JSON call: docs/decisions/0010). The fast path skips them:
     a pooled connection is clean (redis-py disconnects one that failed or was cancelled mid-command,
     and such a one is not `is_connected`), and with nobody waiting there is nobody to notify. Every
     other case (a new or reconnecting connection, an exhausted pool, waiters) takes redis-py's path,

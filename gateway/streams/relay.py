@@ -291,7 +291,7 @@ class Relay:
             # resumed stream is primed too, with the client's own cursor.
             yield sse.encode(None, id=cursor.event_id(stream, after), retry=self._config.retry_ms)
         # Join the tail lazily: a stream this replica pumps never needs a subscription; a tailed
-        # one holds its Watch, not a context manager and exit stack (~1 KB per idle stream).
+        # one holds its Watch, not a context manager and exit stack (docs/decisions/0009).
         joined: list[Watch] = []
 
         async def watch() -> tuple[Watch, bool]:
