@@ -137,6 +137,8 @@ async def mcp_endpoint(request: Request, gateway: Gateway | None = None) -> Resp
             # The guard's limits hit the store before the body is read: answer with the request's id.
             request_id, _ = await _peek(request, gateway.settings.max_body_bytes)
         response = error_response(exc, request_id)
+    except ClientDisconnect:  # the body never came whole (the server's 408 already went out): nobody to answer
+        response = Response(status_code=400)
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         response = error_response(errors.GatewayError("Internal error"))
