@@ -74,6 +74,9 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
     metrics = Metrics()
     pools = Pools(settings.pools(), gauge=metrics.upstream_healthy)  # invalid upstream config fails here
     pool_headers = settings.pool_headers()
+    unknown = set(csv(settings.forward_authorization)) - {"*", *pools.names()}
+    if unknown:
+        raise errors.ConfigError(f"forward_authorization: unknown pool(s) {sorted(unknown)}")
     probe_specs = settings.probes()
     # bad --task-tools / --task-sync-input fail here, at start-up
     task_tools = parse_task_tools(settings.task_tools, pools.names(), settings.task_sync_input)
@@ -158,7 +161,11 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
             if settings.auth_issuer
             else None
         )
-        header_policy = HeaderPolicy(drop_authorization=authenticator is not None, per_pool=pool_headers)
+        header_policy = HeaderPolicy(
+            drop_authorization=authenticator is not None,
+            per_pool=pool_headers,
+            authorization_pools=frozenset(csv(settings.forward_authorization)),
+        )
         affinity = Affinity(
             pools=pools,
             sessions=sessions,
