@@ -41,9 +41,8 @@ def start(repo: Path, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "gateway", "--port", str(port), "--upstream", "default=http://127.0.0.1:9/mcp"]
     proc = subprocess.Popen([*argv, "--log-level", "error", *extra], cwd=repo, stdout=subprocess.DEVNULL)
     for _ in range(200):
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                return proc
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+            return proc
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError("the gateway did not start")
@@ -89,8 +88,11 @@ def header_line(port: int, pid: int, size: int) -> dict[str, object]:
 def trickle(port: int, count: int, wait: float) -> dict[str, object]:
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
     half_body = socket.create_connection(("127.0.0.1", port))
-    half_body.sendall(b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
-        b"Content-Length: 100\r\n\r\n{")
+    half_body.sendall(
+        b"POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Accept: application/json, text/event-stream\r\n"
+        b"Content-Length: 100\r\n\r\n{"
+    )
     stop = threading.Event()
 
     def drip() -> None:

@@ -24,7 +24,6 @@ from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream import http1
 from gateway.wire import protocol
 
-
 DROP_WITH_AUTHORIZATION = protocol.DROP_TO_UPSTREAM | {"authorization"}
 
 
