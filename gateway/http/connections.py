@@ -35,10 +35,9 @@ class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
 
     __slots__ = (
         "_admission",
-        "_began",
         "_client_key",
-        "_close_after",
         "_completed",
+        "_finished_headers",
         "_head_bytes",
         "_health_only",
         "_in_head",
@@ -56,10 +55,9 @@ class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
         self._health_only: errors.GatewayError | None = None  # the refusal of a connection over a cap
         self._in_head = True  # the parser reads (or will next read) a request head
         self._head_bytes = 0  # of the current head, fed to the parser
-        self._began = False  # a head began during the current feed...
-        self._completed = False  # ...after a message ended in it (a pipelined request)
+        self._completed = False  # a message ended during the current feed (a pipelined one may follow)
+        self._finished_headers: list[tuple[bytes, bytes]] | None = None  # the header list of the last one
         self._refused = False  # answered and lingering: nothing more is parsed
-        self._close_after = False  # the request being started is the connection's last
         self._waiting_since: float | None = None  # since when the client owes us bytes; None: it owes none
         self._timer: asyncio.TimerHandle | None = None
 
@@ -88,66 +86,59 @@ class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # lingering after an answer: dropped
-        while data:
-            if not self._in_head:
-                self._waiting_since = self.loop.time()  # the body moved
-                piece, data = data, b""
-            else:
+        limit = self._rules.max_header_bytes
+        while True:
+            if self._in_head:
                 if self._waiting_since is None:
                     self._waiting_since = self.loop.time()  # the first byte of a head
-                room = self._rules.max_header_bytes - self._head_bytes
-                piece, data = data[:room], data[room:]
+                room = limit - self._head_bytes
+                piece, data = (data[:room], data[room:]) if len(data) > room else (data, b"")
                 self._head_bytes += len(piece)
-            self._began = self._completed = False
+            else:
+                self._waiting_since = self.loop.time()  # the body moved
+                piece, data = data, b""
+            self._completed = False
             super().data_received(piece)
-            if self.transport.is_closing():
-                return  # a parse error was answered (400), or the app closed
-            if self._completed:  # a head began after a message ended in this piece: estimate it
-                self._head_bytes = framing.head_estimate(self.url, self.headers) if self._began else 0
-            if self._in_head and (data or self._head_bytes > self._rules.max_header_bytes):
-                self._refuse(framing.headers_too_large(self._rules.max_header_bytes))
+            if self._completed:  # a message ended in this piece; a head that began after it is estimated
+                began = self.headers is not self._finished_headers  # uvicorn's on_message_begin made a new list
+                self._head_bytes = framing.head_estimate(self.url, self.headers) if began else 0
+            if self._in_head and (data or self._head_bytes > limit):
+                if not self.transport.is_closing():  # (closing: a parse error was answered 400)
+                    self._refuse(framing.headers_too_large(limit))
                 return
-        self._arm()
-
-    def on_message_begin(self) -> None:
-        self._began = True
-        super().on_message_begin()
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._head_bytes = 0
-        self._waiting_since = self.loop.time()  # the body's wait, if one follows
-        super().on_headers_complete()
-        if self._close_after:  # a refused request or a health check over a cap: the last one
-            self._close_after = False
-            self.cycle.keep_alive = False
+            if not data:
+                break
+            if self.transport.is_closing():
+                return
+        if self._timer is None and self._waiting_since is not None:
+            self._arm()
 
     def app_for(self, scope: Any) -> Any:
+        """Called once the head is whole (before the cycle is built): the head's bounds are over,
+        the body's wait is counted from the head's first byte; a refused request gets its answer."""
+        self._in_head = False
+        self._head_bytes = 0
         refusal = framing.host_refusal(self.headers, scope["http_version"])
-        health = scope["path"] in framing.HEALTH_PATHS and scope["method"] in ("GET", "HEAD")
-        if refusal is None and self._health_only is not None and not health:
-            refusal = self._health_only
+        health_only = self._health_only
+        if health_only is not None and refusal is None:
+            if scope["path"] in framing.HEALTH_PATHS and scope["method"] in ("GET", "HEAD"):
+                return framing.CloseAfter(super().app_for(scope))  # a health check over a cap: served once
+            refusal = health_only
         if refusal is None:
-            if self._health_only is None:
-                return super().app_for(scope)
-            refusal_app: Any = super().app_for(scope)  # a health check over the cap: served, then closed
-        else:
-            refusal_app = framing.RefusalApp(refusal)
-        self._close_after = True
-        return refusal_app
+            return self.app if self.limit_concurrency is None else super().app_for(scope)
+        return framing.RefusalApp(refusal)
 
     def on_message_complete(self) -> None:
         self._in_head = True
         self._waiting_since = None  # the request is whole: the client owes nothing until its next one
         self._completed = True
-        self._began = False
+        self._finished_headers = self.headers
         super().on_message_complete()
 
     # --- deadlines -----------------------------------------------------------------------
 
     def _arm(self) -> None:
-        if self._timer is None and self._waiting_since is not None:
-            self._timer = self.loop.call_later(self._allowed(), self._due)
+        self._timer = self.loop.call_later(self._allowed(), self._due)
 
     def _allowed(self) -> float:
         if not self._in_head:

@@ -133,8 +133,26 @@ class RefusalApp:
         body = json.dumps(self.exc.to_jsonrpc(None)).encode()
         headers = [(k.lower().encode(), v.encode()) for k, v in self.exc.headers.items()]
         headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        headers.append((b"connection", b"close"))  # the bytes after a refused head are not a request
         await send({"type": "http.response.start", "status": self.exc.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class CloseAfter:
+    """An app whose answer ends the connection (`connection: close`, which uvicorn honours)."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def closing(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, closing)
 
 
 class Admission:

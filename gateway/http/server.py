@@ -113,6 +113,9 @@ class CorkedTransport:
         self._flush()
         self._transport.write_eof()
 
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()  # asked after every read (`http/connections.py`): not by __getattr__
+
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + sum(len(data) for data in self._unsent)
 
