@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.protocol_cost [--requests 20000] [--rounds 10]
 
 Feeds one typical MCP POST (six headers, a 60-byte body) again and again to one connection of
-`LeanHttpToolsProtocol` and of `GuardedHttpToolsProtocol` (no socket: tests/test_server.py's fake
-transport), the app answering through `RESPOND`; rounds alternate, and the least CPU time of each
+`LeanHttpToolsProtocol` and of `GuardedHttpToolsProtocol` (no socket: a transport that keeps what
+is written), the app answering through `RESPOND`; rounds alternate, and the least CPU time of each
 protocol is reported (CPU time, not wall time: the machine is shared).
 """
 
@@ -23,7 +23,6 @@ from uvicorn.server import ServerState
 from gateway.http.connections import GuardedHttpToolsProtocol
 from gateway.http.framing import Admission, ConnectionRules
 from gateway.http.server import RESPOND, LeanHttpToolsProtocol
-from tests.test_server import FakeTransport
 
 REQUEST = (
     b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: application/json, text/event-stream\r\n"
@@ -32,6 +31,27 @@ REQUEST = (
     b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{}}  '
 )
 RULES = ConnectionRules(32768, 10.0, 30.0, 8192, 256)
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 40000)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def get_write_buffer_size(self) -> int:
+        return 0
 
 
 async def answer(scope: Any, receive: Any, send: Any) -> None:

@@ -19,13 +19,15 @@ import asyncio
 import functools
 import logging
 import resource
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import errors
-from gateway.config import Settings
 from gateway.http import framing
 from gateway.http.framing import Admission, ConnectionRules, Verdict
 from gateway.http.server import LeanHttpToolsProtocol
+
+if TYPE_CHECKING:  # not at run time: a `--workers` worker imports this before it answers its parent
+    from gateway.config import Settings
 
 log = logging.getLogger("gateway.http.connections")
 

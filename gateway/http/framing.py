@@ -18,7 +18,6 @@ from http import HTTPStatus
 from typing import Any
 
 from gateway import errors
-from gateway.http.guard import HeadersTooLarge
 
 log = logging.getLogger("gateway.http.connections")
 
@@ -95,7 +94,7 @@ def canned(exc: errors.GatewayError, default_headers: Sequence[tuple[bytes, byte
 
 
 def headers_too_large(limit: int) -> errors.GatewayError:
-    return HeadersTooLarge(f"Request Header Fields Too Large: over {limit} bytes")
+    return errors.HeadersTooLarge(f"Request Header Fields Too Large: over {limit} bytes")
 
 
 def host_refusal(headers: Sequence[tuple[bytes, bytes]], http_version: str) -> errors.GatewayError | None:
