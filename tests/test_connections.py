@@ -190,3 +190,26 @@ async def test_past_the_reserve_a_connection_is_answered_and_closed_at_accept() 
     assert not any(transport.closed for _, transport in held)
     _, transport = guarded(rules, admission)
     assert transport.closed and answer(transport)[0] == 503
+
+
+async def test_pipelined_requests_in_one_read_are_each_counted_from_their_own_head() -> None:
+    proto, transport = guarded()
+    pad = b"X-Pad: " + b"a" * 3000 + b"\r\n"  # three heads of ~3 KB: 9 KB in one read, each under 4 KB
+    proto.data_received(
+        b"".join(b"POST /%d HTTP/1.1\r\nHost: x\r\n%sContent-Length: 1\r\n\r\n%d" % (n, pad, n) for n in range(3))
+    )
+    await until(lambda: b"/2:2" in transport.written)
+    out = bytes(transport.written)
+    assert out.index(b"/0:0") < out.index(b"/1:1") < out.index(b"/2:2") and not transport.eof
+
+
+async def test_a_head_begun_behind_a_body_in_the_same_read_is_bounded_by_the_next_read() -> None:
+    """The head's start inside the read is unknown: its parsed lines are counted, then every byte."""
+    proto, transport = guarded()
+    proto.data_received(
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n1GET /b HTTP/1.1\r\nHost: x\r\nX-Big: "
+    )
+    assert proto._in_head and 0 < proto._head_bytes < 100  # /b's target and Host line: the lower bound
+    proto.data_received(b"a" * 5000)  # past the limit
+    await until(lambda: transport.eof)
+    assert b" 431 " in transport.written

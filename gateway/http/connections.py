@@ -104,7 +104,8 @@ class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
             if self._completed:  # a message ended in this piece; a head that began after it is estimated
                 began = self.headers is not self._finished_headers  # uvicorn's on_message_begin made a new list
                 self._head_bytes = framing.head_estimate(self.url, self.headers) if began else 0
-            if self._in_head and (data or self._head_bytes > limit):
+            # over: a head that had the whole room and is not done, or a begun one already past it
+            if self._in_head and ((data and not self._completed) or self._head_bytes > limit):
                 if not self.transport.is_closing():  # (closing: a parse error was answered 400)
                     self._refuse(framing.headers_too_large(limit))
                 return
