@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 from typing import Any
 
 import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
+from gateway.config import Settings
 from gateway.http import framing
-from gateway.http.connections import GuardedHttpToolsProtocol
+from gateway.http.connections import GuardedHttpToolsProtocol, protocol_factory
 from gateway.http.framing import Admission, ConnectionRules
 from tests.test_server import FakeTransport, echo, until
 
@@ -213,3 +215,15 @@ async def test_a_head_begun_behind_a_body_in_the_same_read_is_bounded_by_the_nex
     proto.data_received(b"a" * 5000)  # past the limit
     await until(lambda: transport.eof)
     assert b" 431 " in transport.written
+
+
+def test_the_factory_reaches_a_workers_child_with_its_own_counts() -> None:
+    """`--workers`: uvicorn pickles the config (and this factory) into each spawned child."""
+    factory = protocol_factory(Settings(upstream=["default=http://127.0.0.1:9/mcp"], max_connections_per_client=7))
+    factory.keywords["admission"].open("10.0.0.1")
+    child = pickle.loads(pickle.dumps(factory))
+    assert child.func is GuardedHttpToolsProtocol
+    assert child.keywords["rules"].max_connections_per_client == 7
+    assert child.keywords["admission"].total == 1  # a copy: the child's own counts from here on
+    with_proxy = protocol_factory(Settings(upstream=["default=http://127.0.0.1:9/mcp"], trust_forwarded_for=True))
+    assert not with_proxy.keywords["admission"].per_client  # the peer is the proxy
