@@ -30,8 +30,8 @@ from gateway.config.settings import is_list_setting
 from gateway.config.specs import load_config_file
 from gateway.errors import ConfigError, GatewayError
 from gateway.http.app import create_app
+from gateway.http.connections import protocol_factory
 from gateway.http.gateway import Gateway
-from gateway.http.server import LeanHttpToolsProtocol
 
 # `--workers N`: the parent's flags, for each worker to parse again (same env, same config file)
 WORKER_ARGV = "MCPGW_WORKER_ARGV"
@@ -213,12 +213,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
+    protocol = protocol_factory(settings)  # the connection rules of http/framing.py
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="auto",
-        http=LeanHttpToolsProtocol,
+        http=protocol,
+        server_header=False,  # no `server: uvicorn`: what runs behind the port is nobody's business
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
         access_log=False,
@@ -230,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         uvicorn.run(
             "gateway.cli:app_from_env",
             factory=True,
-            http=LeanHttpToolsProtocol,
+            http=protocol,
+            server_header=False,
             host=settings.host,
             port=settings.port,
             workers=settings.workers,

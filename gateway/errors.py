@@ -129,6 +129,10 @@ class PayloadTooLarge(ClientError):
     status = 413
 
 
+class HeadersTooLarge(ClientError):
+    status = 431
+
+
 class MethodNotAllowed(ClientError):
     status = 405
 

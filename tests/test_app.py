@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Settings
+from gateway.errors import ConfigError
 from gateway.http.app import create_app
 from gateway.wire import protocol
 from tests.asgi_server import serve
@@ -413,3 +414,11 @@ async def test_every_set_cookie_line_of_the_upstream_reaches_the_client(env: Env
     assert r.headers.get_list("set-cookie") == ["lb=1; Path=/", "lbcors=1; Path=/; SameSite=None"]
     answer = parse_sse(r.text)[-1]["data"] if sse else r.text
     assert json.loads(answer)["result"]["echo"] == {"sse": sse}
+
+
+def test_forward_authorization_names_known_pools_only() -> None:
+    upstream = ["default=http://127.0.0.1:9/mcp"]
+    create_app(Settings(upstream=upstream, forward_authorization=["*"]))
+    create_app(Settings(upstream=upstream, forward_authorization=["default"]))
+    with pytest.raises(ConfigError, match="unknown pool"):
+        create_app(Settings(upstream=upstream, forward_authorization=["defualt"]))

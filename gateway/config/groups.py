@@ -19,6 +19,7 @@ GROUPS: Mapping[str, tuple[str, ...]] = {
         "connect_timeout",
         "request_timeout",
         "upstream_pool_size",
+        "forward_authorization",
     ),
     "store": (
         "redis_url",
@@ -54,6 +55,10 @@ GROUPS: Mapping[str, tuple[str, ...]] = {
         "max_streams_per_client",
         "max_body_bytes",
         "max_header_bytes",
+        "header_timeout",
+        "body_idle_timeout",
+        "max_connections",
+        "max_connections_per_client",
         "trust_forwarded_for",
     ),
     "tasks and cache": (

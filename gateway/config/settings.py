@@ -152,7 +152,35 @@ class Settings(BaseSettings):
     max_sessions_per_client: int = Field(0, ge=0, description="Live sessions per principal/IP (0 = off).")
     max_streams_per_client: int = Field(0, ge=0, description="Open SSE connections per principal/IP (0 = off).")
     max_batch: int = Field(100, ge=1, description="Most messages in one 2025-03-26 batch.")
-    max_header_bytes: int = Field(32 * 1024, ge=1024, description="Largest total request header size.")
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="Largest request head (request line and header lines), counted as it arrives: past it 431 "
+        "and the connection closes.",
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="A request head must arrive whole within this long of its first byte, s (else 408)."
+    )
+    body_idle_timeout: float = Field(
+        30.0, gt=0, description="A request body may pause this long between reads, s (else 408)."
+    )
+    max_connections: int = Field(
+        8192,
+        ge=0,
+        description="Open client connections per process (lowered to what the open-file limit holds); past it "
+        "503, health checks still answered (0 = no cap).",
+    )
+    max_connections_per_client: int = Field(
+        256,
+        ge=0,
+        description="Open connections per client address and process (429 past it; not applied with "
+        "--trust-forwarded-for, whose peer is the proxy; 0 = off).",
+    )
+    forward_authorization: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Pools whose upstreams receive the client's Authorization header when gateway auth is off "
+        "(`*` = every pool; default none: a token meant for the gateway's host is not handed on).",
+    )
     sse_max_line: int = Field(1 << 20, ge=1024, description="Longest SSE line accepted from upstreams.")
     trust_forwarded_for: bool = Field(
         False, description="Take the client IP and scheme from X-Forwarded-For/-Proto (off: from no one)."

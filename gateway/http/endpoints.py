@@ -48,7 +48,11 @@ def build_admission(settings: Settings, plan: Plan, store: StoreSide, http: aioh
     )
     return Admission(
         authenticator=authenticator,
-        headers=HeaderPolicy(drop_authorization=authenticator is not None, per_pool=plan.pool_headers),
+        headers=HeaderPolicy(
+            drop_authorization=authenticator is not None,
+            per_pool=plan.pool_headers,
+            authorization_pools=plan.authorization_pools,
+        ),
         guard=Guard(
             origins=settings.origin_list(),
             limiter=store.limiter,

@@ -13,13 +13,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway import errors
+from gateway.errors import HeadersTooLarge  # (also raised by the server: http/framing.py)
 from gateway.http.auth import METADATA_PATH, Authenticator, resource_metadata
 from gateway.store.limits import Limiter
 from gateway.wire import protocol
-
-
-class HeadersTooLarge(errors.ClientError):
-    status = 431
 
 
 @dataclass

@@ -20,7 +20,7 @@ from gateway.caching.invalidations import Invalidations
 from gateway.caching.service import ResponseCache
 from gateway.caching.watcher import Watcher
 from gateway.config import Settings
-from gateway.config.specs import ProbeSpec
+from gateway.config.specs import ProbeSpec, csv
 from gateway.metrics import Metrics
 from gateway.replay.idempotent import Idempotency
 from gateway.store.claims import Claims
@@ -60,6 +60,7 @@ class Plan:
     metrics: Metrics
     pools: Pools
     pool_headers: dict[str, dict[str, str]]
+    authorization_pools: frozenset[str]
     probe_specs: dict[str, ProbeSpec]
     task_tools: TaskTools
     tracing: TracingPlan | None
@@ -68,10 +69,15 @@ class Plan:
 def plan(settings: Settings) -> Plan:
     metrics = Metrics()
     pools = Pools(settings.pools(), gauge=metrics.upstream_healthy)  # invalid upstream config fails here
+    authorization_pools = frozenset(csv(settings.forward_authorization))
+    unknown = authorization_pools - {"*", *pools.names()}
+    if unknown:
+        raise errors.ConfigError(f"forward_authorization: unknown pool(s) {sorted(unknown)}")
     return Plan(
         metrics=metrics,
         pools=pools,
         pool_headers=settings.pool_headers(),
+        authorization_pools=authorization_pools,
         probe_specs=settings.probes(),
         # bad --task-tools / --task-sync-input fail here, at start-up
         task_tools=parse_task_tools(settings.task_tools, pools.names(), settings.task_sync_input),

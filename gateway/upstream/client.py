@@ -24,6 +24,8 @@ from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream import http1
 from gateway.wire import protocol
 
+DROP_WITH_AUTHORIZATION = protocol.DROP_TO_UPSTREAM | {"authorization"}
+
 
 @dataclass(frozen=True)
 class HeaderPolicy:
@@ -31,13 +33,19 @@ class HeaderPolicy:
 
     drop_authorization: bool = False  # gateway auth on: never pass the client's token upstream
     per_pool: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # With gateway auth off, the pools whose upstreams do get the client's `Authorization`
+    # (`--forward-authorization`; "*" for all): a token meant for the gateway's host goes nowhere else.
+    authorization_pools: frozenset[str] = frozenset()
+
+    def passes_authorization(self, pool: str) -> bool:
+        return not self.drop_authorization and ("*" in self.authorization_pools or pool in self.authorization_pools)
 
     def credentials(self, pool: str) -> frozenset[str]:
         """Lower-case names of the headers that carry credentials to `pool` (never stored in Redis)."""
         return frozenset({"authorization", "cookie", *(name.lower() for name in self.per_pool.get(pool, {}))})
 
     def build(self, client_headers: Iterable[tuple[str, str]], pool: str) -> dict[str, str]:
-        drop = protocol.DROP_TO_UPSTREAM | {"authorization"} if self.drop_authorization else protocol.DROP_TO_UPSTREAM
+        drop = protocol.DROP_TO_UPSTREAM if self.passes_authorization(pool) else DROP_WITH_AUTHORIZATION
         headers = protocol.forward_headers(client_headers, drop)
         headers["Accept-Encoding"] = "identity"
         headers.update(self.per_pool.get(pool, {}))
