@@ -135,13 +135,17 @@ class Settings(BaseSettings):
     )
     drain_timeout: float = Field(10.0, ge=0, description="Graceful shutdown deadline, s.")
     auth_issuer: str | None = Field(None, description="Enable bearer-JWT auth: the required `iss`.")
-    auth_audience: str | None = Field(None, description="Required `aud` (default: --resource-url).")
+    auth_audience: str | None = Field(
+        None, description="Required `aud` (default: --resource-url; auth needs one of the two)."
+    )
     auth_jwks_url: str | None = Field(None, description="Issuer JWKS URL (keys cached 5 min).")
     auth_public_key: str | None = Field(None, description="Static PEM public key (or @file) instead of JWKS.")
     auth_algorithms: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["RS256", "ES256"], description="Accepted JWT algorithms."
     )
-    resource_url: str | None = Field(None, description="This gateway's public URL (audience, metadata).")
+    resource_url: str | None = Field(
+        None, description="This gateway's public URL (audience, metadata); never taken from a request's Host."
+    )
     authorization_servers: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Authorization server URLs announced in resource metadata."
     )
@@ -203,6 +207,26 @@ class Settings(BaseSettings):
     def _check_store(self) -> Settings:
         check_store(self.redis_url, self.redis_cluster, self.sentinels())
         return self
+
+    @model_validator(mode="after")
+    def _check_audience(self) -> Settings:
+        # A Host-derived audience would accept a token minted for any host the client names.
+        if self.auth_issuer and not (self.auth_audience or self.resource_url):
+            raise ConfigError(
+                "auth: --auth-issuer needs an explicit audience: --resource-url (this gateway's public URL) "
+                "or --auth-audience; it is never taken from a request's Host"
+            )
+        return self
+
+    @property
+    def audience(self) -> str | None:
+        """The `aud` tokens must carry (auth on)."""
+        return self.auth_audience or self.resource_url
+
+    @property
+    def resource(self) -> str | None:
+        """The protected resource this gateway announces (RFC 9728), configured, never a request's Host."""
+        return self.resource_url or self.auth_audience
 
     def sentinels(self) -> tuple[tuple[str, int], ...]:
         return parse_sentinels(self.redis_sentinel)

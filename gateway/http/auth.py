@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import jwt
@@ -33,7 +34,8 @@ class Authenticator:
         self,
         *,
         issuer: str,
-        audience: str | None,
+        audience: str,
+        resource: str,
         jwks_url: str | None,
         public_key: str | None,
         algorithms: tuple[str, ...],
@@ -42,7 +44,8 @@ class Authenticator:
         if not jwks_url and not public_key:
             raise errors.ConfigError("auth: --auth-issuer needs --auth-jwks-url or --auth-public-key")
         self.issuer = issuer
-        self.audience = audience
+        self.audience = audience  # configured, never a request's Host (Settings refuses to start without)
+        self.metadata_url = metadata_url(resource)
         self._jwks_url = jwks_url
         self._public_key = _read_key(public_key) if public_key else None
         self._algorithms = list(algorithms)
@@ -59,8 +62,9 @@ class Authenticator:
             value += f', error="{error}"'
         return {"WWW-Authenticate": value}
 
-    async def principal(self, headers: Mapping[str, str], audience: str, metadata_url: str) -> str:
+    async def principal(self, headers: Mapping[str, str]) -> str:
         """The authenticated principal (`issuer|subject`) of a request, or Unauthorized."""
+        metadata_url = self.metadata_url
         header = headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -71,7 +75,7 @@ class Authenticator:
                 token.strip(),
                 key=key,
                 algorithms=self._algorithms,
-                audience=self.audience or audience,
+                audience=self.audience,
                 issuer=self.issuer,
                 options={"require": ["exp", "iss", "aud", "sub"]},
                 leeway=30,
@@ -122,6 +126,13 @@ def _read_key(value: str) -> str:
         with open(value[1:]) as handle:
             return handle.read()
     return value
+
+
+def metadata_url(resource: str) -> str:
+    """RFC 9728 §3.1: the well-known path goes between the resource's host and its path."""
+    parts = urlsplit(resource)
+    path = parts.path.rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}{METADATA_PATH}{path}"
 
 
 def resource_metadata(resource: str, authorization_servers: list[str]) -> dict[str, Any]:
