@@ -139,6 +139,11 @@ class Settings(BaseSettings):
         None, description="Required `aud` (default: --resource-url; auth needs one of the two)."
     )
     auth_jwks_url: str | None = Field(None, description="Issuer JWKS URL (keys cached 5 min).")
+    jwks_min_refresh: float = Field(
+        30.0,
+        gt=0,
+        description="Least time between two JWKS fetches for unknown key ids, s (tokens with a known key never wait).",
+    )
     auth_public_key: str | None = Field(None, description="Static PEM public key (or @file) instead of JWKS.")
     auth_algorithms: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["RS256", "ES256"], description="Accepted JWT algorithms."

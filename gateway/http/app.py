@@ -25,6 +25,7 @@ from gateway.eras.stateless import StatelessEndpoint
 from gateway.http.auth import METADATA_PATH, Authenticator
 from gateway.http.gateway import Gateway
 from gateway.http.guard import Guard
+from gateway.http.jwks import JwksCache
 from gateway.http.refusals import DrainRefusedBodies
 from gateway.http.routes import (
     MCP_METHODS,
@@ -151,10 +152,13 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
                 issuer=settings.auth_issuer,
                 audience=settings.audience or "",  # Settings refuses auth without one
                 resource=settings.resource or "",
-                jwks_url=settings.auth_jwks_url,
+                jwks=(
+                    JwksCache(settings.auth_jwks_url, http, supervisor, min_refresh=settings.jwks_min_refresh)
+                    if settings.auth_jwks_url
+                    else None
+                ),
                 public_key=settings.auth_public_key,
                 algorithms=csv(settings.auth_algorithms),
-                http=http,
             )
             if settings.auth_issuer
             else None
