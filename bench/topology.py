@@ -20,6 +20,8 @@ from tests.integration.procs import Proc, ProcessGroup, free_port, start_haproxy
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 PY = sys.executable
+# One load generator on one address is not a flood: the per-client limits (on by default) off.
+NO_CLIENT_LIMITS = ["--rate-limit", "0", "--max-sessions-per-client", "0", "--max-streams-per-client", "0"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -229,7 +231,7 @@ class Topology:
         if self.sdk_port:
             argv += ["--upstream", f"sdk=http://127.0.0.1:{self.sdk_port}/mcp"]
         argv += ["--redis-url", self.redis_url, "--key-prefix", self.key_prefix, "--log-level", "warning"]
-        argv += ["--log-format", "text", *(extra or [])]
+        argv += ["--log-format", "text", *NO_CLIENT_LIMITS, *(extra or [])]
         return argv
 
     def start_gateway(self, extra: list[str] | None = None, wait: bool = True, cwd: Path | None = None) -> Gateway:

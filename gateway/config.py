@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     key_prefix: str = Field("mcpgw", min_length=1, description="Prefix of every Redis key.")
     session_ttl: float = Field(3600.0, gt=0, description="Sliding idle TTL of a session, seconds.")
     stream_maxlen: int = Field(10_000, ge=10, description="Events kept per stream (approximate trim).")
+    stream_retention: float = Field(
+        300.0,
+        gt=0,
+        description="How long an ended stream (every request answered) keeps its events for a client that lost "
+        "the last one to resume, s; live streams live as long as their session.",
+    )
     stream_idle_timeout: float = Field(
         300.0, gt=0, description="Stop pumping a stream after this long without an upstream event, s."
     )
@@ -157,9 +163,15 @@ class Settings(BaseSettings):
     upstream_header: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Header for one pool's upstream requests: `POOL:Name: value`."
     )
-    rate_limit: int = Field(0, ge=0, description="Requests a minute per principal/IP (0 = off).")
-    max_sessions_per_client: int = Field(0, ge=0, description="Live sessions per principal/IP (0 = off).")
-    max_streams_per_client: int = Field(0, ge=0, description="Open SSE connections per principal/IP (0 = off).")
+    # On by default, counted across the fleet in Redis: far above what one real client does, far
+    # below a flood (docs/hardening.md, "Per-client limits").
+    rate_limit: int = Field(600, ge=0, description="Requests a minute per principal/IP, fleet-wide (0 = off).")
+    max_sessions_per_client: int = Field(
+        100, ge=0, description="Live sessions per principal/IP, fleet-wide, checked before the upstream (0 = off)."
+    )
+    max_streams_per_client: int = Field(
+        20, ge=0, description="Open SSE connections per principal/IP, fleet-wide (0 = off)."
+    )
     max_batch: int = Field(100, ge=1, description="Most messages in one 2025-03-26 batch.")
     max_header_bytes: int = Field(32 * 1024, ge=1024, description="Largest total request header size.")
     sse_max_line: int = Field(1 << 20, ge=1024, description="Longest SSE line accepted from upstreams.")
