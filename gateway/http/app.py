@@ -100,7 +100,9 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
         supervisor = Supervisor()
         keys = Keys(settings.key_prefix)
         sessions = SessionStore(redis, keys, settings.session_ttl)
-        event_log = EventLog(redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl)
+        event_log = EventLog(
+            redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl, retention=settings.stream_retention
+        )
         # The heartbeat has its own connections: a burst that drains the command pool must not make
         # this replica look dead (its streams would be taken over while it is fine).
         control = (
