@@ -93,6 +93,13 @@ class Settings(BaseSettings):
         description="How long an ended stream (every request answered) keeps its events for a client that lost "
         "the last one to resume, s; live streams live as long as their session.",
     )
+    stream_abandon_timeout: float = Field(
+        5.0,
+        ge=0,
+        description="End a standalone GET stream that has had no client on its replica this long, s, giving its "
+        "upstream connection back (it stays resumable for --stream-retention); streams answering requests keep "
+        "pumping (0 = never).",
+    )
     stream_idle_timeout: float = Field(
         300.0, gt=0, description="Stop pumping a stream after this long without an upstream event, s."
     )
@@ -123,6 +130,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Max open connections per upstream host; each open SSE stream holds one, so size it above "
         "the streams you expect (requests beyond it wait for a free connection).",
+    )
+    upstream_acquire_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Longest wait for a free upstream connection (all --upstream-pool-size in use), s; then 503.",
     )
     replay_max_requests: int = Field(
         512,

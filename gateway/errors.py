@@ -170,6 +170,14 @@ class UpstreamUnavailable(UpstreamError):
     headers = {"Retry-After": "1"}
 
 
+class UpstreamBusy(UpstreamError):
+    """Every connection to the instance stayed busy for --upstream-acquire-timeout: nothing was
+    sent (so a retry is safe), and the instance is not unhealthy (no failover, no circuit)."""
+
+    status = 503
+    headers = {"Retry-After": "1"}
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
 

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.store.sessions import SessionRecord
-from gateway.streams.pump import RECENT_IDS, Opening, Pump, PumpConfig
+from gateway.streams.opening import Opening
+from gateway.streams.pump import RECENT_IDS, Pump, PumpConfig
 from gateway.streams.signals import Signal
 from gateway.wire import sse
 

@@ -176,7 +176,7 @@ class SessionfulEndpoint:
         headers = self._upstream_headers(request, record.pool, None)
         try:
             record, response = await self._affinity.send(record, "POST", headers, raw)
-        except errors.UpstreamUnavailable:
+        except (errors.UpstreamUnavailable, errors.UpstreamBusy):
             await outcome.not_sent()  # never reached the upstream: a retry may run it
             raise
         except errors.GatewayError as exc:

@@ -129,8 +129,12 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
         await liveness.beat()
         timers = CoarseTimers(asyncio.get_running_loop())  # the long waits of idle streams
         upstream_pool = new_upstream_pool(
-            connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size, timers=timers
+            connect_timeout=settings.connect_timeout,
+            pool_size=settings.upstream_pool_size,
+            timers=timers,
+            acquire_timeout=settings.upstream_acquire_timeout,
         )
+        metrics.upstream_connections.set_function(upstream_pool.open_connections)
         upstream = UpstreamClient(
             upstream_pool, request_timeout=settings.request_timeout, latency=metrics.upstream_latency, tracer=tracer
         )
@@ -183,7 +187,11 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
             config=RelayConfig(
                 keepalive=settings.keepalive_interval,
                 retry_ms=settings.retry_ms,
-                pump=PumpConfig(idle_timeout=settings.stream_idle_timeout, max_line=settings.sse_max_line),
+                pump=PumpConfig(
+                    idle_timeout=settings.stream_idle_timeout,
+                    max_line=settings.sse_max_line,
+                    abandon_after=settings.stream_abandon_timeout,
+                ),
                 replay_limit=settings.stream_maxlen * 2,
             ),
             replica=replica,

@@ -23,7 +23,9 @@ from gateway.retry import store_busy
 from gateway.store.eventlog import DONE, END, POLL, TAKEN, VANISHED, Entry, EventLog
 from gateway.store.sessions import SessionRecord, SessionStore
 from gateway.streams import spans
-from gateway.streams.pump import Opening, Pump, PumpConfig
+from gateway.streams.listeners import Listeners
+from gateway.streams.opening import Opening
+from gateway.streams.pump import Pump, PumpConfig
 from gateway.streams.signals import Signal, Signals
 from gateway.streams.tail import Tail, Watch
 from gateway.supervisor import Supervisor
@@ -71,8 +73,9 @@ class Relay:
         self._metrics = metrics
         self.signals = Signals(timers)
         self.draining = asyncio.Event()
-        self._tail = tail
+        self.tail = tail  # the legacy SSE bridge listens through it too
         self._pumps: dict[tuple[str, str], tuple[Pump, asyncio.Task[None]]] = {}
+        self._listeners = Listeners()
         tail.bind(self.adopt, lambda session, stream: (session, stream) in self._pumps)
 
     # --- pumps ------------------------------------------------------------------------------
@@ -133,6 +136,7 @@ class Relay:
             seq=seq,
             tracer=self._tracer,
             opening=opening,
+            detachment=self._listeners.detachment((record.id, stream), kind, self._config.pump.abandon_after),
         )
         task = self._supervisor.spawn(self._run_pump(pump, first), name=f"pump:{stream}")
         self._pumps[(record.id, stream)] = (pump, task)
@@ -190,14 +194,10 @@ class Relay:
                 watch.holder = outcome.holder or None
         watch.notify(watch.seq)  # deliveries look again: local signal, end, or gap
 
-    @property
-    def tail(self) -> Tail:
-        return self._tail
-
     def wake_all(self) -> None:
         """Wake every waiting delivery, local or tailing (graceful drain)."""
         self.signals.wake_all()
-        self._tail.wake_all()
+        self.tail.wake_all()
 
     async def finish_pumps(self, timeout: float) -> None:
         """Drain: keep pumping until every stream that answers requests has ended, or `timeout`.
@@ -295,13 +295,14 @@ class Relay:
 
         async def watch() -> tuple[Watch, bool]:
             if not joined:
-                joined.append(await self._tail.join(record, stream))
+                joined.append(await self.tail.join(record, stream))
                 return joined[0], True
             return joined[0], False
 
         # The relay loop itself is inline (not a nested generator): an idle stream holds each
         # generator frame, and each generator's entry in the loop's registry, for its life.
         skip_polls = resumed
+        self._listeners.enter((record.id, stream))  # the pump sees a client
         try:
             last_write = time.monotonic()
             while True:
@@ -347,8 +348,9 @@ class Relay:
                     yield sse.KEEPALIVE  # transports: keep idle streams alive through proxies
                     last_write = now
         finally:
+            self._listeners.leave((record.id, stream))
             if joined:
-                self._tail.leave(joined[0])
+                self.tail.leave(joined[0])
 
     async def _next(
         self,

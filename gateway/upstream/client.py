@@ -165,6 +165,8 @@ class UpstreamClient:
             response = await self._pool.request(method, url, headers, body, timeout=limit)
         except TimeoutError as exc:
             raise errors.UpstreamTimeout("Upstream timed out") from exc
+        except http1.PoolBusy as exc:
+            raise errors.UpstreamBusy("Upstream busy: no free connection; retry") from exc
         except http1.ConnectFailed as exc:
             # Nothing reached the upstream: safe to retry or place elsewhere.
             raise errors.UpstreamUnavailable(f"Upstream unreachable: {exc}") from exc
@@ -177,9 +179,13 @@ class UpstreamClient:
         return UpstreamResponse(response)
 
 
-def new_upstream_pool(*, connect_timeout: float, pool_size: int, timers: Timers = EXACT) -> http1.Http1Pool:
+def new_upstream_pool(
+    *, connect_timeout: float, pool_size: int, timers: Timers = EXACT, acquire_timeout: float = 5.0
+) -> http1.Http1Pool:
     """The request path's upstream connections of a replica (created in the lifespan)."""
-    return http1.Http1Pool(connect_timeout=connect_timeout, limit_per_host=pool_size, timers=timers)
+    return http1.Http1Pool(
+        connect_timeout=connect_timeout, limit_per_host=pool_size, timers=timers, acquire_timeout=acquire_timeout
+    )
 
 
 def new_http_session(*, connect_timeout: float, pool_size: int) -> aiohttp.ClientSession:

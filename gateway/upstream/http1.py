@@ -37,6 +37,10 @@ class ProtocolFailure(Exception):
     """The upstream broke the HTTP exchange (bad response, connection lost mid-message)."""
 
 
+class PoolBusy(Exception):
+    """Every connection to the upstream stayed busy for the acquire timeout: nothing was sent."""
+
+
 class _Connection(asyncio.Protocol):
     """One TCP connection; carries one exchange at a time."""
 
@@ -258,9 +262,12 @@ def _header_block(headers: Mapping[str, str]) -> bytes:
 class Http1Pool:
     """Keep-alive connections per (host, port, tls); at most `limit_per_host` open per upstream."""
 
-    def __init__(self, *, connect_timeout: float, limit_per_host: int, timers: Timers = EXACT) -> None:
+    def __init__(
+        self, *, connect_timeout: float, limit_per_host: int, timers: Timers = EXACT, acquire_timeout: float = 5.0
+    ) -> None:
         self.timers = timers  # for a body read's timeout
         self._connect_timeout = connect_timeout
+        self._acquire_timeout = acquire_timeout
         self._limit = limit_per_host
         self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
         self._open: dict[tuple[str, int, bool], int] = {}
@@ -317,15 +324,21 @@ class Http1Pool:
 
     async def _acquire(self, key: tuple[str, int, bool]) -> _Connection:
         """No idle connection was at hand (`request` just looked): wait for one or open one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._acquire_timeout
         while self._open.get(key, 0) >= self._limit:
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = loop.create_future()
             self._waiters.setdefault(key, deque()).append(waiter)
             try:
-                await waiter
+                # A deadline on the wait for a free connection: a pool held by streams answers 503
+                # at once instead of leaving the request hanging (issue 35).
+                await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise PoolBusy(f"no free connection to {key[0]}:{key[1]} within {self._acquire_timeout:g} s") from None
             finally:
                 if not waiter.done():
                     waiter.cancel()
-            connection = self._take_idle(key, asyncio.get_running_loop().time())
+            connection = self._take_idle(key, loop.time())
             if connection is not None:
                 return connection
         self._open[key] = self._open.get(key, 0) + 1
@@ -380,6 +393,10 @@ class Http1Pool:
             if idle and connection in idle:
                 idle.remove(connection)
             self._wake_one(connection.key)
+
+    def open_connections(self) -> int:
+        """Connections open now, idle or carrying an exchange (a stream holds one for its life)."""
+        return len(self._all)
 
     def _wake_one(self, key: tuple[str, int, bool]) -> None:
         waiters = self._waiters.get(key)
