@@ -95,6 +95,7 @@ async def run(n: int) -> None:
                 *(sys.executable, "-m", "gateway", "--upstream", f"default={fixture}", "--redis-url", redis_url),
                 *("--key-prefix", f"bench-tasks-{secrets.token_hex(3)}", "--task-tools", "default=slow_compute"),
                 *NO_CLIENT_LIMITS,
+                *("--metrics-port", "0"),
             ],
         )
         greet = ("tools/call", {"name": "greet", "arguments": {"name": "x"}}, "greet")

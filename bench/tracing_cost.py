@@ -29,7 +29,7 @@ from aiohttp import web
 
 from bench import loadgen as lg
 from bench.suite import checkout, cleanup_redis
-from bench.topology import NO_CLIENT_LIMITS, PY, RESULTS, tree_cpu_seconds
+from bench.topology import NO_CLIENT_LIMITS, NO_METRICS_LISTENER, PY, RESULTS, tree_cpu_seconds
 from tests.integration.procs import Proc, ProcessGroup, free_port
 
 TARGETS = ("baseline", "off", "on", "unsampled")
@@ -73,7 +73,7 @@ class Sink:
 
 def gateway_env(target: str, sink: Sink) -> dict[str, str]:
     """The OTEL_* variables of a target (this process's own were removed at start: `off` has none)."""
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(NO_METRICS_LISTENER)
     if target in ("on", "unsampled"):
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
         env["OTEL_SERVICE_NAME"] = f"bench-{target}"

@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="Port to listen on.")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address of the metrics listener (`0.0.0.0` where a scraper on another host reads it).",
+    )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        description="Port of the metrics listener serving GET /metrics, apart from the MCP port (0 = none).",
+    )
     workers: int = Field(
         1,
         ge=1,
@@ -129,7 +139,7 @@ class Settings(BaseSettings):
         4096,
         ge=1,
         description="Max open connections per upstream host; each open SSE stream holds one, so size it above "
-        "the streams you expect (requests beyond it wait for a free connection).",
+        "the streams you expect (requests beyond it wait for a free connection, up to --upstream-acquire-timeout).",
     )
     upstream_acquire_timeout: float = Field(
         5.0,

@@ -32,10 +32,10 @@ from gateway.http.routes import (
     GatewayApp,
     healthz,
     mcp_endpoint,
-    metrics_endpoint,
     protected_resource,
     readyz,
 )
+from gateway.http.scrape import MetricsListener
 from gateway.metrics import Metrics
 from gateway.specs import csv
 from gateway.store.claims import Claims
@@ -61,6 +61,7 @@ from gateway.tracing.api import NOOP, Tracer
 from gateway.tracing.setup import plan as plan_tracing
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session, new_upstream_pool
+from gateway.upstream.labels import pool_of
 from gateway.upstream.pools import HealthChecker, Pools
 from gateway.upstream.probes import Prober
 from gateway.wire.caching import MAX_TTL_MS
@@ -83,6 +84,12 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        scrape = None
+        if settings.metrics_port:  # /metrics on its own listener, never the MCP port (docs/hardening.md)
+            scrape = MetricsListener(
+                metrics.render, host=settings.metrics_host, port=settings.metrics_port, reuse_port=settings.workers > 1
+            )
+            await scrape.start()
 
         def store(max_connections: int, name: str) -> Redis:
             return connect(
@@ -136,7 +143,11 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
         )
         metrics.upstream_connections.set_function(upstream_pool.open_connections)
         upstream = UpstreamClient(
-            upstream_pool, request_timeout=settings.request_timeout, latency=metrics.upstream_latency, tracer=tracer
+            upstream_pool,
+            request_timeout=settings.request_timeout,
+            latency=metrics.upstream_latency,
+            tracer=tracer,
+            pool_of=pool_of((p, pools.get(p).instances) for p in pools.names()),
         )
         health = HealthChecker(pools, Prober(http, timeout=settings.health_timeout), probe_specs)
         await health.check_all()  # a fresh replica knows which instances are up before it serves
@@ -306,6 +317,8 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
             if control is not redis:
                 await control.aclose()
             await redis.aclose()
+            if scrape is not None:
+                await scrape.aclose()
             await asyncio.to_thread(tracer.shutdown)  # flush the spans still batched
 
     app = GatewayApp(lifespan=lifespan, refusal_drain_bytes=settings.refusal_drain_bytes)
@@ -314,7 +327,6 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
     app.add_route("/mcp/{pool}", mcp_endpoint, methods=list(MCP_METHODS))
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/readyz", readyz, methods=["GET"])
-    app.add_route("/metrics", metrics_endpoint, methods=["GET"])
     app.add_route(METADATA_PATH, protected_resource, methods=["GET"])
     app.add_route(METADATA_PATH + "/{path:path}", protected_resource, methods=["GET"])
     install_legacy_sse(app)  # 2024-11-05 HTTP+SSE clients: GET /sse, POST /messages

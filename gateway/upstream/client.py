@@ -22,6 +22,7 @@ from gateway.timers import EXACT, Timers
 from gateway.tracing import attributes as a
 from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream import http1
+from gateway.upstream.labels import host_port
 from gateway.wire import protocol
 
 
@@ -108,9 +109,16 @@ class UpstreamResponse:
 
 class UpstreamClient:
     def __init__(
-        self, pool: http1.Http1Pool, *, request_timeout: float, latency: FastHistogram, tracer: Tracer = NOOP
+        self,
+        pool: http1.Http1Pool,
+        *,
+        request_timeout: float,
+        latency: FastHistogram,
+        tracer: Tracer = NOOP,
+        pool_of: Mapping[str, str] | None = None,
     ) -> None:
         self._pool = pool
+        self._pool_of = pool_of or {}  # instance URL -> pool name: the latency's label, never the URL
         self._tracer = tracer
         self._request_timeout = request_timeout
         self._latency = latency
@@ -169,12 +177,12 @@ class UpstreamClient:
             raise errors.UpstreamBusy("Upstream busy: no free connection; retry") from exc
         except http1.ConnectFailed as exc:
             # Nothing reached the upstream: safe to retry or place elsewhere.
-            raise errors.UpstreamUnavailable(f"Upstream unreachable: {exc}") from exc
+            raise errors.opaque(errors.UpstreamUnavailable, "Upstream unreachable", f"{host_port(url)}: {exc}") from exc
         except (OSError, http1.ProtocolFailure) as exc:
-            raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
+            raise errors.opaque(errors.UpstreamError, "Bad upstream answer", f"{host_port(url)}: {exc}") from exc
         child = self._latency_by_url.get(url)
         if child is None:
-            child = self._latency_by_url[url] = self._latency.labels(url)
+            child = self._latency_by_url[url] = self._latency.labels(self._pool_of.get(url) or host_port(url))
         child.observe(time.perf_counter() - started)
         return UpstreamResponse(response)
 
