@@ -22,6 +22,7 @@ from gateway.timers import EXACT, Timers
 from gateway.tracing import attributes as a
 from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream import http1
+from gateway.upstream.failures import ConnectFailed, PoolBusy, ProtocolFailure
 from gateway.upstream.labels import host_port
 from gateway.wire import protocol
 
@@ -71,7 +72,7 @@ class UpstreamResponse:
                 if size > limit:
                     raise errors.UpstreamError("Bad upstream answer: body too large")
                 chunks.append(chunk)
-        except (OSError, http1.ProtocolFailure) as exc:
+        except (OSError, ProtocolFailure) as exc:
             raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
         finally:
             self.close()
@@ -82,7 +83,7 @@ class UpstreamResponse:
         try:
             async for chunk in self._response.iter_chunks():
                 yield chunk
-        except (OSError, http1.ProtocolFailure) as exc:
+        except (OSError, ProtocolFailure) as exc:
             raise errors.UpstreamError(f"Upstream stream broke: {exc}") from exc
 
     async def next_chunk(self, timeout: float) -> bytes | None:
@@ -91,7 +92,7 @@ class UpstreamResponse:
             return await self._response.next_chunk(timeout)
         except TimeoutError:
             raise  # our bound passed (the http1 layer reports a broken connection as ProtocolFailure)
-        except (OSError, http1.ProtocolFailure) as exc:
+        except (OSError, ProtocolFailure) as exc:
             raise errors.UpstreamError(f"Upstream stream broke: {exc}") from exc
 
     def take_buffered(self) -> bytes:
@@ -173,12 +174,12 @@ class UpstreamClient:
             response = await self._pool.request(method, url, headers, body, timeout=limit)
         except TimeoutError as exc:
             raise errors.UpstreamTimeout("Upstream timed out") from exc
-        except http1.PoolBusy as exc:
+        except PoolBusy as exc:
             raise errors.UpstreamBusy("Upstream busy: no free connection; retry") from exc
-        except http1.ConnectFailed as exc:
+        except ConnectFailed as exc:
             # Nothing reached the upstream: safe to retry or place elsewhere.
             raise errors.opaque(errors.UpstreamUnavailable, "Upstream unreachable", f"{host_port(url)}: {exc}") from exc
-        except (OSError, http1.ProtocolFailure) as exc:
+        except (OSError, ProtocolFailure) as exc:
             raise errors.opaque(errors.UpstreamError, "Bad upstream answer", f"{host_port(url)}: {exc}") from exc
         child = self._latency_by_url.get(url)
         if child is None:

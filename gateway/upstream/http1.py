@@ -7,8 +7,8 @@ measurement"). This module does only what the proxy needs: write the request in 
 the response with httptools (llhttp, uvicorn's parser), hand out the body as it arrives with flow
 control, and keep the connection when the message ended cleanly (aiohttp: health probes, JWKS).
 
-Failures are OSError/TimeoutError subclasses (`ConnectFailed` when nothing was sent) or
-`ProtocolFailure`; `gateway/upstream/client.py` translates them into the gateway's error tree.
+Failures (`upstream/failures.py`: `ConnectFailed` when nothing was sent, `ProtocolFailure`, `PoolBusy`)
+and timeouts are translated into the gateway's error tree by `gateway/upstream/client.py`.
 """
 
 from __future__ import annotations
@@ -24,21 +24,10 @@ import httptools
 from multidict import CIMultiDict
 
 from gateway.timers import EXACT, Cancellable, Timers
+from gateway.upstream.failures import ConnectFailed, PoolBusy, ProtocolFailure
 
 MAX_BUFFER = 256 * 1024  # unread body bytes before reading from the socket pauses
 MAX_IDLE = 4.0  # seconds an idle connection is reused; older ones are closed (servers close them ~5 s)
-
-
-class ConnectFailed(OSError):
-    """The TCP/TLS connection could not be made: nothing reached the upstream."""
-
-
-class ProtocolFailure(Exception):
-    """The upstream broke the HTTP exchange (bad response, connection lost mid-message)."""
-
-
-class PoolBusy(Exception):
-    """Every connection to the upstream stayed busy for the acquire timeout: nothing was sent."""
 
 
 class _Connection(asyncio.Protocol):
@@ -330,16 +319,14 @@ class Http1Pool:
             waiter = loop.create_future()
             self._waiters.setdefault(key, deque()).append(waiter)
             try:
-                # A deadline on the wait for a free connection: a pool held by streams answers 503
-                # at once instead of leaving the request hanging (issue 35).
+                # A pool held by streams answers 503 at the deadline, never leaves a request hanging.
                 await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
             except TimeoutError:
                 raise PoolBusy(f"no free connection to {key[0]}:{key[1]} within {self._acquire_timeout:g} s") from None
             finally:
                 if not waiter.done():
                     waiter.cancel()
-            connection = self._take_idle(key, loop.time())
-            if connection is not None:
+            if (connection := self._take_idle(key, loop.time())) is not None:
                 return connection
         self._open[key] = self._open.get(key, 0) + 1
         try:
