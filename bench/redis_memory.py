@@ -1,6 +1,7 @@
 """Redis bytes per idle session, per JSON call and per streamed call (docs/hardening.md, "Redis memory").
 
-    python -m bench.redis_memory [--sessions 200] [--calls 1000] [--events 5] [--retention 40] [--redis-arg=--NAME=VALUE]
+    python -m bench.redis_memory [--sessions 200] [--calls 1000] [--events 5] [--retention 40]
+                                 [--redis-arg=--NAME=VALUE]
 
 Starts a private redis-server (nothing else writes to it), the fast upstream and one gateway
 replica with `--stream-retention RETENTION`, then measures in steps: N idle sessions; JSON calls

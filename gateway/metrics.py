@@ -16,6 +16,8 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from gateway.wire import belonging
+
 
 class CounterChild:
     __slots__ = ("created", "value")
@@ -143,6 +145,14 @@ class Metrics:
         self.resumes = Counter("mcpgw_resumes_total", "Resumes with Last-Event-ID", registry=r)
         self.takeovers = Counter("mcpgw_lease_takeovers_total", "Pumps taken over from a dead replica", registry=r)
         self.gaps = Counter("mcpgw_stream_gaps_total", "Resumes that found lost events", registry=r)
+        self.replay_dropped = Counter(
+            "mcpgw_upstream_replay_dropped_total",
+            "Messages a re-opened upstream stream replayed that were not that stream's (not relayed)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in belonging.REASONS:  # served at 0 from the start: a rate over it needs a first sample
+            self.replay_dropped.labels(reason)
         self.tasks = Counter(
             "mcpgw_tasks_total",
             "Gateway-served tasks by event (created, completed, failed, cancelled, orphaned, adopted)",

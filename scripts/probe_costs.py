@@ -23,7 +23,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gateway.specs import PROBE_KINDS, ProbeSpec  # noqa: E402
+from gateway.config.specs import PROBE_KINDS, ProbeSpec  # noqa: E402
 from gateway.upstream.probes import Prober  # noqa: E402
 from tests.integration.procs import Proc, ProcessGroup, free_port, start_everything  # noqa: E402
 

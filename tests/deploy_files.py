@@ -23,7 +23,7 @@ K8S_BASE = K8S / "base"
 DEPLOY_README = ROOT / "deploy" / "README.md"
 K8S_VERSION = "1.30.0"
 GATEWAY_SERVICES = ("gateway1", "gateway2", "gateway3")
-DEFAULT_DRAIN_TIMEOUT = 10.0  # gateway.config.Settings.drain_timeout default
+DEFAULT_DRAIN_TIMEOUT = 10.0  # gateway.config.settings.Settings.drain_timeout default
 
 
 def load_yaml_docs(path: Path) -> list[dict[str, Any]]:

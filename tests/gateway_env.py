@@ -31,11 +31,13 @@ def init_body(version: str = "2025-11-25", rid: int = 1) -> dict[str, Any]:
 
 
 def call(name: str, rid: int = 2, **arguments: Any) -> dict[str, Any]:
+    # The scripted upstream's progress names the request id as its token: the call asks for it
+    # (basic/utilities/progress: progress only for a token a request provided).
     return {
         "jsonrpc": "2.0",
         "id": rid,
         "method": "tools/call",
-        "params": {"name": name, "arguments": arguments},
+        "params": {"name": name, "arguments": arguments, "_meta": {"progressToken": rid}},
     }
 
 

@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.config import Settings
+from gateway.config.specs import DEFAULT_POOL, ProbeSpec, parse_probe, parse_upstream, parse_upstreams, resolve_probes
 from gateway.errors import ConfigError
-from gateway.specs import DEFAULT_POOL, ProbeSpec, parse_probe, parse_upstream, parse_upstreams, resolve_probes
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway import errors
-from gateway.eras.idempotent import parse_key
+from gateway.replay.idempotent import parse_key
 from gateway.store.idempotency import DONE, RUNNING, IdempotencyStore, Outcome, record_digest
 from gateway.store.keys import Keys
 

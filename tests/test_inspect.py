@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from gateway.cli import main
 from gateway.errors import SessionNotFound
-from gateway.inspect import Inspector
+from gateway.inspection import Inspector
 from gateway.store.eventlog import EventLog
 from gateway.store.keys import Keys
 from gateway.store.sessions import SessionStore, new_record

@@ -47,9 +47,9 @@ async def test_run_calls_on_lapse_and_clear_drops_the_key(redis: aioredis.Redis,
     async def on_lapse() -> None:
         lapses.append(1)
 
-    me = Liveness(redis, keys, "me", ttl=0.3, interval=0.05, on_lapse=on_lapse)
+    me = Liveness(redis, keys, "me", ttl=0.3, interval=0.05)
     await me.beat()
-    task = asyncio.get_running_loop().create_task(me.run())
+    task = asyncio.get_running_loop().create_task(me.run(on_lapse=on_lapse))
     await asyncio.sleep(0.2)
     assert lapses == []
     await redis.delete(keys.replica("me"))  # as if the heartbeat had stalled past the TTL

@@ -1,4 +1,4 @@
-"""eras.outcomes on a real Redis: when the first copy's JSON answer is kept, and what a repeat
+"""replay.outcomes on a real Redis: when the first copy's JSON answer is kept, and what a repeat
 that comes meanwhile gets."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import time
 import redis.asyncio as aioredis
 from starlette.responses import Response
 
-from gateway.eras.idempotent import Idempotency, Ticket
-from gateway.eras.outcomes import Outcome
-from gateway.eras.replays import Recorded, Replays, body_hash
+from gateway.replay.idempotent import Idempotency, Ticket
+from gateway.replay.outcomes import Outcome
+from gateway.replay.replays import Recorded, Replays, body_hash
 from gateway.store.claims import Claim, Claims
 from gateway.store.client import connect
 from gateway.store.eventlog import EventLog

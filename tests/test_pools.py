@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 
 from gateway import errors
+from gateway.config.specs import Pool, ProbeSpec
 from gateway.metrics import Metrics
-from gateway.specs import Pool, ProbeSpec
 from gateway.upstream.pools import HealthChecker, Pools
 from gateway.upstream.probes import Prober
 from tests.asgi_server import serve

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.specs import PROBE_KINDS, ProbeSpec
+from gateway.config.specs import PROBE_KINDS, ProbeSpec
 from gateway.upstream.probes import MCP_PROBES, Prober
 from tests.asgi_server import read_body, serve
 

@@ -1,4 +1,4 @@
-"""eras.responses.read_body: the body read from `receive`, bounded as it arrives, kept for later reads."""
+"""asgi.responses.read_body: the body read from `receive`, bounded as it arrives, kept for later reads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from starlette.requests import ClientDisconnect, Request
 
 from gateway import errors
-from gateway.eras.responses import read_body
+from gateway.asgi.responses import read_body
 
 
 def request(*messages: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> tuple[Request, list[int]]:

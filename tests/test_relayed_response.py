@@ -1,4 +1,4 @@
-"""gateway.eras.responses.RelayedResponse: the same response as starlette's, built in one pass."""
+"""gateway.asgi.responses.RelayedResponse: the same response as starlette's, built in one pass."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from multidict import CIMultiDict
 from starlette.responses import Response
 
-from gateway.eras.responses import RelayedResponse, client_headers, iterate, sse_response, with_cookies
+from gateway.asgi.responses import RelayedResponse, client_headers, iterate, sse_response, with_cookies
 
 
 async def sent(response: Response) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway import errors
-from gateway.eras.replays import Attach, Recorded, Replays, body_hash
+from gateway.replay.replays import Attach, Recorded, Replays, body_hash
 from gateway.store.claims import Claim, Claims
 from gateway.store.eventlog import EventLog
 from gateway.store.keys import Keys

@@ -11,7 +11,7 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from gateway.eras.streaming import SSEResponse
+from gateway.asgi.streaming import SSEResponse
 from gateway.http.server import RESPOND, TAKE_BODY, CorkedTransport, LeanEvent, LeanHttpToolsProtocol, Pipeline
 from tests.asgi_server import read_body
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.eras.streaming import SSEResponse
+from gateway.asgi.streaming import SSEResponse
 
 SCOPE: dict[str, Any] = {"type": "http", "method": "GET", "path": "/mcp", "headers": []}
 

@@ -8,8 +8,8 @@ import pytest
 
 from gateway.cli import load_settings
 from gateway.config import Settings
+from gateway.config.specs import load_config_file
 from gateway.errors import ConfigError
-from gateway.specs import load_config_file
 from gateway.tasks.config import TaskSupport, parse_task_tools
 
 POOLS = ("default", "ci")

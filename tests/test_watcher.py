@@ -19,8 +19,8 @@ from starlette.routing import Route
 from gateway import errors
 from gateway.caching.service import ResponseCache
 from gateway.caching.watcher import NotListening, Watcher
+from gateway.config.specs import Pool
 from gateway.metrics import Metrics
-from gateway.specs import Pool
 from gateway.store.keys import Keys
 from gateway.store.responses import ResponseStore
 from gateway.supervisor import Supervisor

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import errors
+from gateway.caching.invalidations import Invalidations
 from gateway.metrics import Metrics
 from gateway.store.responses import Hit, ResponseStore
 from gateway.wire import caching, sse
@@ -44,11 +45,13 @@ class ResponseCache:
         max_bytes: int,
         max_line: int,
         in_use: Callable[[str, str | None], None] = lambda pool, uri: None,
+        invalidations: Invalidations | None = None,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._max_bytes = max_bytes
         self._max_line = max_line
+        self._invalidations = invalidations or Invalidations(store, metrics)
         self._in_use = in_use  # told of each pool (and read URI) whose entries this replica serves or keeps
         for method in caching.CACHEABLE_METHODS:  # zeros from the start: dashboards show 0, not "no data"
             for counter in (metrics.cache_hits, metrics.cache_misses, metrics.cache_stores):
@@ -144,11 +147,4 @@ class ResponseCache:
 
     async def invalidate(self, pool: str, families: Iterable[str], reason: str) -> None:
         """Bump each family's generation: its entries are stale on every replica from now on."""
-        for family in families:
-            try:
-                await self._store.bump(pool, family)
-            except errors.StoreError as exc:
-                self._metrics.store_errors.inc()
-                log.warning("response cache invalidation of %s/%s failed: %s", pool, family, exc)
-                continue
-            self._metrics.cache_invalidations.labels(reason).inc()
+        await self._invalidations.invalidate(pool, families, reason)

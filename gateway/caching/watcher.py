@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from gateway import errors, retry
-from gateway.caching.service import ResponseCache
+from gateway.caching.invalidations import Invalidator
 from gateway.supervisor import Supervisor, checkpoint
 from gateway.upstream.client import HeaderPolicy, UpstreamClient
 from gateway.upstream.pools import Pools
@@ -62,7 +62,7 @@ class Watcher:
         pools: Pools,
         upstream: UpstreamClient,
         headers: HeaderPolicy,
-        cache: ResponseCache,
+        cache: Invalidator,
         supervisor: Supervisor,
         max_line: int,
     ) -> None:

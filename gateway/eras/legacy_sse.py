@@ -26,8 +26,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message
 
 from gateway import errors
-from gateway.eras.responses import SSE_HEADERS, error_response, read_body
-from gateway.eras.streaming import SSEResponse
+from gateway.asgi.responses import SSE_HEADERS, error_response, read_body
+from gateway.asgi.streaming import SSEResponse
 from gateway.store.client import translated
 from gateway.wire import protocol, sse
 from gateway.wire.answers import answered_ids

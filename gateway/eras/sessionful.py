@@ -18,10 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import errors, logs
-from gateway.eras.idempotent import Idempotency
-from gateway.eras.outcomes import Outcome
-from gateway.eras.replays import Recorded, Replays, body_hash
-from gateway.eras.responses import (
+from gateway.asgi.responses import (
     SSE_HEADERS,
     RelayedResponse,
     StreamSlot,
@@ -33,6 +30,9 @@ from gateway.eras.responses import (
     with_cookies,
 )
 from gateway.metrics import Metrics
+from gateway.replay.idempotent import Idempotency
+from gateway.replay.outcomes import Outcome
+from gateway.replay.replays import Recorded, Replays, body_hash
 from gateway.store.claims import Claim, Claims
 from gateway.store.eventlog import EventLog
 from gateway.store.idempotency import IdempotencyRecord
@@ -42,7 +42,7 @@ from gateway.streams.relay import Relay
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
 from gateway.upstream.pools import Pools
-from gateway.wire import cursor, protocol, sse
+from gateway.wire import belonging, cursor, protocol, sse
 from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, Body
 
 log = logging.getLogger("gateway.eras.sessionful")
@@ -234,8 +234,9 @@ class SessionfulEndpoint:
             answer = await self._relay_plain(response, record.id)
             return answer if outcome is None else await outcome.deliver(answer)
         to_client = client_headers(response.headers, record.id)  # before the pump forgets them
+        tokens = belonging.progress_tokens(m.raw for m in body.requests)
         stream, opened = await self._relay.open_stream(
-            record, response, kind="post", pending=body.request_ids, stream=outcome.claim.stream
+            record, response, kind="post", pending=body.request_ids, stream=outcome.claim.stream, tokens=tokens
         )
         await outcome.streamed(stream)
         delivery = self._relay.deliver(record, stream, 0, opened=opened)

@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import errors
+from gateway.asgi.responses import client_headers, error_response, read_body, sse_response, with_cookies
 from gateway.caching.service import Pending, ResponseCache
-from gateway.eras.idempotent import Idempotency, Ticket
-from gateway.eras.responses import client_headers, error_response, read_body, sse_response, with_cookies
+from gateway.replay.idempotent import Idempotency, Ticket
 from gateway.store.idempotency import IdempotencyRecord
 from gateway.tasks.passthrough import Route, TaskRoutes
 from gateway.tasks.protocol import NAME_PARAM, SERVED_METHODS, merge_discover, negotiated

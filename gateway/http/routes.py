@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from gateway import errors, logs
-from gateway.eras.responses import RelayedResponse, error_response, read_body
+from gateway.asgi.responses import RelayedResponse, error_response, read_body
 from gateway.http import traced
 from gateway.http.gateway import Gateway
 from gateway.http.guard import HeadersTooLarge

@@ -3,7 +3,7 @@
 Every `collections.deque` allocates a 64-slot block up front (~600 B), and uvicorn keeps three per
 connection: the pipeline of queued requests and the `asyncio.Event`s of its flow control and of the
 request cycle. Here they are a list and `LeanEvent` (a list of waiters, empty until someone waits). And the
-scope offers `WATCH_DISCONNECT` (`eras/streaming.py`): an SSE response is called back when its
+scope offers `WATCH_DISCONNECT` (`asgi/streaming.py`): an SSE response is called back when its
 client leaves, instead of holding a task that waits on `receive()` for `http.disconnect`.
 And the writes of one event-loop turn leave in one system call (`CorkedTransport`). And a whole
 response can be written by `RESPOND` (`LeanCycle.respond`): status line, headers and body in one
@@ -30,7 +30,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from gateway.eras.streaming import WATCH_DISCONNECT
+from gateway.asgi.streaming import WATCH_DISCONNECT
 
 
 class LeanEvent:

@@ -225,7 +225,7 @@ class Claims:
     def record_nowait(self, session_id: str, ids: tuple[JsonRpcId, ...], claim: Claim) -> bool:
         """`record` on the lane, not waited for; False when the lane could not take it (nothing
         was written: call `record`). Lost only if Redis refuses it or dies first: a repeat then
-        waits for the claim as for a first copy that died (eras.replays)."""
+        waits for the claim as for a first copy that died (replay.replays)."""
         return self._update.cast(keys=[self._keys.requests(session_id)], args=_update_args(ids, claim))
 
     async def release(self, session_id: str, ids: tuple[JsonRpcId, ...]) -> None:

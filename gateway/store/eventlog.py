@@ -33,12 +33,12 @@ RELEASED = b"r"  # payload on the notify channel: the pump let go of the lease w
 
 # KEYS: events, meta, lease, notify channel[, the session's stream registry].  ARGV: owner, ttl_ms,
 # kind, pending, traceparent ('' = not traced), maxlen, uid, final ('1'/'0'), notify ('1'/'0'),
-# stream id, its registry entry, the registry's ttl_ms ('' x3 without a registry), retention_ms (an ended
-# stream's TTL), then pairs of (data, upstream id): the stream's first events, if the upstream had sent
-# some.  Returns the last seq.
+# stream id, its registry entry, the registry's ttl_ms ('' x3 without a registry), the progress tokens
+# of its requests ('' = not kept: a GET stream), retention_ms (an ended stream's TTL), then pairs of
+# (data, upstream id): the stream's first events, if the upstream had sent some.  Returns the last seq.
 _OPEN = """
 local seq = 0
-for i = 14, #ARGV, 2 do
+for i = 15, #ARGV, 2 do
   seq = seq + 1
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], seq .. '-0', 't', 'm', 'd', ARGV[i], 'u', ARGV[i+1])
 end
@@ -52,8 +52,9 @@ else
 end
 redis.call('HSET', KEYS[2], 'kind', ARGV[3], 'seq', seq, 'pending', ARGV[4], 'uid', ARGV[7], 'done', done)
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'tp', ARGV[5]) end
+if ARGV[13] ~= '' then redis.call('HSET', KEYS[2], 'pt', ARGV[13]) end
 local ttl = ARGV[2]
-if done == '1' then ttl = ARGV[13] end  -- ended: kept only for the resumption window
+if done == '1' then ttl = ARGV[14] end  -- ended: kept only for the resumption window
 redis.call('PEXPIRE', KEYS[2], ttl)
 if seq > 0 then
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -148,6 +149,8 @@ class Meta:
     uid: str
     done: bool
     trace: str = ""  # the W3C traceparent of the request that opened the stream ("" if untraced)
+    # The progress tokens of its requests; None when not recorded (a stream opened by an older replica).
+    tokens: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -196,13 +199,15 @@ class EventLog:
         events: Sequence[tuple[str, str]] = (),
         uid: str = "",
         final: bool = False,
+        tokens: tuple[Any, ...] | None = None,
     ) -> int:
         """Create the meta record and take the lease for a brand-new stream, with its first
         (data, upstream id) events if there are some (`pending`, `uid`, `final` as for `append`):
         the stream's setup and first append are one round trip. `trace` (a traceparent) is kept
         with it, so a takeover or a resume on any replica continues the same trace. With
-        `registration`, the stream's entry in its session's registry is written too. Returns the
-        last seq (0 without events)."""
+        `registration`, the stream's entry in its session's registry is written too. `tokens`, the
+        progress tokens of its requests, are kept with it for whoever re-opens it upstream (None:
+        not kept). Returns the last seq (0 without events)."""
         keys = [*self._keys.stream_keys(session, stream), self._keys.notify(session, stream)]
         args: list[str | int] = [owner, self._ttl_ms, kind, json.dumps(list(pending)), trace, self._maxlen, uid]
         args += ["1" if final else "0", self._notify]
@@ -211,6 +216,7 @@ class EventLog:
             args += [stream, registration.entry, registration.ttl_ms]
         else:
             args += ["", "", ""]
+        args.append("" if tokens is None else json.dumps(list(tokens)))
         args.append(self._retention_ms)
         for data, event_uid in events:
             args.extend((data, event_uid))
@@ -288,6 +294,8 @@ class EventLog:
             uid=fields.get("uid", ""),
             done=fields.get("done") == "1",
             trace=fields.get("tp", ""),
+            # A GET stream has no requests, so no tokens; a POST stream's were not kept by older replicas.
+            tokens=tuple(json.loads(fields["pt"])) if "pt" in fields else None if fields.get("kind") == "post" else (),
         )
 
     async def first_seq(self, session: str, stream: str) -> int | None:

@@ -37,14 +37,12 @@ class Liveness:
         *,
         ttl: float,
         interval: float,
-        on_lapse: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self.replica_id = replica_id
         self._ttl_ms = max(1, int(ttl * 1000))
         self.interval = interval
-        self._on_lapse = on_lapse
         self.lapses = 0
 
     async def beat(self) -> bool:
@@ -53,8 +51,8 @@ class Liveness:
             previous: Any = await self._redis.set(self._keys.replica(self.replica_id), b"1", px=self._ttl_ms, get=True)
         return previous is not None
 
-    async def run(self) -> None:
-        """Heartbeat until cancelled; a lapse (our key had expired) makes the owner verify its leases."""
+    async def run(self, on_lapse: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Heartbeat until cancelled; a lapse (our key had expired) calls `on_lapse` (the owner verifies its leases)."""
         failing = False
         while True:
             checkpoint()
@@ -71,8 +69,8 @@ class Liveness:
             if not renewed:
                 self.lapses += 1
                 log.warning("liveness key had expired (paused or cut off?): verifying this replica's leases")
-                if self._on_lapse is not None:
-                    await self._on_lapse()
+                if on_lapse is not None:
+                    await on_lapse()
 
     async def is_alive(self, replica: str) -> bool:
         return replica in await self.alive([replica])

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from prometheus_client import Gauge
 
 from gateway import errors
-from gateway.specs import Pool, ProbeSpec
+from gateway.config.specs import Pool, ProbeSpec
 from gateway.upstream.labels import instance_labels
 
 log = logging.getLogger("gateway.upstream.pools")

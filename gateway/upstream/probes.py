@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from gateway.specs import ProbeSpec
+from gateway.config.specs import ProbeSpec
 
 _MCP_ACCEPT = "application/json, text/event-stream"
 _CLIENT_INFO = {"name": "mcp-gateway-health", "version": "1"}

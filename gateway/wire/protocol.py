@@ -306,7 +306,7 @@ def forward_headers(
 
     A name that comes more than once keeps all its values, in order, as one line (RFC 9110
     §5.3: a comma-separated list; `Cookie` with "; ", RFC 6265 §5.4). `Set-Cookie` cannot be
-    combined (RFC 9110 §5.3): the caller takes it out first (`eras.responses.client_headers`).
+    combined (RFC 9110 §5.3): the caller takes it out first (`asgi.responses.client_headers`).
     One pass, each name lower-cased once (`drop` holds `connection`: it is never copied)."""
     kept: dict[str, str] = {}
     named: set[str] = set()

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import errors
-from gateway.eras.responses import SSE_HEADERS
+from gateway.asgi.responses import SSE_HEADERS
 from gateway.store.idempotency import (
     DONE,
     DROPPED,

@@ -11,7 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from gateway import errors
-from gateway.eras.streaming import SSEResponse
+from gateway.asgi.streaming import SSEResponse
 from gateway.store.limits import Limiter
 from gateway.wire import protocol
 

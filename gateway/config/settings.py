@@ -7,13 +7,12 @@ else reads the environment.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_origin
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from gateway.errors import ConfigError
-from gateway.specs import (
+from gateway.config.specs import (
     Pool,
     ProbeSpec,
     check_store,
@@ -22,6 +21,7 @@ from gateway.specs import (
     parse_upstreams,
     resolve_probes,
 )
+from gateway.errors import ConfigError
 
 
 class Settings(BaseSettings):
@@ -223,22 +223,11 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log format: json or text.")
 
-    @field_validator(
-        "upstream",
-        "health_probe",
-        "allowed_origins",
-        "auth_algorithms",
-        "authorization_servers",
-        "upstream_header",
-        "redis_sentinel",
-        "task_tools",
-        "task_sync_input",
-        mode="before",
-    )
+    @field_validator("*", mode="before")
     @classmethod
-    def _split_env_list(cls, value: object) -> object:
-        # Env values arrive as plain strings; accept `a,b` for origins and one string for upstreams.
-        if isinstance(value, str):
+    def _split_env_list(cls, value: object, info: ValidationInfo) -> object:
+        # Env values of list settings arrive as one plain string; the parsers split `a,b` or `;` themselves.
+        if isinstance(value, str) and info.field_name is not None and is_list_setting(cls, info.field_name):
             return [value]
         return value
 
@@ -296,3 +285,8 @@ class Settings(BaseSettings):
 
     def origin_list(self) -> tuple[str, ...]:
         return csv(self.allowed_origins)
+
+
+def is_list_setting(settings: type[BaseSettings], name: str) -> bool:
+    """A setting that takes many values: repeatable on the command line, one string in the env."""
+    return get_origin(settings.model_fields[name].annotation) is list

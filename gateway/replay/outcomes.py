@@ -17,7 +17,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 from gateway import errors
-from gateway.eras.idempotent import Idempotency, Ticket
+from gateway.replay.idempotent import Idempotency, Ticket
 from gateway.store.claims import Claim, Claims
 
 
@@ -65,7 +65,7 @@ class Outcome:
 
     async def deliver(self, answer: Response) -> Response:
         """Keep the JSON answer without making the client wait for Redis when only the claim
-        waits for it: a repeat that comes before it shows polls the claim (eras.replays). It is
+        waits for it: a repeat that comes before it shows polls the claim (replay.replays). It is
         kept once the answer was sent: on the lane by a cast (its reply dropped: no round trip
         held and no wake-up for it, its bytes right behind the answer's), else by a round trip.
         Not before: the work of the record (its JSON with the answer in it) would delay the

@@ -24,7 +24,7 @@ from gateway.wire import protocol
 
 
 class Slot(Protocol):
-    """A client's admitted open stream (`eras/responses.py` StreamSlot): re-announced while the
+    """A client's admitted open stream (`asgi/responses.py` StreamSlot): re-announced while the
     response is open, released once when it ends. Held by the response, not a generator wrapper."""
 
     def due(self) -> bool: ...

@@ -1,0 +1,1 @@
+"""Replays and outcomes of client requests: recorded answers replayed on retry, idempotency keys."""
