@@ -136,6 +136,11 @@ class Metrics:
         self.sessions_deleted = Counter("mcpgw_sessions_deleted_total", "Gateway sessions deleted", registry=r)
         self.active_pumps = Gauge("mcpgw_active_pumps", "Streams this replica pumps now", registry=r)
         self.active_deliveries = Gauge("mcpgw_active_deliveries", "Open client SSE connections", registry=r)
+        self.upstream_connections = Gauge(
+            "mcpgw_upstream_connections",
+            "Upstream connections this replica holds open (an open stream holds one)",
+            registry=r,
+        )
         self.events_relayed = Counter("mcpgw_events_relayed_total", "SSE events delivered to clients", registry=r)
         self.resumes = Counter("mcpgw_resumes_total", "Resumes with Last-Event-ID", registry=r)
         self.takeovers = Counter("mcpgw_lease_takeovers_total", "Pumps taken over from a dead replica", registry=r)

@@ -83,6 +83,7 @@ async def running_gateway(
     upstream = ScriptedUpstream(behaviour or Behaviour())
     # Drain keeps pumping until answers end or the deadline: a short one keeps teardown quick.
     settings.setdefault("drain_timeout", 1.0)
+    settings.setdefault("metrics_port", 0)  # no metrics listener unless a test asks (tests share this host)
     async with serve(upstream) as upstream_url:
         app = create_app(Settings(upstream=[p.format(f"{upstream_url}/mcp") for p in pools], **settings))
         async with serve(app) as url, httpx.AsyncClient(timeout=timeout) as client:

@@ -398,7 +398,7 @@ async def test_the_process_owners_hook_runs_once_everything_is_built() -> None:
     seen: list[bool] = []
     apps: list[Any] = []
     async with serve(ScriptedUpstream(Behaviour())) as upstream_url:
-        settings = Settings(upstream=[f"default={upstream_url}/mcp"], drain_timeout=1.0)
+        settings = Settings(upstream=[f"default={upstream_url}/mcp"], drain_timeout=1.0, metrics_port=0)
         apps.append(create_app(settings, on_started=lambda: seen.append(hasattr(apps[0].state, "gateway"))))
         async with serve(apps[0]):
             assert seen == [True]

@@ -136,6 +136,11 @@ def test_bad_config_file_names_the_field(tmp_path: Path, content: str, needle: s
             "exclude each other",
         ),
         (["--upstream", "http://x/mcp", "--redis-sentinel", "s1:26379,s2"], "expected HOST:PORT"),
+        # issue 35: auth without an explicit audience would take it from the request's Host
+        (
+            ["--upstream", "http://x/mcp", "--auth-issuer", "https://i.example", "--auth-public-key", "k"],
+            "needs an explicit audience",
+        ),
     ],
 )
 def test_bad_configuration_exits_2_with_a_clear_message(args: list[str], needle: str) -> None:

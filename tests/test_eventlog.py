@@ -440,3 +440,19 @@ async def test_create_writes_the_streams_registration_in_the_same_script(redis: 
     assert await store.stream_info(session, "S2") == StreamInfo(kind="post", pending=(3,))
     assert 60_000 < await redis.pttl(keys.streams(session)) <= 66_000  # as long as a renewed record may live
     assert await log.lease_holder(session, "S2") == "r1"
+
+
+async def test_an_ended_stream_keeps_its_keys_for_the_retention_only(
+    any_redis: aioredis.Redis, keys: Keys, session: str, stream: str
+) -> None:
+    """Issue 35: a finished call's log is kept for the resumption window, not the session's TTL."""
+    log = EventLog(any_redis, keys, maxlen=100, ttl=600, retention=5)
+    await log.open(session, stream, kind="post", pending=(1,), owner="r1")
+    await log.append(session, stream, "r1", [("a", "u1")], pending=(1,))
+    assert await any_redis.pttl(keys.events(session, stream)) > 5000  # live: the session's TTL
+    await log.append(session, stream, "r1", [("b", "u2")], pending=(), final=True)
+    other = cursor.new_stream_id()  # ended by its very first write
+    await log.open(session, other, kind="post", pending=(), owner="r1", events=[("c", "")], final=True)
+    for name in (stream, other):
+        for key in (keys.events(session, name), keys.meta(session, name)):
+            assert 0 < await any_redis.pttl(key) <= 5000, key

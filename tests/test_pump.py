@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from gateway.store.sessions import SessionRecord
-from gateway.streams.pump import RECENT_IDS, Opening, Pump, PumpConfig
+from gateway.streams.opening import Opening
+from gateway.streams.pump import RECENT_IDS, Pump, PumpConfig
 from gateway.streams.sifting import ReplaySifter
 from gateway.streams.signals import Signal
 from gateway.wire import sse

@@ -176,14 +176,12 @@ async def readyz(request: Request) -> Response:
     try:
         async with asyncio.timeout(1.0):
             await ping(gateway.redis)
-    except Exception as exc:  # any failure means "not ready"; the reason is reported
-        return JSONResponse({"status": "store unavailable", "error": str(exc)}, status_code=503)
+    except Exception as exc:  # any failure means "not ready"; the details go to the log only
+        cid = errors.correlation_id()
+        log.warning("readyz: store unavailable [correlation id %s]: %s: %s", cid, type(exc).__name__, exc)
+        return JSONResponse({"status": "store unavailable", "correlationId": cid}, status_code=503)
     down = [name for name in gateway.pools.names() if not gateway.pools.pool_ready(name)]
     if down:
         return JSONResponse({"status": "no healthy upstream instance", "pools": down}, status_code=503)
     return JSONResponse({"status": "ready", "pools": gateway.pools.names()})
 
-
-async def metrics_endpoint(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -46,6 +46,7 @@ from gateway.tracing.setup import TracingPlan
 from gateway.tracing.setup import plan as plan_tracing
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session, new_upstream_pool
 from gateway.upstream.http1 import Http1Pool
+from gateway.upstream.labels import pool_of
 from gateway.upstream.pools import HealthChecker, Pools
 from gateway.upstream.probes import Prober
 from gateway.wire.caching import MAX_TTL_MS
@@ -133,7 +134,9 @@ def build_store(settings: Settings, replica: str, metrics: Metrics) -> StoreSide
         ),
         keys=keys,
         sessions=sessions,
-        event_log=EventLog(redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl),
+        event_log=EventLog(
+            redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl, retention=settings.stream_retention
+        ),
         claims=Claims(
             redis,
             keys,
@@ -180,14 +183,22 @@ def build_upstream(settings: Settings, plan: Plan, tracer: Tracer) -> UpstreamSi
     http = new_http_session(connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size)
     timers = CoarseTimers(asyncio.get_running_loop())  # the long waits of idle streams
     pool = new_upstream_pool(
-        connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size, timers=timers
+        connect_timeout=settings.connect_timeout,
+        pool_size=settings.upstream_pool_size,
+        timers=timers,
+        acquire_timeout=settings.upstream_acquire_timeout,
     )
+    plan.metrics.upstream_connections.set_function(pool.open_connections)
     return UpstreamSide(
         http=http,
         timers=timers,
         pool=pool,
         client=UpstreamClient(
-            pool, request_timeout=settings.request_timeout, latency=plan.metrics.upstream_latency, tracer=tracer
+            pool,
+            request_timeout=settings.request_timeout,
+            latency=plan.metrics.upstream_latency,
+            tracer=tracer,
+            pool_of=pool_of((p, plan.pools.get(p).instances) for p in plan.pools.names()),
         ),
         health=HealthChecker(plan.pools, Prober(http, timeout=settings.health_timeout), plan.probe_specs),
     )
@@ -227,7 +238,11 @@ async def start_streams(
         config=RelayConfig(
             keepalive=settings.keepalive_interval,
             retry_ms=settings.retry_ms,
-            pump=PumpConfig(idle_timeout=settings.stream_idle_timeout, max_line=settings.sse_max_line),
+            pump=PumpConfig(
+                idle_timeout=settings.stream_idle_timeout,
+                max_line=settings.sse_max_line,
+                abandon_after=settings.stream_abandon_timeout,
+            ),
             replay_limit=settings.stream_maxlen * 2,
         ),
         replica=replica,

@@ -28,7 +28,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.maint_notifications import MaintNotificationsConfig
 
 from gateway import retry
-from gateway.errors import StoreBusy, StoreError
+from gateway.errors import StoreBusy, StoreError, opaque
 from gateway.store import lane as lanes
 from gateway.store.lane import Lane, LaneUnavailable, Node
 
@@ -321,16 +321,16 @@ class _Translated:
             return False
         if isinstance(exc, redis_exceptions.ConnectionError):
             if POOL_EXHAUSTED in str(exc):
-                raise StoreBusy(f"session store busy: {exc}") from exc
-            raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc
+                raise opaque(StoreBusy, "session store busy", exc) from exc
+            raise opaque(StoreError, "session store unavailable", f"{type(exc).__name__}: {exc}") from exc
         if isinstance(exc, redis_exceptions.RedisError | redis_exceptions.RedisClusterException):
-            raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc
+            raise opaque(StoreError, "session store unavailable", f"{type(exc).__name__}: {exc}") from exc
         if isinstance(exc, OSError):
-            raise StoreError(f"session store unavailable: {exc}") from exc
+            raise opaque(StoreError, "session store unavailable", exc) from exc
         if isinstance(exc, RuntimeError):
             # redis-py writing to a transport that closed under it while it reconnects (uvloop: "the
             # handler is closed"), seen on a Cluster pub/sub connection during a failover.
-            raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc
+            raise opaque(StoreError, "session store unavailable", f"{type(exc).__name__}: {exc}") from exc
         return False
 
 

@@ -22,7 +22,10 @@ from typing import Any
 from gateway import errors
 from gateway.retry import store_busy, store_handover, upstream_resume
 from gateway.store.eventlog import EventLog, LeaseLost, StreamVanished, appended
-from gateway.store.sessions import Registration, SessionRecord
+from gateway.store.sessions import SessionRecord
+from gateway.streams.endings import CannotResume, PumpAbandoned, PumpIdle
+from gateway.streams.listeners import Detachment
+from gateway.streams.opening import Opening
 from gateway.streams.sifting import ReplaySifter
 from gateway.streams.signals import Signal
 from gateway.tracing import attributes as a
@@ -40,34 +43,12 @@ RECENT_IDS = 256  # upstream event ids remembered to drop the ones a resumed ups
 CATCH_UP_TIMEOUT = 5.0  # s: bound on the one extra replay that closes an upstream's replay->live window
 
 
-class CannotResume(Exception):
-    """The upstream stream broke and cannot be re-opened where it stopped."""
-
-
-class PumpIdle(Exception):
-    """No upstream event for longer than the idle bound."""
-
-
 @dataclass(frozen=True)
 class PumpConfig:
     idle_timeout: float
     max_line: int = 1 << 20
     repoll: float = 2.0  # re-poll a silent resumed upstream stream after this many seconds
-
-
-@dataclass(frozen=True)
-class Opening:
-    """A new stream, created by its pump's first write with what the upstream sent already (one
-    round trip, not a create then an append: `EventLog.open`); `done` tells its request."""
-
-    trace: str
-    registration: Registration | None
-    done: asyncio.Future[None]
-
-    def failed(self, exc: BaseException) -> None:
-        if not self.done.done():  # (a cancelled pump: its request gets a store error, not a cancellation)
-            self.done.set_exception(exc if isinstance(exc, Exception) else errors.StoreError("interrupted"))
-            self.done.exception()  # retrieved: no warning when its request has gone meanwhile
+    abandon_after: float = 0.0  # end a standalone stream with no client here this long (0: never)
 
 
 @dataclass(slots=True)
@@ -91,6 +72,7 @@ class Pump:
     _last_event: float = 0.0
     _recent: list[str] = field(default_factory=list)  # the newest upstream ids logged (see _remember)
     opening: Opening | None = None  # the stream is not in the store yet: the first write creates it
+    detachment: Detachment | None = None  # a standalone stream: is a client delivering it here?
     tokens: tuple[Any, ...] | None = ()  # progress tokens of the stream's requests (None: not recorded)
     dropped: Callable[[str], None] | None = None  # counts a replayed message dropped, by reason
     _sifter: ReplaySifter | None = None  # made by the first re-opened connection's first event
@@ -175,6 +157,12 @@ class Pump:
                 await self._append([], final=True)
             else:
                 await self._fail("Upstream sent nothing within the gateway's idle bound")
+        except PumpAbandoned:
+            # Nothing is pending on a standalone stream: ending it loses no answer. A client that
+            # comes back within the retention resumes what was logged, then listens afresh
+            # (transports §Listening for Messages: the client may GET again at any time).
+            log.info("stream %s: no client any more, giving its upstream connection back", self.stream)
+            await self._append([], final=True)
 
     async def _consume(self, response: UpstreamResponse, *, resumed: bool) -> tuple[bool, bool]:
         """Read one upstream connection; returns (progressed, closed by us to re-poll).
@@ -188,19 +176,30 @@ class Pump:
         progressed = False
         # A new stream is created with what came with the upstream's headers, or right behind them.
         chunk = await self._arrived(response) if self.opening is not None else None
+        detachment = self.detachment if self.kind == "get" else None
+        silent_since = time.monotonic()
         while not self.finished:
             if chunk is None:
-                idle_left = self.config.idle_timeout - (time.monotonic() - self._last_event)
-                wait = min(idle_left, self.config.repoll) if resumed else idle_left
+                now = time.monotonic()
+                wait = self.config.idle_timeout - (now - self._last_event)
+                if resumed:
+                    wait = min(wait, self.config.repoll - (now - silent_since))
+                if detachment is not None:  # look for a client again this often (a coarse timer)
+                    wait = min(wait, detachment.after / 2)
                 try:
                     # A coroutine per read, not an async generator and a timeout context held while idle.
                     chunk = await response.next_chunk(max(wait, 0.0))
                     if chunk is None:
                         return progressed, False
                 except TimeoutError:
-                    if time.monotonic() - self._last_event >= self.config.idle_timeout:
+                    now = time.monotonic()
+                    if now - self._last_event >= self.config.idle_timeout:
                         raise PumpIdle() from None
-                    return progressed, True
+                    if detachment is not None and detachment.abandoned(now):
+                        raise PumpAbandoned() from None
+                    if resumed and now - silent_since >= self.config.repoll:
+                        return progressed, True
+                    continue
                 except errors.UpstreamError as exc:
                     log.info("stream %s: upstream stream broke: %s", self.stream, exc)
                     return progressed, False
@@ -209,6 +208,7 @@ class Pump:
             except sse.SSEError as exc:
                 raise CannotResume(f"malformed SSE from upstream: {exc}") from exc
             chunk = None
+            silent_since = time.monotonic()
             if events and await self._handle(events, resumed=resumed):
                 progressed = True
                 self._last_event = time.monotonic()

@@ -1,11 +1,10 @@
 """Delivery: Redis -> client, and the owner of every pump on this replica.
 
-A delivery replays a stream's entries after a cursor in batches, then tails it: through the
-local pump's signal when this replica pumps, otherwise through the replica's multiplexed tail
-(streams.tail), which also tells it when the pumping replica died so this one adopts the
-stream (a compare-and-set on the lease). Each entry goes out as an SSE event whose id is
-`S.N`, flushed as it is read. On drain, deliveries end at once (clients resume elsewhere)
-while pumps keep writing into Redis until their streams end or the drain deadline.
+A delivery replays a stream's entries after a cursor in batches, then tails it: through the local pump's
+signal when this replica pumps, otherwise through the replica's multiplexed tail (streams.tail), which also
+tells it when the pumping replica died so this one adopts the stream (a compare-and-set on the lease). Each
+entry goes out as an SSE event whose id is `S.N`, flushed as it is read. On drain, deliveries end at once
+(clients resume elsewhere) while pumps keep writing into Redis until their streams end or the drain deadline.
 """
 
 from __future__ import annotations
@@ -23,7 +22,9 @@ from gateway.retry import store_busy
 from gateway.store.eventlog import DONE, END, POLL, TAKEN, VANISHED, Entry, EventLog, Meta
 from gateway.store.sessions import SessionRecord, SessionStore
 from gateway.streams import spans
-from gateway.streams.pump import Opening, Pump, PumpConfig
+from gateway.streams.listeners import Listeners
+from gateway.streams.opening import Opening
+from gateway.streams.pump import Pump, PumpConfig
 from gateway.streams.signals import Signal, Signals
 from gateway.streams.tail import Tail, Watch
 from gateway.supervisor import Supervisor
@@ -71,8 +72,9 @@ class Relay:
         self._metrics = metrics
         self.signals = Signals(timers)
         self.draining = asyncio.Event()
-        self._tail = tail
+        self.tail = tail  # the legacy SSE bridge listens through it too
         self._pumps: dict[tuple[str, str], tuple[Pump, asyncio.Task[None]]] = {}
+        self._listeners = Listeners()
         tail.bind(self.adopt, lambda session, stream: (session, stream) in self._pumps)
 
     # --- pumps ------------------------------------------------------------------------------
@@ -134,6 +136,7 @@ class Relay:
             seq=meta.seq,
             tracer=self._tracer,
             opening=opening,
+            detachment=self._listeners.detachment((record.id, stream), meta.kind, self._config.pump.abandon_after),
             tokens=meta.tokens,
             dropped=lambda reason: self._metrics.replay_dropped.labels(reason).inc(),
         )
@@ -191,14 +194,10 @@ class Relay:
                 watch.holder = outcome.holder or None
         watch.notify(watch.seq)  # deliveries look again: local signal, end, or gap
 
-    @property
-    def tail(self) -> Tail:
-        return self._tail
-
     def wake_all(self) -> None:
         """Wake every waiting delivery, local or tailing (graceful drain)."""
         self.signals.wake_all()
-        self._tail.wake_all()
+        self.tail.wake_all()
 
     async def finish_pumps(self, timeout: float) -> None:
         """Drain: keep pumping until every stream that answers requests has ended, or `timeout`.
@@ -296,13 +295,14 @@ class Relay:
 
         async def watch() -> tuple[Watch, bool]:
             if not joined:
-                joined.append(await self._tail.join(record, stream))
+                joined.append(await self.tail.join(record, stream))
                 return joined[0], True
             return joined[0], False
 
         # The relay loop itself is inline (not a nested generator): an idle stream holds each
         # generator frame, and each generator's entry in the loop's registry, for its life.
         skip_polls = resumed
+        self._listeners.enter((record.id, stream))  # the pump sees a client
         try:
             last_write = time.monotonic()
             while True:
@@ -348,8 +348,9 @@ class Relay:
                     yield sse.KEEPALIVE  # transports: keep idle streams alive through proxies
                     last_write = now
         finally:
+            self._listeners.leave((record.id, stream))
             if joined:
-                self._tail.leave(joined[0])
+                self.tail.leave(joined[0])
 
     async def _next(
         self,

@@ -110,7 +110,7 @@ def result(message: dict[str, Any]) -> dict[str, Any]:
 
 async def metric(gw: GatewayProc, name: str, method: str) -> float:
     async with httpx.AsyncClient() as client:
-        text = (await client.get(f"{gw.base_url}/metrics")).text
+        text = (await client.get(gw.metrics_url)).text
     found = re.search(rf'^{name}\{{[^}}]*="{re.escape(method)}"[^}}]*\}} (\S+)$', text, re.M)
     return float(found.group(1)) if found else 0.0
 

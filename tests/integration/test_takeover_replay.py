@@ -101,7 +101,7 @@ async def dropped(survivors: list[GatewayProc]) -> Counter[str]:
     total: Counter[str] = Counter()
     async with httpx.AsyncClient() as http:
         for gw in survivors:
-            text = (await http.get(f"{gw.base_url}/metrics")).text
+            text = (await http.get(gw.metrics_url)).text
             for reason, value in re.findall(rf'^{DROPPED}{{reason="(\w+)"}} (\S+)$', text, re.M):
                 total[reason] += int(float(value))
     return total
