@@ -25,7 +25,7 @@ from gateway.store.sessions import SessionRecord, SessionStore
 from gateway.streams import spans
 from gateway.streams.pump import Opening, Pump, PumpConfig
 from gateway.streams.signals import Signal, Signals
-from gateway.streams.tail import Tail, Watch
+from gateway.streams.tail import HANDED_OVER, Tail, Watch
 from gateway.supervisor import Supervisor
 from gateway.timers import EXACT, Timers
 from gateway.tracing import attributes as a
@@ -171,8 +171,17 @@ class Relay:
                 if meta is None:
                     watch.vanished = True
                 else:
-                    log.info("stream %s: pump %s is gone, taking over (cursor %r)", stream, watch.holder, meta.uid)
-                    self._metrics.takeovers.inc()
+                    reason, evidence = watch.cause or (HANDED_OVER, "the lease names no holder")
+                    log.log(
+                        logging.INFO if reason == HANDED_OVER else logging.WARNING,  # a drain is routine
+                        "stream %s: pump %s is gone, taking over (cursor %r); reason %s: %s",
+                        stream,
+                        watch.holder,
+                        meta.uid,
+                        reason,
+                        evidence,
+                    )
+                    self._metrics.took_over(reason)
                     # The span (from before the compare-and-set) continues the trace of the request that
                     # opened the stream; the new pump (its task copies this context) nests under it.
                     attrs = {a.STREAM: stream, a.SESSION: a.session_prefix(record.id), a.HOLDER: watch.holder or ""}
