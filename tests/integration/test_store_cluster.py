@@ -9,6 +9,7 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
+from gateway.inspect import Inspector
 from gateway.store.client import connect, ping, pubsub
 from gateway.store.keys import Keys
 from gateway.store.nodes import shard_subscribers
@@ -35,6 +36,15 @@ async def test_sessions_spread_over_the_primaries(
             assert direct.exists(record) == 1
         homes[home.port] += 1
     assert set(homes) == {n.port for n in redis_cluster.primaries()}, homes
+    # SCAN walks every primary (redis-py's cluster scan_iter: one cursor per primary), so the
+    # operator's inspection lists the sessions of every shard, and every live replica
+    client = connect(redis_cluster.seed_url, cluster=True, max_connections=8)
+    try:
+        inspector = Inspector(client, keys)
+        assert len(await inspector.sessions(streams=False)) == 24
+        assert len(await inspector.replicas()) == 2
+    finally:
+        await client.aclose()
 
 
 async def test_store_client_is_a_cluster_client_with_sharded_pubsub(redis_cluster: LocalCluster) -> None:
