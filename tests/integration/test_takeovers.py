@@ -10,19 +10,23 @@ import json
 import re
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 
 from gateway.store.keys import Keys
 from tests.integration.careful_client import CarefulClient, ReceivedEvent
-from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer, StartSdkUpstream, gateway_argv
+from tests.integration.conftest import (
+    GatewayProc,
+    StartGateways,
+    StartLoadBalancer,
+    StartSdkUpstream,
+    StoreUnderTest,
+    gateway_argv,
+    open_store,
+)
 from tests.integration.procs import ProcessGroup
-from tests.integration.redis_topologies import LocalCluster, LocalSentinels
 from tests.integration.store_flows import GW_ARGS, assert_exactly_once
 
 CALLS = 30
@@ -30,29 +34,13 @@ STEPS = 8
 PROGRESS = "notifications/progress"
 
 
-@dataclass
-class Topology:
-    name: str
-    gateway_args: tuple[str, ...]
-    client: Any  # redis.asyncio.Redis or RedisCluster: reads what the gateway wrote
-    cluster: LocalCluster | None = None
-
-
 @pytest.fixture(params=["single", "sentinel", "cluster"])
-async def topology(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[Topology]:
-    if request.param == "cluster":
-        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
-        top = Topology("cluster", cluster.gateway_args(), RedisCluster.from_url(cluster.seed_url), cluster)
-    elif request.param == "sentinel":
-        sentinels: LocalSentinels = request.getfixturevalue("redis_sentinels")
-        client = aioredis.Redis(host="127.0.0.1", port=sentinels.primary.port)
-        top = Topology("sentinel", sentinels.gateway_args(), client)
-    else:
-        top = Topology("single", (), aioredis.from_url(redis_url))
+async def topology(request: pytest.FixtureRequest) -> AsyncIterator[StoreUnderTest]:
+    store = await open_store(request, request.param)
     try:
-        yield top
+        yield store
     finally:
-        await top.client.aclose()
+        await store.client.aclose()
 
 
 def metric(text: str, name: str) -> float:
@@ -78,7 +66,7 @@ async def replica_ids(client: Any, keys: Keys, count: int) -> dict[int, str]:
 
 
 async def spread_presence(
-    top: Topology, gateways: list[GatewayProc], keys: Keys, procs: ProcessGroup, argv: dict[int, list[str]]
+    top: StoreUnderTest, gateways: list[GatewayProc], keys: Keys, procs: ProcessGroup, argv: dict[int, list[str]]
 ) -> dict[str, int]:
     """Restart replicas until their presence channels live on different primaries (replica ids are
     random); returns replica id -> the port of the primary owning its presence channel."""
@@ -112,7 +100,7 @@ async def pump_replica(client: Any, keys: Keys, session: str, request_id: int) -
 
 
 async def test_dropped_streams_resume_on_another_replica_without_any_takeover(
-    topology: Topology,
+    topology: StoreUnderTest,
     sdk_upstream: StartSdkUpstream,
     gateway_cluster: StartGateways,
     load_balancer: StartLoadBalancer,
