@@ -36,7 +36,7 @@ Every trial is classified (the worst of its copies):
 In `drop` mode nothing may go wrong at all: an `errored` trial there counts as a failure.
 
 and the upstream's executions of its tag are counted (`twice`: the tool ran more than once).
-Every trial that is not ok leaves `.chaos-logs/trial-<mode>-<n>.json`: the session id, the break
+Every trial that is not ok leaves `.chaos-logs/trial-<store>-<mode>-<n>.json`: the session id, the break
 time and every event the client saw (connection, id, arrival time, message), to read beside the
 replicas' logs (`--log-level debug` for the gateway's per-event lines).
 
@@ -241,7 +241,7 @@ async def trial(
         gap = later[0] - broke_at[0] if later else None
     if verdict != "ok":
         shown = [failure if isinstance(o, str) and failure else o for o, failure in results]
-        dump(log_dir / f"trial-{mode.name}-{number}.json", session, started, broke_at, port, shown)
+        dump(log_dir / f"trial-{cluster.store_name}-{mode.name}-{number}.json", session, started, broke_at, port, shown)
     if port is not None:
         cluster.gateways[port].stop()
         cluster.start_gateway(port)

@@ -49,6 +49,7 @@ class Cluster:
         self.mode = mode
         self.log_level = log_level
         self.store_args = store.gateway_args
+        self.store_name = store.name
         self.prefix = f"mcpgw-chaos-{uuid.uuid4().hex[:8]}"
         self.upstream_port = free_port()
         self.ports = [free_port() for _ in range(replicas)]
