@@ -6,7 +6,8 @@ default-node command there, and a node answers it for its own subscribers only: 
 channel whose slot another primary owns, it says 0 without a redirection. A liveness check that
 asked one node about every replica's presence channel saw the replicas whose channels live
 elsewhere as gone (issue 30). So the channels are grouped by the primary that owns their slot,
-and each primary is asked about its own. tests/test_cluster_routing.py lists every command the
+and each primary is asked about its own; a channel its owner reports empty is asked of the other
+primaries too, in case the client's slot map is stale. tests/test_cluster_routing.py lists every command the
 gateway sends with the route redis-py gives it.
 """
 
@@ -51,7 +52,29 @@ async def shard_subscribers(redis: Redis, channels: Sequence[str]) -> dict[str, 
     for name, reply in zip(owners, replies, strict=True):
         for channel, count in reply:
             counted[_text(channel)] = Subscribers(int(count), name)
+    unheard = [c for c, s in counted.items() if s.count == 0]
+    if unheard:
+        await _ask_the_others(redis, unheard, counted)
     return counted
+
+
+async def _ask_the_others(redis: RedisCluster, channels: list[str], counted: dict[str, Subscribers]) -> None:
+    """A channel its owner reports empty is asked of every other primary too: a slot map that is
+    stale (a failover, a slot migration) may have named the wrong owner. Only a dead replica's
+    channel gets here in steady state, so the extra round trip is rare; a primary that cannot
+    answer is skipped (its owner already said 0)."""
+    owner = {c: counted[c].node for c in channels}
+    primaries = redis.get_primaries()
+    replies: list[Any] = await asyncio.gather(
+        *(redis.pubsub_shardnumsub(*channels, target_nodes=node) for node in primaries), return_exceptions=True
+    )
+    for node, reply in zip(primaries, replies, strict=True):
+        if isinstance(reply, BaseException):
+            continue
+        for channel, count in reply:
+            name = _text(channel)
+            if int(count) > 0 and node.name != owner[name]:
+                counted[name] = Subscribers(counted[name].count + int(count), node.name)
 
 
 def _text(value: Any) -> str:
