@@ -51,6 +51,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import sys
 import time
 from collections import Counter
@@ -332,6 +333,10 @@ async def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--log-level", default="warning", help="the replicas' log level (debug: every event)")
     args = parser.parse_args()
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    # SIGTERM cancels the run, so every process it started is stopped (by pid) on the way out
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
     everything = [m for m in MODES if args.store == "single" or not MODES[m].redis_restart]
     names = everything if args.modes == "all" else [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [n for n in names if n not in MODES]
