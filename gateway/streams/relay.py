@@ -25,7 +25,7 @@ from gateway.store.sessions import SessionRecord, SessionStore
 from gateway.streams import spans
 from gateway.streams.pump import Opening, Pump, PumpConfig
 from gateway.streams.signals import Signal, Signals
-from gateway.streams.tail import HANDED_OVER, Tail, Watch
+from gateway.streams.tail import Tail, Watch, explained
 from gateway.supervisor import Supervisor
 from gateway.timers import EXACT, Timers
 from gateway.tracing import attributes as a
@@ -36,6 +36,7 @@ from gateway.wire.answers import answered_ids, error_message
 from gateway.wire.protocol import PRIMING_VERSIONS
 
 log = logging.getLogger("gateway.streams.relay")
+TAKING_OVER = "stream %s: pump %s is gone, taking over (cursor %r); reason %s: %s"  # scripts/chaos_stores.py reads it
 
 
 @dataclass(frozen=True)
@@ -171,16 +172,8 @@ class Relay:
                 if meta is None:
                     watch.vanished = True
                 else:
-                    reason, evidence = watch.cause or (HANDED_OVER, "the lease names no holder")
-                    log.log(
-                        logging.INFO if reason == HANDED_OVER else logging.WARNING,  # a drain is routine
-                        "stream %s: pump %s is gone, taking over (cursor %r); reason %s: %s",
-                        stream,
-                        watch.holder,
-                        meta.uid,
-                        reason,
-                        evidence,
-                    )
+                    level, reason, evidence = explained(watch)
+                    log.log(level, TAKING_OVER, stream, watch.holder, meta.uid, reason, evidence)
                     self._metrics.took_over(reason)
                     # The span (from before the compare-and-set) continues the trace of the request that
                     # opened the stream; the new pump (its task copies this context) nests under it.

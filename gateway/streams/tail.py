@@ -68,6 +68,12 @@ Cause = tuple[str, str]  # a takeover's reason (`mcpgw_takeovers_total{reason}`)
 HANDED_OVER = "handed_over"  # the lease names nobody: its pump let go (a drain) or it expired
 ORPHANED_HERE = "orphaned_here"  # the lease names this replica, which no longer pumps the stream
 Adopt = Callable[[Watch], Awaitable[None]]
+
+
+def explained(watch: Watch) -> tuple[int, str, str]:
+    """The log level, reason and evidence of taking `watch` over (a drain's handover is routine)."""
+    reason, evidence = watch.cause or (HANDED_OVER, "the lease names no holder")
+    return (logging.INFO if reason == HANDED_OVER else logging.WARNING), reason, evidence
 Pumping = Callable[[str, str], bool]
 
 
