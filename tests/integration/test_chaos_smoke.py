@@ -16,13 +16,15 @@ NEW_MODES = ("sigkill-no-store", "sigterm", "sigterm-no-store", "replay-lb", "re
 
 def run_chaos(tmp_path: Path, *args: str, timeout: float) -> dict[str, Any]:
     out = tmp_path / "chaos.json"
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "chaos.py"), *args, "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
+    argv = [sys.executable, str(REPO / "scripts" / "chaos.py"), *args, "--json", str(out)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO) as chaos:
+        try:
+            stdout, stderr = chaos.communicate(timeout=timeout)
+        except BaseException:  # a timeout, ours or pytest's: SIGTERM lets chaos stop what it started
+            chaos.terminate()
+            chaos.communicate(timeout=30)
+            raise
+    result = subprocess.CompletedProcess(argv, chaos.returncode, stdout, stderr)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     line = "lost / duplicated / hung / executed twice / wrongful takeovers: 0 / 0 / 0 / 0 / 0"
     assert line in result.stdout, result.stdout[-2000:]
