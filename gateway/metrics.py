@@ -18,6 +18,10 @@ from prometheus_client.utils import floatToGoString
 
 from gateway.wire import belonging
 
+# `reason` of mcpgw_takeovers_total: streams.liveness (a holder judged dead) and streams.tail (a
+# lease naming nobody, or this replica); tests/test_takeover_reasons.py keeps them in step.
+TAKEOVER_REASONS = ("liveness_expired", "presence_vanished", "replica_gone", "handed_over", "orphaned_here")
+
 
 class CounterChild:
     __slots__ = ("created", "value")
@@ -143,7 +147,15 @@ class Metrics:
         )
         self.events_relayed = Counter("mcpgw_events_relayed_total", "SSE events delivered to clients", registry=r)
         self.resumes = Counter("mcpgw_resumes_total", "Resumes with Last-Event-ID", registry=r)
+        # Kept beside the reasons for the dashboards and alerts that already read it.
         self.takeovers = Counter("mcpgw_lease_takeovers_total", "Pumps taken over from a dead replica", registry=r)
+        self.takeovers_by_reason = Counter(
+            "mcpgw_takeovers_total", "Pumps taken over, by why the holder was judged gone", ["reason"], registry=r
+        )
+        for reason in TAKEOVER_REASONS:  # every reason served from the start: alerts see 0, not nothing
+            self.takeovers_by_reason.labels(reason)
+        self.started = Gauge("mcpgw_replica_start_time_seconds", "When this replica process started", registry=r)
+        self.started.set(time.time())
         self.gaps = Counter("mcpgw_stream_gaps_total", "Resumes that found lost events", registry=r)
         self.replay_dropped = Counter(
             "mcpgw_upstream_replay_dropped_total",
@@ -213,6 +225,10 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+
+    def took_over(self, reason: str) -> None:
+        self.takeovers.inc()
+        self.takeovers_by_reason.labels(reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,8 +6,10 @@ import asyncio
 
 import redis.asyncio as aioredis
 
+from gateway.metrics import TAKEOVER_REASONS, Metrics
 from gateway.store.keys import Keys
-from gateway.streams.liveness import Liveness
+from gateway.streams.liveness import KEY_EXPIRED, PRESENCE_VANISHED, REPLICA_GONE, Liveness
+from gateway.streams.tail import HANDED_OVER, ORPHANED_HERE
 
 
 def liveness(redis: aioredis.Redis, keys: Keys, name: str, ttl: float = 5.0) -> Liveness:
@@ -59,3 +61,29 @@ async def test_run_calls_on_lapse_and_clear_drops_the_key(redis: aioredis.Redis,
     assert lapses == [1] and me.lapses == 1
     await me.clear()
     assert await redis.exists(keys.replica("me")) == 0
+
+
+async def test_verdicts_carry_each_sign_and_the_node_that_counted(redis: aioredis.Redis, keys: Keys) -> None:
+    me, other = liveness(redis, keys, "me"), liveness(redis, keys, "other")
+    assert (await me.verdicts(["ghost"]))["ghost"].reason == REPLICA_GONE
+    await other.beat()
+    gone = (await me.verdicts(["other", "me"]))["other"]  # this replica is never judged
+    assert (gone.beating, gone.subscribers, gone.reason) == (True, 0, PRESENCE_VANISHED)
+    assert gone.evidence() == "liveness key present, 0 presence subscriber(s) counted by primary"
+    pubsub = redis.pubsub()
+    await pubsub.ssubscribe(keys.presence("other"))
+    await pubsub.get_message(timeout=1.0)
+    try:
+        assert (await me.verdicts(["other"]))["other"].alive
+        await redis.delete(keys.replica("other"))
+        paused = (await me.verdicts(["other"]))["other"]
+        assert (paused.alive, paused.subscribers, paused.reason) == (False, 1, KEY_EXPIRED)
+    finally:
+        await pubsub.aclose()
+
+
+def test_every_takeover_reason_is_served_by_the_metric() -> None:
+    reasons = {KEY_EXPIRED, PRESENCE_VANISHED, REPLICA_GONE, HANDED_OVER, ORPHANED_HERE}
+    assert reasons == set(TAKEOVER_REASONS)
+    served = Metrics().render().decode()
+    assert all(f'mcpgw_takeovers_total{{reason="{r}"}} 0.0' in served for r in reasons)

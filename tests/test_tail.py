@@ -72,12 +72,14 @@ async def test_a_dead_holder_or_a_release_hands_the_stream_to_adopt(
                 break
             await asyncio.sleep(0.02)
         assert adopted == [w_dead] and w_dead.holder == "gone"
+        assert w_dead.cause == ("replica_gone", "liveness key absent, 0 presence subscriber(s) counted by primary")
         await log.release(rec.id, released, "me")  # SPUBLISH 'r': nobody holds it now
         for _ in range(100):
             if len(adopted) == 2:
                 break
             await asyncio.sleep(0.02)
         assert adopted == [w_dead, w_released] and w_released.holder is None
+        assert w_released.cause is not None and w_released.cause[0] == "handed_over"
 
 
 async def test_a_plain_channel_counts_messages(tail: tuple[Tail, EventLog, list[Watch]], redis: aioredis.Redis) -> None:

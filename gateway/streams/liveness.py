@@ -11,6 +11,11 @@ replica still lives is decided here, by two signs, both of which must hold:
 
 Being declared dead wrongly (a long pause) is safe: a takeover is a compare-and-set on the lease
 and every append checks the lease, so the paused replica's writes are refused when it wakes up.
+Being declared dead while alive and beating is not (issue 30): in front of an upstream that cannot
+resume, the taken-over call ends in an error. So each sign is asked of the node that owns it: the
+key by its slot (a Cluster pipeline routes each EXISTS), the presence channel through
+`store.nodes.shard_subscribers` (a subscriber count is per node, and a node that does not own the
+channel answers 0). Each answer is kept as a `Verdict`, the evidence a takeover logs.
 """
 
 from __future__ import annotations
@@ -18,14 +23,45 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from gateway import errors
 from gateway.store.client import Redis, translated
 from gateway.store.keys import Keys
+from gateway.store.nodes import shard_subscribers
 from gateway.supervisor import checkpoint
 
 log = logging.getLogger(__name__)
+
+# Why a holder was judged dead (`mcpgw_takeovers_total{reason}`): one sign missing, or both.
+KEY_EXPIRED = "liveness_expired"  # presence held, heartbeat key gone: paused or cut off from Redis
+PRESENCE_VANISHED = "presence_vanished"  # key still there, nobody subscribed: the process died
+REPLICA_GONE = "replica_gone"  # neither: died and its key expired, or it exited
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the store said about one replica: both signs, and the node that counted subscribers."""
+
+    replica: str
+    beating: bool  # its liveness key exists
+    subscribers: int  # on its presence channel
+    node: str  # the node that counted them (a Cluster primary's host:port)
+
+    @property
+    def alive(self) -> bool:
+        return self.beating and self.subscribers > 0
+
+    @property
+    def reason(self) -> str:
+        if not self.beating:
+            return KEY_EXPIRED if self.subscribers else REPLICA_GONE
+        return PRESENCE_VANISHED
+
+    def evidence(self) -> str:
+        key = "present" if self.beating else "absent"
+        return f"liveness key {key}, {self.subscribers} presence subscriber(s) counted by {self.node}"
 
 
 class Liveness:
@@ -77,27 +113,29 @@ class Liveness:
 
     async def alive(self, replicas: Iterable[str]) -> set[str]:
         """The replicas among `replicas` that are alive now (this one always is)."""
+        asked = set(replicas)
+        verdicts = await self.verdicts(asked)
+        return ({self.replica_id} & asked) | {r for r, v in verdicts.items() if v.alive}
+
+    async def verdicts(self, replicas: Iterable[str]) -> dict[str, Verdict]:
+        """Both signs of every replica among `replicas` but this one, each from the node owning it."""
         others = sorted({r for r in replicas if r != self.replica_id})
-        found = {self.replica_id} & set(replicas)
         if not others:
-            return found
+            return {}
         with translated():
             async with self._redis.pipeline(transaction=False) as pipe:
                 for replica in others:
                     pipe.exists(self._keys.replica(replica))
                 beating: list[Any] = await pipe.execute()
-            listening: Any = await self._redis.pubsub_shardnumsub(*(self._keys.presence(r) for r in others))
-        subscribers = {_text(channel): int(count) for channel, count in listening}
+            counted = await shard_subscribers(self._redis, [self._keys.presence(r) for r in others])
+        verdicts: dict[str, Verdict] = {}
         for replica, exists in zip(others, beating, strict=True):
-            if int(exists) and subscribers.get(self._keys.presence(replica), 0) > 0:
-                found.add(replica)
-        return found
+            listening = counted.get(self._keys.presence(replica))
+            count, node = (listening.count, listening.node) if listening is not None else (0, "no node")
+            verdicts[replica] = Verdict(replica, bool(int(exists)), count, node)
+        return verdicts
 
     async def clear(self) -> None:
         """Graceful exit: drop the key so nobody waits for it to expire."""
         with translated():
             await self._redis.delete(self._keys.replica(self.replica_id))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

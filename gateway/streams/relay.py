@@ -26,7 +26,7 @@ from gateway.streams.listeners import Listeners
 from gateway.streams.opening import Opening
 from gateway.streams.pump import Pump, PumpConfig
 from gateway.streams.signals import Signal, Signals
-from gateway.streams.tail import Tail, Watch
+from gateway.streams.tail import Tail, Watch, explained
 from gateway.supervisor import Supervisor
 from gateway.timers import EXACT, Timers
 from gateway.tracing import attributes as a
@@ -37,6 +37,7 @@ from gateway.wire.answers import answered_ids, error_message
 from gateway.wire.protocol import PRIMING_VERSIONS
 
 log = logging.getLogger("gateway.streams.relay")
+TAKING_OVER = "stream %s: pump %s is gone, taking over (cursor %r); reason %s: %s"  # scripts/chaos_stores.py reads it
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,9 @@ class Relay:
                 if meta is None:
                     watch.vanished = True
                 else:
-                    log.info("stream %s: pump %s is gone, taking over (cursor %r)", stream, watch.holder, meta.uid)
-                    self._metrics.takeovers.inc()
+                    level, reason, evidence = explained(watch)
+                    log.log(level, TAKING_OVER, stream, watch.holder, meta.uid, reason, evidence)
+                    self._metrics.took_over(reason)
                     # The span (from before the compare-and-set) continues the trace of the request that
                     # opened the stream; the new pump (its task copies this context) nests under it.
                     attrs = {a.STREAM: stream, a.SESSION: a.session_prefix(record.id), a.HOLDER: watch.holder or ""}

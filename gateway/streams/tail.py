@@ -39,7 +39,7 @@ ADOPT_BATCH = 64  # takeovers attempted at once (each is two round trips)
 class Watch(Signal):
     """What this replica knows about one stream pumped elsewhere: newest seq, holder, end."""
 
-    __slots__ = ("channel", "done", "holder", "ready", "record", "stream", "users", "vanished")
+    __slots__ = ("cause", "channel", "done", "holder", "ready", "record", "stream", "users", "vanished")
 
     def __init__(self, record: SessionRecord | None, stream: str, channel: str) -> None:
         super().__init__(0)
@@ -50,6 +50,7 @@ class Watch(Signal):
         self.users = 0
         self.done = False  # the stream finished: nothing to take over
         self.vanished = False  # its state is gone from the store: deliveries answer with a gap
+        self.cause: Cause | None = None  # why the monitor handed it to `adopt` (reason, evidence)
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @property
@@ -63,7 +64,16 @@ class Watch(Signal):
         return self.done or self.vanished or self.record is None
 
 
+Cause = tuple[str, str]  # a takeover's reason (`mcpgw_takeovers_total{reason}`) and its evidence
+HANDED_OVER = "handed_over"  # the lease names nobody: its pump let go (a drain) or it expired
+ORPHANED_HERE = "orphaned_here"  # the lease names this replica, which no longer pumps the stream
 Adopt = Callable[[Watch], Awaitable[None]]
+
+
+def explained(watch: Watch) -> tuple[int, str, str]:
+    """The log level, reason and evidence of taking `watch` over (a drain's handover is routine)."""
+    reason, evidence = watch.cause or (HANDED_OVER, "the lease names no holder")
+    return (logging.INFO if reason == HANDED_OVER else logging.WARNING), reason, evidence
 Pumping = Callable[[str, str], bool]
 
 
@@ -266,14 +276,22 @@ class Tail:
         watches = [w for w in self._watches.values() if w.joined and not w.settled]
         if not watches or self._adopt is None:
             return
-        alive = await self._liveness.alive({w.holder for w in watches if w.holder})
+        verdicts = await self._liveness.verdicts({w.holder for w in watches if w.holder})
         orphans = []
         for watch in watches:
             session = watch.record.id if watch.record is not None else ""
-            orphaned = watch.holder is None or watch.holder not in alive
-            mine_but_idle = watch.holder == me and not self._pumping(session, watch.stream)
-            if orphaned or mine_but_idle:
-                orphans.append(watch)
+            verdict = verdicts.get(watch.holder) if watch.holder is not None else None
+            if watch.holder is None:
+                watch.cause = (HANDED_OVER, "the lease names no holder")
+            elif watch.holder == me:
+                if self._pumping(session, watch.stream):
+                    continue
+                watch.cause = (ORPHANED_HERE, "the lease names this replica, which pumps no such stream")
+            elif verdict is None or verdict.alive:
+                continue
+            else:
+                watch.cause = (verdict.reason, verdict.evidence())
+            orphans.append(watch)
         for start in range(0, len(orphans), ADOPT_BATCH):  # a dead replica's streams, in parallel batches
             await asyncio.gather(*(self._adopt(w) for w in orphans[start : start + ADOPT_BATCH]))
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from tests.integration.procs import (
     REPO_ROOT,
@@ -78,6 +80,38 @@ def redis_sentinels(procs: ProcessGroup, tmp_path: Path) -> LocalSentinels:
         return start_sentinels(procs, tmp_path / "sentinel")
     except ProcessStartError as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@dataclass
+class StoreUnderTest:
+    """One store topology for the takeover tests: the gateway's arguments for it and a client that
+    reads what the gateway wrote (a Cluster client on a Cluster)."""
+
+    name: str
+    gateway_args: tuple[str, ...]
+    client: Any  # redis.asyncio.Redis or RedisCluster
+    cluster: LocalCluster | None = None
+
+
+async def open_store(request: pytest.FixtureRequest, name: str) -> StoreUnderTest:
+    if name == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        return StoreUnderTest(name, cluster.gateway_args(), RedisCluster.from_url(cluster.seed_url), cluster)
+    if name == "sentinel":
+        sentinels: LocalSentinels = request.getfixturevalue("redis_sentinels")
+        client = aioredis.Redis(host="127.0.0.1", port=sentinels.primary.port)
+        return StoreUnderTest(name, sentinels.gateway_args(), client)
+    return StoreUnderTest(name, (), aioredis.from_url(_redis_url()))
+
+
+@pytest.fixture(params=["single", "cluster"])
+async def takeover_store(request: pytest.FixtureRequest) -> AsyncIterator[StoreUnderTest]:
+    """The SIGKILL/SIGSTOP takeover tests run on a single Redis and on a 3-primary Cluster."""
+    store = await open_store(request, request.param)
+    try:
+        yield store
+    finally:
+        await store.client.aclose()
 
 
 # ---------------------------------------------------------------- upstreams

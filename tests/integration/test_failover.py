@@ -7,21 +7,23 @@ import asyncio
 import os
 import signal
 from collections import Counter
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from tests.integration.careful_client import CarefulClient, ReceivedEvent, SessionGone, iter_sse
 from tests.integration.clients import HttpTrace, call_with_progress, sdk_client, text_of
-from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer, StartSdkUpstream
+from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer, StartSdkUpstream, StoreUnderTest
 
 GW_ARGS = ("--log-format", "text", "--retry-ms", "200")
 
 
-async def pump_pid(redis_url: str, key_prefix: str, session_id: str, timeout: float = 10.0) -> int:
+async def pump_pid(store: str | Any, key_prefix: str, session_id: str, timeout: float = 10.0) -> int:
     """The pid of the replica holding the lease of the session's open POST answer stream. An SDK
     client also holds a standalone GET stream, pumped wherever its GET landed: killing that one
-    would leave the call untouched (which lease SCAN lists first is arbitrary)."""
-    client = aioredis.from_url(redis_url)
+    would leave the call untouched (which lease SCAN lists first is arbitrary). `store`: a Redis
+    URL, or a client (a Cluster client on a Cluster: its SCAN walks every primary)."""
+    client = aioredis.from_url(store) if isinstance(store, str) else store
     try:
         for _ in range(int(timeout / 0.05)):
             async for key in client.scan_iter(match=f"{key_prefix}:{{{session_id}}}:lease:*"):
@@ -32,7 +34,8 @@ async def pump_pid(redis_url: str, key_prefix: str, session_id: str, timeout: fl
                     return int(holder.decode().split(":")[1])
             await asyncio.sleep(0.05)
     finally:
-        await client.aclose()
+        if isinstance(store, str):
+            await client.aclose()
     raise AssertionError("no pump lease of a POST answer stream found")
 
 
@@ -54,10 +57,10 @@ async def test_sdk_client_survives_sigkill_of_pumping_replica(
     gateway_cluster: StartGateways,
     load_balancer: StartLoadBalancer,
     key_prefix: str,
-    redis_url: str,
+    takeover_store: StoreUnderTest,
 ) -> None:
     upstream = sdk_upstream(event_store=True)
-    gateways = gateway_cluster(3, {"default": upstream}, key_prefix, GW_ARGS)
+    gateways = gateway_cluster(3, {"default": upstream}, key_prefix, (*GW_ARGS, *takeover_store.gateway_args))
     lb = load_balancer(gateways)
     steps = 20
     trace = HttpTrace()
@@ -66,7 +69,7 @@ async def test_sdk_client_survives_sigkill_of_pumping_replica(
         await asyncio.sleep(1.0)  # several progress events went out
         sid = get_sid()
         assert sid is not None
-        kill_pid(gateways, await pump_pid(redis_url, key_prefix, sid))
+        kill_pid(gateways, await pump_pid(takeover_store.client, key_prefix, sid))
         result, progress = await asyncio.wait_for(call, 60)
     assert text_of(result) == f"counted {steps}"
     assert_exactly_once([p.progress for p in progress], steps)
@@ -79,10 +82,10 @@ async def test_careful_client_survives_two_kills_in_one_call(
     gateway_cluster: StartGateways,
     load_balancer: StartLoadBalancer,
     key_prefix: str,
-    redis_url: str,
+    takeover_store: StoreUnderTest,
 ) -> None:
     upstream = sdk_upstream(event_store=True)
-    gateways = gateway_cluster(3, {"default": upstream}, key_prefix, GW_ARGS)
+    gateways = gateway_cluster(3, {"default": upstream}, key_prefix, (*GW_ARGS, *takeover_store.gateway_args))
     lb = load_balancer(gateways)
     steps = 24
     kills: list[int] = []
@@ -94,7 +97,7 @@ async def test_careful_client_survives_two_kills_in_one_call(
         async def killer() -> None:
             for at in (0.8, 2.5):
                 await asyncio.sleep(at if not kills else at - 0.8)
-                pid = await pump_pid(redis_url, key_prefix, sid)
+                pid = await pump_pid(takeover_store.client, key_prefix, sid)
                 kills.append(pid)
                 kill_pid(gateways, pid)
 
@@ -133,10 +136,10 @@ async def test_upstream_without_resumability_errors_instead_of_hanging(
     gateway_cluster: StartGateways,
     load_balancer: StartLoadBalancer,
     key_prefix: str,
-    redis_url: str,
+    takeover_store: StoreUnderTest,
 ) -> None:
     upstream = sdk_upstream(event_store=False)  # no event ids: the upstream stream cannot be re-opened
-    gateways = gateway_cluster(3, {"default": upstream}, key_prefix, GW_ARGS)
+    gateways = gateway_cluster(3, {"default": upstream}, key_prefix, (*GW_ARGS, *takeover_store.gateway_args))
     lb = load_balancer(gateways)
     async with CarefulClient(lb) as client:
         await client.initialize()
@@ -145,7 +148,7 @@ async def test_upstream_without_resumability_errors_instead_of_hanging(
 
         async def killer() -> None:
             await asyncio.sleep(0.6)
-            kill_pid(gateways, await pump_pid(redis_url, key_prefix, sid))
+            kill_pid(gateways, await pump_pid(takeover_store.client, key_prefix, sid))
 
         task = asyncio.ensure_future(killer())
         result = await asyncio.wait_for(

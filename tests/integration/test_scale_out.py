@@ -15,8 +15,9 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
+from gateway.store.nodes import shard_subscribers
 from tests.integration.careful_client import CarefulClient, ReceivedEvent
-from tests.integration.conftest import StartGateways, StartSdkUpstream
+from tests.integration.conftest import StartGateways, StartSdkUpstream, StoreUnderTest
 from tests.integration.procs import tail
 
 STEPS = 20
@@ -37,6 +38,10 @@ def assert_exactly_once(values: list[float], steps: int) -> None:
     assert values == sorted(values), "out of order"
 
 
+def args(lease_ttl: str, store: StoreUnderTest) -> tuple[str, ...]:
+    return ("--log-format", "text", "--lease-ttl", lease_ttl, *store.gateway_args)
+
+
 def after_progress(n: int, action: Callable[[], None]) -> Callable[[ReceivedEvent, list[ReceivedEvent]], bool]:
     """A drop predicate: on the first connection, after progress `n`, run `action` and drop."""
 
@@ -50,12 +55,12 @@ def after_progress(n: int, action: Callable[[], None]) -> Callable[[ReceivedEven
 
 
 async def test_killed_replica_is_taken_over_before_its_liveness_ttl(
-    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str, redis_url: str
+    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str, takeover_store: StoreUnderTest
 ) -> None:
     """A SIGKILLed replica's presence channel empties at once: its stream is adopted while its
     liveness key (TTL 30 s here) still exists, so the TTL played no part in the takeover."""
     upstream = sdk_upstream(event_store=True)
-    a, b = gateway_cluster(2, {"default": upstream}, key_prefix, ("--log-format", "text", "--lease-ttl", "30"))
+    a, b = gateway_cluster(2, {"default": upstream}, key_prefix, args("30", takeover_store))
     async with CarefulClient(a.url) as client:
         await client.initialize()
         assert client.session_id is not None
@@ -71,27 +76,27 @@ async def test_killed_replica_is_taken_over_before_its_liveness_ttl(
         )
     assert result.response.get("result", {}).get("content", [{}])[0].get("text") == f"counted {STEPS}", result.response
     assert_exactly_once(progress_values(result.events), STEPS)
-    store = aioredis.from_url(redis_url)
-    try:
-        found = [k.decode() async for k in store.scan_iter(match=f"{key_prefix}:replica:*:{a.proc.pid}:*")]
-        assert len(found) == 1, found
-        dead = found[0].removeprefix(f"{key_prefix}:replica:")
-        # The dead replica's liveness key outlived the whole takeover: presence decided it.
-        assert await store.exists(found[0]) == 1
-        assert (await store.pubsub_shardnumsub(f"{key_prefix}:presence:{dead}"))[0][1] == 0
-    finally:
-        await store.aclose()
-    assert "taking over" in tail(b.proc.log_path, 400)
+    store = takeover_store.client
+    found = [k.decode() async for k in store.scan_iter(match=f"{key_prefix}:replica:*:{a.proc.pid}:*")]
+    assert len(found) == 1, found
+    dead = found[0].removeprefix(f"{key_prefix}:replica:")
+    # The dead replica's liveness key outlived the whole takeover: presence decided it.
+    assert await store.exists(found[0]) == 1
+    presence = f"{key_prefix}:presence:{dead}"
+    assert (await shard_subscribers(store, [presence]))[presence].count == 0
+    taken = tail(b.proc.log_path, 400)
+    assert "taking over" in taken
+    assert "reason presence_vanished: liveness key present, 0 presence subscriber(s) counted by" in taken, taken
 
 
 async def test_paused_replica_never_writes_again_after_takeover(
-    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str, redis_url: str
+    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str, takeover_store: StoreUnderTest
 ) -> None:
     """SIGSTOP keeps the paused replica's sockets (and presence) open: its liveness key lapses and
     another replica adopts the stream by compare-and-set. After SIGCONT the old pump's writes are
     refused: the event log holds each upstream event once and the client saw each once."""
     upstream = sdk_upstream(event_store=True)
-    a, b = gateway_cluster(2, {"default": upstream}, key_prefix, ("--log-format", "text", "--lease-ttl", "1"))
+    a, b = gateway_cluster(2, {"default": upstream}, key_prefix, args("1", takeover_store))
     paused = False
     try:
         async with CarefulClient(a.url) as client:
@@ -115,17 +120,15 @@ async def test_paused_replica_never_writes_again_after_takeover(
             os.kill(a.proc.pid, signal.SIGCONT)
     assert_exactly_once(progress_values(result.events), STEPS)
     await asyncio.sleep(1.5)  # the woken replica heartbeats, finds it lapsed and checks its leases
-    store = aioredis.from_url(redis_url)
-    try:
-        uids: list[bytes] = []
-        async for key in store.scan_iter(match=f"{key_prefix}:{{{session_id}}}:x:*"):
-            uids.extend(fields[b"u"] for _, fields in await store.xrange(key) if fields.get(b"u"))
-    finally:
-        await store.aclose()
+    store = takeover_store.client
+    uids: list[bytes] = []
+    async for key in store.scan_iter(match=f"{key_prefix}:{{{session_id}}}:x:*"):
+        uids.extend(fields[b"u"] for _, fields in await store.xrange(key) if fields.get(b"u"))
     assert uids and len(uids) == len(set(uids)), "an upstream event was logged twice"
     log_a = tail(a.proc.log_path, 400)
     assert "taken over while this replica looked dead" in log_a or "lease lost" in log_a, log_a
     assert a.proc.alive(), "the paused replica kept running after SIGCONT"
+    assert "reason liveness_expired: liveness key absent, 1 presence subscriber(s)" in tail(b.proc.log_path, 400)
 
 
 async def test_tailing_deliveries_share_a_bounded_number_of_redis_connections(
