@@ -29,6 +29,18 @@ from tests.integration.procs import (
 from tests.integration.redis_topologies import LocalCluster, LocalSentinels, start_cluster, start_sentinels
 
 SDK_SERVER = REPO_ROOT / "tests" / "servers" / "sdk_server.py"
+# For tests whose one load generator opens more sessions, streams or requests than a real client would:
+# the per-client limits (on by default, tests/test_client_limits.py) would refuse it as a flood.
+NO_CLIENT_LIMITS = (
+    "--rate-limit",
+    "0",
+    "--max-sessions-per-client",
+    "0",
+    "--max-streams-per-client",
+    "0",
+    "--max-connections-per-client",
+    "0",
+)
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from scripts.fuzz_http import fuzz
 from tests.integration.clients import sdk_client, text_of
-from tests.integration.conftest import StartGateways, StartSdkUpstream
+from tests.integration.conftest import NO_CLIENT_LIMITS, StartGateways, StartSdkUpstream
 from tests.integration.test_failover import GW_ARGS
 
 
@@ -14,8 +14,7 @@ async def test_http_fuzz_against_three_replicas(
 ) -> None:
     upstream = sdk_upstream(event_store=True)
     # one address sends 10,000 requests: the per-client limits (tested on their own) would answer most with 429
-    no_limits = ("--rate-limit", "0", "--max-sessions-per-client", "0", "--max-streams-per-client", "0")
-    args = (*GW_ARGS, *no_limits, "--max-connections-per-client", "0", "--log-level", "error")
+    args = (*GW_ARGS, *NO_CLIENT_LIMITS, "--log-level", "error")
     gateways = gateway_cluster(3, {"default": upstream}, key_prefix, args)
     report = await fuzz([g.url for g in gateways], 10_000, seed=7)
     print(f"fuzz: {report.sent} answered, statuses {dict(report.statuses)}")

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 
 from gateway.store.nodes import shard_subscribers
 from tests.integration.careful_client import CarefulClient, ReceivedEvent
-from tests.integration.conftest import StartGateways, StartSdkUpstream, StoreUnderTest
+from tests.integration.conftest import NO_CLIENT_LIMITS, StartGateways, StartSdkUpstream, StoreUnderTest
 from tests.integration.procs import tail
 
 STEPS = 20
@@ -139,7 +139,10 @@ async def test_tailing_deliveries_share_a_bounded_number_of_redis_connections(
     upstream = sdk_upstream(event_store=True)
     bound = 6
     a, b = gateway_cluster(
-        2, {"default": upstream}, key_prefix, ("--log-format", "text", "--redis-max-connections", str(bound))
+        2,
+        {"default": upstream},
+        key_prefix,
+        ("--log-format", "text", "--redis-max-connections", str(bound), *NO_CLIENT_LIMITS),
     )
     calls = 120
     steps = 8
