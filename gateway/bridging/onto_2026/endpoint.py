@@ -1,0 +1,209 @@
+"""The sessionful endpoint of a pool whose upstream speaks only 2026-07-28.
+
+The gateway owns the session: `initialize` is answered from the upstream's `server/discover`, the
+session record keeps the client's version and its initialize params (info and capabilities, sent
+upstream in every request's `_meta`), and each request goes upstream statelessly. An answer that
+is one JSON message and final goes back as JSON; anything else (progress, input-required rounds,
+a batch) becomes a resumable stream in the session's event log (`rounds.py`). Resuming a stream
+(GET with Last-Event-ID) is the sessionful endpoint's, unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway import errors
+from gateway.asgi.responses import error_response, read_body, sse_response
+from gateway.bridging.onto_2026 import translate
+from gateway.bridging.onto_2026.answers import Answers
+from gateway.bridging.onto_2026.calls import Caller, Reply
+from gateway.bridging.onto_2026.pins import EraPins
+from gateway.bridging.onto_2026.rounds import BridgedStream, Call, Rounds
+from gateway.metrics import Metrics
+from gateway.store.limits import Limiter
+from gateway.store.sessions import SessionRecord, SessionStore, new_record
+from gateway.streams.relay import Relay
+from gateway.tracing.api import NOOP, Tracer
+from gateway.upstream.client import HeaderPolicy
+from gateway.upstream.pools import Pools
+from gateway.wire import cursor, protocol
+from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, Body, Message
+
+DIRECTION = "2025-to-2026"
+# 2026-07-28 has no client-to-server notifications on this wire (cancellation is closing the
+# response): a 2025 client's notifications are accepted and go no further.
+MCP_PREFIX = "mcp-"
+
+
+class Onto2026:
+    def __init__(
+        self,
+        *,
+        pins: EraPins,
+        pools: Pools,
+        sessions: SessionStore,
+        relay: Relay,
+        caller: Caller,
+        answers: Answers,
+        headers: HeaderPolicy,
+        limiter: Limiter,
+        metrics: Metrics,
+        max_body: int,
+        max_batch: int,
+        max_line: int,
+        input_timeout: float,
+        tracer: Tracer = NOOP,
+    ) -> None:
+        self._pins = pins
+        self._pools = pools
+        self._sessions = sessions
+        self._relay = relay
+        self._caller = caller
+        self._answers = answers
+        self._headers = headers
+        self._limiter = limiter
+        self._metrics = metrics
+        self._max_body = max_body
+        self._max_batch = max_batch
+        self._max_line = max_line
+        self._input_timeout = input_timeout
+        self._tracer = tracer
+        self._counted = metrics.bridged.labels(DIRECTION)
+
+    async def takes(self, request: Request, pool: str | None) -> bool:
+        """Whether this request of a 2025-era client is the bridge's (a resume is the sessionful
+        endpoint's: the stream is in the event log like any other)."""
+        if not self._pins.any_modern():
+            return False
+        if request.method == "GET" and H_LAST_EVENT_ID in request.headers:
+            return False
+        return await self._pins.era_of(self._pools.get(pool).name) == "2026"
+
+    async def handle(self, request: Request, pool: str | None, version: str) -> Response:
+        if request.method == "POST":
+            with self._tracer.span("mcp.bridge", attrs={"mcp.bridge.direction": DIRECTION}):
+                return await self._post(request, pool, version)
+        if request.method == "DELETE":
+            return await self._delete(request, pool)
+        # The standalone stream (an upstream subscriptions/listen) is not bridged yet: transports
+        # §Listening for Messages lets a server answer 405.
+        raise errors.MethodNotAllowed("Method Not Allowed: no standalone stream for this upstream")
+
+    def _base_headers(self, request: Request, pool: str) -> dict[str, str]:
+        """The client's headers that cross (credentials, trace context), without its `Mcp-*` ones:
+        the bridge writes the 2026-07-28 routing headers itself."""
+        built = self._headers.build(request.headers.items(), pool)
+        return {k: v for k, v in built.items() if not k.lower().startswith(MCP_PREFIX) and k.lower() != "accept"}
+
+    async def _session(self, request: Request, pool: str | None) -> SessionRecord:
+        session_id = request.headers.get(H_SESSION)
+        if not session_id:
+            # transports §Session Management: requests after initialize without the id -> 400
+            raise errors.MissingSession("Bad Request: Mcp-Session-Id header is required")
+        record = await self._sessions.load(session_id, principal=request.state.principal)
+        if pool is not None and pool != record.pool:
+            raise errors.SessionNotFound("Session not found")
+        return record
+
+    async def _post(self, request: Request, pool: str | None, version: str) -> Response:
+        protocol.check_post_headers(request.headers.get("content-type"), request.headers.get("accept"))
+        raw = await read_body(request, self._max_body)
+        body = protocol.parse_body(raw, version, max_batch=self._max_batch)
+        try:
+            if body.initialize is not None:
+                return await self._initialize(request, pool, body)
+            record = await self._session(request, pool)
+            for message in body.messages:
+                if message.is_response:
+                    await self._answers.put(record.id, message.raw)  # an answer to an input request
+            if not body.requests:
+                # transports §Sending Messages: only notifications/responses -> 202 Accepted
+                return Response(status_code=202, headers={"Mcp-Session-Id": record.id})
+            self._counted.inc(len(body.requests))
+            return await self._requests(request, record, body)
+        except errors.GatewayError as exc:
+            return error_response(exc, body.first_id)
+
+    async def _initialize(self, request: Request, pool_name: str | None, body: Body) -> Response:
+        init = body.initialize
+        assert init is not None
+        if body.is_batch:
+            # 2025-03-26 lifecycle §Initialization: initialize MUST NOT be part of a batch
+            raise errors.InvalidRequest("Invalid Request: initialize must not be batched")
+        params = init.raw.get("params")
+        params = params if isinstance(params, dict) else {}
+        pool = self._pools.get(pool_name)
+        instance = self._pools.pick(pool.name)
+        discover = {"jsonrpc": "2.0", "id": init.id, "method": "server/discover"}
+        reply = await self._caller.send(
+            pool.name,
+            instance,
+            self._base_headers(request, pool.name),
+            translate.upstream_message(discover, params, init.id),
+            params,
+        )
+        if reply.stream is not None:
+            reply.stream.close()
+            raise errors.UpstreamError("Bad upstream answer: server/discover answered as a stream")
+        answer = reply.message or {}
+        if not isinstance(answer.get("result"), dict):
+            return Response(json.dumps(translate.to_2025(answer, init.id)), media_type=protocol.JSON)
+        offered = params.get("protocolVersion")
+        version = translate.negotiate(offered if isinstance(offered, str) else None)
+        session_id = protocol.new_session_id()
+        await self._limiter.admit_session(request.state.client_key, session_id)
+        record = new_record(
+            session_id,
+            pool=pool.name,
+            instance=instance,
+            upstream_sid="",  # a 2026-07-28 upstream has no sessions
+            protocol=version,
+            principal=request.state.principal,
+            init_params=params,
+        )
+        await self._sessions.create(record)
+        self._metrics.sessions_created.inc()
+        self._counted.inc()
+        result = translate.initialize_result(answer["result"], version)
+        payload = {"jsonrpc": "2.0", "id": init.id, "result": result}
+        return Response(json.dumps(payload), media_type=protocol.JSON, headers={"Mcp-Session-Id": session_id})
+
+    async def _requests(self, request: Request, record: SessionRecord, body: Body) -> Response:
+        init: dict[str, Any] = json.loads(record.init_params)
+        instance = record.instance if self._pools.is_healthy(record.instance) else self._pools.pick(record.pool)
+        call = Call(
+            session=record.id,
+            pool=record.pool,
+            instance=instance,
+            headers=self._base_headers(request, record.pool),
+            init=init,
+            stream=cursor.new_stream_id(),
+            input_timeout=self._input_timeout,
+        )
+        first: Reply | None = None
+        if not body.is_batch:
+            only: Message = body.requests[0]
+            sent = translate.upstream_message(only.raw, init, only.id)
+            first = await self._caller.send(call.pool, instance, call.headers, sent, init)
+            if first.message is not None and not translate.is_input_required(first.message):
+                answer = translate.to_2025(first.message, only.id)
+                return Response(json.dumps(answer), media_type=protocol.JSON, headers={"Mcp-Session-Id": record.id})
+        rounds = Rounds(self._caller, self._answers, call, self._max_line)
+        response = BridgedStream(rounds, rounds.events(body.requests, first))
+        stream, opened = await self._relay.open_stream(
+            record, response, kind="post", pending=body.request_ids, stream=call.stream
+        )
+        delivery = self._relay.deliver(record, stream, 0, opened=opened)
+        return sse_response(delivery, {"mcp-session-id": record.id})
+
+    async def _delete(self, request: Request, pool: str | None) -> Response:
+        """transports §Session Management: the session is the gateway's alone; nothing upstream."""
+        record = await self._session(request, pool)
+        await self._sessions.delete(record.id)
+        await self._limiter.release("sessions", request.state.client_key, record.id)
+        self._metrics.sessions_deleted.inc()
+        return Response(status_code=200)

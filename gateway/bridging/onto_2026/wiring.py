@@ -1,0 +1,50 @@
+"""The bridge's builder, for the composition root (`http/endpoints.py`): None when no pool is
+pinned to a 2026-07-28 upstream (then nothing of the bridge is on the request path)."""
+
+from __future__ import annotations
+
+from gateway.bridging.onto_2026.answers import Answers
+from gateway.bridging.onto_2026.calls import Caller, ToolHeaders
+from gateway.bridging.onto_2026.endpoint import Onto2026
+from gateway.bridging.onto_2026.pins import EraPins, parse_pins
+from gateway.config import Settings
+from gateway.http.wiring import StoreSide
+from gateway.metrics import Metrics
+from gateway.streams.relay import Relay
+from gateway.tracing.api import Tracer
+from gateway.upstream.client import HeaderPolicy, UpstreamClient
+from gateway.upstream.pools import Pools
+
+
+def build_onto_2026(
+    settings: Settings,
+    pools: Pools,
+    store: StoreSide,
+    upstream: UpstreamClient,
+    relay: Relay,
+    headers: HeaderPolicy,
+    metrics: Metrics,
+    tracer: Tracer,
+) -> Onto2026 | None:
+    pins = EraPins(parse_pins(settings.upstream_era))
+    if not pins.any_modern():
+        return None
+    # The client has half the stream's idle bound to answer a round of input requests: the pump
+    # that logs the stream gives up at the whole bound.
+    input_timeout = settings.stream_idle_timeout / 2
+    return Onto2026(
+        pins=pins,
+        pools=pools,
+        sessions=store.sessions,
+        relay=relay,
+        caller=Caller(upstream, ToolHeaders(), settings.max_body_bytes),
+        answers=Answers(store.redis, store.keys, ttl=settings.stream_idle_timeout),
+        headers=headers,
+        limiter=store.limiter,
+        metrics=metrics,
+        max_body=settings.max_body_bytes,
+        max_batch=settings.max_batch,
+        max_line=settings.sse_max_line,
+        input_timeout=input_timeout,
+        tracer=tracer,
+    )
