@@ -1,0 +1,221 @@
+"""Era bridging, part B, with real processes: 2025-era clients (the SDK's `ClientSession` at
+2025-11-25 and `Client(mode="legacy")`, and raw HTTP) through gateway replicas in front of an SDK
+server that speaks only 2026-07-28 (`tests/servers/sdk_2026_server.py`), `--upstream-era default=2026`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+import httpx
+import httpx2
+import mcp_types as types
+import pytest
+import redis.asyncio as aioredis
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.integration.careful_client import CarefulClient, ReceivedEvent, iter_sse
+from tests.integration.clients import call_with_progress, sdk_client, text_of
+from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer
+from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port
+
+SERVER = REPO_ROOT / "tests" / "servers" / "sdk_2026_server.py"
+GW_ARGS = ("--log-format", "text", "--upstream-era", "default=2026")
+BRIDGED = "mcpgw_bridged_requests_total"
+
+
+def start_2026_upstream(procs: ProcessGroup, name: str = "u1") -> str:
+    port = free_port()
+    proc = procs.start(f"sdk2026-{name}-{port}", [sys.executable, str(SERVER), "--port", str(port), "--name", name])
+    proc.wait_http(f"http://127.0.0.1:{port}/healthz", timeout=20)
+    return f"http://127.0.0.1:{port}/mcp"
+
+
+def bridged_count(gateways: list[GatewayProc]) -> float:
+    total = 0.0
+    for gw in gateways:
+        if not gw.proc.alive():
+            continue
+        for line in httpx.get(f"{gw.base_url}/metrics").text.splitlines():
+            if line.startswith(BRIDGED + "{") and 'direction="2025-to-2026"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def elicit_name(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+    return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+
+async def test_sdk_clients_through_three_replicas_behind_a_load_balancer(
+    procs: ProcessGroup,
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
+    key_prefix: str,
+    redis_url: str,
+) -> None:
+    upstream = start_2026_upstream(procs)
+    gateways = gateway_cluster(3, {"default": upstream}, key_prefix, GW_ARGS)
+    url = load_balancer(gateways)
+    async with sdk_client(url) as (client, _):
+        names = [tool.name for tool in (await client.list_tools()).tools]
+        assert {"echo", "regional", "slow_count", "ask"} <= set(names)
+        assert text_of(await client.call_tool("echo", {"text": "hi"})) == "hi"
+        assert text_of(await client.call_tool("regional", {"region": "eu-1", "query": "q"})) == "q in eu-1"
+        result, progress = await call_with_progress(client, "slow_count", {"steps": 3, "delay": 0.1})
+        assert text_of(result) == "counted 3"
+        assert [p.progress for p in progress] == [1, 2, 3]  # on the POST's stream, logged and relayed
+    async with httpx.AsyncClient() as plain:
+        seen = (await plain.get(upstream.removesuffix("/mcp") + "/seen")).json()
+    regional = [h for h in seen if h.get("mcp-name") == "regional"]
+    # transports §Custom Headers from Tool Parameters: the x-mcp-header parameter rides its header.
+    # A replica that has not relayed the tools/list yet sends none, is refused (HeaderMismatch),
+    # lists the tools and retries with it.
+    assert regional[-1]["mcp-param-region"] == "eu-1"
+    assert {h.get("mcp-param-region") for h in regional} <= {None, "eu-1"} and len(regional) <= 2
+    assert all(h["mcp-protocol-version"] == "2026-07-28" and h["mcp-method"] == "tools/call" for h in seen)
+
+    async with (
+        httpx2.AsyncClient() as http,
+        streamable_http_client(url, http_client=http) as (read, write),
+        ClientSession(read, write, elicitation_callback=elicit_name) as session,
+    ):
+        init = await session.initialize()
+        assert init.protocol_version == "2025-11-25"
+        assert init.server_info.name == "u1"  # from server/discover's _meta serverInfo
+        answer = await session.call_tool("ask", {})
+        assert text_of(answer) == "hello Ada from u1"  # the input-required round, as elicitation/create
+    assert bridged_count(gateways) >= 7
+
+
+async def test_session_record_keeps_the_client_version_and_capabilities(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str, redis_url: str
+) -> None:
+    upstream = start_2026_upstream(procs)
+    (gw,) = gateway_cluster(1, {"default": upstream}, key_prefix, GW_ARGS)
+    async with CarefulClient(gw.url, protocol_version="2025-06-18") as client:
+        result = await client.initialize()
+        assert result["protocolVersion"] == "2025-06-18"
+        assert "resultType" not in result and "supportedVersions" not in result
+        redis = aioredis.from_url(redis_url)
+        try:
+            record = await redis.hgetall(f"{key_prefix}:{{{client.session_id}}}:session")
+        finally:
+            await redis.aclose()
+        assert record[b"protocol"] == b"2025-06-18"
+        assert record[b"upstream_sid"] == b""
+        assert json.loads(record[b"init_params"])["clientInfo"]["name"] == "careful-client"
+        listed = await client.request("tools/list")
+        assert "resultType" not in listed["result"] and "ttlMs" not in listed["result"]
+        assert await client.delete_session() == 200
+        assert await client.notify("notifications/initialized") == 404
+
+
+async def test_2025_03_26_batch_is_split_and_notifications_are_accepted(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_2026_upstream(procs)
+    (gw,) = gateway_cluster(1, {"default": upstream}, key_prefix, GW_ARGS)
+    async with CarefulClient(gw.url, protocol_version="2025-03-26") as client:
+        await client.initialize()  # its notifications/initialized must be 202
+        assert await client.notify("notifications/roots/list_changed") == 202
+        batch = [
+            {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "a"}}},
+            {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 1, "progress": 1}},
+            {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": "add", "arguments": {"a": 1, "b": 2}},
+            },
+        ]
+        async with client.http.stream("POST", gw.url, json=batch, headers=client.headers()) as response:
+            assert response.status_code == 200
+            answers = {m["id"]: m for m in [e.json() async for e in iter_sse(response)] if "id" in m}
+    assert answers[1]["result"]["content"][0]["text"] == "a"
+    assert answers[2]["result"]["structuredContent"] == {"result": 3}
+    assert all("resultType" not in a["result"] for a in answers.values())
+    assert bridged_count([gw]) == 3  # initialize and the batch's two requests
+
+
+async def test_elicitation_answer_posted_to_another_replica(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_2026_upstream(procs)
+    gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, GW_ARGS)
+    async with CarefulClient(gw1.url) as client:
+        client.initialize_result = None
+        init = {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"elicitation": {}},
+            "clientInfo": {"name": "careful-client", "version": "0"},
+        }
+        client.initialize_result = (await client.request("initialize", init))["result"]
+        call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "ask", "arguments": {}}}
+        async with client.http.stream("POST", gw1.url, json=call, headers=client.headers()) as response:
+            assert response.status_code == 200
+            final = None
+            async for event in iter_sse(response):
+                message = event.json()
+                if isinstance(message, dict) and message.get("method") == "elicitation/create":
+                    assert message["params"]["message"] == "What is your name?"
+                    reply = {
+                        "jsonrpc": "2.0",
+                        "id": message["id"],
+                        "result": {"action": "accept", "content": {"name": "Bob"}},
+                    }
+                    posted = await client.http.post(gw2.url, json=reply, headers=client.headers())
+                    assert posted.status_code == 202  # collected by gw2, in Redis, for gw1's round
+                elif isinstance(message, dict) and message.get("id") == 9:
+                    final = message
+                    break
+    assert final is not None and final["result"]["content"][0]["text"] == "hello Bob from u1"
+
+
+async def test_sigkill_of_the_replica_running_a_bridged_call_answers_its_id_with_an_error(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    """2026-07-28 has no resumption: the upstream call dies with the replica that holds it. The
+    client's stream is in Redis; the replica that adopts it cannot re-open the upstream request and
+    answers the pending id with a JSON-RPC error, which the client's resume delivers (no hang)."""
+    upstream = start_2026_upstream(procs)
+    gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, GW_ARGS)
+    killed: list[int] = []
+
+    def kill_after_first_progress(event: ReceivedEvent, events: list[ReceivedEvent]) -> bool:
+        message = event.message
+        if not killed and isinstance(message, dict) and message.get("method") == "notifications/progress":
+            os.kill(gw1.proc.pid, signal.SIGKILL)
+            killed.append(gw1.proc.pid)
+            return True
+        return False
+
+    async with CarefulClient(gw1.url) as client:
+        await client.initialize()
+        result = await client.call_tool_resumable(
+            "slow_count",
+            {"steps": 20, "delay": 0.3},
+            drop_when=kill_after_first_progress,
+            resume_url=gw2.url,
+            resume_timeout=20.0,
+        )
+    assert killed
+    assert "error" in result.response, result.response
+    assert "could not be resumed" in result.response["error"]["message"]
+    progress = [p["progress"] for p in result.progress()]
+    assert progress[:1] == [1] and progress == sorted(set(progress))  # each logged event once, in order
+
+
+@pytest.mark.parametrize("version", ["2025-03-26", "2025-06-18"])
+async def test_older_clients_negotiate_their_own_version(
+    version: str, procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_2026_upstream(procs)
+    (gw,) = gateway_cluster(1, {"default": upstream}, key_prefix, GW_ARGS)
+    async with CarefulClient(gw.url, protocol_version=version) as client:
+        assert (await client.initialize())["protocolVersion"] == version
+        answer = await client.request("tools/call", {"name": "add", "arguments": {"a": 2, "b": 3}})
+    assert answer["result"]["structuredContent"] == {"result": 5}
