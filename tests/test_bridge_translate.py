@@ -33,8 +33,8 @@ def test_initialize_result_from_discover() -> None:
     assert result == {
         "protocolVersion": "2025-06-18",
         "serverInfo": {"name": "up", "version": "1.2"},
-        # change notifications need the standalone stream, not bridged: not advertised
-        "capabilities": {"tools": {}, "resources": {}},
+        # 2026-only capabilities (extensions) do not cross
+        "capabilities": {"tools": {"listChanged": True}, "resources": {"subscribe": True, "listChanged": True}},
         "instructions": "be kind",
     }
 

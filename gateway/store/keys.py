@@ -11,6 +11,7 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:{G}:n:{S}          shard channel: the pump announces each new seq ('r' = lease released)
     {prefix}:{G}:reinit         string lock while a new upstream session is being established
     {prefix}:{G}:ba:{S}         list   a 2025 client's answers to bridged input requests of stream S
+    {prefix}:{G}:bsubs          set    resource URIs a bridged 2025 client subscribed to (its listen filter)
     {prefix}:{G}:reqs           hash   request-id claims: `r:<id>` -> claim JSON, `o:<n>` -> `r:<id>`, `#` count
     {prefix}:idem:{H}           string Idempotency-Key record, H = hash of (principal, key)
     {prefix}:replica:{R}        string liveness of replica R (short PX, renewed by its heartbeat)
@@ -67,6 +68,10 @@ class Keys:
     def bridge_answers(self, session: str, stream: str) -> str:
         """A 2025 client's answers to the input requests a 2026-07-28 upstream asked on stream S."""
         return f"{self._session_tag(session)}:ba:{stream}"
+
+    def bridge_subscriptions(self, session: str) -> str:
+        """The resource URIs a bridged 2025 client subscribed to (the filter of its listen stream)."""
+        return f"{self._session_tag(session)}:bsubs"
 
     def replica(self, replica: str) -> str:
         """Liveness of one replica: exists while its heartbeat runs (paused or dead: it expires)."""

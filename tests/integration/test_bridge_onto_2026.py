@@ -4,6 +4,7 @@ server that speaks only 2026-07-28 (`tests/servers/sdk_2026_server.py`), `--upst
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -219,3 +220,47 @@ async def test_older_clients_negotiate_their_own_version(
         assert (await client.initialize())["protocolVersion"] == version
         answer = await client.request("tools/call", {"name": "add", "arguments": {"a": 2, "b": 3}})
     assert answer["result"]["structuredContent"] == {"result": 5}
+
+
+async def test_standalone_stream_is_an_upstream_listen_that_follows_subscriptions_on_any_replica(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_2026_upstream(procs)
+    gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, GW_ARGS)
+    async with CarefulClient(gw1.url) as client:
+        caps = (await client.initialize())["capabilities"]
+        assert caps["resources"] == {"subscribe": True, "listChanged": True}
+        other = CarefulClient(gw2.url, http=client.http)
+        other.session_id, other.initialize_result = client.session_id, client.initialize_result
+        listen = client.headers(accept="text/event-stream", post=False)
+        async with client.http.stream("GET", gw1.url, headers=listen) as stream:
+            assert stream.status_code == 200
+            events = iter_sse(stream)
+
+            async def touch(uri: str) -> list[dict[str, Any]]:
+                """Touch `uri`; the notifications up to the tool-list change the server sends after it."""
+                await other.request("tools/call", {"name": "touch", "arguments": {"uri": uri}})
+                got: list[dict[str, Any]] = []
+                async for event in events:
+                    if event.data.strip():
+                        got.append(event.json())
+                        if got[-1]["method"] == "notifications/tools/list_changed":
+                            return got
+                raise AssertionError("the standalone stream ended")
+
+            assert (await other.request("resources/subscribe", {"uri": "res://a"}))["result"] == {}
+            # The replica pumping the GET stream listens again with the new filter at its next look
+            # (every second); until then a touch only announces the tool-list change.
+            updated = {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "res://a"}}
+            for _ in range(40):
+                got = await touch("res://a")
+                if updated in got:  # the subscription id of the listen stream does not cross
+                    break
+                await asyncio.sleep(0.25)
+            else:
+                raise AssertionError("no resources/updated for the subscribed URI")
+            assert {m["method"] for m in await touch("res://b")} == {"notifications/tools/list_changed"}
+            assert await other.delete_session() == 200  # DELETE ends the session and its listen stream
+            async with asyncio.timeout(30):
+                async for _ in events:
+                    pass

@@ -8,8 +8,10 @@ server that speaks only 2026-07-28 refuses: a POST without `MCP-Protocol-Version
 way the SDK's own modern entry refuses a version it does not support (400, -32602
 UnsupportedProtocolVersion). Tools: `echo`, `add`, `whoami`, `slow_count` (progress), `ask`
 (elicits a name through `Resolve(...)`/`Elicit(...)`: an input-required result at 2026-07-28),
-`regional` (its `region` parameter carries `x-mcp-header: Region`). `GET /healthz`, `GET /seen`
-(the `Mcp-*` headers of every tools/call it served), `GET /stats` (slow_count started/finished).
+`regional` (its `region` parameter carries `x-mcp-header: Region`), `touch` (publishes a
+`resources/updated` of its `uri` and a tool-list change to the `subscriptions/listen` streams).
+`GET /healthz`, `GET /seen` (the `Mcp-*` headers of every tools/call it served), `GET /stats`
+(slow_count started/finished).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Annotated
 
 import uvicorn
 from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.shared.subscriptions import ResourceUpdated, ToolsListChanged
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -39,7 +43,8 @@ def ask_name() -> Elicit[Name]:
 
 
 def build_server(name: str, seen: list[dict[str, str]], stats: dict[str, int]) -> MCPServer:
-    server: MCPServer = MCPServer(name=name)
+    bus = InMemorySubscriptionBus()
+    server: MCPServer = MCPServer(name=name, subscriptions=bus)
 
     @server.tool()
     def echo(text: str) -> str:
@@ -66,6 +71,13 @@ def build_server(name: str, seen: list[dict[str, str]], stats: dict[str, int]) -
                 await asyncio.sleep(delay)
         stats["finished"] += 1
         return f"counted {steps}"
+
+    @server.tool()
+    async def touch(uri: str) -> str:
+        """Announce a change of `uri` and of the tool list (on every subscriptions/listen stream)."""
+        await bus.publish(ResourceUpdated(uri=uri))
+        await bus.publish(ToolsListChanged())
+        return f"touched {uri}"
 
     @server.tool()
     def ask(who: Annotated[Name, Resolve(ask_name)]) -> str:

@@ -10,6 +10,7 @@ a batch) becomes a resumable stream in the session's event log (`rounds.py`). Re
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -21,6 +22,7 @@ from gateway.asgi.responses import error_response, read_body, sse_response
 from gateway.bridging.onto_2026 import translate
 from gateway.bridging.onto_2026.answers import Answers
 from gateway.bridging.onto_2026.calls import Caller, Reply
+from gateway.bridging.onto_2026.listen import Subscriptions, listen
 from gateway.bridging.onto_2026.pins import EraPins
 from gateway.bridging.onto_2026.rounds import BridgedStream, Call, Rounds
 from gateway.metrics import Metrics
@@ -28,7 +30,7 @@ from gateway.store.limits import Limiter
 from gateway.store.sessions import SessionRecord, SessionStore, new_record
 from gateway.streams.relay import Relay
 from gateway.tracing.api import NOOP, Tracer
-from gateway.upstream.client import HeaderPolicy
+from gateway.upstream.client import HeaderPolicy, UpstreamResponse
 from gateway.upstream.pools import Pools
 from gateway.wire import cursor, protocol
 from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, Body, Message
@@ -49,6 +51,7 @@ class Onto2026:
         relay: Relay,
         caller: Caller,
         answers: Answers,
+        subscriptions: Subscriptions,
         headers: HeaderPolicy,
         limiter: Limiter,
         metrics: Metrics,
@@ -56,8 +59,11 @@ class Onto2026:
         max_batch: int,
         max_line: int,
         input_timeout: float,
+        listen_check: float,
         tracer: Tracer = NOOP,
     ) -> None:
+        self._subscriptions = subscriptions
+        self._listen_check = listen_check
         self._pins = pins
         self._pools = pools
         self._sessions = sessions
@@ -89,9 +95,7 @@ class Onto2026:
                 return await self._post(request, pool, version)
         if request.method == "DELETE":
             return await self._delete(request, pool)
-        # The standalone stream (an upstream subscriptions/listen) is not bridged yet: transports
-        # §Listening for Messages lets a server answer 405.
-        raise errors.MethodNotAllowed("Method Not Allowed: no standalone stream for this upstream")
+        return await self._listen(request, pool)
 
     def _base_headers(self, request: Request, pool: str) -> dict[str, str]:
         """The client's headers that cross (credentials, trace context), without its `Mcp-*` ones:
@@ -187,16 +191,45 @@ class Onto2026:
         first: Reply | None = None
         if not body.is_batch:
             only: Message = body.requests[0]
+            own = await self._subscriptions.answer(record.id, only.raw)
+            if own is not None:
+                return Response(json.dumps(own), media_type=protocol.JSON, headers={"Mcp-Session-Id": record.id})
             sent = translate.upstream_message(only.raw, init, only.id)
             first = await self._caller.send(call.pool, instance, call.headers, sent, init)
             if first.message is not None and not translate.is_input_required(first.message):
                 answer = translate.to_2025(first.message, only.id)
                 return Response(json.dumps(answer), media_type=protocol.JSON, headers={"Mcp-Session-Id": record.id})
-        rounds = Rounds(self._caller, self._answers, call, self._max_line)
-        response = BridgedStream(rounds, rounds.events(body.requests, first))
+        rounds = Rounds(self._caller, self._answers, call, self._max_line, self._subscriptions.answer)
+        response = BridgedStream(rounds.events(body.requests, first), rounds.close)
         stream, opened = await self._relay.open_stream(
             record, response, kind="post", pending=body.request_ids, stream=call.stream
         )
+        delivery = self._relay.deliver(record, stream, 0, opened=opened)
+        return sse_response(delivery, {"mcp-session-id": record.id})
+
+    async def _listen(self, request: Request, pool: str | None) -> Response:
+        """transports §Listening for Messages: the standalone stream, from an upstream listen stream;
+        logged and resumable like any other (kind "get": it never carries responses)."""
+        protocol.check_get_accept(request.headers.get("accept"))
+        record = await self._session(request, pool)
+        instance = record.instance if self._pools.is_healthy(record.instance) else self._pools.pick(record.pool)
+        holder: list[UpstreamResponse] = []
+        events = listen(
+            self._caller,
+            self._subscriptions,
+            session=record.id,
+            call={
+                "pool": record.pool,
+                "instance": instance,
+                "headers": self._base_headers(request, record.pool),
+                "init": json.loads(record.init_params),
+            },
+            check=self._listen_check,
+            max_line=self._max_line,
+            holder=holder,
+        )
+        response = BridgedStream(events, functools.partial(_close_all, holder))
+        stream, opened = await self._relay.open_stream(record, response, kind="get", pending=())
         delivery = self._relay.deliver(record, stream, 0, opened=opened)
         return sse_response(delivery, {"mcp-session-id": record.id})
 
@@ -207,3 +240,8 @@ class Onto2026:
         await self._limiter.release("sessions", request.state.client_key, record.id)
         self._metrics.sessions_deleted.inc()
         return Response(status_code=200)
+
+
+def _close_all(responses: list[UpstreamResponse]) -> None:
+    for response in responses:
+        response.close()

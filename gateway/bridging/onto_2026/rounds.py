@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,8 @@ from gateway.wire.protocol import Message
 
 log = logging.getLogger(__name__)
 
+# The gateway's own answer to a request it serves itself (None: the upstream's to answer).
+Local = Callable[[str, Mapping[str, Any]], Awaitable[dict[str, Any] | None]]
 MAX_ROUNDS = 16  # input-required rounds of one request before the gateway gives up
 
 
@@ -50,12 +52,17 @@ class Call:
 class Rounds:
     """The SSE events of one bridged POST (its requests one after another: a 2025-03-26 batch)."""
 
-    def __init__(self, caller: Caller, answers: Answers, call: Call, max_line: int) -> None:
+    def __init__(self, caller: Caller, answers: Answers, call: Call, max_line: int, local: Local) -> None:
+        self._local = local
         self._caller = caller
         self._answers = answers
         self._call = call
         self._max_line = max_line
         self.open: UpstreamResponse | None = None  # the upstream stream being read (closed with us)
+
+    def close(self) -> None:
+        if self.open is not None:
+            self.open.close()
 
     async def events(self, requests: Sequence[Message], first: Reply | None) -> AsyncIterator[bytes]:
         for index, request in enumerate(requests):
@@ -63,6 +70,10 @@ class Rounds:
                 yield event
 
     async def _request(self, request: Message, first: Reply | None) -> AsyncIterator[bytes]:
+        own = await self._local(self._call.session, request.raw)
+        if own is not None:  # answered by the gateway (resources/subscribe, unsubscribe)
+            yield sse.encode(json.dumps(own))
+            return
         sent = translate.upstream_message(request.raw, self._call.init, request.id)
         for round_ in range(MAX_ROUNDS + 1):
             try:
@@ -138,13 +149,14 @@ class Rounds:
 
 
 class BridgedStream(UpstreamResponse):
-    """The bridge's SSE as the pump reads an upstream response (the pump logs, the relay delivers)."""
+    """The bridge's SSE as the pump reads an upstream response (the pump logs, the relay delivers);
+    `on_close` closes the upstream response the events are being read from, if any."""
 
-    def __init__(self, rounds: Rounds, events: AsyncIterator[bytes]) -> None:  # no upstream connection
+    def __init__(self, events: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:  # no connection
         self.status = 200
         self.headers = {}
         self.content_type = protocol.SSE
-        self._rounds = rounds
+        self._on_close = on_close
         self._events = events
         self._closed = False
 
@@ -168,5 +180,4 @@ class BridgedStream(UpstreamResponse):
 
     def close(self) -> None:
         self._closed = True
-        if self._rounds.open is not None:
-            self._rounds.open.close()  # the upstream sees its request's connection close: cancelled
+        self._on_close()  # the upstream sees its request's connection close: cancelled

@@ -22,11 +22,9 @@ META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
 # 2026-07-28 fields a 2025 result does not have: the result's kind (complete / input_required /
 # task) and the caching hints (SEP-2549).
 MODERN_RESULT_FIELDS = ("resultType", "ttlMs", "cacheScope")
-# Server capabilities a 2025 client understands (2025-11-25 schema ServerCapabilities). Change
-# notifications (`listChanged`, `subscribe`) need the standalone stream, which this bridge does not
-# serve yet: not advertised, so the client never waits for them.
+# Server capabilities a 2025 client understands (2025-11-25 schema ServerCapabilities); change
+# notifications and resource subscriptions cross through the standalone stream (`listen.py`).
 CAPABILITIES_2025 = ("experimental", "logging", "completions", "prompts", "resources", "tools")
-NEEDS_STANDALONE_STREAM = ("listChanged", "subscribe")
 # basic/patterns/mrtr §Supported Requests: the requests an input-required result may answer.
 INPUT_REQUIRED = "input_required"
 # 2026-07-28 transports §Standard Request Headers: the body field Mcp-Name mirrors, per method.
@@ -49,7 +47,7 @@ def initialize_result(discovered: Mapping[str, Any], version: str) -> dict[str, 
     for name in CAPABILITIES_2025:
         value = offered.get(name) if isinstance(offered, dict) else None
         if isinstance(value, dict):
-            capabilities[name] = {k: v for k, v in value.items() if k not in NEEDS_STANDALONE_STREAM}
+            capabilities[name] = dict(value)
     result: dict[str, Any] = {"protocolVersion": version, "capabilities": capabilities, "serverInfo": server_info}
     if isinstance(discovered.get("instructions"), str):
         result["instructions"] = discovered["instructions"]

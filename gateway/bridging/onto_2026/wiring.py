@@ -6,6 +6,7 @@ from __future__ import annotations
 from gateway.bridging.onto_2026.answers import Answers
 from gateway.bridging.onto_2026.calls import Caller, ToolHeaders
 from gateway.bridging.onto_2026.endpoint import Onto2026
+from gateway.bridging.onto_2026.listen import Subscriptions
 from gateway.bridging.onto_2026.pins import EraPins, parse_pins
 from gateway.config import Settings
 from gateway.http.wiring import StoreSide
@@ -14,6 +15,8 @@ from gateway.streams.relay import Relay
 from gateway.tracing.api import Tracer
 from gateway.upstream.client import HeaderPolicy, UpstreamClient
 from gateway.upstream.pools import Pools
+
+LISTEN_CHECK = 1.0  # s between looks at a session's subscriptions by the replica serving its GET stream
 
 
 def build_onto_2026(
@@ -39,6 +42,7 @@ def build_onto_2026(
         relay=relay,
         caller=Caller(upstream, ToolHeaders(), settings.max_body_bytes),
         answers=Answers(store.redis, store.keys, ttl=settings.stream_idle_timeout),
+        subscriptions=Subscriptions(store.redis, store.keys, ttl=settings.session_ttl),
         headers=headers,
         limiter=store.limiter,
         metrics=metrics,
@@ -46,5 +50,6 @@ def build_onto_2026(
         max_batch=settings.max_batch,
         max_line=settings.sse_max_line,
         input_timeout=input_timeout,
+        listen_check=LISTEN_CHECK,
         tracer=tracer,
     )
