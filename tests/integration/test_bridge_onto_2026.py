@@ -264,3 +264,32 @@ async def test_standalone_stream_is_an_upstream_listen_that_follows_subscription
             async with asyncio.timeout(30):
                 async for _ in events:
                     pass
+
+
+async def test_ping_and_log_level_are_kept_by_the_gateway(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    """2026-07-28 removed ping and logging/setLevel: the gateway answers them, and sends the level
+    in each later request's _meta (without it the server sends no log notifications)."""
+    upstream = start_2026_upstream(procs)
+    gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, GW_ARGS)
+    async with CarefulClient(gw1.url) as client:
+        await client.initialize()
+        assert (await client.request("ping"))["result"] == {}
+
+        async def logs_of_a_shout(url: str) -> list[Any]:
+            call = {
+                "jsonrpc": "2.0",
+                "id": "s",
+                "method": "tools/call",
+                "params": {"name": "shout", "arguments": {"text": "hey"}},
+            }
+            async with client.http.stream("POST", url, json=call, headers=client.headers()) as response:
+                if response.headers["content-type"].startswith("application/json"):
+                    return []
+                messages = [e.json() async for e in iter_sse(response) if e.data.strip()]
+            return [m["params"]["data"] for m in messages if m.get("method") == "notifications/message"]
+
+        assert await logs_of_a_shout(gw1.url) == []
+        assert (await client.request("logging/setLevel", {"level": "info"}))["result"] == {}
+        assert await logs_of_a_shout(gw2.url) == ["hey"]  # the level is the session's, on any replica

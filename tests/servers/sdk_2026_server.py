@@ -8,7 +8,7 @@ server that speaks only 2026-07-28 refuses: a POST without `MCP-Protocol-Version
 way the SDK's own modern entry refuses a version it does not support (400, -32602
 UnsupportedProtocolVersion). Tools: `echo`, `add`, `whoami`, `slow_count` (progress), `ask`
 (elicits a name through `Resolve(...)`/`Elicit(...)`: an input-required result at 2026-07-28),
-`regional` (its `region` parameter carries `x-mcp-header: Region`), `touch` (publishes a
+`shout` (logs its text), `regional` (its `region` parameter carries `x-mcp-header: Region`), `touch` (publishes a
 `resources/updated` of its `uri` and a tool-list change to the `subscriptions/listen` streams).
 `GET /healthz`, `GET /seen` (the `Mcp-*` headers of every tools/call it served), `GET /stats`
 (slow_count started/finished).
@@ -71,6 +71,12 @@ def build_server(name: str, seen: list[dict[str, str]], stats: dict[str, int]) -
                 await asyncio.sleep(delay)
         stats["finished"] += 1
         return f"counted {steps}"
+
+    @server.tool()
+    async def shout(ctx: Context, text: str) -> str:
+        """Send `text` as an info log notification (sent only when the request's _meta has a level)."""
+        await ctx.info(text)
+        return "shouted"
 
     @server.tool()
     async def touch(uri: str) -> str:

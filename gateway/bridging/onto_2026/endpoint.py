@@ -187,6 +187,7 @@ class Onto2026:
             init=init,
             stream=cursor.new_stream_id(),
             input_timeout=self._input_timeout,
+            log_level=await self._subscriptions.log_level(record.id),
         )
         first: Reply | None = None
         if not body.is_batch:
@@ -194,7 +195,7 @@ class Onto2026:
             own = await self._subscriptions.answer(record.id, only.raw)
             if own is not None:
                 return Response(json.dumps(own), media_type=protocol.JSON, headers={"Mcp-Session-Id": record.id})
-            sent = translate.upstream_message(only.raw, init, only.id)
+            sent = translate.upstream_message(only.raw, init, only.id, call.log_level)
             first = await self._caller.send(call.pool, instance, call.headers, sent, init)
             if first.message is not None and not translate.is_input_required(first.message):
                 answer = translate.to_2025(first.message, only.id)

@@ -33,7 +33,9 @@ LISTEN_ID = "mcpgw-listen"
 # What a 2025 client's standalone stream may carry: every change notification the server offers.
 LIST_CHANGES = {"toolsListChanged": True, "promptsListChanged": True, "resourcesListChanged": True}
 ACK_TIMEOUT = 30.0  # s an upstream has to acknowledge a listen request
-LOCAL_METHODS = frozenset({"resources/subscribe", "resources/unsubscribe"})
+# 2026-07-28 changelog: resources/subscribe is replaced by subscriptions/listen; ping and
+# logging/setLevel are removed (the level rides each request's `_meta`): the gateway answers them.
+LOCAL_METHODS = frozenset({"resources/subscribe", "resources/unsubscribe", "ping", "logging/setLevel"})
 
 
 def listen_filter(uris: frozenset[str]) -> dict[str, Any]:
@@ -62,7 +64,8 @@ def as_2025(data: str) -> str | None:
 
 
 class Subscriptions:
-    """A bridged session's subscribed resource URIs, in Redis (any replica answers subscribe)."""
+    """A bridged session's subscribed resource URIs and log level, in Redis (any replica answers
+    the requests that set them)."""
 
     def __init__(self, redis: Redis, keys: Keys, ttl: float) -> None:
         self._redis = redis
@@ -74,21 +77,33 @@ class Subscriptions:
         method = message.get("method")
         if method not in LOCAL_METHODS:
             return None
+        done: dict[str, Any] = {"jsonrpc": "2.0", "id": message.get("id"), "result": {}}
+        if method == "ping":
+            return done  # 2025 basic/utilities/ping: an empty result, promptly
         params = message.get("params")
-        uri = params.get("uri") if isinstance(params, dict) else None
-        if not isinstance(uri, str):
-            error = {"code": errors.INVALID_PARAMS, "message": "Invalid params: uri must be a string"}
+        field = "level" if method == "logging/setLevel" else "uri"
+        value = params.get(field) if isinstance(params, dict) else None
+        if not isinstance(value, str):
+            error = {"code": errors.INVALID_PARAMS, "message": f"Invalid params: {field} must be a string"}
             return {"jsonrpc": "2.0", "id": message.get("id"), "error": error}
-        key = self._keys.bridge_subscriptions(session)
+        key = self._keys.bridge_log_level(session) if field == "level" else self._keys.bridge_subscriptions(session)
         with translated():
             async with self._redis.pipeline(transaction=False) as pipe:
                 if method == "resources/subscribe":
-                    pipe.sadd(key, uri)
+                    pipe.sadd(key, value)
+                elif method == "resources/unsubscribe":
+                    pipe.srem(key, value)
                 else:
-                    pipe.srem(key, uri)
+                    pipe.set(key, value)
                 pipe.pexpire(key, self._ttl_ms)
                 await pipe.execute()
-        return {"jsonrpc": "2.0", "id": message.get("id"), "result": {}}
+        return done
+
+    async def log_level(self, session: str) -> str | None:
+        """The level the client set with logging/setLevel (None: never set)."""
+        with translated():
+            raw = await self._redis.get(self._keys.bridge_log_level(session))
+        return raw.decode() if isinstance(raw, bytes) else None
 
     async def uris(self, session: str) -> frozenset[str] | None:
         """The subscribed URIs; None when the session is gone."""

@@ -47,6 +47,7 @@ class Call:
     init: Mapping[str, Any]  # the client's initialize params: its info and capabilities
     stream: str  # the client's stream: named in the input requests' ids
     input_timeout: float  # how long the client has to answer one round
+    log_level: str | None = None  # the client's logging/setLevel, for each request's _meta
 
 
 class Rounds:
@@ -74,7 +75,7 @@ class Rounds:
         if own is not None:  # answered by the gateway (resources/subscribe, unsubscribe)
             yield sse.encode(json.dumps(own))
             return
-        sent = translate.upstream_message(request.raw, self._call.init, request.id)
+        sent = translate.upstream_message(request.raw, self._call.init, request.id, self._call.log_level)
         for round_ in range(MAX_ROUNDS + 1):
             try:
                 reply = first or await self._caller.send(

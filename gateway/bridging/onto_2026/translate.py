@@ -18,6 +18,7 @@ META_VERSION = "io.modelcontextprotocol/protocolVersion"
 META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
 META_CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 META_SERVER_INFO = "io.modelcontextprotocol/serverInfo"
+META_LOG_LEVEL = "io.modelcontextprotocol/logLevel"
 
 # 2026-07-28 fields a 2025 result does not have: the result's kind (complete / input_required /
 # task) and the caching hints (SEP-2549).
@@ -54,10 +55,13 @@ def initialize_result(discovered: Mapping[str, Any], version: str) -> dict[str, 
     return result
 
 
-def upstream_message(message: Mapping[str, Any], init_params: Mapping[str, Any], upstream_id: Any) -> dict[str, Any]:
+def upstream_message(
+    message: Mapping[str, Any], init_params: Mapping[str, Any], upstream_id: Any, log_level: str | None = None
+) -> dict[str, Any]:
     """The 2026-07-28 request for a 2025 client's request: same method and params, the upstream id,
     and the per-request `_meta` (basic/index §_meta: protocol version, client info, capabilities
-    declared at the client's `initialize`). The client's own `_meta` keys (progressToken) stay."""
+    declared at the client's `initialize`, and the level of its `logging/setLevel`, without which
+    a 2026-07-28 server sends no log notifications). The client's own `_meta` keys stay."""
     params = message.get("params")
     params = dict(params) if isinstance(params, dict) else {}
     meta = dict(params["_meta"]) if isinstance(params.get("_meta"), dict) else {}
@@ -67,6 +71,8 @@ def upstream_message(message: Mapping[str, Any], init_params: Mapping[str, Any],
         meta[META_CLIENT_INFO] = info
     capabilities = init_params.get("capabilities")
     meta[META_CLIENT_CAPABILITIES] = capabilities if isinstance(capabilities, dict) else {}
+    if log_level is not None:
+        meta[META_LOG_LEVEL] = log_level
     params["_meta"] = meta
     return {"jsonrpc": "2.0", "id": upstream_id, "method": message.get("method"), "params": params}
 
