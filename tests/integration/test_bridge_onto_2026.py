@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
+from interop import harness
 from tests.integration.careful_client import CarefulClient, ReceivedEvent, iter_sse
 from tests.integration.clients import call_with_progress, sdk_client, text_of
 from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer
@@ -293,3 +294,17 @@ async def test_ping_and_log_level_are_kept_by_the_gateway(
         assert await logs_of_a_shout(gw1.url) == []
         assert (await client.request("logging/setLevel", {"level": "info"}))["result"] == {}
         assert await logs_of_a_shout(gw2.url) == ["hey"]  # the level is the session's, on any replica
+
+
+def test_ts_sdk_client_progress_and_resume_through_the_bridge(
+    procs: ProcessGroup, gateway_cluster: StartGateways, load_balancer: StartLoadBalancer, key_prefix: str
+) -> None:
+    """The TypeScript SDK client (a 2025 era) calls slow_count on the 2026-07-28 upstream, its POST
+    stream is cut after three progress events, and it resumes with Last-Event-ID (round robin: on
+    another replica, from the event log): the result and every progress event arrive once."""
+    upstream = start_2026_upstream(procs)
+    url = load_balancer(gateway_cluster(3, {"default": upstream}, key_prefix, GW_ARGS))
+    run = harness.run_ts_client(url, "sdk")
+    assert run.ok, run.output
+    assert run.detail["progress"] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert str(run.detail["protocolVersion"]).startswith("2025-")
