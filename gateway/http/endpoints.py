@@ -124,5 +124,7 @@ def build_gateway(
         keys=store.keys,
         loop=asyncio.get_running_loop(),
         tracer=tracer,
-        onto_2026=build_onto_2026(settings, pools, store, upstream, streams.relay, admission.headers, metrics, tracer),
+        onto_2026=build_onto_2026(
+            settings, pools, store, upstream, streams, replica, admission.headers, metrics, tracer
+        ),
     )

@@ -281,7 +281,7 @@ async def test_ping_and_log_level_are_kept_by_the_gateway(
         async def logs_of_a_shout(url: str) -> list[Any]:
             call = {
                 "jsonrpc": "2.0",
-                "id": "s",
+                "id": f"s{client.next_id()}",
                 "method": "tools/call",
                 "params": {"name": "shout", "arguments": {"text": "hey"}},
             }
@@ -308,3 +308,29 @@ def test_ts_sdk_client_progress_and_resume_through_the_bridge(
     assert run.ok, run.output
     assert run.detail["progress"] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert str(run.detail["protocolVersion"]).startswith("2025-")
+
+
+async def test_a_repeated_request_is_answered_from_the_first_copy(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    """A load balancer's retry of a POST (same session, id and body) on another replica is not run
+    again: the bridged request claims its id like a relayed one; the same id with another body is
+    refused."""
+    upstream = start_2026_upstream(procs)
+    gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, GW_ARGS)
+    async with CarefulClient(gw1.url) as client:
+        await client.initialize()
+        args = {"name": "slow_count", "arguments": {"steps": 2, "delay": 0.1}}
+        first = await client.request("tools/call", args, request_id=5)
+        client.url = gw2.url
+        repeat = await client.request("tools/call", args, request_id=5)
+        echo = {"name": "echo", "arguments": {"text": "x"}}
+        other = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": echo}
+        refused = await client.http.post(gw1.url, json=other, headers=client.headers())
+    assert first["result"]["content"][0]["text"] == "counted 2"
+    assert repeat == first
+    assert refused.status_code == 409
+    assert refused.json()["error"]["message"].startswith("Invalid Request: request id already used")
+    async with httpx.AsyncClient() as plain:
+        stats = (await plain.get(upstream.removesuffix("/mcp") + "/stats")).json()
+    assert stats["started"] == 1  # the tool ran once

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -26,6 +27,10 @@ from gateway.bridging.onto_2026.listen import Subscriptions, listen
 from gateway.bridging.onto_2026.pins import EraPins
 from gateway.bridging.onto_2026.rounds import BridgedStream, Call, Rounds
 from gateway.metrics import Metrics
+from gateway.replay.idempotent import Idempotency
+from gateway.replay.outcomes import Outcome
+from gateway.replay.replays import Recorded, Replays, body_hash
+from gateway.store.claims import Claim, Claims
 from gateway.store.limits import Limiter
 from gateway.store.sessions import SessionRecord, SessionStore, new_record
 from gateway.streams.relay import Relay
@@ -52,6 +57,10 @@ class Onto2026:
         caller: Caller,
         answers: Answers,
         subscriptions: Subscriptions,
+        claims: Claims,
+        replays: Replays,
+        idempotency: Idempotency,
+        replica: str,
         headers: HeaderPolicy,
         limiter: Limiter,
         metrics: Metrics,
@@ -63,6 +72,10 @@ class Onto2026:
         tracer: Tracer = NOOP,
     ) -> None:
         self._subscriptions = subscriptions
+        self._claims = claims
+        self._replays = replays
+        self._idempotency = idempotency
+        self._replica = replica
         self._listen_check = listen_check
         self._pins = pins
         self._pools = pools
@@ -120,15 +133,15 @@ class Onto2026:
         try:
             if body.initialize is not None:
                 return await self._initialize(request, pool, body)
+            if body.requests:
+                self._counted.inc(len(body.requests))
+                return await self._claimed(request, pool, body)
             record = await self._session(request, pool)
             for message in body.messages:
                 if message.is_response:
                     await self._answers.put(record.id, message.raw)  # an answer to an input request
-            if not body.requests:
-                # transports §Sending Messages: only notifications/responses -> 202 Accepted
-                return Response(status_code=202, headers={"Mcp-Session-Id": record.id})
-            self._counted.inc(len(body.requests))
-            return await self._requests(request, record, body)
+            # transports §Sending Messages: only notifications/responses -> 202 Accepted
+            return Response(status_code=202, headers={"Mcp-Session-Id": record.id})
         except errors.GatewayError as exc:
             return error_response(exc, body.first_id)
 
@@ -176,7 +189,39 @@ class Onto2026:
         payload = {"jsonrpc": "2.0", "id": init.id, "result": result}
         return Response(json.dumps(payload), media_type=protocol.JSON, headers={"Mcp-Session-Id": session_id})
 
-    async def _requests(self, request: Request, record: SessionRecord, body: Body) -> Response:
+    async def _claimed(self, request: Request, pool: str | None, body: Body) -> Response:
+        """Claim the request ids first, as the relayed path does: a repeat (a load balancer's retry)
+        is answered from the first copy, never run twice."""
+        session_id = request.headers.get(H_SESSION)
+        if not session_id:
+            # transports §Session Management: requests after initialize without the id -> 400
+            raise errors.MissingSession("Bad Request: Mcp-Session-Id header is required")
+        digest = body_hash(body)
+        claim = Claim(body_hash=digest, stream=cursor.new_stream_id(), replica=self._replica, at=time.time())
+        ids = body.request_ids
+        record, taken = await self._claims.load_and_claim(session_id, request.state.principal, pool, ids, claim)
+        if taken is not None:
+            self._metrics.replays.inc()
+            first = await self._replays.resolve(record, body, digest, taken)
+            if isinstance(first, Recorded):
+                return Response(first.body, status_code=first.status, media_type=protocol.JSON, headers=_sid(record))
+            return sse_response(self._relay.deliver(record, first.stream, 0), _sid(record))
+        for message in body.messages:
+            if message.is_response:
+                await self._answers.put(record.id, message.raw)  # an answer to an input request
+        outcome = Outcome(self._claims, record.id, ids, claim, self._idempotency)
+        try:
+            return await self._requests(request, record, body, claim.stream, outcome)
+        except errors.UpstreamUnavailable:
+            await outcome.not_sent()  # never reached the upstream: a retry may run it
+            raise
+        except errors.GatewayError as exc:
+            await outcome.failed(exc)
+            raise
+
+    async def _requests(
+        self, request: Request, record: SessionRecord, body: Body, stream: str, outcome: Outcome
+    ) -> Response:
         init: dict[str, Any] = json.loads(record.init_params)
         instance = record.instance if self._pools.is_healthy(record.instance) else self._pools.pick(record.pool)
         call = Call(
@@ -185,7 +230,7 @@ class Onto2026:
             instance=instance,
             headers=self._base_headers(request, record.pool),
             init=init,
-            stream=cursor.new_stream_id(),
+            stream=stream,
             input_timeout=self._input_timeout,
             log_level=await self._subscriptions.log_level(record.id),
         )
@@ -194,12 +239,12 @@ class Onto2026:
             only: Message = body.requests[0]
             own = await self._subscriptions.answer(record.id, only.raw)
             if own is not None:
-                return Response(json.dumps(own), media_type=protocol.JSON, headers={"Mcp-Session-Id": record.id})
+                return await outcome.deliver(Response(json.dumps(own), media_type=protocol.JSON, headers=_sid(record)))
             sent = translate.upstream_message(only.raw, init, only.id, call.log_level)
             first = await self._caller.send(call.pool, instance, call.headers, sent, init)
             if first.message is not None and not translate.is_input_required(first.message):
-                answer = translate.to_2025(first.message, only.id)
-                return Response(json.dumps(answer), media_type=protocol.JSON, headers={"Mcp-Session-Id": record.id})
+                answer = json.dumps(translate.to_2025(first.message, only.id))
+                return await outcome.deliver(Response(answer, media_type=protocol.JSON, headers=_sid(record)))
         rounds = Rounds(self._caller, self._answers, call, self._max_line, self._subscriptions.answer)
         response = BridgedStream(rounds.events(body.requests, first), rounds.close)
         stream, opened = await self._relay.open_stream(
@@ -246,3 +291,7 @@ class Onto2026:
 def _close_all(responses: list[UpstreamResponse]) -> None:
     for response in responses:
         response.close()
+
+
+def _sid(record: SessionRecord) -> dict[str, str]:
+    return {"Mcp-Session-Id": record.id}

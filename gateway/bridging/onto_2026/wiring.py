@@ -9,9 +9,9 @@ from gateway.bridging.onto_2026.endpoint import Onto2026
 from gateway.bridging.onto_2026.listen import Subscriptions
 from gateway.bridging.onto_2026.pins import EraPins, parse_pins
 from gateway.config import Settings
-from gateway.http.wiring import StoreSide
+from gateway.http.wiring import StoreSide, StreamSide
 from gateway.metrics import Metrics
-from gateway.streams.relay import Relay
+from gateway.replay.replays import Replays
 from gateway.tracing.api import Tracer
 from gateway.upstream.client import HeaderPolicy, UpstreamClient
 from gateway.upstream.pools import Pools
@@ -24,7 +24,8 @@ def build_onto_2026(
     pools: Pools,
     store: StoreSide,
     upstream: UpstreamClient,
-    relay: Relay,
+    streams: StreamSide,
+    replica: str,
     headers: HeaderPolicy,
     metrics: Metrics,
     tracer: Tracer,
@@ -39,7 +40,11 @@ def build_onto_2026(
         pins=pins,
         pools=pools,
         sessions=store.sessions,
-        relay=relay,
+        relay=streams.relay,
+        claims=store.claims,
+        replays=Replays(store.claims, store.event_log, streams.liveness, wait=settings.request_timeout),
+        idempotency=store.idempotency,
+        replica=replica,
         caller=Caller(upstream, ToolHeaders(), settings.max_body_bytes),
         answers=Answers(store.redis, store.keys, ttl=settings.stream_idle_timeout),
         subscriptions=Subscriptions(store.redis, store.keys, ttl=settings.session_ttl),
