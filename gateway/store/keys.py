@@ -11,6 +11,7 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:{G}:n:{S}          shard channel: the pump announces each new seq ('r' = lease released)
     {prefix}:{G}:reinit         string lock while a new upstream session is being established
     {prefix}:{G}:ba:{S}         list   a 2025 client's answers to bridged input requests of stream S
+    {prefix}:{G}:bc:{S}         set    ids of bridged requests on stream S the client cancelled
     {prefix}:{G}:bsubs          set    resource URIs a bridged 2025 client subscribed to (its listen filter)
     {prefix}:{G}:blog           string the log level a bridged 2025 client set (sent in each request's _meta)
     {prefix}:{G}:reqs           hash   request-id claims: `r:<id>` -> claim JSON, `o:<n>` -> `r:<id>`, `#` count
@@ -69,6 +70,10 @@ class Keys:
     def bridge_answers(self, session: str, stream: str) -> str:
         """A 2025 client's answers to the input requests a 2026-07-28 upstream asked on stream S."""
         return f"{self._session_tag(session)}:ba:{stream}"
+
+    def bridge_cancelled(self, session: str, stream: str) -> str:
+        """Ids of the bridged requests answered on stream S that the client cancelled."""
+        return f"{self._session_tag(session)}:bc:{stream}"
 
     def bridge_subscriptions(self, session: str) -> str:
         """The resource URIs a bridged 2025 client subscribed to (the filter of its listen stream)."""

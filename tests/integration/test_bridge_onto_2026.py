@@ -334,3 +334,41 @@ async def test_a_repeated_request_is_answered_from_the_first_copy(
     async with httpx.AsyncClient() as plain:
         stats = (await plain.get(upstream.removesuffix("/mcp") + "/stats")).json()
     assert stats["started"] == 1  # the tool ran once
+
+
+async def test_cancelled_notification_on_another_replica_closes_the_upstream_request(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    """2025 notifications/cancelled, POSTed to any replica, becomes the 2026-07-28 cancellation
+    (the replica running the call closes its upstream request): the tool does not finish."""
+    upstream = start_2026_upstream(procs)
+    gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, GW_ARGS)
+    async with CarefulClient(gw1.url) as client:
+        await client.initialize()
+        call = {
+            "jsonrpc": "2.0",
+            "id": 3,
+            "method": "tools/call",
+            "params": {"name": "slow_count", "arguments": {"steps": 30, "delay": 0.2}, "_meta": {"progressToken": 1}},
+        }
+        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3, "reason": "bored"}}
+        async with client.http.stream("POST", gw1.url, json=call, headers=client.headers()) as response:
+            seen: list[dict[str, Any]] = []
+            async for event in iter_sse(response):
+                message = event.json() if event.data.strip() else None
+                if isinstance(message, dict):
+                    seen.append(message)
+                    if len(seen) == 1:
+                        posted = await client.http.post(gw2.url, json=cancel, headers=client.headers())
+                        assert posted.status_code == 202
+                    if message.get("id") == 3:
+                        break
+    assert seen[-1]["error"]["message"] == "Request cancelled by the client"
+    assert len(seen) < 30  # it ended long before the tool would have
+    async with httpx.AsyncClient() as plain:
+        for _ in range(50):
+            stats = (await plain.get(upstream.removesuffix("/mcp") + "/stats")).json()
+            if stats["cancelled"]:
+                break
+            await asyncio.sleep(0.1)
+    assert stats == {"started": 1, "finished": 0, "cancelled": 1}

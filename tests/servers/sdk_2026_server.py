@@ -11,7 +11,7 @@ UnsupportedProtocolVersion). Tools: `echo`, `add`, `whoami`, `slow_count` (progr
 `shout` (logs its text), `regional` (its `region` parameter carries `x-mcp-header: Region`), `touch` (publishes a
 `resources/updated` of its `uri` and a tool-list change to the `subscriptions/listen` streams).
 `GET /healthz`, `GET /seen` (the `Mcp-*` headers of every tools/call it served), `GET /stats`
-(slow_count started/finished).
+(slow_count started/finished/cancelled).
 """
 
 from __future__ import annotations
@@ -65,10 +65,14 @@ def build_server(name: str, seen: list[dict[str, str]], stats: dict[str, int]) -
     async def slow_count(ctx: Context, steps: int = 5, delay: float = 0.2) -> str:
         """One progress notification per step, `delay` seconds apart."""
         stats["started"] += 1
-        for i in range(1, steps + 1):
-            await ctx.report_progress(i, steps, f"step {i}/{steps}")
-            if i < steps:
-                await asyncio.sleep(delay)
+        try:
+            for i in range(1, steps + 1):
+                await ctx.report_progress(i, steps, f"step {i}/{steps}")
+                if i < steps:
+                    await asyncio.sleep(delay)
+        except BaseException:  # cancelled: the request's connection closed (2026-07-28)
+            stats["cancelled"] += 1
+            raise
         stats["finished"] += 1
         return f"counted {steps}"
 
@@ -132,7 +136,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     seen: list[dict[str, str]] = []
-    stats = {"started": 0, "finished": 0}
+    stats = {"started": 0, "finished": 0, "cancelled": 0}
     server = build_server(args.name, seen, stats)
 
     @server.custom_route("/healthz", methods=["GET"])  # type: ignore[untyped-decorator]

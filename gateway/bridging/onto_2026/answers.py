@@ -57,6 +57,20 @@ class Answers:
                 await pipe.execute()
         return True
 
+    async def cancel(self, session: str, stream: str, request_id: Any) -> None:
+        """Note that the client cancelled `request_id`, answered on `stream` (notifications/cancelled)."""
+        key = self._keys.bridge_cancelled(session, stream)
+        with translated():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(key, json.dumps(request_id))
+                pipe.pexpire(key, self._ttl_ms)
+                await pipe.execute()
+
+    async def cancelled(self, session: str, stream: str, request_id: Any) -> bool:
+        with translated():
+            found = await self._redis.sismember(self._keys.bridge_cancelled(session, stream), json.dumps(request_id))
+        return bool(found)
+
     async def collect(self, session: str, stream: str, ids: Collection[str], timeout: float) -> dict[str, Any]:
         """The answers to `ids` (by id), as many as arrived within `timeout` seconds."""
         key = self._keys.bridge_answers(session, stream)

@@ -44,6 +44,7 @@ DIRECTION = "2025-to-2026"
 # 2026-07-28 has no client-to-server notifications on this wire (cancellation is closing the
 # response): a 2025 client's notifications are accepted and go no further.
 MCP_PREFIX = "mcp-"
+CANCELLED = "notifications/cancelled"
 
 
 class Onto2026:
@@ -140,6 +141,8 @@ class Onto2026:
             for message in body.messages:
                 if message.is_response:
                     await self._answers.put(record.id, message.raw)  # an answer to an input request
+                elif message.method == CANCELLED:
+                    await self._cancel(record, message.raw.get("params"))
             # transports §Sending Messages: only notifications/responses -> 202 Accepted
             return Response(status_code=202, headers={"Mcp-Session-Id": record.id})
         except errors.GatewayError as exc:
@@ -188,6 +191,16 @@ class Onto2026:
         result = translate.initialize_result(answer["result"], version)
         payload = {"jsonrpc": "2.0", "id": init.id, "result": result}
         return Response(json.dumps(payload), media_type=protocol.JSON, headers={"Mcp-Session-Id": session_id})
+
+    async def _cancel(self, record: SessionRecord, params: Any) -> None:
+        """2025 utilities/cancellation: the request's claim names its stream, whose running call
+        closes its upstream request (2026-07-28 cancellation) at its next look."""
+        request_id = params.get("requestId") if isinstance(params, dict) else None
+        if request_id is None:
+            return
+        claim = await self._claims.get(record.id, request_id)
+        if claim is not None and not claim.status:
+            await self._answers.cancel(record.id, claim.stream, request_id)
 
     async def _claimed(self, request: Request, pool: str | None, body: Body) -> Response:
         """Claim the request ids first, as the relayed path does: a repeat (a load balancer's retry)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 # The gateway's own answer to a request it serves itself (None: the upstream's to answer).
 Local = Callable[[str, Mapping[str, Any]], Awaitable[dict[str, Any] | None]]
 MAX_ROUNDS = 16  # input-required rounds of one request before the gateway gives up
+CANCEL_CHECK = 1.0  # s between looks for the client's notifications/cancelled while a call runs
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Rounds:
         self._call = call
         self._max_line = max_line
         self.open: UpstreamResponse | None = None  # the upstream stream being read (closed with us)
+        self._cancelled = False  # the client cancelled the request being read
 
     def close(self) -> None:
         if self.open is not None:
@@ -88,11 +91,17 @@ class Rounds:
             answer: dict[str, Any] | None = reply.message
             if reply.stream is not None:
                 answer = None
-                async for item in self._read(reply.stream, sent["id"]):
+                async for item in self._read(reply.stream, sent["id"], request.id):
                     if isinstance(item, bytes):
                         yield item
                     else:
                         answer = item
+            if self._cancelled:
+                # `_read` closed the upstream request (2026-07-28 cancellation); the 2025 client
+                # ignores an answer to a request it cancelled, and the stream ends with one.
+                self._cancelled = False
+                yield sse.encode(error_message(request.id, "Request cancelled by the client"))
+                return
             if answer is None:
                 return  # the upstream ended without answering: the pump answers the id with an error
             if not translate.is_input_required(answer):
@@ -117,17 +126,36 @@ class Rounds:
                     yield sse.encode(error_message(request.id, f"Input request {key!r} failed: {why}"))
                     return
                 responses[key] = given["result"]
+            if await self._answers.cancelled(self._call.session, self._call.stream, request.id):
+                yield sse.encode(error_message(request.id, "Request cancelled by the client"))
+                return
             sent = translate.retry_message(
                 sent, f"{request.id}~{round_ + 1}", responses, translate.request_state(answer)
             )
         yield sse.encode(error_message(request.id, f"Upstream asked for input more than {MAX_ROUNDS} times"))
 
-    async def _read(self, response: UpstreamResponse, answer_id: Any) -> AsyncIterator[bytes | dict[str, Any]]:
-        """The upstream stream's notifications (as events to relay) and its answer (a dict)."""
+    async def _read(
+        self, response: UpstreamResponse, answer_id: Any, client_id: Any
+    ) -> AsyncIterator[bytes | dict[str, Any]]:
+        """The upstream stream's notifications (as events to relay) and its answer (a dict); ends
+        without an answer when the client cancelled the request (the upstream connection closes:
+        2026-07-28 basic/patterns/cancellation) or the upstream ended the stream."""
         self.open = response
         parser = sse.Parser(self._max_line)
+        looked = time.monotonic()
         try:
-            async for chunk in response.chunks():
+            while True:
+                try:
+                    chunk = await response.next_chunk(max(looked + CANCEL_CHECK - time.monotonic(), 0.0))
+                except TimeoutError:
+                    chunk = b""
+                if chunk is None:
+                    return
+                if time.monotonic() - looked >= CANCEL_CHECK:
+                    looked = time.monotonic()
+                    if await self._answers.cancelled(self._call.session, self._call.stream, client_id):
+                        self._cancelled = True
+                        return
                 for event in parser.feed(chunk):
                     if not event.data:
                         continue
