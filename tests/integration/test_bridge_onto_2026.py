@@ -372,3 +372,15 @@ async def test_cancelled_notification_on_another_replica_closes_the_upstream_req
                 break
             await asyncio.sleep(0.1)
     assert stats == {"started": 1, "finished": 0, "cancelled": 1}
+
+
+async def test_initialize_skips_an_unreachable_instance(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_2026_upstream(procs)
+    (gw,) = gateway_cluster(1, {"default": [f"http://127.0.0.1:{free_port()}/mcp", upstream]}, key_prefix, GW_ARGS)
+    for _ in range(3):  # round robin would pick the unreachable instance for one of them
+        async with CarefulClient(gw.url) as client:
+            assert (await client.initialize())["serverInfo"]["name"] == "u1"
+            answer = await client.request("tools/call", {"name": "whoami", "arguments": {}})
+            assert answer["result"]["content"][0]["text"] == "u1"

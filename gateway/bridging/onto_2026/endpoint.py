@@ -23,6 +23,7 @@ from gateway.asgi.responses import error_response, read_body, sse_response
 from gateway.bridging.onto_2026 import translate
 from gateway.bridging.onto_2026.answers import Answers
 from gateway.bridging.onto_2026.calls import Caller, Reply
+from gateway.bridging.onto_2026.handshake import discover
 from gateway.bridging.onto_2026.listen import Subscriptions, listen
 from gateway.bridging.onto_2026.pins import EraPins
 from gateway.bridging.onto_2026.rounds import BridgedStream, Call, Rounds
@@ -157,19 +158,8 @@ class Onto2026:
         params = init.raw.get("params")
         params = params if isinstance(params, dict) else {}
         pool = self._pools.get(pool_name)
-        instance = self._pools.pick(pool.name)
-        discover = {"jsonrpc": "2.0", "id": init.id, "method": "server/discover"}
-        reply = await self._caller.send(
-            pool.name,
-            instance,
-            self._base_headers(request, pool.name),
-            translate.upstream_message(discover, params, init.id),
-            params,
-        )
-        if reply.stream is not None:
-            reply.stream.close()
-            raise errors.UpstreamError("Bad upstream answer: server/discover answered as a stream")
-        answer = reply.message or {}
+        headers = self._base_headers(request, pool.name)
+        instance, answer = await discover(self._caller, self._pools, pool.name, headers, params, init.id)
         if not isinstance(answer.get("result"), dict):
             return Response(json.dumps(translate.to_2025(answer, init.id)), media_type=protocol.JSON)
         offered = params.get("protocolVersion")
