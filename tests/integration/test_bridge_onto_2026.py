@@ -1,14 +1,11 @@
 """Era bridging, part B, with real processes: 2025-era clients (the SDK's `ClientSession` at
-2025-11-25 and `Client(mode="legacy")`, and raw HTTP) through gateway replicas in front of an SDK
-server that speaks only 2026-07-28 (`tests/servers/sdk_2026_server.py`), `--upstream-era default=2026`."""
+2025-11-25 and `Client(mode="legacy")`, the TypeScript SDK client, raw HTTP) through gateway replicas
+in front of an SDK server that speaks only 2026-07-28 (`tests/servers/sdk_2026_server.py`,
+`--upstream-era default=2026`): the handshake, requests and answers, metrics and the bridge's span."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
-import sys
 from typing import Any
 
 import httpx
@@ -20,32 +17,13 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 
 from interop import harness
-from tests.integration.careful_client import CarefulClient, ReceivedEvent, iter_sse
+from tests.integration.bridge_2026 import GW_ARGS, bridged_count, start_2026_upstream
+from tests.integration.careful_client import CarefulClient, iter_sse
 from tests.integration.clients import call_with_progress, sdk_client, text_of
-from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer
-from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port
-
-SERVER = REPO_ROOT / "tests" / "servers" / "sdk_2026_server.py"
-GW_ARGS = ("--log-format", "text", "--upstream-era", "default=2026")
-BRIDGED = "mcpgw_bridged_requests_total"
-
-
-def start_2026_upstream(procs: ProcessGroup, name: str = "u1") -> str:
-    port = free_port()
-    proc = procs.start(f"sdk2026-{name}-{port}", [sys.executable, str(SERVER), "--port", str(port), "--name", name])
-    proc.wait_http(f"http://127.0.0.1:{port}/healthz", timeout=20)
-    return f"http://127.0.0.1:{port}/mcp"
-
-
-def bridged_count(gateways: list[GatewayProc]) -> float:
-    total = 0.0
-    for gw in gateways:
-        if not gw.proc.alive():
-            continue
-        for line in httpx.get(f"{gw.base_url}/metrics").text.splitlines():
-            if line.startswith(BRIDGED + "{") and 'direction="2025-to-2026"' in line:
-                total += float(line.rsplit(" ", 1)[1])
-    return total
+from tests.integration.conftest import StartGateways, StartLoadBalancer
+from tests.integration.otlp import otlp_receiver
+from tests.integration.procs import ProcessGroup, free_port
+from tests.integration.test_tracing import has, one, traceparent, tracing_env
 
 
 async def elicit_name(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
@@ -143,74 +121,6 @@ async def test_2025_03_26_batch_is_split_and_notifications_are_accepted(
     assert bridged_count([gw]) == 3  # initialize and the batch's two requests
 
 
-async def test_elicitation_answer_posted_to_another_replica(
-    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
-) -> None:
-    upstream = start_2026_upstream(procs)
-    gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, GW_ARGS)
-    async with CarefulClient(gw1.url) as client:
-        client.initialize_result = None
-        init = {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {"elicitation": {}},
-            "clientInfo": {"name": "careful-client", "version": "0"},
-        }
-        client.initialize_result = (await client.request("initialize", init))["result"]
-        call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "ask", "arguments": {}}}
-        async with client.http.stream("POST", gw1.url, json=call, headers=client.headers()) as response:
-            assert response.status_code == 200
-            final = None
-            async for event in iter_sse(response):
-                message = event.json()
-                if isinstance(message, dict) and message.get("method") == "elicitation/create":
-                    assert message["params"]["message"] == "What is your name?"
-                    reply = {
-                        "jsonrpc": "2.0",
-                        "id": message["id"],
-                        "result": {"action": "accept", "content": {"name": "Bob"}},
-                    }
-                    posted = await client.http.post(gw2.url, json=reply, headers=client.headers())
-                    assert posted.status_code == 202  # collected by gw2, in Redis, for gw1's round
-                elif isinstance(message, dict) and message.get("id") == 9:
-                    final = message
-                    break
-    assert final is not None and final["result"]["content"][0]["text"] == "hello Bob from u1"
-
-
-async def test_sigkill_of_the_replica_running_a_bridged_call_answers_its_id_with_an_error(
-    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
-) -> None:
-    """2026-07-28 has no resumption: the upstream call dies with the replica that holds it. The
-    client's stream is in Redis; the replica that adopts it cannot re-open the upstream request and
-    answers the pending id with a JSON-RPC error, which the client's resume delivers (no hang)."""
-    upstream = start_2026_upstream(procs)
-    gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, GW_ARGS)
-    killed: list[int] = []
-
-    def kill_after_first_progress(event: ReceivedEvent, events: list[ReceivedEvent]) -> bool:
-        message = event.message
-        if not killed and isinstance(message, dict) and message.get("method") == "notifications/progress":
-            os.kill(gw1.proc.pid, signal.SIGKILL)
-            killed.append(gw1.proc.pid)
-            return True
-        return False
-
-    async with CarefulClient(gw1.url) as client:
-        await client.initialize()
-        result = await client.call_tool_resumable(
-            "slow_count",
-            {"steps": 20, "delay": 0.3},
-            drop_when=kill_after_first_progress,
-            resume_url=gw2.url,
-            resume_timeout=20.0,
-        )
-    assert killed
-    assert "error" in result.response, result.response
-    assert "could not be resumed" in result.response["error"]["message"]
-    progress = [p["progress"] for p in result.progress()]
-    assert progress[:1] == [1] and progress == sorted(set(progress))  # each logged event once, in order
-
-
 @pytest.mark.parametrize("version", ["2025-03-26", "2025-06-18"])
 async def test_older_clients_negotiate_their_own_version(
     version: str, procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
@@ -221,79 +131,6 @@ async def test_older_clients_negotiate_their_own_version(
         assert (await client.initialize())["protocolVersion"] == version
         answer = await client.request("tools/call", {"name": "add", "arguments": {"a": 2, "b": 3}})
     assert answer["result"]["structuredContent"] == {"result": 5}
-
-
-async def test_standalone_stream_is_an_upstream_listen_that_follows_subscriptions_on_any_replica(
-    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
-) -> None:
-    upstream = start_2026_upstream(procs)
-    gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, GW_ARGS)
-    async with CarefulClient(gw1.url) as client:
-        caps = (await client.initialize())["capabilities"]
-        assert caps["resources"] == {"subscribe": True, "listChanged": True}
-        other = CarefulClient(gw2.url, http=client.http)
-        other.session_id, other.initialize_result = client.session_id, client.initialize_result
-        listen = client.headers(accept="text/event-stream", post=False)
-        async with client.http.stream("GET", gw1.url, headers=listen) as stream:
-            assert stream.status_code == 200
-            events = iter_sse(stream)
-
-            async def touch(uri: str) -> list[dict[str, Any]]:
-                """Touch `uri`; the notifications up to the tool-list change the server sends after it."""
-                await other.request("tools/call", {"name": "touch", "arguments": {"uri": uri}})
-                got: list[dict[str, Any]] = []
-                async for event in events:
-                    if event.data.strip():
-                        got.append(event.json())
-                        if got[-1]["method"] == "notifications/tools/list_changed":
-                            return got
-                raise AssertionError("the standalone stream ended")
-
-            assert (await other.request("resources/subscribe", {"uri": "res://a"}))["result"] == {}
-            # The replica pumping the GET stream listens again with the new filter at its next look
-            # (every second); until then a touch only announces the tool-list change.
-            updated = {"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "res://a"}}
-            for _ in range(40):
-                got = await touch("res://a")
-                if updated in got:  # the subscription id of the listen stream does not cross
-                    break
-                await asyncio.sleep(0.25)
-            else:
-                raise AssertionError("no resources/updated for the subscribed URI")
-            assert {m["method"] for m in await touch("res://b")} == {"notifications/tools/list_changed"}
-            assert await other.delete_session() == 200  # DELETE ends the session and its listen stream
-            async with asyncio.timeout(30):
-                async for _ in events:
-                    pass
-
-
-async def test_ping_and_log_level_are_kept_by_the_gateway(
-    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
-) -> None:
-    """2026-07-28 removed ping and logging/setLevel: the gateway answers them, and sends the level
-    in each later request's _meta (without it the server sends no log notifications)."""
-    upstream = start_2026_upstream(procs)
-    gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, GW_ARGS)
-    async with CarefulClient(gw1.url) as client:
-        await client.initialize()
-        assert (await client.request("ping"))["result"] == {}
-
-        async def logs_of_a_shout(url: str) -> list[Any]:
-            call = {
-                "jsonrpc": "2.0",
-                "id": f"s{client.next_id()}",
-                "method": "tools/call",
-                "params": {"name": "shout", "arguments": {"text": "hey"}},
-            }
-            async with client.http.stream("POST", url, json=call, headers=client.headers()) as response:
-                if response.headers["content-type"].startswith("application/json"):
-                    return []
-                messages = [e.json() async for e in iter_sse(response) if e.data.strip()]
-            return [m["params"]["data"] for m in messages if m.get("method") == "notifications/message"]
-
-        assert await logs_of_a_shout(gw1.url) == []
-        assert (await client.request("logging/setLevel", {"level": "info"}))["result"] == {}
-        assert await logs_of_a_shout(gw2.url) == ["hey"]  # the level is the session's, on any replica
 
 
 def test_ts_sdk_client_progress_and_resume_through_the_bridge(
@@ -310,70 +147,6 @@ def test_ts_sdk_client_progress_and_resume_through_the_bridge(
     assert str(run.detail["protocolVersion"]).startswith("2025-")
 
 
-async def test_a_repeated_request_is_answered_from_the_first_copy(
-    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
-) -> None:
-    """A load balancer's retry of a POST (same session, id and body) on another replica is not run
-    again: the bridged request claims its id like a relayed one; the same id with another body is
-    refused."""
-    upstream = start_2026_upstream(procs)
-    gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, GW_ARGS)
-    async with CarefulClient(gw1.url) as client:
-        await client.initialize()
-        args = {"name": "slow_count", "arguments": {"steps": 2, "delay": 0.1}}
-        first = await client.request("tools/call", args, request_id=5)
-        client.url = gw2.url
-        repeat = await client.request("tools/call", args, request_id=5)
-        echo = {"name": "echo", "arguments": {"text": "x"}}
-        other = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": echo}
-        refused = await client.http.post(gw1.url, json=other, headers=client.headers())
-    assert first["result"]["content"][0]["text"] == "counted 2"
-    assert repeat == first
-    assert refused.status_code == 409
-    assert refused.json()["error"]["message"].startswith("Invalid Request: request id already used")
-    async with httpx.AsyncClient() as plain:
-        stats = (await plain.get(upstream.removesuffix("/mcp") + "/stats")).json()
-    assert stats["started"] == 1  # the tool ran once
-
-
-async def test_cancelled_notification_on_another_replica_closes_the_upstream_request(
-    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
-) -> None:
-    """2025 notifications/cancelled, POSTed to any replica, becomes the 2026-07-28 cancellation
-    (the replica running the call closes its upstream request): the tool does not finish."""
-    upstream = start_2026_upstream(procs)
-    gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, GW_ARGS)
-    async with CarefulClient(gw1.url) as client:
-        await client.initialize()
-        call = {
-            "jsonrpc": "2.0",
-            "id": 3,
-            "method": "tools/call",
-            "params": {"name": "slow_count", "arguments": {"steps": 30, "delay": 0.2}, "_meta": {"progressToken": 1}},
-        }
-        cancel = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 3, "reason": "bored"}}
-        async with client.http.stream("POST", gw1.url, json=call, headers=client.headers()) as response:
-            seen: list[dict[str, Any]] = []
-            async for event in iter_sse(response):
-                message = event.json() if event.data.strip() else None
-                if isinstance(message, dict):
-                    seen.append(message)
-                    if len(seen) == 1:
-                        posted = await client.http.post(gw2.url, json=cancel, headers=client.headers())
-                        assert posted.status_code == 202
-                    if message.get("id") == 3:
-                        break
-    assert seen[-1]["error"]["message"] == "Request cancelled by the client"
-    assert len(seen) < 30  # it ended long before the tool would have
-    async with httpx.AsyncClient() as plain:
-        for _ in range(50):
-            stats = (await plain.get(upstream.removesuffix("/mcp") + "/stats")).json()
-            if stats["cancelled"]:
-                break
-            await asyncio.sleep(0.1)
-    assert stats == {"started": 1, "finished": 0, "cancelled": 1}
-
-
 async def test_initialize_skips_an_unreachable_instance(
     procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
 ) -> None:
@@ -384,3 +157,28 @@ async def test_initialize_skips_an_unreachable_instance(
             assert (await client.initialize())["serverInfo"]["name"] == "u1"
             answer = await client.request("tools/call", {"name": "whoami", "arguments": {}})
             assert answer["result"]["content"][0]["text"] == "u1"
+
+
+async def test_the_bridge_is_its_own_span_between_the_request_and_the_upstream_call(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_2026_upstream(procs)
+    async with otlp_receiver() as receiver, CarefulClient(f"{upstream}-unused") as client:
+        (gw,) = gateway_cluster(1, {"default": upstream}, key_prefix, GW_ARGS, env=tracing_env(receiver))
+        client.url = gw.url
+        await client.initialize()
+        tp, trace_id, client_span = traceparent()
+        body = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "t"}},
+        }
+        response = await client.http.post(gw.url, json=body, headers={**client.headers(), "traceparent": tp})
+        assert response.json()["result"]["content"][0]["text"] == "t"
+        spans = await receiver.wait_for(has("upstream POST", trace_id), "the bridged call's upstream POST")
+    server = one(spans, "tools/call echo", trace_id)
+    assert server.parent_span_id == client_span
+    bridge = one(spans, "mcp.bridge", trace_id, **{"mcp.bridge.direction": "2025-to-2026"})
+    assert bridge.parent_span_id == server.span_id
+    assert one(spans, "upstream POST", trace_id).parent_span_id == bridge.span_id
