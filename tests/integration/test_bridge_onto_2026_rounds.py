@@ -13,8 +13,34 @@ import httpx
 
 from tests.integration.bridge_2026 import GW_ARGS, start_2026_upstream
 from tests.integration.careful_client import CarefulClient, ReceivedEvent, iter_sse
-from tests.integration.conftest import StartGateways
+from tests.integration.conftest import GatewayProc, StartGateways
 from tests.integration.procs import ProcessGroup
+from tests.integration.redis_topologies import LocalCluster
+
+
+async def elicit_across(client: CarefulClient, gw1: GatewayProc, gw2: GatewayProc) -> dict[str, Any] | None:
+    """Initialize with the elicitation capability on gw1, call `ask` there, answer its
+    elicitation/create on gw2; the call's final answer."""
+    init = {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {"elicitation": {}},
+        "clientInfo": {"name": "careful-client", "version": "0"},
+    }
+    client.initialize_result = (await client.request("initialize", init))["result"]
+    call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "ask", "arguments": {}}}
+    async with client.http.stream("POST", gw1.url, json=call, headers=client.headers()) as response:
+        assert response.status_code == 200
+        async for event in iter_sse(response):
+            message = event.json()
+            if isinstance(message, dict) and message.get("method") == "elicitation/create":
+                assert message["params"]["message"] == "What is your name?"
+                content = {"action": "accept", "content": {"name": "Bob"}}
+                reply = {"jsonrpc": "2.0", "id": message["id"], "result": content}
+                posted = await client.http.post(gw2.url, json=reply, headers=client.headers())
+                assert posted.status_code == 202  # collected by gw2, in Redis, for gw1's round
+            elif isinstance(message, dict) and message.get("id") == 9:
+                return message
+    return None
 
 
 async def test_elicitation_answer_posted_to_another_replica(
@@ -23,32 +49,25 @@ async def test_elicitation_answer_posted_to_another_replica(
     upstream = start_2026_upstream(procs)
     gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, GW_ARGS)
     async with CarefulClient(gw1.url) as client:
-        client.initialize_result = None
-        init = {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {"elicitation": {}},
-            "clientInfo": {"name": "careful-client", "version": "0"},
-        }
-        client.initialize_result = (await client.request("initialize", init))["result"]
-        call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "ask", "arguments": {}}}
-        async with client.http.stream("POST", gw1.url, json=call, headers=client.headers()) as response:
-            assert response.status_code == 200
-            final = None
-            async for event in iter_sse(response):
-                message = event.json()
-                if isinstance(message, dict) and message.get("method") == "elicitation/create":
-                    assert message["params"]["message"] == "What is your name?"
-                    reply = {
-                        "jsonrpc": "2.0",
-                        "id": message["id"],
-                        "result": {"action": "accept", "content": {"name": "Bob"}},
-                    }
-                    posted = await client.http.post(gw2.url, json=reply, headers=client.headers())
-                    assert posted.status_code == 202  # collected by gw2, in Redis, for gw1's round
-                elif isinstance(message, dict) and message.get("id") == 9:
-                    final = message
-                    break
+        final = await elicit_across(client, gw1, gw2)
     assert final is not None and final["result"]["content"][0]["text"] == "hello Bob from u1"
+
+
+async def test_bridged_state_on_a_redis_cluster(
+    redis_cluster: LocalCluster, procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    """The bridge's keys share the session's hash tag: answers, subscriptions and the log level work
+    on a 3-primary Cluster (its scripts and pipelines stay in one slot)."""
+    upstream = start_2026_upstream(procs)
+    gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, (*GW_ARGS, *redis_cluster.gateway_args()))
+    async with CarefulClient(gw1.url) as client:
+        final = await elicit_across(client, gw1, gw2)
+        assert final is not None and final["result"]["content"][0]["text"] == "hello Bob from u1"
+        client.url = gw2.url
+        assert (await client.request("resources/subscribe", {"uri": "res://a"}))["result"] == {}
+        assert (await client.request("logging/setLevel", {"level": "info"}))["result"] == {}
+        answer = await client.request("tools/call", {"name": "add", "arguments": {"a": 1, "b": 1}})
+        assert answer["result"]["structuredContent"] == {"result": 2}
 
 
 async def test_sigkill_of_the_replica_running_a_bridged_call_answers_its_id_with_an_error(
