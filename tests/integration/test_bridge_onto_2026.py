@@ -30,6 +30,14 @@ async def elicit_name(context: Any, params: types.ElicitRequestParams) -> types.
     return types.ElicitResult(action="accept", content={"name": "Ada"})
 
 
+async def sample(context: Any, params: types.CreateMessageRequestParams) -> types.CreateMessageResult:
+    return types.CreateMessageResult(role="assistant", content=types.TextContent(type="text", text="blue"), model="m")
+
+
+async def roots(context: Any) -> types.ListRootsResult:
+    return types.ListRootsResult(roots=[types.Root(uri="file:///work/", name="work")])
+
+
 async def test_sdk_clients_through_three_replicas_behind_a_load_balancer(
     procs: ProcessGroup,
     gateway_cluster: StartGateways,
@@ -61,13 +69,17 @@ async def test_sdk_clients_through_three_replicas_behind_a_load_balancer(
     async with (
         httpx2.AsyncClient() as http,
         streamable_http_client(url, http_client=http) as (read, write),
-        ClientSession(read, write, elicitation_callback=elicit_name) as session,
+        ClientSession(
+            read, write, elicitation_callback=elicit_name, sampling_callback=sample, list_roots_callback=roots
+        ) as session,
     ):
         init = await session.initialize()
         assert init.protocol_version == "2025-11-25"
         assert init.server_info.name == "u1"  # from server/discover's _meta serverInfo
         answer = await session.call_tool("ask", {})
         assert text_of(answer) == "hello Ada from u1"  # the input-required round, as elicitation/create
+        assert text_of(await session.call_tool("muse", {"topic": "sky"})) == "the model said blue"  # sampling
+        assert text_of(await session.call_tool("rooted", {})) == "file:///work/"  # roots/list
     assert bridged_count(gateways) >= 7
 
 

@@ -8,6 +8,7 @@ server that speaks only 2026-07-28 refuses: a POST without `MCP-Protocol-Version
 way the SDK's own modern entry refuses a version it does not support (400, -32602
 UnsupportedProtocolVersion). Tools: `echo`, `add`, `whoami`, `slow_count` (progress), `ask`
 (elicits a name through `Resolve(...)`/`Elicit(...)`: an input-required result at 2026-07-28),
+`muse` (samples the client's model), `rooted` (lists the client's roots),
 `shout` (logs its text), `regional` (its `region` parameter carries `x-mcp-header: Region`), `touch` (publishes a
 `resources/updated` of its `uri` and a tool-list change to the `subscriptions/listen` streams).
 `GET /healthz`, `GET /seen` (the `Mcp-*` headers of every tools/call it served), `GET /stats`
@@ -22,10 +23,11 @@ from collections.abc import Sequence
 from typing import Annotated
 
 import uvicorn
-from mcp.server.mcpserver import Context, Elicit, MCPServer, Resolve
+from mcp.server.mcpserver import Context, Elicit, ListRoots, MCPServer, Resolve, Sample
 from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.subscriptions import ResourceUpdated, ToolsListChanged
+from mcp_types import CreateMessageResult, ListRootsResult, SamplingMessage, TextContent
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -40,6 +42,14 @@ class Name(BaseModel):
 
 def ask_name() -> Elicit[Name]:
     return Elicit("What is your name?", Name)
+
+
+def ask_model(topic: str) -> Sample:
+    return Sample([SamplingMessage(role="user", content=TextContent(type="text", text=topic))], max_tokens=20)
+
+
+def ask_roots() -> ListRoots:
+    return ListRoots()
 
 
 def build_server(name: str, seen: list[dict[str, str]], stats: dict[str, int]) -> MCPServer:
@@ -93,6 +103,17 @@ def build_server(name: str, seen: list[dict[str, str]], stats: dict[str, int]) -
     def ask(who: Annotated[Name, Resolve(ask_name)]) -> str:
         """Greet the user, whose name is asked (elicitation)."""
         return f"hello {who.name} from {name}"
+
+    @server.tool()
+    def muse(topic: str, said: Annotated[CreateMessageResult, Resolve(ask_model)]) -> str:
+        """What the client's model said about `topic` (sampling/createMessage)."""
+        text = said.content.text if isinstance(said.content, TextContent) else "?"
+        return f"the model said {text}"
+
+    @server.tool()
+    def rooted(roots: Annotated[ListRootsResult, Resolve(ask_roots)]) -> str:
+        """The client's root URIs (roots/list)."""
+        return " ".join(str(root.uri) for root in roots.roots)
 
     @server.tool()
     def regional(region: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Region"})], query: str) -> str:
