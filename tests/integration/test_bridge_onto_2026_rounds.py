@@ -239,3 +239,31 @@ async def test_cancelled_notification_on_another_replica_closes_the_upstream_req
                 break
             await asyncio.sleep(0.1)
     assert stats == {"started": 1, "finished": 0, "cancelled": 1}
+
+
+async def test_an_ended_standalone_stream_resumes_into_a_new_listen(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    """A quiet standalone stream ends at the stream idle bound; the client's resume (GET with the
+    Last-Event-ID it holds) gets a new listen stream, not the upstream's refusal of a GET."""
+    upstream = start_2026_upstream(procs)
+    gw1, gw2 = gateway_cluster(2, {"default": upstream}, key_prefix, (*GW_ARGS, "--stream-idle-timeout", "1"))
+    async with CarefulClient(gw1.url) as client:
+        await client.initialize()
+        last: str | None = None
+        async with client.http.stream(
+            "GET", gw1.url, headers=client.headers(accept="text/event-stream", post=False)
+        ) as r:
+            assert r.status_code == 200
+            async for event in iter_sse(r):  # ends: nothing happens upstream for a second
+                last = event.id or last
+        assert last is not None  # 2025-11-25: the priming event named the stream
+        resume = client.headers(accept="text/event-stream", post=False, last_event_id=last)
+        async with client.http.stream("GET", gw2.url, headers=resume) as r:
+            assert r.status_code == 200
+            events = iter_sse(r)
+            await client.request("tools/call", {"name": "touch", "arguments": {"uri": "res://z"}})
+            async for event in events:
+                if event.data.strip():
+                    assert event.json()["method"] == "notifications/tools/list_changed"
+                    break

@@ -24,7 +24,7 @@ from gateway.bridging.onto_2026 import translate
 from gateway.bridging.onto_2026.answers import Answers
 from gateway.bridging.onto_2026.calls import Caller, Reply
 from gateway.bridging.onto_2026.handshake import discover
-from gateway.bridging.onto_2026.listen import Subscriptions, listen
+from gateway.bridging.onto_2026.listen import Subscriptions, listen, open_listen
 from gateway.bridging.onto_2026.pins import EraPins
 from gateway.bridging.onto_2026.rounds import BridgedStream, Call, Rounds
 from gateway.metrics import Metrics
@@ -32,6 +32,7 @@ from gateway.replay.idempotent import Idempotency
 from gateway.replay.outcomes import Outcome
 from gateway.replay.replays import Recorded, Replays, body_hash
 from gateway.store.claims import Claim, Claims
+from gateway.store.eventlog import EventLog
 from gateway.store.limits import Limiter
 from gateway.store.sessions import SessionRecord, SessionStore, new_record
 from gateway.streams.relay import Relay
@@ -56,6 +57,7 @@ class Onto2026:
         pools: Pools,
         sessions: SessionStore,
         relay: Relay,
+        log_: EventLog,
         caller: Caller,
         answers: Answers,
         subscriptions: Subscriptions,
@@ -83,6 +85,7 @@ class Onto2026:
         self._pools = pools
         self._sessions = sessions
         self._relay = relay
+        self._log = log_
         self._caller = caller
         self._answers = answers
         self._headers = headers
@@ -98,11 +101,26 @@ class Onto2026:
     async def takes(self, request: Request, pool: str | None) -> bool:
         """Whether this request of a 2025-era client is the bridge's (a resume is the sessionful
         endpoint's: the stream is in the event log like any other)."""
-        if not self._pins.any_modern():
+        if not self._pins.any_modern() or await self._pins.era_of(self._pools.get(pool).name) != "2026":
             return False
         if request.method == "GET" and H_LAST_EVENT_ID in request.headers:
+            return await self._listen_ended(request)
+        return True
+
+    async def _listen_ended(self, request: Request) -> bool:
+        """A resume of a standalone stream that ended with the client holding all of it (its
+        upstream listen stream ended, or idled out): a new listen, not the relayed path's GET,
+        which a 2026-07-28 upstream refuses (transports §Listening for Messages: the client may GET
+        at any time). Anything else (a malformed id included) is the relayed path's resume."""
+        session = request.headers.get(H_SESSION)
+        try:
+            position = cursor.parse_event_id(request.headers[H_LAST_EVENT_ID])
+        except errors.GatewayError:
             return False
-        return await self._pins.era_of(self._pools.get(pool).name) == "2026"
+        if not session or not protocol.valid_session_id(session):
+            return False
+        meta = await self._log.meta(session, position.stream)
+        return meta is not None and meta.kind == "get" and meta.done and position.seq >= meta.seq - 1
 
     async def handle(self, request: Request, pool: str | None, version: str) -> Response:
         if request.method == "POST":
@@ -262,17 +280,23 @@ class Onto2026:
         protocol.check_get_accept(request.headers.get("accept"))
         record = await self._session(request, pool)
         instance = record.instance if self._pools.is_healthy(record.instance) else self._pools.pick(record.pool)
-        holder: list[UpstreamResponse] = []
+        call = {
+            "pool": record.pool,
+            "instance": instance,
+            "headers": self._base_headers(request, record.pool),
+            "init": json.loads(record.init_params),
+        }
+        first = await open_listen(self._caller, self._subscriptions, record.id, call, self._max_line)
+        if first is None:
+            # transports §Listening for Messages: a server without a stream for the client answers 405
+            raise errors.MethodNotAllowed("Method Not Allowed: the upstream refused subscriptions/listen")
+        holder: list[UpstreamResponse] = [first.listen.response]
         events = listen(
             self._caller,
             self._subscriptions,
+            first,
             session=record.id,
-            call={
-                "pool": record.pool,
-                "instance": instance,
-                "headers": self._base_headers(request, record.pool),
-                "init": json.loads(record.init_params),
-            },
+            call=call,
             check=self._listen_check,
             max_line=self._max_line,
             holder=holder,

@@ -160,9 +160,29 @@ async def _open(
     return None
 
 
+@dataclass(frozen=True)
+class Opened:
+    """An acknowledged listen stream: its filter's URIs, the stream, the events behind the ack."""
+
+    uris: frozenset[str]
+    listen: Listen
+    behind: list[bytes]
+
+
+async def open_listen(
+    caller: Caller, subscriptions: Subscriptions, session: str, call: Mapping[str, Any], max_line: int
+) -> Opened | None:
+    """The session's first listen stream, acknowledged (so a notification sent once the client has
+    its stream's headers reaches it); None when the session is gone or the upstream refused."""
+    uris = await subscriptions.uris(session)
+    opened = await _open(caller, uris, call, max_line) if uris is not None else None
+    return Opened(uris, *opened) if uris is not None and opened is not None else None
+
+
 async def listen(
     caller: Caller,
     subscriptions: Subscriptions,
+    first: Opened,
     *,
     session: str,
     call: Mapping[str, Any],
@@ -170,16 +190,13 @@ async def listen(
     max_line: int,
     holder: list[UpstreamResponse],
 ) -> AsyncIterator[bytes]:
-    """The events of a bridged standalone stream. `call`: pool, instance, headers, init (the client's
-    initialize params); `holder` keeps the open upstream response (closed with the stream).
+    """The events of a bridged standalone stream, from its `first` listen stream on. `call`: pool,
+    instance, headers, init (the client's initialize params); `holder` keeps the open upstream
+    response (closed with the stream).
 
     A changed filter opens the new listen stream before the old one closes (make before break), so
     no notification falls between them; one may come twice (they are idempotent signals)."""
-    uris = await subscriptions.uris(session)
-    opened = await _open(caller, uris, call, max_line) if uris is not None else None
-    if opened is None:
-        return
-    current, behind = opened
+    uris, current, behind = first.uris, first.listen, first.behind
     holder[:] = [current.response]
     try:
         for event in behind:

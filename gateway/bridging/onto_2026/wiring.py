@@ -41,6 +41,7 @@ def build_onto_2026(
         pools=pools,
         sessions=store.sessions,
         relay=streams.relay,
+        log_=store.event_log,
         claims=store.claims,
         replays=Replays(store.claims, store.event_log, streams.liveness, wait=settings.request_timeout),
         idempotency=store.idempotency,
