@@ -22,7 +22,7 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -64,7 +64,10 @@ async def legacy_session(client: httpx.AsyncClient, url: str) -> dict[str, str]:
     return headers
 
 
-async def call(client: httpx.AsyncClient, url: str, body: dict[str, Any], headers: dict[str, str]) -> float:
+async def call(
+    client: httpx.AsyncClient, ids: Iterator[int], url: str, body: dict[str, Any], headers: dict[str, str]
+) -> float:
+    body = {**body, "id": next(ids)}  # a session's request ids must not repeat (basic §Requests)
     started = time.perf_counter()
     async with client.stream("POST", url, json=body, headers=headers) as response:
         payload = await response.aread()
@@ -96,6 +99,7 @@ async def run(n: int) -> None:
         argv += ["--upstream", f"native={upstream}", "--upstream", f"bridged={upstream}"]
         argv += ["--upstream-era", "bridged=2026", "--key-prefix", f"bench-bridge-{secrets.token_hex(3)}"]
         gateway = f"http://127.0.0.1:{start(group, 'gateway', argv, 'readyz')}/mcp"
+        ids = itertools.count(1)
         async with httpx.AsyncClient(timeout=30) as client:
             bridged_headers = await legacy_session(client, f"{gateway}/bridged")
             for tool, arguments, progress in (("echo", {"text": "x"}, False), ("slow_count", {"steps": 1}, True)):
@@ -111,10 +115,10 @@ async def run(n: int) -> None:
                 samples: dict[str, list[float]] = {label: [] for label in targets}
                 for target in targets.values():  # warm-up (and the bridged replica learns the tools)
                     for _ in range(5):
-                        await call(client, *target)
+                        await call(client, ids, *target)
                 for _, (label, target) in itertools.product(range(ROUNDS), targets.items()):
                     for _ in range(n // ROUNDS):
-                        samples[label].append(await call(client, *target))
+                        samples[label].append(await call(client, ids, *target))
                 print(f"tools/call {tool}{' with progress' if progress else ''}:")
                 for label, values in samples.items():
                     print(f"  {label:30s} {summary(values)}")
