@@ -4,8 +4,10 @@ The gateway owns the session: `initialize` is answered from the upstream's `serv
 session record keeps the client's version and its initialize params (info and capabilities, sent
 upstream in every request's `_meta`), and each request goes upstream statelessly. An answer that
 is one JSON message and final goes back as JSON; anything else (progress, input-required rounds,
-a batch) becomes a resumable stream in the session's event log (`rounds.py`). Resuming a stream
-(GET with Last-Event-ID) is the sessionful endpoint's, unchanged.
+a batch) becomes a resumable stream in the session's event log (`rounds.py`); the standalone GET
+stream is an upstream subscriptions/listen (`listen.py`). Resuming a stream (GET with
+Last-Event-ID) is the sessionful endpoint's, unchanged, but for a standalone stream that ended.
+Request ids are claimed as on the relayed path (`replay/`), so a repeat never runs twice.
 """
 
 from __future__ import annotations
@@ -43,9 +45,9 @@ from gateway.wire import cursor, protocol
 from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, Body, Message
 
 DIRECTION = "2025-to-2026"
-# 2026-07-28 has no client-to-server notifications on this wire (cancellation is closing the
-# response): a 2025 client's notifications are accepted and go no further.
 MCP_PREFIX = "mcp-"
+# 2026-07-28 has no client-to-server notifications on this wire (cancellation is closing the
+# response): a 2025 client's notifications are accepted and go no further, but for this one.
 CANCELLED = "notifications/cancelled"
 
 
@@ -99,8 +101,9 @@ class Onto2026:
         self._counted = metrics.bridged.labels(DIRECTION)
 
     async def takes(self, request: Request, pool: str | None) -> bool:
-        """Whether this request of a 2025-era client is the bridge's (a resume is the sessionful
-        endpoint's: the stream is in the event log like any other)."""
+        """Whether this request of a 2025-era client is the bridge's: every request to a pool pinned
+        to 2026, but a resume (the sessionful endpoint's: the stream is in the event log like any
+        other) other than that of an ended standalone stream."""
         if not self._pins.any_modern() or await self._pins.era_of(self._pools.get(pool).name) != "2026":
             return False
         if request.method == "GET" and H_LAST_EVENT_ID in request.headers:
