@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from gateway.bridging.onto_2026.headers import encode_value, header_map, routing_headers
+from gateway.bridging.onto_2026.headers import encode_value, header_map, routing_headers, without_invalid_tools
 
 SCHEMA = {
     "type": "object",
@@ -58,3 +58,12 @@ def test_absent_values_send_no_header_and_other_methods_name_their_field() -> No
     read = {"method": "resources/read", "params": {"uri": "file:///a b"}}
     assert routing_headers(read, None)["Mcp-Name"] == encode_value("file:///a b")
     assert "Mcp-Name" not in routing_headers({"method": "tools/list"}, None)
+
+
+def test_tools_with_invalid_annotations_are_left_out_of_the_list() -> None:
+    bad = {"name": "bad", "inputSchema": {"properties": {"x": {"type": "number", "x-mcp-header": "X"}}}}
+    good = {"name": "good", "inputSchema": SCHEMA}
+    answer = {"jsonrpc": "2.0", "id": 1, "result": {"tools": [bad, good], "nextCursor": "c"}}
+    assert without_invalid_tools(answer) == {"jsonrpc": "2.0", "id": 1, "result": {"tools": [good], "nextCursor": "c"}}
+    clean = {"jsonrpc": "2.0", "id": 1, "result": {"tools": [good]}}
+    assert without_invalid_tools(clean) is clean

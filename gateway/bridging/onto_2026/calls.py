@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import errors
-from gateway.bridging.onto_2026.headers import HeaderMap, header_map, routing_headers
+from gateway.bridging.onto_2026.headers import HeaderMap, header_map, routing_headers, without_invalid_tools
 from gateway.bridging.onto_2026.translate import upstream_message
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
 from gateway.wire import protocol
@@ -69,6 +69,7 @@ class Caller:
             reply = await self._once(pool, instance, base, message)
         if reply.message is not None and message.get("method") == "tools/list":
             self.tools.learn(pool, reply.message.get("result"))
+            reply = Reply(message=without_invalid_tools(reply.message))
         return reply
 
     async def _once(self, pool: str, instance: str, base: Mapping[str, str], message: Mapping[str, Any]) -> Reply:

@@ -8,11 +8,14 @@ input schema, each value encoded per §Value Encoding.
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from gateway.bridging.onto_2026.translate import MODERN, NAME_FIELDS
+
+log = logging.getLogger(__name__)
 
 X_MCP_HEADER = "x-mcp-header"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 §5.6.2 token
@@ -96,3 +99,17 @@ def routing_headers(message: Mapping[str, Any], params_map: HeaderMap | None) ->
             if text is not None:  # §Schema Extension: no value at the path -> no header
                 headers[f"Mcp-Param-{name}"] = encode_value(text)
     return headers
+
+
+def without_invalid_tools(answer: dict[str, Any]) -> dict[str, Any]:
+    """A tools/list answer without the tools whose `x-mcp-header` annotations are invalid (§Schema
+    Extension: a client MUST exclude them; the gateway is the upstream's client here)."""
+    result = answer.get("result")
+    tools = result.get("tools") if isinstance(result, dict) else None
+    if not isinstance(result, dict) or not isinstance(tools, list):
+        return answer
+    kept = [t for t in tools if not isinstance(t, dict) or header_map(t.get("inputSchema")) is not None]
+    if len(kept) == len(tools):
+        return answer
+    log.warning("tools/list: %d tool(s) with invalid x-mcp-header annotations left out", len(tools) - len(kept))
+    return {**answer, "result": {**result, "tools": kept}}
