@@ -138,6 +138,12 @@ class Metrics:
         )
         self.sessions_created = Counter("mcpgw_sessions_created_total", "Gateway sessions created", registry=r)
         self.sessions_deleted = Counter("mcpgw_sessions_deleted_total", "Gateway sessions deleted", registry=r)
+        self.bridged = Counter(
+            "mcpgw_bridged_requests_total",
+            "Requests bridged across protocol eras, by direction (client era-to upstream era)",
+            ["direction"],
+            registry=r,
+        )
         self.active_pumps = Gauge("mcpgw_active_pumps", "Streams this replica pumps now", registry=r)
         self.active_deliveries = Gauge("mcpgw_active_deliveries", "Open client SSE connections", registry=r)
         self.upstream_connections = Gauge(

@@ -20,6 +20,7 @@ GROUPS: Mapping[str, tuple[str, ...]] = {
         "request_timeout",
         "upstream_pool_size",
         "forward_authorization",
+        "upstream_era",
         "upstream_acquire_timeout",
     ),
     "store": (

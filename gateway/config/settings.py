@@ -238,6 +238,11 @@ class Settings(BaseSettings):
         description="Task tools that ask for input before their long work: `POOL=NAME[,...]`; a call without "
         "`inputResponses` is forwarded synchronously, the one with the answers becomes the task.",
     )
+    upstream_era: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Pin a pool's upstream era `POOL=ERA` (ERA: `auto`, `2025` or `2026`); repeatable, `;` separates; "
+        "`2026` bridges 2025-era clients onto a 2026-07-28-only upstream (`auto`: as the client speaks).",
+    )
     task_ttl: float = Field(3600.0, gt=0, description="Lifetime of a gateway-served task from its creation, s.")
     task_poll_interval: int = Field(1000, ge=1, description="`pollIntervalMs` suggested to task clients, ms.")
     response_cache: bool = Field(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from gateway.bridging.onto_2026.wiring import build_onto_2026
 from gateway.config import Settings
 from gateway.config.specs import csv
 from gateway.eras.sessionful import SessionfulEndpoint
@@ -136,4 +137,7 @@ def build_gateway(
         keys=store.keys,
         loop=asyncio.get_running_loop(),
         tracer=tracer,
+        onto_2026=build_onto_2026(
+            settings, pools, store, upstream, streams, replica, admission.headers, metrics, tracer
+        ),
     )

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.bridging.onto_2026.endpoint import Onto2026
 from gateway.config import Settings
 from gateway.eras.sessionful import SessionfulEndpoint
 from gateway.eras.stateless import StatelessEndpoint
@@ -39,6 +40,7 @@ class Gateway:
     keys: Keys
     loop: asyncio.AbstractEventLoop
     tracer: Tracer = NOOP
+    onto_2026: Onto2026 | None = None  # 2025-era clients of pools pinned to a 2026-07-28 upstream
     drain_started: float | None = None
     _request_counters: dict[tuple[str, int, str], Any] = field(default_factory=dict)
 

@@ -115,6 +115,8 @@ async def mcp_endpoint(request: Request, gateway: Gateway | None = None) -> Resp
         era = protocol.header_version(request.headers.get(protocol.H_VERSION))
         if protocol.is_stateless(era):
             response = await gateway.stateless.handle(request, pool)
+        elif gateway.onto_2026 is not None and await gateway.onto_2026.takes(request, pool):
+            response = await gateway.onto_2026.handle(request, pool, era)
         elif request.method == "POST":
             response = await gateway.sessionful.post(request, pool, era)
         elif request.method == "GET":

@@ -10,6 +10,10 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:{G}:lease:{S}      string replica id of the pump (expires with the stream)
     {prefix}:{G}:n:{S}          shard channel: the pump announces each new seq ('r' = lease released)
     {prefix}:{G}:reinit         string lock while a new upstream session is being established
+    {prefix}:{G}:ba:{S}         list   a 2025 client's answers to bridged input requests of stream S
+    {prefix}:{G}:bc:{S}         set    ids of bridged requests on stream S the client cancelled
+    {prefix}:{G}:bsubs          set    resource URIs a bridged 2025 client subscribed to (its listen filter)
+    {prefix}:{G}:blog           string the log level a bridged 2025 client set (sent in each request's _meta)
     {prefix}:{G}:reqs           hash   request-id claims: `r:<id>` -> claim JSON, `o:<n>` -> `r:<id>`, `#` count
     {prefix}:idem:{H}           string Idempotency-Key record, H = hash of (principal, key)
     {prefix}:replica:{R}        string liveness of replica R (short PX, renewed by its heartbeat)
@@ -62,6 +66,22 @@ class Keys:
     def notify(self, session: str, stream: str) -> str:
         """The shard channel of one stream (same slot as its keys: SPUBLISH from the append script)."""
         return f"{self._session_tag(session)}:n:{stream}"
+
+    def bridge_answers(self, session: str, stream: str) -> str:
+        """A 2025 client's answers to the input requests a 2026-07-28 upstream asked on stream S."""
+        return f"{self._session_tag(session)}:ba:{stream}"
+
+    def bridge_cancelled(self, session: str, stream: str) -> str:
+        """Ids of the bridged requests answered on stream S that the client cancelled."""
+        return f"{self._session_tag(session)}:bc:{stream}"
+
+    def bridge_subscriptions(self, session: str) -> str:
+        """The resource URIs a bridged 2025 client subscribed to (the filter of its listen stream)."""
+        return f"{self._session_tag(session)}:bsubs"
+
+    def bridge_log_level(self, session: str) -> str:
+        """The level of a bridged 2025 client's logging/setLevel (2026-07-28 sends it per request)."""
+        return f"{self._session_tag(session)}:blog"
 
     def replica(self, replica: str) -> str:
         """Liveness of one replica: exists while its heartbeat runs (paused or dead: it expires)."""

@@ -1,0 +1,1 @@
+"""Era bridging: clients of one MCP era in front of upstreams that speak only another."""
