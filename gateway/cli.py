@@ -35,7 +35,11 @@ from gateway.http.server import LeanHttpToolsProtocol
 WORKER_ARGV = "MCPGW_WORKER_ARGV"
 
 # flags that may be given many times
-REPEATABLE = frozenset({"upstream", "allowed_origins", "health_probe", "task_tools", "task_sync_input"})
+REPEATABLE = frozenset(
+    {"upstream", "allowed_origins", "health_probe", "task_tools", "task_sync_input", "virtual_servers"}
+)
+# extra spellings of a flag: the singular reads better when repeated
+ALIASES = {"virtual_servers": ("--virtual-server",)}
 
 
 def build_parser(prog: str = "mcp-gateway", description: str | None = __doc__) -> argparse.ArgumentParser:
@@ -44,7 +48,7 @@ def build_parser(prog: str = "mcp-gateway", description: str | None = __doc__) -
         flag = "--" + name.replace("_", "-")
         help_text = f"{field.description} (env MCPGW_{name.upper()})"
         if name in REPEATABLE:
-            parser.add_argument(flag, action="append", dest=name, default=None, help=help_text)
+            parser.add_argument(flag, *ALIASES.get(name, ()), action="append", dest=name, default=None, help=help_text)
         elif field.annotation is bool:  # a bare `--redis-cluster` means true; `--flag false` also works
             parser.add_argument(flag, dest=name, default=None, nargs="?", const="true", help=help_text)
         else:

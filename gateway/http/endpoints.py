@@ -22,6 +22,7 @@ from gateway.tasks.passthrough import TaskRoutes
 from gateway.tracing.api import Tracer
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient
+from gateway.virtual.wiring import build_virtual
 
 
 @dataclass(frozen=True)
@@ -117,6 +118,21 @@ def build_gateway(
                 store.redis, store.keys, default_ttl_ms=int(settings.task_ttl * 1000), max_line=settings.sse_max_line
             ),
             cache=cache,
+        ),
+        virtual=build_virtual(
+            plan.virtual,
+            pools=pools,
+            redis=store.redis,
+            keys=store.keys,
+            sessions=store.sessions,
+            event_log=store.event_log,
+            relay=streams.relay,
+            upstream=upstream,
+            headers=admission.headers,
+            limiter=store.limiter,
+            metrics=metrics,
+            max_body=settings.max_body_bytes,
+            replica=replica,
         ),
         guard=admission.guard,
         supervisor=supervisor,

@@ -19,6 +19,7 @@ from gateway.streams.relay import Relay
 from gateway.supervisor import Supervisor
 from gateway.tracing.api import NOOP, Tracer
 from gateway.upstream.pools import Pools
+from gateway.virtual.endpoint import VirtualEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class Gateway:
     keys: Keys
     loop: asyncio.AbstractEventLoop
     tracer: Tracer = NOOP
+    virtual: VirtualEndpoint | None = None  # `--virtual-server`s, served at /mcp/NAME
     drain_started: float | None = None
     _request_counters: dict[tuple[str, int, str], Any] = field(default_factory=dict)
 

@@ -115,7 +115,9 @@ async def mcp_endpoint(request: Request, gateway: Gateway | None = None) -> Resp
     try:
         await gateway.guard.admit(request)
         era = protocol.header_version(request.headers.get(protocol.H_VERSION))
-        if protocol.is_stateless(era):
+        if gateway.virtual is not None and gateway.virtual.serves(pool):
+            response = await gateway.virtual.handle(request, pool, era)  # type: ignore[arg-type]
+        elif protocol.is_stateless(era):
             response = await gateway.stateless.handle(request, pool)
         elif request.method == "POST":
             response = await gateway.sessionful.post(request, pool, era)

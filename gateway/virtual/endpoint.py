@@ -1,0 +1,233 @@
+"""The HTTP side of a virtual server (`/mcp/NAME`): initialize, requests, resume, DELETE.
+
+Sessionful eras only, one message per POST. A call that a member answers with a stream is relayed
+through the event log like any session's (resumable on any replica: its stream id names the member).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway import __version__, errors, logs
+from gateway.asgi.responses import (
+    RelayedResponse,
+    StreamSlot,
+    client_headers,
+    error_response,
+    iterate,
+    read_body,
+    sse_response,
+)
+from gateway.metrics import Metrics
+from gateway.store.eventlog import EventLog
+from gateway.store.limits import Limiter
+from gateway.store.sessions import SessionStore, new_record
+from gateway.streams.relay import Relay
+from gateway.virtual.calls import BROADCAST, Calls
+from gateway.virtual.members import Members
+from gateway.virtual.merging import LISTS, initialize_result
+from gateway.virtual.naming import VirtualServer, member_of_stream, member_stream_id
+from gateway.virtual.record import UP, VirtualSession, VirtualSessions
+from gateway.wire import cursor, protocol
+from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, Message
+
+log = logging.getLogger("gateway.virtual.endpoint")
+
+
+def _result(request_id: Any, result: Any, session_id: str) -> Response:
+    body = json.dumps({"jsonrpc": "2.0", "id": request_id, "result": result})
+    return Response(body, media_type=protocol.JSON, headers={H_SESSION: session_id})
+
+
+class VirtualEndpoint:
+    def __init__(
+        self,
+        *,
+        servers: tuple[VirtualServer, ...],
+        members: Members,
+        sessions: VirtualSessions,
+        store: SessionStore,
+        log_: EventLog,
+        relay: Relay,
+        limiter: Limiter,
+        metrics: Metrics,
+        max_body: int,
+        replica: str,
+    ) -> None:
+        self._servers = {s.name: s for s in servers}
+        self._members = members
+        self._calls = Calls(members)
+        self._sessions = sessions
+        self._store = store
+        self._log = log_
+        self._relay = relay
+        self._limiter = limiter
+        self._metrics = metrics
+        self._max_body = max_body
+        self._replica = replica
+        self._slots = itertools.count()
+
+    def serves(self, name: str | None) -> bool:
+        return name is not None and name in self._servers
+
+    async def handle(self, request: Request, name: str, version: str) -> Response:
+        server = self._servers[name]
+        if protocol.is_stateless(version):
+            raise errors.InvalidRequest(f"Invalid Request: virtual server {name!r} serves sessionful clients only")
+        if request.method == "POST":
+            return await self._post(request, server, version)
+        if request.method == "GET":
+            return await self._get(request, server)
+        return await self._delete(request, server)
+
+    async def _load(self, request: Request, server: VirtualServer) -> VirtualSession:
+        session_id = request.headers.get(H_SESSION)
+        if not session_id:
+            # transports §Session Management: requests after initialize without the id -> 400
+            raise errors.MissingSession("Bad Request: Mcp-Session-Id header is required")
+        return await self._sessions.load(session_id, request.state.principal, server)
+
+    # --- POST -----------------------------------------------------------------------------------
+
+    async def _post(self, request: Request, server: VirtualServer, version: str) -> Response:
+        protocol.check_post_headers(request.headers.get("content-type"), request.headers.get("accept"))
+        raw = await read_body(request, self._max_body)
+        body = protocol.parse_body(raw, version)
+        if body.first_id is not None:
+            logs.request_var.set(str(body.first_id))
+        try:
+            if body.is_batch:
+                raise errors.InvalidRequest("Invalid Request: a virtual server takes one message per POST")
+            if body.initialize is not None:
+                return await self._initialize(request, server, body.initialize)
+            vs = await self._load(request, server)
+            message = body.messages[0]
+            if not message.is_request:
+                await self._pass_on(vs, message, request)
+                return Response(status_code=202, headers={H_SESSION: vs.record.id})
+            return await self._request(request, server, vs, message)
+        except errors.GatewayError as exc:
+            return error_response(exc, body.first_id)
+
+    async def _initialize(self, request: Request, server: VirtualServer, init: Message) -> Response:
+        params = init.raw.get("params")
+        opened = await asyncio.gather(*(self._members.open(p, params, request.headers) for p in server.members))
+        results = {m.pool: r for m, r in opened if r is not None}
+        if not results:
+            raise errors.UpstreamUnavailable(f"No member of virtual server {server.name!r} is available")
+        for member, _ in opened:
+            if member.state != UP:
+                log.warning("virtual server %s: member %s is down at initialize", server.name, member.pool)
+        first = results[next(p for p in server.members if p in results)]
+        version = str(first.get("protocolVersion") or protocol.DEFAULT_VERSION)
+        session_id = protocol.new_session_id()
+        await self._limiter.admit_session(request.state.client_key, session_id)
+        record = new_record(
+            session_id,
+            pool=server.name,
+            instance="",
+            upstream_sid="",
+            protocol=version,
+            principal=request.state.principal,
+            init_params=params,
+        )
+        await self._sessions.create(record, [m for m, _ in opened])
+        self._metrics.sessions_created.inc()
+        return _result(init.id, initialize_result(server, version, results, __version__), session_id)
+
+    async def _pass_on(self, vs: VirtualSession, message: Message, request: Request) -> None:
+        """A notification or a response from the client goes to every member that is up (the
+        gateway sent each its own `initialized` already)."""
+        if message.method == "notifications/initialized":
+            return
+        payload = json.dumps(message.raw).encode()
+
+        async def one(pool: str) -> None:
+            member = vs.members[pool]
+            if member.state == UP:
+                try:
+                    _, response = await self._members.send(vs.record, member, request.headers, payload)
+                    response.close()
+                except errors.GatewayError as exc:
+                    log.info("virtual session %s: %s not passed to %s: %s", vs.record.id[:8], message.method, pool, exc)
+
+        await asyncio.gather(*(one(pool) for pool in vs.members))
+
+    async def _request(self, request: Request, server: VirtualServer, vs: VirtualSession, message: Message) -> Response:
+        raw_params = message.raw.get("params")
+        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+        if message.method == "ping":
+            return _result(message.id, {}, vs.record.id)
+        kind = LISTS.get(str(message.method))
+        if kind is not None:
+            result = await self._calls.merged_list(server, vs, kind, params, request.headers)
+            return _result(message.id, result, vs.record.id)
+        if message.method in BROADCAST:
+            await self._calls.broadcast(vs, message.raw, request.headers)
+            return _result(message.id, {}, vs.record.id)
+        routed = await self._calls.route(server, vs, message.raw, request.headers)
+        payload = json.dumps(routed.message).encode()
+        member, response = await self._members.send(vs.record, routed.member, request.headers, payload)
+        if response.status != 200 or not response.is_sse:
+            return RelayedResponse(await response.read(self._max_body), response.status, response.headers, vs.record.id)
+        slot = StreamSlot(self._limiter, request.state.client_key, f"{self._replica}#{next(self._slots)}")
+        try:
+            if slot.capped:
+                await self._limiter.admit_stream(slot.who, slot.member)
+            session = member.session(vs.record)
+            stream = member_stream_id(server.members.index(member.pool), cursor.new_stream_id())
+            to_client = client_headers(response.headers, vs.record.id)
+            stream, opened = await self._relay.open_stream(
+                session, response, kind="post", pending=(message.id,), stream=stream
+            )
+            return sse_response(self._relay.deliver(session, stream, 0, opened=opened), to_client, slot)
+        except BaseException:
+            response.close()
+            await slot.release()
+            raise
+
+    # --- GET: resume a call's stream ----------------------------------------------------------
+
+    async def _get(self, request: Request, server: VirtualServer) -> Response:
+        protocol.check_get_accept(request.headers.get("accept"))
+        vs = await self._load(request, server)
+        last_event_id = request.headers.get(H_LAST_EVENT_ID)
+        if last_event_id is None:
+            # transports §Listening for Messages: a server without a standalone stream answers 405.
+            raise errors.MethodNotAllowed("Method Not Allowed: no standalone stream on a virtual server yet")
+        position = cursor.parse_event_id(last_event_id)
+        pool = member_of_stream(server, position.stream)
+        meta = await self._log.meta(vs.record.id, position.stream)
+        if pool is None or (meta is None and await self._store.stream_info(vs.record.id, position.stream) is None):
+            raise errors.StreamNotFound("Stream not found for this session")
+        session = vs.members[pool].session(vs.record)
+        first = await self._log.first_seq(vs.record.id, position.stream)
+        decision = cursor.decide(position.seq, meta_seq=meta.seq if meta else None, first_retained=first)
+        self._metrics.resumes.inc()
+        headers = {H_SESSION: vs.record.id}
+        slot = StreamSlot(self._limiter, request.state.client_key, f"{self._replica}#{next(self._slots)}")
+        if slot.capped:
+            await self._limiter.admit_stream(slot.who, slot.member)
+        if isinstance(decision, cursor.Gap):
+            events = await self._relay.gap_events(session, position.stream, decision.reason)
+            return sse_response(iterate(events), headers, slot)
+        trace = meta.trace if meta is not None else ""
+        delivery = self._relay.deliver(session, position.stream, decision.after, resumed=True, trace=trace)
+        return sse_response(delivery, headers, slot)
+
+    # --- DELETE ---------------------------------------------------------------------------------
+
+    async def _delete(self, request: Request, server: VirtualServer) -> Response:
+        vs = await self._load(request, server)
+        await asyncio.gather(*(self._members.close(m, request.headers) for m in vs.members.values()))
+        await self._store.delete(vs.record.id)
+        await self._limiter.release("sessions", request.state.client_key, vs.record.id)
+        self._metrics.sessions_deleted.inc()
+        return Response(status_code=200)

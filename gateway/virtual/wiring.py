@@ -1,0 +1,52 @@
+"""The virtual servers' endpoint built from the sides the composition root already has."""
+
+from __future__ import annotations
+
+from gateway.metrics import Metrics
+from gateway.store.client import Redis
+from gateway.store.eventlog import EventLog
+from gateway.store.keys import Keys
+from gateway.store.limits import Limiter
+from gateway.store.sessions import SessionStore
+from gateway.streams.relay import Relay
+from gateway.upstream.client import HeaderPolicy, UpstreamClient
+from gateway.upstream.pools import Pools
+from gateway.virtual.endpoint import VirtualEndpoint
+from gateway.virtual.members import Members
+from gateway.virtual.naming import VirtualServer
+from gateway.virtual.record import VirtualSessions
+
+
+def build_virtual(
+    servers: tuple[VirtualServer, ...],
+    *,
+    pools: Pools,
+    redis: Redis,
+    keys: Keys,
+    sessions: SessionStore,
+    event_log: EventLog,
+    relay: Relay,
+    upstream: UpstreamClient,
+    headers: HeaderPolicy,
+    limiter: Limiter,
+    metrics: Metrics,
+    max_body: int,
+    replica: str,
+) -> VirtualEndpoint | None:
+    """None when no `--virtual-server` is configured (the request path then never asks)."""
+    if not servers:
+        return None
+    store = VirtualSessions(redis, keys, sessions)
+    members = Members(pools=pools, upstream=upstream, policy=headers, sessions=store, redis=redis, max_body=max_body)
+    return VirtualEndpoint(
+        servers=servers,
+        members=members,
+        sessions=store,
+        store=sessions,
+        log_=event_log,
+        relay=relay,
+        limiter=limiter,
+        metrics=metrics,
+        max_body=max_body,
+        replica=replica,
+    )
