@@ -1,0 +1,192 @@
+"""Virtual servers with real processes: two SDK servers with different tool sets as members, three
+gateway replicas behind a non-sticky load balancer, members and replicas killed mid-session."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from mcp.shared.exceptions import MCPError
+
+from tests.integration.careful_client import CarefulClient
+from tests.integration.clients import HttpTrace, call_with_progress, sdk_client, text_of
+from tests.integration.conftest import StartGateways, StartLoadBalancer, StartSdkUpstream
+from tests.integration.procs import REPO_ROOT, Proc, ProcessGroup, free_port
+from tests.integration.test_failover import assert_exactly_once, kill_pid, pump_pid
+
+NOTES_SERVER = REPO_ROOT / "tests" / "servers" / "sdk_notes_server.py"
+ARGS = ("--log-format", "text", "--health-interval", "0.3", "--health-timeout", "0.3", "--retry-ms", "200")
+VIRTUAL = ("--virtual-server", "all=search,notes")
+
+
+def start_notes(procs: ProcessGroup, name: str, port: int | None = None) -> tuple[str, Proc]:
+    """`sdk_notes_server.py` on `port` (a free one by default); its /mcp URL and process."""
+    port = port or free_port()
+    argv = [sys.executable, str(NOTES_SERVER), "--port", str(port), "--name", name, "--event-store"]
+    proc = procs.start(f"notes-{name}-{port}", argv)
+    proc.wait_http(f"http://127.0.0.1:{port}/healthz", timeout=20)
+    return f"http://127.0.0.1:{port}/mcp", proc
+
+
+async def member_entry(redis_url: str, key_prefix: str, session_id: str, pool: str) -> dict[str, str]:
+    client = aioredis.from_url(redis_url)
+    try:
+        raw = await client.hget(f"{key_prefix}:{{{session_id}}}:session", f"member:{pool}")
+    finally:
+        await client.aclose()
+    assert raw is not None, f"no member entry for {pool}"
+    entry: dict[str, str] = json.loads(raw)
+    return entry
+
+
+async def until_ok(call: object, attempts: int = 60) -> str:
+    """Retry a member call while its member is still down (the health probe has not seen it back)."""
+    assert callable(call)
+    for _ in range(attempts):
+        try:
+            return str(await call())
+        except MCPError:
+            await asyncio.sleep(0.2)
+    raise AssertionError("the member never came back")
+
+
+@pytest.fixture
+def virtual_lb(
+    sdk_upstream: StartSdkUpstream,
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
+    procs: ProcessGroup,
+    key_prefix: str,
+) -> tuple[str, Proc, int]:
+    """Members `search` (sdk_server.py) and `notes` (sdk_notes_server.py) of the virtual server `all`
+    behind three replicas and a load balancer: the virtual server's URL, the notes process, its port."""
+    search = sdk_upstream(name="s1")
+    notes, proc = start_notes(procs, "n1")
+    port = int(notes.split(":")[2].split("/")[0])
+    gateways = gateway_cluster(3, {"search": search, "notes": notes}, key_prefix, (*ARGS, *VIRTUAL))
+    return f"{load_balancer(gateways)}/all", proc, port
+
+
+async def test_one_session_over_two_members(virtual_lb: tuple[str, Proc, int]) -> None:
+    url, _, _ = virtual_lb
+    async with sdk_client(url) as (client, get_sid):
+        assert client.server_info is not None and client.server_info.name == "all"
+        assert "## notes\nn1 keeps notes." in (client.instructions or "")
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert {"search__echo", "search__add", "notes__echo", "notes__note_add"} <= names
+        assert not any(n in names for n in ("echo", "add"))
+        # the same tool name on both members: the prefix picks the member
+        assert text_of(await client.call_tool("search__echo", {"text": "hi"})) == "hi"
+        assert text_of(await client.call_tool("notes__echo", {"text": "hi"})) == "n1:hi"
+        assert text_of(await client.call_tool("search__add", {"a": 2, "b": 3})) == "5"
+        assert text_of(await client.call_tool("notes__note_add", {"text": "x"})) == "1"
+        assert [p.name for p in (await client.list_prompts()).prompts] == ["notes__summary"]
+        prompt = await client.get_prompt("notes__summary", {"topic": "t"})
+        assert "about t" in str(prompt.messages[0].content)
+        assert [str(r.uri) for r in (await client.list_resources()).resources] == ["notes://index"]
+        assert "x" in str((await client.read_resource("notes://index")).contents[0])
+        assert "x" in str((await client.read_resource("notes://0")).contents[0])  # by the member's template
+        with pytest.raises(MCPError, match="Unknown tool"):
+            await client.call_tool("nobody__echo", {"text": "hi"})
+        assert get_sid() is not None
+
+
+async def test_member_killed_and_restarted_mid_session(virtual_lb: tuple[str, Proc, int], procs: ProcessGroup) -> None:
+    url, notes, port = virtual_lb
+    async with sdk_client(url) as (client, get_sid):
+        assert text_of(await client.call_tool("notes__echo", {"text": "a"})) == "n1:a"
+        sid = get_sid()
+        notes.kill(signal.SIGKILL)
+        with pytest.raises(MCPError, match="'notes'"):
+            await client.call_tool("notes__echo", {"text": "b"})
+        # the other member keeps working, and the dead one's tools leave the list
+        assert text_of(await client.call_tool("search__add", {"a": 1, "b": 1})) == "2"
+        assert not any(t.name.startswith("notes__") for t in (await client.list_tools()).tools)
+        start_notes(procs, "n2", port)  # back on the same address, without the old upstream session
+        echoed = await until_ok(lambda: client.call_tool("notes__echo", {"text": "c"}))
+        assert "n2:c" in echoed
+        assert get_sid() == sid  # the client never initialized again
+        assert any(t.name == "notes__note_add" for t in (await client.list_tools()).tools)
+
+
+async def test_member_session_expired_by_the_member_is_reestablished(
+    virtual_lb: tuple[str, Proc, int], redis_url: str, key_prefix: str
+) -> None:
+    url, _, _ = virtual_lb
+    async with CarefulClient(url) as client:
+        await client.initialize()
+        assert client.session_id is not None
+        before = await member_entry(redis_url, key_prefix, client.session_id, "notes")
+        async with httpx.AsyncClient() as http:  # the member ends its session: it will answer 404
+            ended = await http.delete(
+                before["instance"],
+                headers={"mcp-session-id": before["sid"], "mcp-protocol-version": before["protocol"]},
+            )
+        assert ended.status_code == 200
+        answer = await client.request("tools/call", {"name": "notes__echo", "arguments": {"text": "z"}})
+        assert answer["result"]["content"][0]["text"] == "n1:z"
+        after = await member_entry(redis_url, key_prefix, client.session_id, "notes")
+        assert after["sid"] != before["sid"] and after["state"] == "up"
+
+
+async def test_member_that_never_comes_up(
+    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    search = sdk_upstream(name="s1")
+    ghost = f"http://127.0.0.1:{free_port()}/mcp"  # nothing listens there
+    (gateway,) = gateway_cluster(
+        1, {"search": search, "ghost": ghost}, key_prefix, (*ARGS, "--virtual-server", "v=ghost,search")
+    )
+    async with sdk_client(f"{gateway.url}/v") as (client, _):
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert "search__echo" in names and not any(n.startswith("ghost__") for n in names)
+        with pytest.raises(MCPError, match="'ghost'"):
+            await client.call_tool("ghost__echo", {"text": "x"})
+        assert text_of(await client.call_tool("search__echo", {"text": "ok"})) == "ok"
+
+
+async def test_replica_killed_while_a_members_call_streams(
+    sdk_upstream: StartSdkUpstream,
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
+    procs: ProcessGroup,
+    key_prefix: str,
+    redis_url: str,
+) -> None:
+    search = sdk_upstream(name="s1")
+    notes, _ = start_notes(procs, "n1")
+    gateways = gateway_cluster(3, {"search": search, "notes": notes}, key_prefix, (*ARGS, *VIRTUAL))
+    url = f"{load_balancer(gateways)}/all"
+    steps = 16
+    trace = HttpTrace()
+    async with sdk_client(url, trace=trace) as (client, get_sid):
+        call = asyncio.ensure_future(call_with_progress(client, "search__slow_count", {"steps": steps, "delay": 0.15}))
+        await asyncio.sleep(1.0)
+        sid = get_sid()
+        assert sid is not None
+        kill_pid(gateways, await pump_pid(redis_url, key_prefix, sid))
+        result, progress = await asyncio.wait_for(call, 60)
+    assert text_of(result) == f"counted {steps}"
+    assert_exactly_once([p.progress for p in progress], steps)
+    assert any(r.status == 200 for r in trace.resumption_gets())
+
+
+async def test_stateless_requests_are_refused_plainly(virtual_lb: tuple[str, Proc, int]) -> None:
+    url, _, _ = virtual_lb
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(
+            url,
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
+            headers={
+                "accept": "application/json, text/event-stream",
+                "mcp-protocol-version": "2026-07-28",
+                "mcp-method": "tools/list",
+            },
+        )
+    assert answer.status_code == 400
+    assert "sessionful clients only" in answer.json()["error"]["message"]
