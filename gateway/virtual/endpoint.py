@@ -31,9 +31,16 @@ from gateway.store.limits import Limiter
 from gateway.store.sessions import SessionStore, new_record
 from gateway.streams.relay import Relay
 from gateway.virtual.calls import BROADCAST, Calls
+from gateway.virtual.listening import Listener, member_request_id
 from gateway.virtual.members import Members
 from gateway.virtual.merging import LISTS, initialize_result
-from gateway.virtual.naming import VirtualServer, member_of_stream, member_stream_id
+from gateway.virtual.naming import (
+    NOTIFICATIONS,
+    VirtualServer,
+    member_of_stream,
+    member_stream_id,
+    notification_stream_id,
+)
 from gateway.virtual.record import UP, VirtualSession, VirtualSessions
 from gateway.wire import cursor, protocol
 from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, Message
@@ -52,6 +59,7 @@ class VirtualEndpoint:
         *,
         servers: tuple[VirtualServer, ...],
         members: Members,
+        listener: Listener,
         sessions: VirtualSessions,
         store: SessionStore,
         log_: EventLog,
@@ -63,6 +71,7 @@ class VirtualEndpoint:
     ) -> None:
         self._servers = {s.name: s for s in servers}
         self._members = members
+        self._listener = listener
         self._calls = Calls(members)
         self._sessions = sessions
         self._store = store
@@ -110,7 +119,7 @@ class VirtualEndpoint:
             vs = await self._load(request, server)
             message = body.messages[0]
             if not message.is_request:
-                await self._pass_on(vs, message, request)
+                await self._pass_on(server, vs, message, request)
                 return Response(status_code=202, headers={H_SESSION: vs.record.id})
             return await self._request(request, server, vs, message)
         except errors.GatewayError as exc:
@@ -142,23 +151,29 @@ class VirtualEndpoint:
         self._metrics.sessions_created.inc()
         return _result(init.id, initialize_result(server, version, results, __version__), session_id)
 
-    async def _pass_on(self, vs: VirtualSession, message: Message, request: Request) -> None:
-        """A notification or a response from the client goes to every member that is up (the
-        gateway sent each its own `initialized` already)."""
+    async def _pass_on(self, server: VirtualServer, vs: VirtualSession, message: Message, request: Request) -> None:
+        """A notification from the client goes to every member that is up (the gateway sent each its
+        own `initialized` already); an answer to a member's request (its id names the member, see
+        `listening.py`) to that member, with its own id; any other answer to every member."""
         if message.method == "notifications/initialized":
             return
-        payload = json.dumps(message.raw).encode()
+        raw: dict[str, Any] = dict(message.raw)
+        pools = list(vs.members)
+        owner = member_request_id(server, message.raw.get("id")) if message.is_response else None
+        if owner is not None:
+            pools, raw["id"] = [owner[0]], owner[1]
+        payload = json.dumps(raw).encode()
 
         async def one(pool: str) -> None:
-            member = vs.members[pool]
-            if member.state == UP:
+            member = vs.members.get(pool)
+            if member is not None and member.state == UP:
                 try:
                     _, response = await self._members.send(vs.record, member, request.headers, payload)
                     response.close()
                 except errors.GatewayError as exc:
-                    log.info("virtual session %s: %s not passed to %s: %s", vs.record.id[:8], message.method, pool, exc)
+                    log.info("virtual session %s: message not passed to %s: %s", vs.record.id[:8], pool, exc.message)
 
-        await asyncio.gather(*(one(pool) for pool in vs.members))
+        await asyncio.gather(*(one(pool) for pool in pools))
 
     async def _request(self, request: Request, server: VirtualServer, vs: VirtualSession, message: Message) -> Response:
         raw_params = message.raw.get("params")
@@ -199,22 +214,49 @@ class VirtualEndpoint:
         protocol.check_get_accept(request.headers.get("accept"))
         vs = await self._load(request, server)
         last_event_id = request.headers.get(H_LAST_EVENT_ID)
-        if last_event_id is None:
-            # transports §Listening for Messages: a server without a standalone stream answers 405.
-            raise errors.MethodNotAllowed("Method Not Allowed: no standalone stream on a virtual server yet")
-        position = cursor.parse_event_id(last_event_id)
+        slot = StreamSlot(self._limiter, request.state.client_key, f"{self._replica}#{next(self._slots)}")
+        if slot.capped:
+            await self._limiter.admit_stream(slot.who, slot.member)
+        try:
+            if last_event_id is None:
+                return await self._listen(request, server, vs, slot)
+            return await self._resume(request, server, vs, cursor.parse_event_id(last_event_id), slot)
+        except BaseException:
+            await slot.release()
+            raise
+
+    async def _listen(self, request: Request, server: VirtualServer, vs: VirtualSession, slot: StreamSlot) -> Response:
+        """transports §Listening for Messages: the members' notifications, merged (`listening.py`)."""
+        merged = self._listener.open(server, vs.record, request.headers)
+        stream, opened = await self._relay.open_stream(
+            vs.record, merged, kind="get", pending=(), stream=notification_stream_id(cursor.new_stream_id())
+        )
+        return sse_response(self._relay.deliver(vs.record, stream, 0, opened=opened), {H_SESSION: vs.record.id}, slot)
+
+    async def _resume(
+        self,
+        request: Request,
+        server: VirtualServer,
+        vs: VirtualSession,
+        position: cursor.Cursor,
+        slot: StreamSlot,
+    ) -> Response:
+        """transports §Resumability: replay after Last-Event-ID, on the same stream only; a call's
+        stream is re-opened on its member's session, the notification stream is the session's."""
         pool = member_of_stream(server, position.stream)
+        listening = position.stream.startswith(NOTIFICATIONS)
         meta = await self._log.meta(vs.record.id, position.stream)
-        if pool is None or (meta is None and await self._store.stream_info(vs.record.id, position.stream) is None):
+        if (pool is None and not listening) or (
+            meta is None and await self._store.stream_info(vs.record.id, position.stream) is None
+        ):
             raise errors.StreamNotFound("Stream not found for this session")
-        session = vs.members[pool].session(vs.record)
+        if listening and meta is not None and meta.done and position.seq >= meta.seq - 1:
+            return await self._listen(request, server, vs, slot)  # it ended and the client has it all
+        session = vs.members[pool].session(vs.record) if pool is not None else vs.record
         first = await self._log.first_seq(vs.record.id, position.stream)
         decision = cursor.decide(position.seq, meta_seq=meta.seq if meta else None, first_retained=first)
         self._metrics.resumes.inc()
         headers = {H_SESSION: vs.record.id}
-        slot = StreamSlot(self._limiter, request.state.client_key, f"{self._replica}#{next(self._slots)}")
-        if slot.capped:
-            await self._limiter.admit_stream(slot.who, slot.member)
         if isinstance(decision, cursor.Gap):
             events = await self._relay.gap_events(session, position.stream, decision.reason)
             return sse_response(iterate(events), headers, slot)

@@ -55,6 +55,12 @@ def answer_of(payload: bytes, is_sse: bool, request_id: Any) -> dict[str, Any] |
     return None
 
 
+def replaced(headers: Mapping[str, str], new: Mapping[str, str]) -> dict[str, str]:
+    """`headers` with `new` in place of any of the same name in another case (a client's `accept`)."""
+    names = {name.lower() for name in new}
+    return {**{k: v for k, v in headers.items() if k.lower() not in names}, **new}
+
+
 def with_member(headers: Mapping[str, str], member: Member) -> dict[str, str]:
     """Upstream headers with the member's own upstream session and version."""
     merged = {k: v for k, v in headers.items() if k.lower() not in ("mcp-session-id", "mcp-protocol-version")}
@@ -106,7 +112,7 @@ class Members:
     ) -> tuple[Member, dict[str, Any] | None]:
         request_id = f"mcpgw-virtual-{secrets.token_hex(4)}"
         init = {"jsonrpc": "2.0", "id": request_id, "method": "initialize", "params": params}
-        sent = {**self._policy.build(headers.items(), pool), **BASE_HEADERS}
+        sent = replaced(self._policy.build(headers.items(), pool), BASE_HEADERS)
         response = await self._upstream.send("POST", instance, sent, json.dumps(init).encode())
         sid = response.headers.get(protocol.H_SESSION, "")
         payload = await response.read(self._max_body)
@@ -171,7 +177,9 @@ class Members:
             if not owned:
                 return await self._wait_for_other(record, seen)
             stored = await self._sessions.member(record.id, seen.pool)
-            if stored is not None and stored.state == UP and stored != seen:
+            if stored is None:
+                raise errors.SessionNotFound("Session not found")  # deleted meanwhile: open nothing
+            if stored.state == UP and stored != seen:
                 return stored  # another replica re-opened it already
             params = json.loads(record.init_params)
             member, _ = await self.open(seen.pool, params, headers)

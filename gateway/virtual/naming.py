@@ -63,13 +63,18 @@ def parse_virtual_servers(specs: Iterable[str], pools: Iterable[str], separator:
 
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-MAX_MEMBERS = len(_ALPHABET)
+MAX_MEMBERS = len(_ALPHABET) - 1
+NOTIFICATIONS = _ALPHABET[-1]  # the first character of a session's notification stream ids
 
 
 def member_stream_id(index: int, random_id: str) -> str:
     """A call stream's id (`wire/cursor.py`'s 12 characters) whose first names the member it relays,
     so a resume on any replica finds the member without a lookup."""
     return _ALPHABET[index] + random_id[1:]
+
+
+def notification_stream_id(random_id: str) -> str:
+    return NOTIFICATIONS + random_id[1:]
 
 
 def member_of_stream(server: VirtualServer, stream: str) -> str | None:

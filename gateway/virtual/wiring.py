@@ -9,9 +9,11 @@ from gateway.store.keys import Keys
 from gateway.store.limits import Limiter
 from gateway.store.sessions import SessionStore
 from gateway.streams.relay import Relay
+from gateway.supervisor import Supervisor
 from gateway.upstream.client import HeaderPolicy, UpstreamClient
 from gateway.upstream.pools import Pools
 from gateway.virtual.endpoint import VirtualEndpoint
+from gateway.virtual.listening import Listener
 from gateway.virtual.members import Members
 from gateway.virtual.naming import VirtualServer
 from gateway.virtual.record import VirtualSessions
@@ -30,7 +32,9 @@ def build_virtual(
     headers: HeaderPolicy,
     limiter: Limiter,
     metrics: Metrics,
+    supervisor: Supervisor,
     max_body: int,
+    retry: float,
     replica: str,
 ) -> VirtualEndpoint | None:
     """None when no `--virtual-server` is configured (the request path then never asks)."""
@@ -38,9 +42,13 @@ def build_virtual(
         return None
     store = VirtualSessions(redis, keys, sessions)
     members = Members(pools=pools, upstream=upstream, policy=headers, sessions=store, redis=redis, max_body=max_body)
+    listener = Listener(
+        members=members, sessions=store, pools=pools, upstream=upstream, supervisor=supervisor, retry=retry
+    )
     return VirtualEndpoint(
         servers=servers,
         members=members,
+        listener=listener,
         sessions=store,
         store=sessions,
         log_=event_log,

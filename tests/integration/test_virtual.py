@@ -7,13 +7,15 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 import redis.asyncio as aioredis
 from mcp.shared.exceptions import MCPError
 
-from tests.integration.careful_client import CarefulClient
+from tests.integration.careful_client import CarefulClient, SseEvent, iter_sse
 from tests.integration.clients import HttpTrace, call_with_progress, sdk_client, text_of
 from tests.integration.conftest import StartGateways, StartLoadBalancer, StartSdkUpstream
 from tests.integration.procs import REPO_ROOT, Proc, ProcessGroup, free_port
@@ -190,3 +192,61 @@ async def test_stateless_requests_are_refused_plainly(virtual_lb: tuple[str, Pro
         )
     assert answer.status_code == 400
     assert "sessionful clients only" in answer.json()["error"]["message"]
+
+
+async def next_messages(
+    events: AsyncIterator[SseEvent], ids: list[str], method: str, count: int
+) -> list[dict[str, Any]]:
+    """Read a GET stream's events until `count` messages of `method` came (each event id noted in `ids`)."""
+    found: list[dict[str, Any]] = []
+    async for event in events:
+        if event.id and event.data.strip():
+            ids.append(event.id)
+        message = event.json() if event.data.strip() else None
+        if isinstance(message, dict) and message.get("method") == method:
+            found.append(message)
+            if len(found) == count:
+                return found
+    raise AssertionError(f"the stream ended before {count} x {method}")
+
+
+async def test_one_notification_stream_for_every_member(
+    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, procs: ProcessGroup, key_prefix: str
+) -> None:
+    search = sdk_upstream(name="s1")
+    notes, notes_proc = start_notes(procs, "n1")
+    port = int(notes.split(":")[2].split("/")[0])
+    gw1, gw2, gw3 = gateway_cluster(3, {"search": search, "notes": notes}, key_prefix, (*ARGS, *VIRTUAL))
+    ids: list[str] = []
+    async with CarefulClient(f"{gw1.url}/all") as client:
+        await client.initialize()
+        get_headers = client.headers(accept="text/event-stream", post=False)
+        async with client.http.stream("GET", f"{gw1.url}/all", headers=get_headers) as stream:
+            assert stream.status_code == 200
+            client.url = f"{gw2.url}/all"  # requests on another replica than the stream's
+            call = asyncio.ensure_future(
+                client.request("tools/call", {"name": "search__broadcast", "arguments": {"count": 3, "delay": 0.1}})
+            )
+            first = await asyncio.wait_for(
+                next_messages(iter_sse(stream), ids, "notifications/resources/updated", 1), 30
+            )
+        assert first[0]["params"]["uri"] == "res://0"
+        assert (await call)["result"]["content"][0]["text"] == "broadcast 3"
+        # resumed on a third replica: the rest of what the member sent, from the event log
+        headers = client.headers(accept="text/event-stream", post=False, last_event_id=ids[-1])
+        async with client.http.stream("GET", f"{gw3.url}/all", headers=headers) as stream:
+            assert stream.status_code == 200
+            events = iter_sse(stream)
+            rest = await asyncio.wait_for(next_messages(events, ids, "notifications/resources/updated", 2), 30)
+            assert [m["params"]["uri"] for m in rest] == ["res://1", "res://2"]
+            notes_proc.kill(signal.SIGKILL)  # the member goes: its tools leave the lists
+            await asyncio.wait_for(next_messages(events, ids, "notifications/tools/list_changed", 1), 30)
+            listed = await client.request("tools/list")
+            assert not any(t["name"].startswith("notes__") for t in listed["result"]["tools"])
+            start_notes(procs, "n2", port)  # it comes back: re-opened by the gateway, announced
+            await asyncio.wait_for(next_messages(events, ids, "notifications/tools/list_changed", 1), 30)
+        listed = await client.request("tools/list")
+        assert any(t["name"] == "notes__note_add" for t in listed["result"]["tools"])
+        answer = await client.request("tools/call", {"name": "notes__echo", "arguments": {"text": "q"}})
+        assert answer["result"]["content"][0]["text"] == "n2:q"
+    assert len(ids) == len(set(ids))
