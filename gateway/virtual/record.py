@@ -92,3 +92,9 @@ class VirtualSessions:
     def lock_key(self, session_id: str, pool: str) -> str:
         """Held while one replica re-establishes a member (the session's hash tag: same slot)."""
         return f"{self._keys.reinit_lock(session_id)}:{pool}"
+
+
+def members_of(raw: dict[bytes, bytes]) -> list[Member]:
+    """The member entries of a session hash (HGETALL's reply), by pool name; none for a plain session."""
+    found = [(name.decode(), value) for name, value in raw.items() if name.startswith(MEMBER.encode())]
+    return [Member.from_field(name[len(MEMBER) :], value) for name, value in sorted(found)]

@@ -15,6 +15,8 @@ import pytest
 import redis.asyncio as aioredis
 from mcp.shared.exceptions import MCPError
 
+from gateway.inspection import Inspector, session_text
+from gateway.store.keys import Keys
 from tests.integration.careful_client import CarefulClient, SseEvent, iter_sse
 from tests.integration.clients import HttpTrace, call_with_progress, sdk_client, text_of
 from tests.integration.conftest import StartGateways, StartLoadBalancer, StartSdkUpstream
@@ -134,6 +136,18 @@ async def test_member_session_expired_by_the_member_is_reestablished(
         assert answer["result"]["content"][0]["text"] == "n1:z"
         after = await member_entry(redis_url, key_prefix, client.session_id, "notes")
         assert after["sid"] != before["sid"] and after["state"] == "up"
+        # `mcp-gateway inspect session` shows the members and their upstream sessions
+        redis = aioredis.from_url(redis_url)
+        try:
+            seen = await Inspector(redis, Keys(key_prefix)).session(client.session_id[:8])
+        finally:
+            await redis.aclose()
+        assert seen.pool == "all"
+        assert [(m.pool, m.state, m.instance, m.sid) for m in seen.members] == [
+            ("notes", "up", before["instance"], after["sid"]),
+            ("search", "up", seen.members[1].instance, seen.members[1].sid),
+        ]
+        assert seen.members[1].sid and "member      notes: up on " in session_text(seen)
 
 
 async def test_member_that_never_comes_up(
