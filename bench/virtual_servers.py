@@ -27,6 +27,7 @@ import httpx
 from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port
 
 SIZES = (1, 2, 5, 10)
+ROUNDS = 10
 IDS = itertools.count(1)  # request ids are never reused within a session
 VERSION = "2025-11-25"
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -47,16 +48,16 @@ async def session(client: httpx.AsyncClient, url: str) -> dict[str, str]:
     return headers
 
 
-async def timed(client: httpx.AsyncClient, url: str, headers: dict[str, str], n: int, message: dict[str, Any]) -> str:
-    samples = []
+async def timed(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], n: int, message: dict[str, Any], into: list[float]
+) -> None:
     for _ in range(n):
         started = time.perf_counter()
         answer = await client.post(url, json={**message, "id": next(IDS)}, headers=headers)
         body = answer.json()
-        samples.append((time.perf_counter() - started) * 1000)
+        into.append((time.perf_counter() - started) * 1000)
         if "result" not in body:
             raise RuntimeError(f"{url}: {body}")
-    return summary(samples)
 
 
 async def run(n: int) -> None:
@@ -77,17 +78,19 @@ async def run(n: int) -> None:
         group.start(f"gateway-{gw_port}", argv).wait_http(f"http://127.0.0.1:{gw_port}/readyz", timeout=30)
         base = f"http://127.0.0.1:{gw_port}/mcp"
         listing = {"jsonrpc": "2.0", "method": "tools/list", "params": {}}
+        paths = [("plain pool m0", "m0", "json"), *((f"virtual server of {k}", f"v{k}", "m0__json") for k in SIZES)]
+        samples: dict[str, tuple[list[float], list[float]]] = {label: ([], []) for label, _, _ in paths}
         async with httpx.AsyncClient(timeout=30, headers=HEADERS) as client:
-            for label, path, tool in [
-                ("plain pool m0", "m0", "json"),
-                *((f"virtual server of {k}", f"v{k}", "m0__json") for k in SIZES),
-            ]:
-                url = f"{base}/{path}"
-                headers = await session(client, url)
-                call = {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": tool, "arguments": {}}}
-                lists = await timed(client, url, headers, n, listing)
-                calls = await timed(client, url, headers, n, call)
-                print(f"{label}: tools/list {lists}; tools/call {calls}")
+            sessions = {path: await session(client, f"{base}/{path}") for _, path, _ in paths}
+            # Rounds interleave the paths: a machine that gets busier part-way slows every path alike.
+            for _ in range(ROUNDS):
+                for label, path, tool in paths:
+                    call = {"jsonrpc": "2.0", "method": "tools/call", "params": {"name": tool, "arguments": {}}}
+                    lists, calls = samples[label]
+                    await timed(client, f"{base}/{path}", sessions[path], n // ROUNDS, listing, lists)
+                    await timed(client, f"{base}/{path}", sessions[path], n // ROUNDS, call, calls)
+        for label, (lists, calls) in samples.items():
+            print(f"{label}: tools/list {summary(lists)}; tools/call {summary(calls)}")
     finally:
         group.stop_all()
 

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -30,9 +31,9 @@ from gateway.store.eventlog import EventLog
 from gateway.store.limits import Limiter
 from gateway.store.sessions import SessionStore, new_record
 from gateway.streams.relay import Relay
-from gateway.virtual.calls import BROADCAST, Calls
+from gateway.virtual.calls import BROADCAST, Ask, Calls
 from gateway.virtual.listening import Listener, member_request_id
-from gateway.virtual.members import Members
+from gateway.virtual.members import Members, MemberUnavailable
 from gateway.virtual.merging import LISTS, initialize_result
 from gateway.virtual.naming import (
     NOTIFICATIONS,
@@ -72,7 +73,7 @@ class VirtualEndpoint:
         self._servers = {s.name: s for s in servers}
         self._members = members
         self._listener = listener
-        self._calls = Calls(members)
+        self._calls = Calls()
         self._sessions = sessions
         self._store = store
         self._log = log_
@@ -151,6 +152,23 @@ class VirtualEndpoint:
         self._metrics.sessions_created.inc()
         return _result(init.id, initialize_result(server, version, results, __version__), session_id)
 
+    def _asker(self, vs: VirtualSession, headers: Mapping[str, str]) -> Ask:
+        """Ask a member on its upstream session (re-opened as needed); a member that is down or
+        fails leaves the merge (and `vs` keeps the member as it is now)."""
+
+        async def ask(pool: str, method: str, params: dict[str, Any]) -> dict[str, Any] | None:
+            message = {"jsonrpc": "2.0", "id": f"mcpgw-v-{pool}", "method": method, "params": params}
+            try:
+                member, answer = await self._members.ask(vs.record, vs.members[pool], headers, message)
+            except (MemberUnavailable, errors.UpstreamError) as exc:
+                log.info("virtual session %s: %s left out of %s: %s", vs.record.id[:8], pool, method, exc.message)
+                return None
+            vs.members[pool] = member
+            result = answer.get("result")
+            return result if isinstance(result, dict) else None
+
+        return ask
+
     async def _pass_on(self, server: VirtualServer, vs: VirtualSession, message: Message, request: Request) -> None:
         """A notification from the client goes to every member that is up (the gateway sent each its
         own `initialized` already); an answer to a member's request (its id names the member, see
@@ -180,16 +198,16 @@ class VirtualEndpoint:
         params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         if message.method == "ping":
             return _result(message.id, {}, vs.record.id)
+        ask = self._asker(vs, request.headers)
         kind = LISTS.get(str(message.method))
         if kind is not None:
-            result = await self._calls.merged_list(server, vs, kind, params, request.headers)
-            return _result(message.id, result, vs.record.id)
+            return _result(message.id, await self._calls.merged_list(server, ask, kind, params), vs.record.id)
         if message.method in BROADCAST:
-            await self._calls.broadcast(vs, message.raw, request.headers)
+            await self._calls.broadcast(server, ask, message.raw)
             return _result(message.id, {}, vs.record.id)
-        routed = await self._calls.route(server, vs, message.raw, request.headers)
+        routed = await self._calls.route(server, ask, message.raw)
         payload = json.dumps(routed.message).encode()
-        member, response = await self._members.send(vs.record, routed.member, request.headers, payload)
+        member, response = await self._members.send(vs.record, vs.members[routed.pool], request.headers, payload)
         if response.status != 200 or not response.is_sse:
             return RelayedResponse(await response.read(self._max_body), response.status, response.headers, vs.record.id)
         slot = StreamSlot(self._limiter, request.state.client_key, f"{self._replica}#{next(self._slots)}")
