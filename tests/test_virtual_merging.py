@@ -92,3 +92,16 @@ def test_template_matching() -> None:
     assert not template_matches("notes://{id}", "notes://3/4")
     assert template_matches("file:///{+path}", "file:///a/b.txt")
     assert not template_matches("notes://{id}", "other://3")
+
+
+def test_a_2026_merge_is_as_fresh_as_its_stalest_member() -> None:
+    pages = {
+        "search": {"tools": [], "resultType": "complete", "ttlMs": 5000, "cacheScope": "public"},
+        "files": {"tools": [], "resultType": "complete", "ttlMs": 2000, "cacheScope": "public"},
+    }
+    merged = merge_page(SERVER, LISTS["tools/list"], pages).result
+    assert (merged["resultType"], merged["ttlMs"], merged["cacheScope"]) == ("complete", 2000, "public")
+    pages["files"] = {"tools": [], "resultType": "complete"}
+    merged = merge_page(SERVER, LISTS["tools/list"], pages).result
+    assert (merged["ttlMs"], merged["cacheScope"]) == (0, "private")
+    assert "ttlMs" not in merge_page(SERVER, LISTS["tools/list"], {"search": {"tools": []}}).result  # 2025 eras

@@ -132,6 +132,7 @@ def build_gateway(
             limiter=store.limiter,
             metrics=metrics,
             supervisor=supervisor,
+            cache=cache,
             max_body=settings.max_body_bytes,
             retry=settings.health_interval,
             replica=replica,

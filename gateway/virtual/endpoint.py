@@ -43,6 +43,7 @@ from gateway.virtual.naming import (
     notification_stream_id,
 )
 from gateway.virtual.record import UP, VirtualSession, VirtualSessions
+from gateway.virtual.stateless import StatelessVirtual
 from gateway.wire import cursor, protocol
 from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, Message
 
@@ -61,6 +62,7 @@ class VirtualEndpoint:
         servers: tuple[VirtualServer, ...],
         members: Members,
         listener: Listener,
+        stateless: StatelessVirtual,
         sessions: VirtualSessions,
         store: SessionStore,
         log_: EventLog,
@@ -73,6 +75,7 @@ class VirtualEndpoint:
         self._servers = {s.name: s for s in servers}
         self._members = members
         self._listener = listener
+        self._stateless = stateless
         self._calls = Calls()
         self._sessions = sessions
         self._store = store
@@ -90,7 +93,7 @@ class VirtualEndpoint:
     async def handle(self, request: Request, name: str, version: str) -> Response:
         server = self._servers[name]
         if protocol.is_stateless(version):
-            raise errors.InvalidRequest(f"Invalid Request: virtual server {name!r} serves sessionful clients only")
+            return await self._stateless.handle(request, server)
         if request.method == "POST":
             return await self._post(request, server, version)
         if request.method == "GET":

@@ -96,10 +96,22 @@ def merge_page(server: VirtualServer, kind: ListKind, pages: Mapping[str, Mappin
         if isinstance(following, str):
             more[pool] = following
     result: dict[str, Any] = {kind.key: items}
+    answered = [pages[p] for p in server.members if p in pages]
+    if any("resultType" in page for page in answered):
+        result.update(freshness(answered))
     cursor = encode_cursor(more)
     if cursor is not None:
         result["nextCursor"] = cursor
     return MergedPage(result, conflicts)
+
+
+def freshness(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """2026-07-28 results (caching §Cacheable Results): the merge is as fresh as its stalest part
+    (the least ttlMs, 0 where a member gave none) and private if any part is (or does not say)."""
+    ttls = [r.get("ttlMs") for r in results]
+    ttl = min((t if isinstance(t, int) and not isinstance(t, bool) else 0 for t in ttls), default=0)
+    public = bool(results) and all(r.get("cacheScope") == "public" for r in results)
+    return {"resultType": "complete", "ttlMs": max(ttl, 0), "cacheScope": "public" if public else "private"}
 
 
 def merge_capabilities(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -127,14 +139,20 @@ def initialize_result(
         "capabilities": capabilities,
         "serverInfo": {"name": server.name, "version": gateway_version},
     }
+    instructions = merge_instructions(server, results)
+    if instructions is not None:
+        result["instructions"] = instructions
+    return result
+
+
+def merge_instructions(server: VirtualServer, results: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The members' instructions, each under its pool's name (None when no member gave any)."""
     notes = [
         f"## {pool}\n{results[pool]['instructions']}"
         for pool in server.members
         if pool in results and isinstance(results[pool].get("instructions"), str)
     ]
-    if notes:
-        result["instructions"] = "\n\n".join(notes)
-    return result
+    return "\n\n".join(notes) if notes else None
 
 
 _EXPRESSION = re.compile(r"\{([^}]*)\}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gateway.caching.service import ResponseCache
 from gateway.metrics import Metrics
 from gateway.store.client import Redis
 from gateway.store.eventlog import EventLog
@@ -17,6 +18,7 @@ from gateway.virtual.listening import Listener
 from gateway.virtual.members import Members
 from gateway.virtual.naming import VirtualServer
 from gateway.virtual.record import VirtualSessions
+from gateway.virtual.stateless import StatelessVirtual
 
 
 def build_virtual(
@@ -33,6 +35,7 @@ def build_virtual(
     limiter: Limiter,
     metrics: Metrics,
     supervisor: Supervisor,
+    cache: ResponseCache | None,
     max_body: int,
     retry: float,
     replica: str,
@@ -49,6 +52,7 @@ def build_virtual(
         servers=servers,
         members=members,
         listener=listener,
+        stateless=StatelessVirtual(pools=pools, upstream=upstream, policy=headers, cache=cache, max_body=max_body),
         sessions=store,
         store=sessions,
         log_=event_log,

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from gateway.inspection import Inspector, session_text
@@ -22,6 +23,7 @@ from tests.integration.clients import HttpTrace, call_with_progress, sdk_client,
 from tests.integration.conftest import StartGateways, StartLoadBalancer, StartSdkUpstream
 from tests.integration.procs import REPO_ROOT, Proc, ProcessGroup, free_port
 from tests.integration.test_failover import assert_exactly_once, kill_pid, pump_pid
+from tests.integration.test_stateless import MODERN, modern_call, modern_headers
 
 NOTES_SERVER = REPO_ROOT / "tests" / "servers" / "sdk_notes_server.py"
 ARGS = ("--log-format", "text", "--health-interval", "0.3", "--health-timeout", "0.3", "--retry-ms", "200")
@@ -192,20 +194,25 @@ async def test_replica_killed_while_a_members_call_streams(
     assert any(r.status == 200 for r in trace.resumption_gets())
 
 
-async def test_stateless_requests_are_refused_plainly(virtual_lb: tuple[str, Proc, int]) -> None:
+async def test_2026_clients_get_the_same_names_and_routes(virtual_lb: tuple[str, Proc, int]) -> None:
     url, _, _ = virtual_lb
+    async with Client(url, mode="auto") as client:  # probes server/discover: the merged answer
+        assert client.protocol_version == MODERN
+        assert client.server_info is not None and client.server_info.name == "all"
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert {"search__echo", "search__add", "notes__echo", "notes__note_count"} <= names
+        assert text_of(await client.call_tool("search__add", {"a": 20, "b": 22})) == "42"
+        assert text_of(await client.call_tool("notes__echo", {"text": "m"})) == "n1:m"
+        assert [p.name for p in (await client.list_prompts()).prompts] == ["notes__summary"]
+        assert "no notes" in str((await client.read_resource("notes://index")).contents[0])
     async with httpx.AsyncClient() as http:
+        headers = {**modern_headers("echo"), "Mcp-Method": "tools/call"}  # the member's name, not the prefixed one
+        answer = await http.post(url, json=modern_call("search__echo", {"text": "x"}), headers=headers)
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == -32020
         answer = await http.post(
-            url,
-            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}},
-            headers={
-                "accept": "application/json, text/event-stream",
-                "mcp-protocol-version": "2026-07-28",
-                "mcp-method": "tools/list",
-            },
+            url, json=modern_call("search__echo", {"text": "x"}), headers=modern_headers("search__echo")
         )
-    assert answer.status_code == 400
-    assert "sessionful clients only" in answer.json()["error"]["message"]
+        assert answer.status_code == 200 and answer.json()["result"]["content"][0]["text"] == "x"
 
 
 async def next_messages(
