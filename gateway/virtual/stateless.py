@@ -19,13 +19,14 @@ from gateway import __version__, errors
 from gateway.asgi.responses import client_headers, error_response, read_body, sse_response, with_cookies
 from gateway.caching.service import ResponseCache
 from gateway.eras.stateless import check_routing_headers
+from gateway.tasks.protocol import NAME_PARAM, SERVED_METHODS, negotiated, unknown_task
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
 from gateway.upstream.pools import Pools
-from gateway.virtual.calls import BROADCAST, Ask, Calls
+from gateway.virtual.calls import BROADCAST, Ask, Calls, Routed
 from gateway.virtual.members import MemberUnavailable, answer_of, replaced
 from gateway.virtual.merging import LISTS, merge_capabilities, merge_instructions
 from gateway.virtual.naming import VirtualServer
-from gateway.wire import caching, protocol
+from gateway.wire import caching, protocol, sse
 
 log = logging.getLogger("gateway.virtual.stateless")
 
@@ -60,6 +61,40 @@ async def _closing(response: UpstreamResponse) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         response.close()  # client gone or stream done: closing is the cancellation (2026-07-28)
+
+
+def _task_route(server: VirtualServer, message: Mapping[str, Any]) -> Routed:
+    """tasks/get, update, cancel: the member whose name prefixes the task id, with its own id."""
+    raw = message.get("params")
+    params = dict(raw) if isinstance(raw, dict) else {}
+    split = server.split(str(params.get(NAME_PARAM, "")))
+    if split is None:
+        raise unknown_task()
+    params[NAME_PARAM] = split[1]
+    return Routed(split[0], {**message, "params": params}, split[1])
+
+
+def _task_named(server: VirtualServer, pool: str, request_id: Any, data: bytes) -> bytes:
+    """The answer to `request_id` with its task id (a CreateTaskResult's, a task's) named after `pool`."""
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        return data
+    result = answer.get("result") if isinstance(answer, dict) and answer.get("id") == request_id else None
+    if not isinstance(result, dict) or not isinstance(result.get(NAME_PARAM), str):
+        return data
+    result[NAME_PARAM] = server.prefixed(pool, result[NAME_PARAM])
+    return json.dumps(answer).encode()
+
+
+async def _tasks_named(
+    server: VirtualServer, pool: str, request_id: Any, chunks: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    parser = sse.Parser()
+    async for chunk in chunks:
+        for event in parser.feed(chunk):
+            data = _task_named(server, pool, request_id, event.data.encode()).decode() if event.data else None
+            yield sse.encode(data, id=event.id, event=event.event, retry=event.retry)
 
 
 class StatelessVirtual:
@@ -110,17 +145,30 @@ class StatelessVirtual:
             return error_response(exc, body.first_id)
 
     async def _forward(self, request: Request, server: VirtualServer, ask: Ask, message: Mapping[str, Any]) -> Response:
-        routed = await self._calls.route(server, ask, message)
-        headers = self._headers(request, routed.pool, str(message.get("method")), routed.name)
+        method = str(message.get("method"))
+        routed = (
+            await self._calls.route(server, ask, message)
+            if method not in SERVED_METHODS
+            else _task_route(server, message)
+        )
+        headers = self._headers(request, routed.pool, method, routed.name)
         try:
             instance = self._pools.pick(routed.pool)
             response = await self._upstream.send("POST", instance, headers, json.dumps(routed.message).encode())
         except errors.UpstreamUnavailable:
             raise MemberUnavailable(f"Member {routed.pool!r} of this virtual server is unavailable") from None
         to_client = client_headers(response.headers, None)
+        # tasks §Task Creation: a member's task id, named after its member, reaches it again (tasks/get).
+        tasks = negotiated(routed.message.get("params")) and (method == "tools/call" or method in SERVED_METHODS)
+        request_id = message.get("id")
         if response.is_sse:
-            return sse_response(_closing(response), to_client)
+            chunks = _closing(response)
+            if tasks:
+                chunks = _tasks_named(server, routed.pool, request_id, chunks)
+            return sse_response(chunks, to_client)
         payload = await response.read(self._max_body)
+        if tasks:
+            payload = _task_named(server, routed.pool, request_id, payload)
         return with_cookies(Response(payload, status_code=response.status, headers=to_client), to_client)
 
     def _headers(self, request: Request, pool: str, method: str, name: str | None) -> dict[str, str]:

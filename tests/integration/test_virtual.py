@@ -24,6 +24,8 @@ from tests.integration.conftest import StartGateways, StartLoadBalancer, StartSd
 from tests.integration.procs import REPO_ROOT, Proc, ProcessGroup, free_port
 from tests.integration.test_failover import assert_exactly_once, kill_pid, pump_pid
 from tests.integration.test_stateless import MODERN, modern_call, modern_headers
+from tests.integration.test_tasks import get, result, rpc
+from tests.integration.test_tasks_passthrough import TASKS_SERVER
 
 NOTES_SERVER = REPO_ROOT / "tests" / "servers" / "sdk_notes_server.py"
 ARGS = ("--log-format", "text", "--health-interval", "0.3", "--health-timeout", "0.3", "--retry-ms", "200")
@@ -213,6 +215,31 @@ async def test_2026_clients_get_the_same_names_and_routes(virtual_lb: tuple[str,
             url, json=modern_call("search__echo", {"text": "x"}), headers=modern_headers("search__echo")
         )
         assert answer.status_code == 200 and answer.json()["result"]["content"][0]["text"] == "x"
+
+
+@pytest.mark.parametrize("sse", [False, True], ids=["json", "sse"])
+async def test_a_members_task_ids_name_the_member(
+    sdk_upstream: StartSdkUpstream,
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
+    procs: ProcessGroup,
+    key_prefix: str,
+    sse: bool,
+) -> None:
+    search = sdk_upstream(name="s1")
+    port = free_port()
+    argv = [sys.executable, str(TASKS_SERVER), "--port", str(port), "--name", "t1", *(["--sse"] if sse else [])]
+    procs.start(f"tasks-t1-{port}", argv).wait_http(f"http://127.0.0.1:{port}/healthz", timeout=20)
+    pools = {"search": search, "jobs": f"http://127.0.0.1:{port}/mcp"}
+    gateways = gateway_cluster(3, pools, key_prefix, (*ARGS, "--virtual-server", "all=search,jobs"))
+    url = f"{load_balancer(gateways)}/all"
+    created = result(await rpc(url, "tools/call", {"name": "jobs__work", "arguments": {}}))
+    assert created["resultType"] == "task" and created["taskId"].startswith("jobs__")
+    for _ in range(3):  # every replica: tasks/get with Mcp-Name = the named task id reaches the member
+        task = result(await get(url, created["taskId"]))
+        assert task["status"] == "completed" and task["taskId"] == created["taskId"], task
+        assert task["result"]["content"][0]["text"] == "done by t1"
+    assert "error" in await get(url, "nobody__" + created["taskId"])
 
 
 async def next_messages(
