@@ -22,6 +22,7 @@ from tests.integration.careful_client import CarefulClient, SseEvent, iter_sse
 from tests.integration.clients import HttpTrace, call_with_progress, sdk_client, text_of
 from tests.integration.conftest import StartGateways, StartLoadBalancer, StartSdkUpstream
 from tests.integration.procs import REPO_ROOT, Proc, ProcessGroup, free_port
+from tests.integration.redis_topologies import LocalCluster
 from tests.integration.test_failover import assert_exactly_once, kill_pid, pump_pid
 from tests.integration.test_stateless import MODERN, modern_call, modern_headers
 from tests.integration.test_tasks import get, result, rpc
@@ -298,3 +299,28 @@ async def test_one_notification_stream_for_every_member(
         answer = await client.request("tools/call", {"name": "notes__echo", "arguments": {"text": "q"}})
         assert answer["result"]["content"][0]["text"] == "n2:q"
     assert len(ids) == len(set(ids))
+
+
+async def test_on_a_redis_cluster(
+    redis_cluster: LocalCluster,
+    sdk_upstream: StartSdkUpstream,
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
+    procs: ProcessGroup,
+    key_prefix: str,
+) -> None:
+    search = sdk_upstream(name="s1")
+    notes, notes_proc = start_notes(procs, "n1")
+    port = int(notes.split(":")[2].split("/")[0])
+    args = (*ARGS, *VIRTUAL, *redis_cluster.gateway_args())
+    url = f"{load_balancer(gateway_cluster(3, {'search': search, 'notes': notes}, key_prefix, args))}/all"
+    async with sdk_client(url) as (client, get_sid):
+        assert text_of(await client.call_tool("notes__echo", {"text": "a"})) == "n1:a"
+        assert text_of(await client.call_tool("search__add", {"a": 1, "b": 2})) == "3"
+        sid = get_sid()
+        notes_proc.kill(signal.SIGKILL)
+        with pytest.raises(MCPError, match="'notes'"):
+            await client.call_tool("notes__echo", {"text": "b"})
+        start_notes(procs, "n2", port)
+        assert "n2:c" in await until_ok(lambda: client.call_tool("notes__echo", {"text": "c"}))
+        assert get_sid() == sid
