@@ -294,6 +294,12 @@ async def test_one_notification_stream_for_every_member(
             assert not any(t["name"].startswith("notes__") for t in listed["result"]["tools"])
             start_notes(procs, "n2", port)  # it comes back: re-opened by the gateway, announced
             await asyncio.wait_for(next_messages(events, ids, "notifications/tools/list_changed", 1), 30)
+            # a member's own list change reaches the client on the same stream
+            learned = await client.request("tools/call", {"name": "notes__learn", "arguments": {"tool": "fresh"}})
+            assert learned["result"]["content"][0]["text"] == "learned fresh"
+            await asyncio.wait_for(next_messages(events, ids, "notifications/tools/list_changed", 1), 30)
+            listed = await client.request("tools/list")
+            assert "notes__fresh" in {t["name"] for t in listed["result"]["tools"]}
         listed = await client.request("tools/list")
         assert any(t["name"] == "notes__note_add" for t in listed["result"]["tools"])
         answer = await client.request("tools/call", {"name": "notes__echo", "arguments": {"text": "q"}})

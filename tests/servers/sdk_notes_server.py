@@ -2,9 +2,9 @@
 
     python tests/servers/sdk_notes_server.py --port P [--name NAME] [--event-store]
 
-Tools `note_add`, `note_count` and `echo` (the same name as `sdk_server.py`'s, answering `NAME:text`
-so a test sees which member ran it), the prompt `summary`, the resource `notes://index` and the
-template `notes://{id}`. Serves `GET /healthz`.
+Tools `note_add`, `note_count`, `learn` (adds a tool, announces `tools/list_changed`) and `echo`
+(the same name as `sdk_server.py`'s, answering `NAME:text` so a test sees which member ran it), the
+prompt `summary`, the resource `notes://index` and the template `notes://{id}`. Serves `GET /healthz`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 import uvicorn
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -43,6 +43,13 @@ def build_server(name: str) -> MCPServer:
     def echo(text: str) -> str:
         """Return `NAME:text` (this server's --name)."""
         return f"{name}:{text}"
+
+    @server.tool()
+    async def learn(ctx: Context, tool: str) -> str:
+        """Add a tool named `tool` (it answers its own name) and announce the list change."""
+        server.add_tool(lambda: tool, name=tool, description=f"learned: {tool}")
+        await ctx.session.send_tool_list_changed()  # on the session's standalone stream
+        return f"learned {tool}"
 
     @server.prompt()
     def summary(topic: str) -> str:
