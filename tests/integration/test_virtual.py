@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ from tests.integration.test_tasks_passthrough import TASKS_SERVER
 NOTES_SERVER = REPO_ROOT / "tests" / "servers" / "sdk_notes_server.py"
 ARGS = ("--log-format", "text", "--health-interval", "0.3", "--health-timeout", "0.3", "--retry-ms", "200")
 VIRTUAL = ("--virtual-server", "all=search,notes")
+UPDATED = "notifications/resources/updated"
 
 
 def start_notes(procs: ProcessGroup, name: str, port: int | None = None) -> tuple[str, Proc]:
@@ -243,6 +245,12 @@ async def test_a_members_task_ids_name_the_member(
     assert "error" in await get(url, "nobody__" + created["taskId"])
 
 
+async def to_the_end(stream: httpx.Response, ids: list[str]) -> None:
+    async for event in iter_sse(stream):
+        if event.id and event.data.strip():
+            ids.append(event.id)
+
+
 async def next_messages(
     events: AsyncIterator[SseEvent], ids: list[str], method: str, count: int
 ) -> list[dict[str, Any]]:
@@ -330,3 +338,32 @@ async def test_on_a_redis_cluster(
         start_notes(procs, "n2", port)
         assert "n2:c" in await until_ok(lambda: client.call_tool("notes__echo", {"text": "c"}))
         assert get_sid() == sid
+
+
+async def test_a_notification_stream_whose_replica_died_is_listened_to_afresh(
+    sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, procs: ProcessGroup, key_prefix: str
+) -> None:
+    search = sdk_upstream(name="s1")
+    notes, _ = start_notes(procs, "n1")
+    gw1, gw2 = gateway_cluster(2, {"search": search, "notes": notes}, key_prefix, (*ARGS, *VIRTUAL))
+    ids: list[str] = []
+    async with CarefulClient(f"{gw2.url}/all") as client:
+        await client.initialize()
+        get_headers = client.headers(accept="text/event-stream", post=False)
+        async with client.http.stream("GET", f"{gw1.url}/all", headers=get_headers) as stream:
+            assert stream.status_code == 200
+            call = client.request("tools/call", {"name": "search__broadcast", "arguments": {"count": 1}})
+            await asyncio.wait_for(asyncio.gather(call, next_messages(iter_sse(stream), ids, UPDATED, 1)), 30)
+        os.kill(gw1.proc.pid, signal.SIGKILL)  # the replica reading the members' streams
+        # the replica the client resumes on replays what was logged, cannot re-open it there, ends it ...
+        headers = client.headers(accept="text/event-stream", post=False, last_event_id=ids[-1])
+        async with client.http.stream("GET", f"{gw2.url}/all", headers=headers) as stream:
+            assert stream.status_code == 200
+            await asyncio.wait_for(to_the_end(stream, ids), 30)  # ends: never a stream that hangs
+        # ... and the client's next GET from there listens afresh: new notifications arrive
+        headers = client.headers(accept="text/event-stream", post=False, last_event_id=ids[-1])
+        async with client.http.stream("GET", f"{gw2.url}/all", headers=headers) as stream:
+            assert stream.status_code == 200
+            call = client.request("tools/call", {"name": "search__broadcast", "arguments": {"count": 1}})
+            _, seen = await asyncio.wait_for(asyncio.gather(call, next_messages(iter_sse(stream), ids, UPDATED, 1)), 30)
+        assert seen[0]["params"]["uri"] == "res://0"
