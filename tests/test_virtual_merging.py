@@ -83,7 +83,7 @@ def test_initialize_result_names_the_virtual_server_and_each_members_instruction
     )
     assert result["serverInfo"] == {"name": "all", "version": "1.0"}
     assert result["protocolVersion"] == "2025-11-25"
-    assert result["capabilities"] == {"prompts": {}}
+    assert result["capabilities"] == {"prompts": {}, "tools": {"listChanged": True}}  # the gateway announces
     assert result["instructions"] == "## files\nF"
 
 

@@ -134,6 +134,11 @@ def initialize_result(
 ) -> dict[str, Any]:
     """The InitializeResult the client sees: the members' union, named after the virtual server."""
     capabilities = merge_capabilities([r.get("capabilities") or {} for r in results.values()])
+    # The gateway announces members going and coming back itself (`listening.py`), so it declares
+    # the notification (server/tools §Capabilities: listChanged says list_changed is sent).
+    tools = capabilities.setdefault("tools", {})
+    if isinstance(tools, dict):
+        tools["listChanged"] = True
     result: dict[str, Any] = {
         "protocolVersion": version,
         "capabilities": capabilities,

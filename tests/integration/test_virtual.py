@@ -19,7 +19,7 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.inspection import Inspector, session_text
 from gateway.store.keys import Keys
-from tests.integration.careful_client import CarefulClient, SseEvent, iter_sse
+from tests.integration.careful_client import CarefulClient, SessionGone, SseEvent, iter_sse
 from tests.integration.clients import HttpTrace, call_with_progress, sdk_client, text_of
 from tests.integration.conftest import StartGateways, StartLoadBalancer, StartSdkUpstream
 from tests.integration.procs import REPO_ROOT, Proc, ProcessGroup, free_port
@@ -155,6 +155,20 @@ async def test_member_session_expired_by_the_member_is_reestablished(
             ("search", "up", seen.members[1].instance, seen.members[1].sid),
         ]
         assert seen.members[1].sid and "member      notes: up on " in session_text(seen)
+        assert await client.delete_session() == 200  # ends the members' upstream sessions too
+        with pytest.raises(SessionGone):
+            await client.request("tools/list")
+    async with httpx.AsyncClient() as http:
+        gone = await http.post(
+            before["instance"],
+            json={"jsonrpc": "2.0", "id": 9, "method": "tools/list"},
+            headers={
+                "mcp-session-id": after["sid"],
+                "mcp-protocol-version": after["protocol"],
+                "accept": "application/json, text/event-stream",
+            },
+        )
+        assert gone.status_code == 404
 
 
 async def test_member_that_never_comes_up(
