@@ -22,25 +22,21 @@ from gateway.asgi.responses import (
     StreamSlot,
     client_headers,
     error_response,
-    iterate,
     read_body,
     sse_response,
 )
 from gateway.metrics import Metrics
-from gateway.store.eventlog import EventLog
 from gateway.store.limits import Limiter
 from gateway.store.sessions import SessionStore, new_record
 from gateway.streams.relay import Relay
 from gateway.virtual.calls import BROADCAST, Ask, Calls
-from gateway.virtual.listening import Listener, member_request_id
+from gateway.virtual.gets import Gets
+from gateway.virtual.listening import member_request_id
 from gateway.virtual.members import Members, MemberUnavailable
 from gateway.virtual.merging import LISTS, initialize_result
 from gateway.virtual.naming import (
-    NOTIFICATIONS,
     VirtualServer,
-    member_of_stream,
     member_stream_id,
-    notification_stream_id,
 )
 from gateway.virtual.record import UP, VirtualSession, VirtualSessions
 from gateway.virtual.stateless import StatelessVirtual
@@ -61,11 +57,10 @@ class VirtualEndpoint:
         *,
         servers: tuple[VirtualServer, ...],
         members: Members,
-        listener: Listener,
+        gets: Gets,
         stateless: StatelessVirtual,
         sessions: VirtualSessions,
         store: SessionStore,
-        log_: EventLog,
         relay: Relay,
         limiter: Limiter,
         metrics: Metrics,
@@ -74,12 +69,11 @@ class VirtualEndpoint:
     ) -> None:
         self._servers = {s.name: s for s in servers}
         self._members = members
-        self._listener = listener
+        self._gets = gets
         self._stateless = stateless
         self._calls = Calls()
         self._sessions = sessions
         self._store = store
-        self._log = log_
         self._relay = relay
         self._limiter = limiter
         self._metrics = metrics
@@ -229,7 +223,7 @@ class VirtualEndpoint:
             await slot.release()
             raise
 
-    # --- GET: resume a call's stream ----------------------------------------------------------
+    # --- GET: the notification stream, or a resume ---------------------------------------------
 
     async def _get(self, request: Request, server: VirtualServer) -> Response:
         protocol.check_get_accept(request.headers.get("accept"))
@@ -240,50 +234,11 @@ class VirtualEndpoint:
             await self._limiter.admit_stream(slot.who, slot.member)
         try:
             if last_event_id is None:
-                return await self._listen(request, server, vs, slot)
-            return await self._resume(request, server, vs, cursor.parse_event_id(last_event_id), slot)
+                return await self._gets.listen(request, server, vs, slot)
+            return await self._gets.resume(request, server, vs, cursor.parse_event_id(last_event_id), slot)
         except BaseException:
             await slot.release()
             raise
-
-    async def _listen(self, request: Request, server: VirtualServer, vs: VirtualSession, slot: StreamSlot) -> Response:
-        """transports §Listening for Messages: the members' notifications, merged (`listening.py`)."""
-        merged = self._listener.open(server, vs.record, request.headers)
-        stream, opened = await self._relay.open_stream(
-            vs.record, merged, kind="get", pending=(), stream=notification_stream_id(cursor.new_stream_id())
-        )
-        return sse_response(self._relay.deliver(vs.record, stream, 0, opened=opened), {H_SESSION: vs.record.id}, slot)
-
-    async def _resume(
-        self,
-        request: Request,
-        server: VirtualServer,
-        vs: VirtualSession,
-        position: cursor.Cursor,
-        slot: StreamSlot,
-    ) -> Response:
-        """transports §Resumability: replay after Last-Event-ID, on the same stream only; a call's
-        stream is re-opened on its member's session, the notification stream is the session's."""
-        pool = member_of_stream(server, position.stream)
-        listening = position.stream.startswith(NOTIFICATIONS)
-        meta = await self._log.meta(vs.record.id, position.stream)
-        if (pool is None and not listening) or (
-            meta is None and await self._store.stream_info(vs.record.id, position.stream) is None
-        ):
-            raise errors.StreamNotFound("Stream not found for this session")
-        if listening and meta is not None and meta.done and position.seq >= meta.seq - 1:
-            return await self._listen(request, server, vs, slot)  # it ended and the client has it all
-        session = vs.members[pool].session(vs.record) if pool is not None else vs.record
-        first = await self._log.first_seq(vs.record.id, position.stream)
-        decision = cursor.decide(position.seq, meta_seq=meta.seq if meta else None, first_retained=first)
-        self._metrics.resumes.inc()
-        headers = {H_SESSION: vs.record.id}
-        if isinstance(decision, cursor.Gap):
-            events = await self._relay.gap_events(session, position.stream, decision.reason)
-            return sse_response(iterate(events), headers, slot)
-        trace = meta.trace if meta is not None else ""
-        delivery = self._relay.deliver(session, position.stream, decision.after, resumed=True, trace=trace)
-        return sse_response(delivery, headers, slot)
 
     # --- DELETE ---------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from gateway.supervisor import Supervisor
 from gateway.upstream.client import HeaderPolicy, UpstreamClient
 from gateway.upstream.pools import Pools
 from gateway.virtual.endpoint import VirtualEndpoint
+from gateway.virtual.gets import Gets
 from gateway.virtual.listening import Listener
 from gateway.virtual.members import Members
 from gateway.virtual.naming import VirtualServer
@@ -51,11 +52,10 @@ def build_virtual(
     return VirtualEndpoint(
         servers=servers,
         members=members,
-        listener=listener,
+        gets=Gets(listener=listener, relay=relay, log_=event_log, store=sessions, metrics=metrics),
         stateless=StatelessVirtual(pools=pools, upstream=upstream, policy=headers, cache=cache, max_body=max_body),
         sessions=store,
         store=sessions,
-        log_=event_log,
         relay=relay,
         limiter=limiter,
         metrics=metrics,
