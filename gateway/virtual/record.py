@@ -8,6 +8,7 @@ session; `member:<pool>` holds that member's upstream session (instance, id, ver
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import json
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ from gateway.store.client import Redis, translated
 from gateway.store.keys import Keys
 from gateway.store.sessions import SessionRecord, SessionStore
 from gateway.virtual.naming import VirtualServer
+from gateway.wire.protocol import valid_session_id
 
 MEMBER = "member:"
 UP, DOWN = "up", "down"
@@ -66,13 +68,23 @@ class VirtualSessions:
             )
 
     async def load(self, session_id: str, principal: str, server: VirtualServer) -> VirtualSession:
-        """Load (and touch) the session, its members in configuration order (one the record lacks is
-        DOWN: opened lazily); a session of another server or of a plain pool is unknown here (404)."""
-        record = await self._sessions.load(session_id, principal)
-        if record.pool != server.name:
+        """Load the session, its members in configuration order (one the record lacks is DOWN:
+        opened lazily); unknown, foreign, or of another server or a plain pool: 404. One HGETALL;
+        when this replica's renewal of the session's TTLs is due, the store's own load does it first."""
+        # transports §Session Management: unknown/terminated session -> 404, client re-initializes.
+        if not valid_session_id(session_id):
             raise errors.SessionNotFound("Session not found")
+        renewals = self._sessions.renewals
+        if renewals.due(session_id, renewals.clock()):
+            await self._sessions.load(session_id, principal)
         with translated():
             raw: dict[bytes, bytes] = await self._redis.hgetall(self._keys.session(session_id))  # type: ignore[assignment]
+        if not raw:
+            raise errors.SessionNotFound("Session not found")
+        record = SessionRecord.from_redis(session_id, raw)
+        # A session is bound to the principal that created it; a mismatch looks like "unknown".
+        if record.pool != server.name or not hmac.compare_digest(record.principal.encode(), principal.encode()):
+            raise errors.SessionNotFound("Session not found")
         members: dict[str, Member] = {}
         for pool in server.members:
             value = raw.get((MEMBER + pool).encode())
