@@ -26,7 +26,7 @@ import aiohttp
 
 from bench import loadgen as lg
 from bench.suite import checkout
-from bench.topology import REPO, Topology
+from bench.topology import NO_METRICS_LISTENER, REPO, UNCAPPED, Topology
 from tests.integration.procs import free_port
 
 
@@ -64,7 +64,12 @@ def count(top: Topology, tree: Path, calls: int, sse: bool) -> float:
     port = free_port()
     out = Path(tempfile.mkdtemp(prefix="mcpgw-callgrind-")) / "callgrind.out"
     argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
-    proc = top.group.start(f"callgrind-{port}", [*argv, *top.gateway_argv(port)], cwd=tree, env={"PYTHONHASHSEED": "0"})
+    proc = top.group.start(
+        f"callgrind-{port}",
+        [*argv, *top.gateway_argv(port)],
+        cwd=tree,
+        env={"PYTHONHASHSEED": "0", **UNCAPPED, **NO_METRICS_LISTENER},
+    )
     try:
         proc.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=300)
         url = f"http://127.0.0.1:{port}/mcp"

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from bench.topology import NO_CLIENT_LIMITS
 from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port
 
 MODERN = "2026-07-28"
@@ -93,6 +94,8 @@ async def run(n: int) -> None:
             [
                 *(sys.executable, "-m", "gateway", "--upstream", f"default={fixture}", "--redis-url", redis_url),
                 *("--key-prefix", f"bench-tasks-{secrets.token_hex(3)}", "--task-tools", "default=slow_compute"),
+                *NO_CLIENT_LIMITS,
+                *("--metrics-port", "0"),
             ],
         )
         greet = ("tools/call", {"name": "greet", "arguments": {"name": "x"}}, "greet")

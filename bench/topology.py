@@ -17,9 +17,19 @@ from pathlib import Path
 
 from tests.integration.procs import Proc, ProcessGroup, free_port, start_haproxy
 
+# The load comes from one address and holds thousands of connections: the connection caps guard a
+# replica on the open internet (docs/hardening.md), not against its own bench. Env vars, not flags:
+# a baseline tree that predates them ignores them.
+UNCAPPED = {"MCPGW_MAX_CONNECTIONS": "0", "MCPGW_MAX_CONNECTIONS_PER_CLIENT": "0"}
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 PY = sys.executable
+# One load generator on one address is not a flood: the per-client limits (on by default) off.
+NO_CLIENT_LIMITS = ["--rate-limit", "0", "--max-sessions-per-client", "0", "--max-streams-per-client", "0"]
+# Replicas share this host: no metrics listener each (an env var: a baseline checkout that predates
+# the setting ignores it, where it would refuse an unknown flag).
+NO_METRICS_LISTENER = {"MCPGW_METRICS_PORT": "0"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -229,12 +239,14 @@ class Topology:
         if self.sdk_port:
             argv += ["--upstream", f"sdk=http://127.0.0.1:{self.sdk_port}/mcp"]
         argv += ["--redis-url", self.redis_url, "--key-prefix", self.key_prefix, "--log-level", "warning"]
-        argv += ["--log-format", "text", *(extra or [])]
+        argv += ["--log-format", "text", *NO_CLIENT_LIMITS, *(extra or [])]
         return argv
 
     def start_gateway(self, extra: list[str] | None = None, wait: bool = True, cwd: Path | None = None) -> Gateway:
         port = free_port()
-        proc = self.group.start(f"gateway-{port}", self.gateway_argv(port, extra), cwd=cwd)
+        proc = self.group.start(
+            f"gateway-{port}", self.gateway_argv(port, extra), cwd=cwd, env={**UNCAPPED, **NO_METRICS_LISTENER}
+        )
         gw = Gateway(port, proc)
         if wait:
             proc.wait_http(f"{gw.base}/readyz", timeout=30)
@@ -246,7 +258,9 @@ class Topology:
         argv = [str(Path(PY).parent / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--workers", "1", "--loop", "uvloop", "--no-ws", "--factory", "bench.granian_app:app"]
         argv += ["--backlog", "4096", "--backpressure", "65536"]  # default: at most backlog (1024) requests at once
-        proc = self.group.start(f"gateway-granian-{port}", argv, env={"MCPGW_BENCH_ARGV": shlex.join(flags)})
+        proc = self.group.start(
+            f"gateway-granian-{port}", argv, env={"MCPGW_BENCH_ARGV": shlex.join(flags), **NO_METRICS_LISTENER}
+        )
         gw = Gateway(port, proc)
         proc.wait_http(f"{gw.base}/readyz", timeout=30)
         return gw

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from bench import loadgen as lg
 from bench.suite import checkout, cleanup_redis
-from bench.topology import PY, RESULTS, tree_cpu_seconds
+from bench.topology import NO_CLIENT_LIMITS, NO_METRICS_LISTENER, PY, RESULTS, tree_cpu_seconds
 from tests.integration.procs import Proc, ProcessGroup, free_port
 
 TARGETS = ("baseline", "off", "on", "unsampled")
@@ -73,7 +73,7 @@ class Sink:
 
 def gateway_env(target: str, sink: Sink) -> dict[str, str]:
     """The OTEL_* variables of a target (this process's own were removed at start: `off` has none)."""
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(NO_METRICS_LISTENER)
     if target in ("on", "unsampled"):
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink.url
         env["OTEL_SERVICE_NAME"] = f"bench-{target}"
@@ -88,6 +88,7 @@ def start_gateway(
     port = free_port()
     argv = [PY, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--upstream", f"default={upstream}"]
     argv += ["--redis-url", redis_url, "--key-prefix", prefix, "--log-level", "warning", "--log-format", "text"]
+    argv += NO_CLIENT_LIMITS
     proc = group.start(f"gateway-{target}-{port}", argv, env=gateway_env(target, sink), cwd=cwd)
     return f"http://127.0.0.1:{port}/mcp", proc
 

@@ -23,36 +23,48 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
-from gateway import inspection, logs
+from gateway import __version__, inspection, logs
 from gateway.config import Settings
+from gateway.config.groups import GROUPS, group_of
+from gateway.config.settings import is_list_setting
 from gateway.config.specs import load_config_file
 from gateway.errors import ConfigError, GatewayError
 from gateway.http.app import create_app
+from gateway.http.connections import protocol_factory
 from gateway.http.gateway import Gateway
-from gateway.http.server import LeanHttpToolsProtocol
 
 # `--workers N`: the parent's flags, for each worker to parse again (same env, same config file)
 WORKER_ARGV = "MCPGW_WORKER_ARGV"
 
-# flags that may be given many times
-REPEATABLE = frozenset(
-    {"upstream", "allowed_origins", "health_probe", "task_tools", "task_sync_input", "virtual_servers"}
-)
+# flags that may be given many times: every list setting (derived, so a new one cannot be forgotten)
+REPEATABLE = frozenset(name for name in Settings.model_fields if is_list_setting(Settings, name))
 # extra spellings of a flag: the singular reads better when repeated
 ALIASES = {"virtual_servers": ("--virtual-server",)}
 
 
-def build_parser(prog: str = "mcp-gateway", description: str | None = __doc__) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+DESCRIPTION = (
+    "A horizontally scalable reverse proxy for MCP Streamable HTTP. Every flag is also an environment "
+    "variable MCPGW_<NAME> and a key of the --config file: a flag beats the environment, which beats the file."
+)
+USAGE = "%(prog)s [--upstream NAME=URL[,URL...]]... [--redis-url URL] [options]\n       %(prog)s inspect --help"
+
+
+def build_parser(
+    prog: str = "mcp-gateway", description: str | None = DESCRIPTION, usage: str | None = USAGE
+) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description, usage=usage)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    groups = {title: parser.add_argument_group(title) for title in GROUPS}
     for name, field in Settings.model_fields.items():
+        group = groups[group_of(name)]
         flag = "--" + name.replace("_", "-")
         help_text = f"{field.description} (env MCPGW_{name.upper()})"
         if name in REPEATABLE:
-            parser.add_argument(flag, *ALIASES.get(name, ()), action="append", dest=name, default=None, help=help_text)
+            group.add_argument(flag, *ALIASES.get(name, ()), action="append", dest=name, default=None, help=help_text)
         elif field.annotation is bool:  # a bare `--redis-cluster` means true; `--flag false` also works
-            parser.add_argument(flag, dest=name, default=None, nargs="?", const="true", help=help_text)
+            group.add_argument(flag, dest=name, default=None, nargs="?", const="true", help=help_text)
         else:
-            parser.add_argument(flag, dest=name, default=None, help=help_text)
+            group.add_argument(flag, dest=name, default=None, help=help_text)
     return parser
 
 
@@ -143,7 +155,11 @@ def _take_dashed_session_id(argv: list[str], options: frozenset[str]) -> tuple[l
 
 def inspect_main(argv: Sequence[str]) -> int:
     """`mcp-gateway inspect [all|replicas|sessions|streams|tasks|session ID] [--json] [server flags]`."""
-    parser = build_parser(prog="mcp-gateway inspect", description=INSPECT_HELP)
+    parser = build_parser(
+        prog="mcp-gateway inspect",
+        description=INSPECT_HELP,
+        usage="%(prog)s [all|replicas|sessions|streams|tasks|session ID] [--json] [store options]",
+    )
     views = ["all", "replicas", "sessions", "streams", "tasks", "session"]
     parser.add_argument("view", nargs="?", default="all", choices=views)
     parser.add_argument("session_id", nargs="?", help="for `session`: a session id or its first characters")
@@ -173,8 +189,7 @@ def inspect_main(argv: Sequence[str]) -> int:
 def tune_gc(young_threshold: int) -> None:
     """Once the app has started: freeze what start-up built (modules, clients, the app) out of
     every collection, and collect young objects less often. Each full collection otherwise
-    walked the whole start-up heap (~35 ms paused per collection, several a second under load:
-    half the p99 of a JSON call at 64 connections); bench/README.md has the figures."""
+    walked the whole start-up heap, several times a second under load (docs/decisions/0010)."""
     if young_threshold <= 0:
         return
     gc.collect()
@@ -200,12 +215,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2)
+    protocol = protocol_factory(settings)  # the connection rules of http/framing.py
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="auto",
-        http=LeanHttpToolsProtocol,
+        http=protocol,
+        server_header=False,  # no `server: uvicorn`: what runs behind the port is nobody's business
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=max(1, int(settings.drain_timeout)),
         access_log=False,
@@ -217,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         uvicorn.run(
             "gateway.cli:app_from_env",
             factory=True,
-            http=LeanHttpToolsProtocol,
+            http=protocol,
+            server_header=False,
             host=settings.host,
             port=settings.port,
             workers=settings.workers,

@@ -7,7 +7,9 @@ translated into this tree at the module that talks to them.
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import secrets
+from typing import Any, TypeVar
 
 # JSON-RPC 2.0 error codes (jsonrpc.org/specification §5.1) and MCP's own.
 PARSE_ERROR = -32700
@@ -129,6 +131,10 @@ class PayloadTooLarge(ClientError):
     status = 413
 
 
+class HeadersTooLarge(ClientError):
+    status = 431
+
+
 class MethodNotAllowed(ClientError):
     status = 405
 
@@ -170,6 +176,14 @@ class UpstreamUnavailable(UpstreamError):
     headers = {"Retry-After": "1"}
 
 
+class UpstreamBusy(UpstreamError):
+    """Every connection to the instance stayed busy for --upstream-acquire-timeout: nothing was
+    sent (so a retry is safe), and the instance is not unhealthy (no failover, no circuit)."""
+
+    status = 503
+    headers = {"Retry-After": "1"}
+
+
 class UpstreamTimeout(UpstreamError):
     status = 504
 
@@ -192,3 +206,21 @@ class StreamLost(GatewayError):
 
     status = 200
     code = SERVER_ERROR
+
+
+E = TypeVar("E", bound=GatewayError)
+
+_log = logging.getLogger("gateway.errors")
+
+
+def correlation_id() -> str:
+    return secrets.token_hex(6)
+
+
+def opaque(cls: type[E], public: str, detail: object) -> E:
+    """An error whose details (addresses, library messages) go to the log only: the client gets
+    `public` and a correlation id, the same one the log line carries (issue 35: "Error 111
+    connecting to 127.0.0.1:6379" reached clients)."""
+    cid = correlation_id()
+    _log.warning("%s [correlation id %s]: %s", public, cid, detail)
+    return cls(f"{public} (correlation id {cid})", data={"correlationId": cid})

@@ -16,6 +16,8 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from gateway.wire import belonging
+
 
 class CounterChild:
     __slots__ = ("created", "value")
@@ -47,8 +49,8 @@ ChildT = TypeVar("ChildT", CounterChild, HistogramChild)
 
 class _Labelled(Collector, Generic[ChildT]):
     """A labelled metric of the request path, read by the registry when scraped. prometheus_client's
-    own takes a lock and makes several Python calls per update (~0.3 us an `inc`, ~0.9 us an
-    `observe`, three per JSON call); this one is a list or float update. One event loop updates
+    own takes a lock and makes several Python calls per update, three updates per JSON call
+    (docs/decisions/0010); this one is a list or float update. One event loop updates
     and scrapes it: no lock is needed (never update these from another thread)."""
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry) -> None:
@@ -134,10 +136,23 @@ class Metrics:
         self.sessions_deleted = Counter("mcpgw_sessions_deleted_total", "Gateway sessions deleted", registry=r)
         self.active_pumps = Gauge("mcpgw_active_pumps", "Streams this replica pumps now", registry=r)
         self.active_deliveries = Gauge("mcpgw_active_deliveries", "Open client SSE connections", registry=r)
+        self.upstream_connections = Gauge(
+            "mcpgw_upstream_connections",
+            "Upstream connections this replica holds open (an open stream holds one)",
+            registry=r,
+        )
         self.events_relayed = Counter("mcpgw_events_relayed_total", "SSE events delivered to clients", registry=r)
         self.resumes = Counter("mcpgw_resumes_total", "Resumes with Last-Event-ID", registry=r)
         self.takeovers = Counter("mcpgw_lease_takeovers_total", "Pumps taken over from a dead replica", registry=r)
         self.gaps = Counter("mcpgw_stream_gaps_total", "Resumes that found lost events", registry=r)
+        self.replay_dropped = Counter(
+            "mcpgw_upstream_replay_dropped_total",
+            "Messages a re-opened upstream stream replayed that were not that stream's (not relayed)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in belonging.REASONS:  # served at 0 from the start: a rate over it needs a first sample
+            self.replay_dropped.labels(reason)
         self.tasks = Counter(
             "mcpgw_tasks_total",
             "Gateway-served tasks by event (created, completed, failed, cancelled, orphaned, adopted)",

@@ -34,7 +34,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Policy:
     """A policy as data, for calls that almost always work the first time: `run` makes the first
-    attempt without tenacity (an AsyncRetrying costs ~40 us to build and iterate, per use), then
+    attempt without tenacity (an AsyncRetrying is costly to build and iterate: docs/decisions/0010), then
     the waits and attempts `_policy` would give (first_wait, 2x, 4x, ... up to max_wait)."""
 
     retry_on: type[GatewayError]

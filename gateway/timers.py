@@ -2,8 +2,8 @@
 
 An idle stream waits twice, each with a bound of seconds to minutes: its delivery for the next
 event or the keep-alive tick, its pump for the upstream's next bytes or the idle bound. A loop
-timer per wait (uvloop's TimerHandle and libuv timer, ~0.5 KB) is most of what such a wait costs;
-here a wait of at least `coarse_from` seconds joins the bucket of its deadline rounded up to the
+timer per wait (uvloop's TimerHandle and libuv timer) is most of what such a wait costs
+(docs/decisions/0009); here a wait of at least `coarse_from` seconds joins the bucket of its deadline rounded up to the
 next `tick`, and each bucket holds one loop timer. A wait fires up to `tick` seconds late; shorter
 waits keep the loop's own exact timer. Created in the app's lifespan, on its loop; a component
 built without it (in unit tests) gets `EXACT`, the loop's own timer for every wait.

@@ -102,7 +102,9 @@ def start_gateways(
         port = free_port()
         argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port)]
         argv += ["--upstream", f"default={upstream}", "--redis-url", redis_url(), "--key-prefix", prefix]
-        argv += ["--log-format", "text", *extra]
+        argv += ["--log-format", "text", "--metrics-port", "0"]  # replicas share this host
+        # one test client on one address runs every scenario: the per-client limits off
+        argv += ["--rate-limit", "0", "--max-sessions-per-client", "0", "--max-streams-per-client", "0", *extra]
         group.start(f"gateway-{port}", argv)
         ports.append(port)
     for port, proc in zip(ports, group.procs[-n:], strict=True):

@@ -191,6 +191,9 @@ class Cluster:
         argv += ["--upstream", f"default=http://127.0.0.1:{self.upstream_port}/mcp"]
         argv += ["--retry-ms", "200", "--request-timeout", "5", "--drain-timeout", "5"]
         argv += ["--log-format", "text", "--log-level", self.log_level]
+        # one load generator on one address is not a flood: the per-client limits off
+        argv += ["--rate-limit", "0", "--max-sessions-per-client", "0", "--max-streams-per-client", "0"]
+        argv += ["--metrics-port", "0"]  # replicas share this host
         for attempt in range(3):  # a shared machine: another process may hold the port for a moment
             proc = self.procs.start(f"gateway-{port}", argv, env={"MCPGW_KEY_PREFIX": self.prefix})
             try:

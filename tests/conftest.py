@@ -1,10 +1,16 @@
-"""Shared fixtures: a real Redis (required, never skipped), per-test key prefixes, fakeredis."""
+"""Shared fixtures: a real Redis (required, never skipped), per-test key prefixes, fakeredis.
+
+Tiers: a test that asks for Redis (the `redis_url`, `redis`, `key_prefix` or `keys` fixtures) is marked
+`redis`, one under tests/integration/ `integration`; plain `pytest` runs the rest (the unit tier: no
+Redis, no network). A marked test whose service is missing stops the run loudly, never skips.
+"""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import fakeredis
 import pytest
@@ -21,7 +27,47 @@ def configured_redis_url() -> str:
     return os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
 
 
-@pytest.fixture(scope="session", autouse=True)
+REDIS_FIXTURES = frozenset({"redis_url", "redis", "key_prefix", "keys", "_require_redis"})
+
+
+TIERS = ("unit", "redis", "integration", "all")
+INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--tier",
+        choices=TIERS,
+        default=None,
+        help="which tests to run: unit (no Redis, no network), redis, integration (real processes) or all; "
+        "default: unit for a bare `pytest`, all when test paths are named",
+    )
+
+
+def tier_of(item: pytest.Item) -> str:
+    if Path(str(item.fspath)).is_relative_to(INTEGRATION_DIR):
+        return "integration"
+    if REDIS_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return "redis"
+    return "unit"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wanted = config.getoption("tier")
+    if wanted is None:
+        wanted = "unit" if config.args_source == pytest.Config.ArgsSource.TESTPATHS else "all"
+    kept, dropped = [], []
+    for item in items:
+        tier = tier_of(item)
+        if tier != "unit":
+            item.add_marker(getattr(pytest.mark, tier))
+        (kept if wanted in ("all", tier) else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+@pytest.fixture(scope="session")
 def _require_redis() -> Iterator[None]:
     """Every run needs a real Redis; a missing one stops the run loudly instead of skipping."""
     url = configured_redis_url()
@@ -42,7 +88,7 @@ def _require_redis() -> Iterator[None]:
 
 
 @pytest.fixture
-def redis_url() -> str:
+def redis_url(_require_redis: None) -> str:
     return configured_redis_url()
 
 

@@ -31,11 +31,13 @@ def init_body(version: str = "2025-11-25", rid: int = 1) -> dict[str, Any]:
 
 
 def call(name: str, rid: int = 2, **arguments: Any) -> dict[str, Any]:
+    # The scripted upstream's progress names the request id as its token: the call asks for it
+    # (basic/utilities/progress: progress only for a token a request provided).
     return {
         "jsonrpc": "2.0",
         "id": rid,
         "method": "tools/call",
-        "params": {"name": name, "arguments": arguments},
+        "params": {"name": name, "arguments": arguments, "_meta": {"progressToken": rid}},
     }
 
 
@@ -81,6 +83,7 @@ async def running_gateway(
     upstream = ScriptedUpstream(behaviour or Behaviour())
     # Drain keeps pumping until answers end or the deadline: a short one keeps teardown quick.
     settings.setdefault("drain_timeout", 1.0)
+    settings.setdefault("metrics_port", 0)  # no metrics listener unless a test asks (tests share this host)
     async with serve(upstream) as upstream_url:
         app = create_app(Settings(upstream=[p.format(f"{upstream_url}/mcp") for p in pools], **settings))
         async with serve(app) as url, httpx.AsyncClient(timeout=timeout) as client:

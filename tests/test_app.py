@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.config import Settings
+from gateway.errors import ConfigError
 from gateway.http.app import create_app
 from gateway.wire import protocol
 from tests.asgi_server import serve
@@ -397,7 +398,7 @@ async def test_the_process_owners_hook_runs_once_everything_is_built() -> None:
     seen: list[bool] = []
     apps: list[Any] = []
     async with serve(ScriptedUpstream(Behaviour())) as upstream_url:
-        settings = Settings(upstream=[f"default={upstream_url}/mcp"], drain_timeout=1.0)
+        settings = Settings(upstream=[f"default={upstream_url}/mcp"], drain_timeout=1.0, metrics_port=0)
         apps.append(create_app(settings, on_started=lambda: seen.append(hasattr(apps[0].state, "gateway"))))
         async with serve(apps[0]):
             assert seen == [True]
@@ -413,3 +414,11 @@ async def test_every_set_cookie_line_of_the_upstream_reaches_the_client(env: Env
     assert r.headers.get_list("set-cookie") == ["lb=1; Path=/", "lbcors=1; Path=/; SameSite=None"]
     answer = parse_sse(r.text)[-1]["data"] if sse else r.text
     assert json.loads(answer)["result"]["echo"] == {"sse": sse}
+
+
+def test_forward_authorization_names_known_pools_only() -> None:
+    upstream = ["default=http://127.0.0.1:9/mcp"]
+    create_app(Settings(upstream=upstream, forward_authorization=["*"]))
+    create_app(Settings(upstream=upstream, forward_authorization=["default"]))
+    with pytest.raises(ConfigError, match="unknown pool"):
+        create_app(Settings(upstream=upstream, forward_authorization=["defualt"]))

@@ -8,7 +8,6 @@ fast upstream, a few requests per scenario.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,9 +19,8 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(90)
 
 
-def test_bench_smoke(tmp_path: Path) -> None:
+def test_bench_smoke(tmp_path: Path, redis_url: str) -> None:
     out = tmp_path / "smoke.json"
-    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--no-readme", "--redis-url", redis_url, "--out", str(out)],
         cwd=REPO,

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.cli import build_parser, forwarded_options, load_settings
+from gateway.cli import REPEATABLE, build_parser, forwarded_options, load_settings
+from gateway.config import Settings
+from gateway.config.groups import GROUPS
+from gateway.config.settings import is_list_setting
 from gateway.config.specs import ProbeSpec
 from gateway.errors import ConfigError
 
@@ -133,6 +136,11 @@ def test_bad_config_file_names_the_field(tmp_path: Path, content: str, needle: s
             "exclude each other",
         ),
         (["--upstream", "http://x/mcp", "--redis-sentinel", "s1:26379,s2"], "expected HOST:PORT"),
+        # issue 35: auth without an explicit audience would take it from the request's Host
+        (
+            ["--upstream", "http://x/mcp", "--auth-issuer", "https://i.example", "--auth-public-key", "k"],
+            "needs an explicit audience",
+        ),
     ],
 )
 def test_bad_configuration_exits_2_with_a_clear_message(args: list[str], needle: str) -> None:
@@ -187,3 +195,39 @@ def test_forwarded_headers_are_trusted_by_the_flag_alone() -> None:
         "proxy_headers": True,
         "forwarded_allow_ips": "*",
     }
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in Settings.model_fields if is_list_setting(Settings, n)))
+def test_every_list_setting_keeps_every_occurrence_of_its_flag(name: str) -> None:
+    # cli.REPEATABLE once named 5 of 9 list settings: the others kept only their last flag, silently
+    args = build_parser().parse_args([_flag(name), "first", _flag(name), "second"])
+    assert getattr(args, name) == ["first", "second"]
+    assert name in REPEATABLE
+
+
+def test_every_setting_sits_in_exactly_one_help_group() -> None:
+    placed = [name for names in GROUPS.values() for name in names]
+    assert sorted(placed) == sorted(Settings.model_fields), "place new settings in gateway/config/groups.py"
+    assert len(placed) == len(set(placed))
+
+
+def test_help_is_grouped_and_internals_are_advanced() -> None:
+    text = build_parser().format_help()
+    for title in GROUPS:
+        assert f"\n{title}:\n" in text
+    advanced = text[text.index("\nadvanced:\n") :]
+    assert "--gc-young-threshold" in advanced and "--upstream " not in advanced
+
+
+def test_version_is_written_once_and_printed() -> None:
+    import gateway
+
+    done = subprocess.run([sys.executable, "-m", "gateway", "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"mcp-gateway {gateway.__version__}"
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject and gateway.__version__ not in pyproject

@@ -61,7 +61,9 @@ def test_deployment_probes_ports_and_replicas() -> None:
     assert deployment["spec"]["replicas"] == 3
     container = gateway_container()
     ports = [p["containerPort"] for p in container["ports"]]
-    assert ports == [8080]
+    assert ports == [8080, 9464]  # MCP, metrics (issue 35: /metrics is not on the MCP port)
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert resolve_port(container, "metrics") == int(annotations["prometheus.io/port"]) == 9464
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     if "startupProbe" in container:

@@ -16,6 +16,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.gateway_env import HEADERS, Env, running_gateway
+from tests.integration.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "deploy" / "grafana" / "mcp-gateway.json"
@@ -57,12 +58,13 @@ def test_dashboard_and_rules_are_well_formed() -> None:
     assert "upstream_healthy" in topics and "limits_hit" in topics
 
 
-async def served(env: Env) -> dict[str, set[str]]:
+async def served(env: Env, metrics_port: int) -> dict[str, set[str]]:
     """Sample name -> its label names, after traffic that gives every labelled metric a sample."""
     await env.initialize()  # requests, request duration, upstream latency
     too_big = {**HEADERS, "X-Padding": "x" * 40_000}
     assert (await env.client.post(env.mcp, headers=too_big, json={})).status_code == 431  # limits hit
-    text = (await env.client.get(f"{env.url}/metrics")).text
+    assert (await env.client.get(f"{env.url}/metrics")).status_code == 404  # not on the MCP port (issue 35)
+    text = (await env.client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
     names: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -71,8 +73,9 @@ async def served(env: Env) -> dict[str, set[str]]:
 
 
 async def test_every_metric_and_label_used_is_served(redis_url: str, key_prefix: str) -> None:
-    async with running_gateway(redis_url=redis_url, key_prefix=key_prefix) as env:
-        names = await served(env)
+    port = free_port()
+    async with running_gateway(redis_url=redis_url, key_prefix=key_prefix, metrics_port=port) as env:
+        names = await served(env, port)
     assert "mcpgw_limits_hit_total" in names and "mcpgw_upstream_healthy" in names
     for expr in expressions():
         used = METRIC.findall(expr)

@@ -131,6 +131,25 @@ async def test_create_keeps_the_trace_context(any_redis: aioredis.Redis, keys: K
     assert untraced is not None and untraced.trace == ""
 
 
+async def test_open_keeps_the_progress_tokens_of_a_post_stream(
+    any_redis: aioredis.Redis, keys: Keys, session: str, stream: str
+) -> None:
+    """Whoever re-opens the stream upstream (a takeover) relays progress for these tokens only; a
+    GET stream has none, and a POST stream opened without them (an older replica) reads None."""
+    log = make_log(any_redis, keys)
+    await log.open(session, stream, kind="post", pending=(1, 2), owner="r1", tokens=("p1", 2), events=[("a", "u1")])
+    meta = await log.meta(session, stream)
+    assert meta is not None and meta.tokens == ("p1", 2) and meta.seq == 1 and meta.uid == ""
+    assert [e.data for e in await log.read(session, stream, 0)] == ["a"]
+    get, older = cursor.new_stream_id(), cursor.new_stream_id()
+    await log.open(session, get, kind="get", pending=(), owner="r1")
+    await log.open(session, older, kind="post", pending=(1,), owner="r1")
+    assert not await any_redis.hexists(keys.meta(session, get), "pt")
+    get_meta, older_meta = await log.meta(session, get), await log.meta(session, older)
+    assert get_meta is not None and get_meta.tokens == ()
+    assert older_meta is not None and older_meta.tokens is None
+
+
 async def test_empty_append_renews_and_updates_pending(
     any_redis: aioredis.Redis, keys: Keys, session: str, stream: str
 ) -> None:
@@ -417,9 +436,23 @@ async def test_create_writes_the_streams_registration_in_the_same_script(redis: 
     session = protocol.new_session_id()
     await log.open(session, "S1", kind="get", pending=(), owner="r1")
     assert await redis.exists(keys.streams(session)) == 0  # without a registration: meta and lease only
-    await log.open(
-        session, "S2", kind="post", pending=(3,), owner="r1", registration=store.registration("post", (3,))
-    )
+    await log.open(session, "S2", kind="post", pending=(3,), owner="r1", registration=store.registration("post", (3,)))
     assert await store.stream_info(session, "S2") == StreamInfo(kind="post", pending=(3,))
     assert 60_000 < await redis.pttl(keys.streams(session)) <= 66_000  # as long as a renewed record may live
     assert await log.lease_holder(session, "S2") == "r1"
+
+
+async def test_an_ended_stream_keeps_its_keys_for_the_retention_only(
+    any_redis: aioredis.Redis, keys: Keys, session: str, stream: str
+) -> None:
+    """Issue 35: a finished call's log is kept for the resumption window, not the session's TTL."""
+    log = EventLog(any_redis, keys, maxlen=100, ttl=600, retention=5)
+    await log.open(session, stream, kind="post", pending=(1,), owner="r1")
+    await log.append(session, stream, "r1", [("a", "u1")], pending=(1,))
+    assert await any_redis.pttl(keys.events(session, stream)) > 5000  # live: the session's TTL
+    await log.append(session, stream, "r1", [("b", "u2")], pending=(), final=True)
+    other = cursor.new_stream_id()  # ended by its very first write
+    await log.open(session, other, kind="post", pending=(), owner="r1", events=[("c", "")], final=True)
+    for name in (stream, other):
+        for key in (keys.events(session, name), keys.meta(session, name)):
+            assert 0 < await any_redis.pttl(key) <= 5000, key

@@ -164,7 +164,7 @@ def test_the_gateway_runs_without_any_test_package() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--health-probe" in done.stdout and "--redis-url" in done.stdout
-    assert "OpenTelemetry is not installed (pip install 'mcp-gateway[otel]')" in done.stderr
+    assert "OpenTelemetry is not installed (pip install 'mcp-session-gateway[otel]')" in done.stderr
 
 
 def test_the_quick_start_installs_the_runtime_only() -> None:

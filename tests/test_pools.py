@@ -55,7 +55,8 @@ def test_health_is_exported_per_pool_and_instance() -> None:
     pools = Pools((Pool("main", (A, B)), Pool("also", (B,))), gauge=metrics.upstream_healthy)
 
     def healthy(pool: str, url: str) -> float | None:
-        return metrics.registry.get_sample_value("mcpgw_upstream_healthy", {"pool": pool, "upstream": url})
+        label = url.split("//")[1].split("/")[0] + ":80"  # host:port, never the URL (issue 35)
+        return metrics.registry.get_sample_value("mcpgw_upstream_healthy", {"pool": pool, "upstream": label})
 
     assert healthy("main", A) == 1 and healthy("also", B) == 1
     pools.mark_down(B, "test")

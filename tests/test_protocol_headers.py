@@ -97,6 +97,18 @@ def test_origin_local_allowed_by_default(origin: str | None) -> None:
         "null",
         "",
         "http://10.0.0.1:8080",
+        # not a serialized origin (scheme://host[:port]), though a lax parse finds localhost in it
+        "http://localhost:80.evil.com",
+        "http://localhost:99999",
+        "http://localhost:",
+        "http://evil.com@localhost",
+        "http://localhost@evil.com",
+        "http://localhost/",
+        "http://localhost?x",
+        "http://localhost#x",
+        "ftp://localhost",
+        "localhost",
+        "http://local host",
     ],
 )
 def test_origin_foreign_denied(origin: str) -> None:
@@ -249,3 +261,17 @@ def test_a_repeated_field_keeps_all_its_values_in_order() -> None:
         "x-tag": "10.0.0.1, 10.0.0.2",
         "cookie": "a=1; b=2",
     }
+
+
+def test_what_an_upstream_says_of_itself_and_its_cors_answers_are_not_relayed() -> None:
+    upstream = [
+        ("X-Powered-By", "Express"),
+        ("Server", "uvicorn"),
+        ("Access-Control-Allow-Origin", "*"),
+        ("Access-Control-Allow-Credentials", "true"),
+        ("Alt-Svc", 'h3=":443"'),
+        ("Content-Type", "application/json"),
+        ("Set-Cookie", "a=1"),
+    ]
+    out = protocol.forward_headers(upstream, protocol.DROP_TO_CLIENT, lower_names=True)
+    assert out == {"content-type": "application/json", "set-cookie": "a=1"}

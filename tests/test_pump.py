@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from gateway.store.sessions import SessionRecord
-from gateway.streams.pump import RECENT_IDS, Opening, Pump, PumpConfig
+from gateway.streams.opening import Opening
+from gateway.streams.pump import RECENT_IDS, Pump, PumpConfig
+from gateway.streams.sifting import ReplaySifter
 from gateway.streams.signals import Signal
 from gateway.wire import sse
+from gateway.wire.belonging import FOREIGN_PROGRESS, FOREIGN_RESPONSE, NOT_JSONRPC
 
 
 class FakeLog:
@@ -79,8 +85,9 @@ class FakeUpstream:
         return FakeResponse(b"".join(sse.encode(data or None, id=eid) for eid, data in tail))
 
 
-def progress(n: int) -> str:
-    return json.dumps({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": n}})
+def progress(n: int, token: str = "t1") -> str:
+    params = {"progressToken": token, "progress": n}
+    return json.dumps({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
 
 
 def pump(log: FakeLog, upstream: FakeUpstream) -> Pump:
@@ -96,6 +103,7 @@ def pump(log: FakeLog, upstream: FakeUpstream) -> Pump:
         owner="me",
         signal=Signal(),
         uid="u3",
+        tokens=("t1",),
     )
 
 
@@ -108,7 +116,7 @@ async def test_resumed_stream_catches_up_what_the_replay_live_window_skipped() -
     p = pump(log, upstream)
     p._boundary = True  # the pump had just re-opened the upstream stream (a takeover)
     live = [sse.Event(progress(4), "u4"), sse.Event("", "prime"), sse.Event(progress(6), "u6"), sse.Event(answer, "u7")]
-    await p._handle(live)
+    await p._handle(live, resumed=True)
     assert log.entries == [progress(4), progress(5), progress(6), answer]  # in order, each once
     assert upstream.resumes == ["u4"]  # one extra replay, from the newest logged id
     assert p.finished and log.finals == 1 and p.pending == []
@@ -117,7 +125,7 @@ async def test_resumed_stream_catches_up_what_the_replay_live_window_skipped() -
 async def test_no_catch_up_on_a_fresh_stream_or_after_the_boundary() -> None:
     log, upstream = FakeLog(), FakeUpstream([("u3", "")])
     p = pump(log, upstream)
-    await p._handle([sse.Event("", "prime"), sse.Event(progress(1), "u4")])  # a first connection's priming
+    await p._handle([sse.Event("", "prime"), sse.Event(progress(1), "u4")], resumed=False)  # a first connection
     assert upstream.resumes == [] and log.entries == [progress(1)]
 
 
@@ -152,3 +160,55 @@ async def test_a_request_that_stopped_waiting_for_the_opening_does_not_stop_the_
     p.opening.done.cancel()  # what awaiting it in a cancelled request task does
     await p.run(FakeResponse(sse.encode(answer, id="u5")))  # type: ignore[arg-type]
     assert log.opened == [1] and p.finished and log.finals == 1
+
+
+async def test_a_reopened_stream_relays_only_what_belongs_to_it(caplog: pytest.LogCaptureFixture) -> None:
+    """server-everything replays every later event of the session and its own `{}` markers: the
+    pump keeps this stream's progress and answer, drops the rest, counts each and logs once."""
+    mine = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {}})
+    other = json.dumps({"jsonrpc": "2.0", "id": 9, "result": {}})
+    logging_ = json.dumps({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info"}})
+    log = FakeLog()
+    p = pump(log, FakeUpstream([]))
+    counted: list[str] = []
+    p.dropped = counted.append
+    replay = [
+        ("u4", "{}"),
+        ("u5", progress(4, token="t9")),
+        ("u6", progress(4)),
+        ("u7", logging_),
+        ("u8", other),
+        ("u9", mine),
+    ]
+    caplog.set_level(logging.INFO, logger="gateway.streams.pump")
+    await p._consume(FakeResponse(b"".join(sse.encode(d, id=i) for i, d in replay)), resumed=True)  # type: ignore[arg-type]
+    assert log.entries == [progress(4), logging_, mine]
+    assert counted == [NOT_JSONRPC, FOREIGN_PROGRESS, FOREIGN_RESPONSE]
+    assert p.uid == "u9" and p.finished and p.pending == []
+    ReplaySifter.told(p._sifter)
+    ReplaySifter.told(p._sifter)
+    told = [r for r in caplog.records if "not this stream's" in r.getMessage()]
+    assert len(told) == 1 and told[0].levelno == logging.INFO
+    assert "1 foreign_progress, 1 foreign_response, 1 not_jsonrpc" in told[0].getMessage()
+
+
+async def test_a_first_connection_is_relayed_as_it_comes() -> None:
+    """Only a re-opened connection is sifted: a live stream's events are the upstream's to choose."""
+    log = FakeLog()
+    p = pump(log, FakeUpstream([]))
+    counted: list[str] = []
+    p.dropped = counted.append
+    await p._handle([sse.Event(progress(1, token="elsewhere"), "u4")], resumed=False)
+    assert log.entries == [progress(1, token="elsewhere")] and counted == []
+
+
+async def test_a_get_stream_that_cannot_resume_with_nothing_pending_ends_at_info(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = FakeLog()
+    p = pump(log, FakeUpstream([]))
+    p.kind, p.pending, p.uid = "get", [], ""
+    caplog.set_level(logging.INFO, logger="gateway.streams.pump")
+    await p.run(None)
+    ended = [r for r in caplog.records if "could not be resumed" in r.getMessage()]
+    assert len(ended) == 1 and ended[0].levelno == logging.INFO and log.finals == 1

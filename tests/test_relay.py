@@ -58,7 +58,7 @@ async def test_store_error_mid_stream_ends_with_retry_hint_then_resumes(
         # every event exactly once, in order, across the two connections: 6 progress, then the answer
         assert [m["params"]["progress"] for m in everything[:-1]] == [1, 2, 3, 4, 5, 6]
         assert everything[-1]["id"] == 2 and everything[-1]["result"]["echo"]["count"] == 6
-        assert (await env.client.get(f"{env.url}/metrics")).text.count("mcpgw_store_errors_total 1.0") == 1
+        assert env.app.state.gateway.metrics.render().decode().count("mcpgw_store_errors_total 1.0") == 1
 
 
 async def test_a_delivery_that_keeps_up_reads_nothing_back(

@@ -142,9 +142,12 @@ async def test_no_sentinel_answering_is_store_error() -> None:
         await client.aclose()
 
 
-def test_cluster_exceptions_are_store_errors() -> None:
-    with pytest.raises(errors.StoreError, match="SlotNotCoveredError"), translated():
+def test_cluster_exceptions_are_store_errors(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(errors.StoreError, match=r"^session store unavailable") as raised, translated():
         raise SlotNotCoveredError('Slot "1" is not covered by the cluster.')
+    # issue 35: the client's message is generic; the details are in the log under its correlation id
+    assert "SlotNotCoveredError" not in raised.value.message
+    assert f"{raised.value.data['correlationId']}]: SlotNotCoveredError" in caplog.text
 
 
 def test_every_client_uses_the_gateways_redis_retry_policy() -> None:
@@ -161,9 +164,10 @@ def test_every_client_uses_the_gateways_redis_retry_policy() -> None:
     assert asked.get_retries() == retry.sentinel_query().get_retries() == 0
 
 
-def test_transport_closed_under_redis_py_is_store_error() -> None:
-    with pytest.raises(errors.StoreError, match="handler is closed"), translated():
+def test_transport_closed_under_redis_py_is_store_error(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(errors.StoreError, match=r"^session store unavailable"), translated():
         raise RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
+    assert "handler is closed" in caplog.text
 
 
 async def test_pool_exhaustion_is_store_busy_not_an_outage(redis_url: str) -> None:

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway import errors
 from gateway.metrics import Metrics
-from gateway.upstream.client import UpstreamClient, new_upstream_pool
+from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_upstream_pool
 from tests.integration.procs import free_port
 
 
@@ -64,3 +64,26 @@ async def test_refused_connection_is_retried_then_unavailable() -> None:
             await client.send("POST", url, {}, b"{}", retry_connect=False)
     finally:
         await http.close()
+
+
+CLIENT = [("Authorization", "Bearer for-the-gateway"), ("Accept", "*/*")]
+
+
+@pytest.mark.parametrize(
+    ("policy", "passed"),
+    [
+        (HeaderPolicy(), {"default": False, "other": False}),  # auth off, no pool asks: not passed on
+        (HeaderPolicy(authorization_pools=frozenset({"other"})), {"default": False, "other": True}),
+        (HeaderPolicy(authorization_pools=frozenset({"*"})), {"default": True, "other": True}),
+        (
+            HeaderPolicy(drop_authorization=True, authorization_pools=frozenset({"*"})),
+            {"default": False, "other": False},
+        ),
+    ],
+)
+def test_the_client_authorization_reaches_only_the_pools_that_ask(
+    policy: HeaderPolicy, passed: dict[str, bool]
+) -> None:
+    for pool, expected in passed.items():
+        assert ("Authorization" in policy.build(CLIENT, pool)) is expected
+        assert policy.build(CLIENT, pool)["Accept"] == "*/*"

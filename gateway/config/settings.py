@@ -7,9 +7,9 @@ else reads the environment.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_origin
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.config.specs import (
@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="Port to listen on.")
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address of the metrics listener (`0.0.0.0` where a scraper on another host reads it).",
+    )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        description="Port of the metrics listener serving GET /metrics, apart from the MCP port (0 = none).",
+    )
     workers: int = Field(
         1,
         ge=1,
@@ -87,6 +97,19 @@ class Settings(BaseSettings):
     key_prefix: str = Field("mcpgw", min_length=1, description="Prefix of every Redis key.")
     session_ttl: float = Field(3600.0, gt=0, description="Sliding idle TTL of a session, seconds.")
     stream_maxlen: int = Field(10_000, ge=10, description="Events kept per stream (approximate trim).")
+    stream_retention: float = Field(
+        300.0,
+        gt=0,
+        description="How long an ended stream (every request answered) keeps its events for a client that lost "
+        "the last one to resume, s; live streams live as long as their session.",
+    )
+    stream_abandon_timeout: float = Field(
+        5.0,
+        ge=0,
+        description="End a standalone GET stream that has had no client on its replica this long, s, giving its "
+        "upstream connection back (it stays resumable for --stream-retention); streams answering requests keep "
+        "pumping (0 = never).",
+    )
     stream_idle_timeout: float = Field(
         300.0, gt=0, description="Stop pumping a stream after this long without an upstream event, s."
     )
@@ -116,7 +139,12 @@ class Settings(BaseSettings):
         4096,
         ge=1,
         description="Max open connections per upstream host; each open SSE stream holds one, so size it above "
-        "the streams you expect (requests beyond it wait for a free connection).",
+        "the streams you expect (requests beyond it wait for a free connection, up to --upstream-acquire-timeout).",
+    )
+    upstream_acquire_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Longest wait for a free upstream connection (all --upstream-pool-size in use), s; then 503.",
     )
     replay_max_requests: int = Field(
         512,
@@ -135,24 +163,67 @@ class Settings(BaseSettings):
     )
     drain_timeout: float = Field(10.0, ge=0, description="Graceful shutdown deadline, s.")
     auth_issuer: str | None = Field(None, description="Enable bearer-JWT auth: the required `iss`.")
-    auth_audience: str | None = Field(None, description="Required `aud` (default: --resource-url).")
+    auth_audience: str | None = Field(
+        None, description="Required `aud` (default: --resource-url; auth needs one of the two)."
+    )
     auth_jwks_url: str | None = Field(None, description="Issuer JWKS URL (keys cached 5 min).")
+    jwks_min_refresh: float = Field(
+        30.0,
+        gt=0,
+        description="Least time between two JWKS fetches for unknown key ids, s (tokens with a known key never wait).",
+    )
     auth_public_key: str | None = Field(None, description="Static PEM public key (or @file) instead of JWKS.")
     auth_algorithms: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["RS256", "ES256"], description="Accepted JWT algorithms."
     )
-    resource_url: str | None = Field(None, description="This gateway's public URL (audience, metadata).")
+    resource_url: str | None = Field(
+        None, description="This gateway's public URL (audience, metadata); never taken from a request's Host."
+    )
     authorization_servers: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Authorization server URLs announced in resource metadata."
     )
     upstream_header: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Header for one pool's upstream requests: `POOL:Name: value`."
     )
-    rate_limit: int = Field(0, ge=0, description="Requests a minute per principal/IP (0 = off).")
-    max_sessions_per_client: int = Field(0, ge=0, description="Live sessions per principal/IP (0 = off).")
-    max_streams_per_client: int = Field(0, ge=0, description="Open SSE connections per principal/IP (0 = off).")
+    # On by default, counted across the fleet in Redis: far above what one real client does, far
+    # below a flood (docs/hardening.md, "Per-client limits").
+    rate_limit: int = Field(600, ge=0, description="Requests a minute per principal/IP, fleet-wide (0 = off).")
+    max_sessions_per_client: int = Field(
+        100, ge=0, description="Live sessions per principal/IP, fleet-wide, checked before the upstream (0 = off)."
+    )
+    max_streams_per_client: int = Field(
+        20, ge=0, description="Open SSE connections per principal/IP, fleet-wide (0 = off)."
+    )
     max_batch: int = Field(100, ge=1, description="Most messages in one 2025-03-26 batch.")
-    max_header_bytes: int = Field(32 * 1024, ge=1024, description="Largest total request header size.")
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="Largest request head (request line and header lines), counted as it arrives: past it 431 "
+        "and the connection closes.",
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="A request head must arrive whole within this long of its first byte, s (else 408)."
+    )
+    body_idle_timeout: float = Field(
+        30.0, gt=0, description="A request body may pause this long between reads, s (else 408)."
+    )
+    max_connections: int = Field(
+        8192,
+        ge=0,
+        description="Open client connections per process (lowered to what the open-file limit holds); past it "
+        "503, health checks still answered (0 = no cap).",
+    )
+    max_connections_per_client: int = Field(
+        256,
+        ge=0,
+        description="Open connections per client address and process (429 past it; not applied with "
+        "--trust-forwarded-for, whose peer is the proxy; 0 = off).",
+    )
+    forward_authorization: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Pools whose upstreams receive the client's Authorization header when gateway auth is off "
+        "(`*` = every pool; default none: a token meant for the gateway's host is not handed on).",
+    )
     sse_max_line: int = Field(1 << 20, ge=1024, description="Longest SSE line accepted from upstreams.")
     trust_forwarded_for: bool = Field(
         False, description="Take the client IP and scheme from X-Forwarded-For/-Proto (off: from no one)."
@@ -188,23 +259,11 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log format: json or text.")
 
-    @field_validator(
-        "upstream",
-        "health_probe",
-        "allowed_origins",
-        "auth_algorithms",
-        "authorization_servers",
-        "upstream_header",
-        "redis_sentinel",
-        "task_tools",
-        "task_sync_input",
-        "virtual_servers",
-        mode="before",
-    )
+    @field_validator("*", mode="before")
     @classmethod
-    def _split_env_list(cls, value: object) -> object:
-        # Env values arrive as plain strings; accept `a,b` for origins and one string for upstreams.
-        if isinstance(value, str):
+    def _split_env_list(cls, value: object, info: ValidationInfo) -> object:
+        # Env values of list settings arrive as one plain string; the parsers split `a,b` or `;` themselves.
+        if isinstance(value, str) and info.field_name is not None and is_list_setting(cls, info.field_name):
             return [value]
         return value
 
@@ -212,6 +271,26 @@ class Settings(BaseSettings):
     def _check_store(self) -> Settings:
         check_store(self.redis_url, self.redis_cluster, self.sentinels())
         return self
+
+    @model_validator(mode="after")
+    def _check_audience(self) -> Settings:
+        # A Host-derived audience would accept a token minted for any host the client names.
+        if self.auth_issuer and not (self.auth_audience or self.resource_url):
+            raise ConfigError(
+                "auth: --auth-issuer needs an explicit audience: --resource-url (this gateway's public URL) "
+                "or --auth-audience; it is never taken from a request's Host"
+            )
+        return self
+
+    @property
+    def audience(self) -> str | None:
+        """The `aud` tokens must carry (auth on)."""
+        return self.auth_audience or self.resource_url
+
+    @property
+    def resource(self) -> str | None:
+        """The protected resource this gateway announces (RFC 9728), configured, never a request's Host."""
+        return self.resource_url or self.auth_audience
 
     def sentinels(self) -> tuple[tuple[str, int], ...]:
         return parse_sentinels(self.redis_sentinel)
@@ -242,3 +321,8 @@ class Settings(BaseSettings):
 
     def origin_list(self) -> tuple[str, ...]:
         return csv(self.allowed_origins)
+
+
+def is_list_setting(settings: type[BaseSettings], name: str) -> bool:
+    """A setting that takes many values: repeatable on the command line, one string in the env."""
+    return get_origin(settings.model_fields[name].annotation) is list

@@ -1,7 +1,6 @@
 """The string forms of the settings, parsed: upstream pools, health probes, Sentinel addresses,
 the store URL, and the YAML/TOML config file. Pure functions and frozen values, no IO but the file read."""
 
-
 from __future__ import annotations
 
 import tomllib

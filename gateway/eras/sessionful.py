@@ -42,7 +42,7 @@ from gateway.streams.relay import Relay
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
 from gateway.upstream.pools import Pools
-from gateway.wire import cursor, protocol, sse
+from gateway.wire import belonging, cursor, protocol, sse
 from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, Body
 
 log = logging.getLogger("gateway.eras.sessionful")
@@ -176,7 +176,7 @@ class SessionfulEndpoint:
         headers = self._upstream_headers(request, record.pool, None)
         try:
             record, response = await self._affinity.send(record, "POST", headers, raw)
-        except errors.UpstreamUnavailable:
+        except (errors.UpstreamUnavailable, errors.UpstreamBusy):
             await outcome.not_sent()  # never reached the upstream: a retry may run it
             raise
         except errors.GatewayError as exc:
@@ -234,8 +234,9 @@ class SessionfulEndpoint:
             answer = await self._relay_plain(response, record.id)
             return answer if outcome is None else await outcome.deliver(answer)
         to_client = client_headers(response.headers, record.id)  # before the pump forgets them
+        tokens = belonging.progress_tokens(m.raw for m in body.requests)
         stream, opened = await self._relay.open_stream(
-            record, response, kind="post", pending=body.request_ids, stream=outcome.claim.stream
+            record, response, kind="post", pending=body.request_ids, stream=outcome.claim.stream, tokens=tokens
         )
         await outcome.streamed(stream)
         delivery = self._relay.deliver(record, stream, 0, opened=opened)
@@ -246,11 +247,25 @@ class SessionfulEndpoint:
             # 2025-03-26 lifecycle §Initialization: initialize MUST NOT be part of a batch
             raise errors.InvalidRequest("Invalid Request: initialize must not be batched")
         pool = self._pools.get(pool_name)
-        headers = self._upstream_headers(request, pool.name, None)
+        # The per-client session cap is checked before any upstream work: a refused session must
+        # not cost the upstream an initialize (issue 35).
+        session_id = protocol.new_session_id()
+        await self._limiter.admit_session(request.state.client_key, session_id)
+        try:
+            return await self._initialize_upstream(request, pool.name, body, raw, session_id)
+        except BaseException:
+            await self._limiter.release("sessions", request.state.client_key, session_id)
+            raise
+
+    async def _initialize_upstream(
+        self, request: Request, pool_name: str, body: Body, raw: bytes, session_id: str
+    ) -> Response:
+        """Forward an admitted initialize; a session is created only when the upstream accepted."""
+        headers = self._upstream_headers(request, pool_name, None)
         tried: set[str] = set()
         while True:
             # Retrying initialize elsewhere is safe: no upstream session exists yet (DESIGN "Upstreams").
-            instance = self._pools.pick(pool.name, avoid=frozenset(tried))
+            instance = self._pools.pick(pool_name, avoid=frozenset(tried))
             try:
                 response = await self._upstream.send("POST", instance, headers, raw)
                 break
@@ -258,19 +273,19 @@ class SessionfulEndpoint:
                 self._pools.report_failure(instance)
                 tried.add(instance)
         if response.status != 200:
+            await self._limiter.release("sessions", request.state.client_key, session_id)
             return await self._relay_plain(response, None)
         upstream_sid = response.headers.get(H_SESSION, "")
         payload = await response.read(self._max_body)
         answer, events = _initialize_answer(payload, response.is_sse, body.first_id)
         if answer is None or "result" not in answer:
+            await self._limiter.release("sessions", request.state.client_key, session_id)
             return RelayedResponse(payload, 200, response.headers, None)
         init = body.initialize
         params = init.raw.get("params") if init is not None else None
-        session_id = protocol.new_session_id()
-        await self._limiter.admit_session(request.state.client_key, session_id)
         record = new_record(
             session_id,
-            pool=pool.name,
+            pool=pool_name,
             instance=instance,
             upstream_sid=upstream_sid,
             protocol=protocol.negotiated_version(answer, protocol.initialize_version(body)),

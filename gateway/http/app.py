@@ -20,10 +20,10 @@ from gateway.http.routes import (
     GatewayApp,
     healthz,
     mcp_endpoint,
-    metrics_endpoint,
     protected_resource,
     readyz,
 )
+from gateway.http.scrape import MetricsListener
 from gateway.http.wiring import (
     build_store,
     build_upstream,
@@ -47,6 +47,12 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         replica = replica_id()
+        scrape = None
+        if settings.metrics_port:  # /metrics on its own listener, never the MCP port (docs/hardening.md)
+            scrape = MetricsListener(
+                metrics.render, host=settings.metrics_host, port=settings.metrics_port, reuse_port=settings.workers > 1
+            )
+            await scrape.start()
         tracer = planned.tracing.build(replica) if planned.tracing is not None else NOOP
         supervisor = Supervisor()
         store = build_store(settings, replica, metrics)
@@ -55,7 +61,7 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
         health = upstream.health
         await health.check_all()  # a fresh replica knows which instances are up before it serves
         supervisor.spawn(health.run(), name="health-checks")
-        admission = build_admission(settings, planned, store, upstream.http)
+        admission = build_admission(settings, planned, store, upstream.http, supervisor)
         run_streams(streams, supervisor, metrics)
         app.state.gateway = build_gateway(
             settings, planned, replica, store, upstream.client, streams, admission, supervisor, tracer
@@ -80,6 +86,8 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
             await close_streams(streams)
             await upstream.aclose()
             await store.aclose()
+            if scrape is not None:
+                await scrape.aclose()
             await asyncio.to_thread(tracer.shutdown)  # flush the spans still batched
 
     app = GatewayApp(lifespan=lifespan, refusal_drain_bytes=settings.refusal_drain_bytes)
@@ -88,7 +96,6 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
     app.add_route("/mcp/{pool}", mcp_endpoint, methods=list(MCP_METHODS))
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/readyz", readyz, methods=["GET"])
-    app.add_route("/metrics", metrics_endpoint, methods=["GET"])
     app.add_route(METADATA_PATH, protected_resource, methods=["GET"])
     app.add_route(METADATA_PATH + "/{path:path}", protected_resource, methods=["GET"])
     install_legacy_sse(app)  # 2024-11-05 HTTP+SSE clients: GET /sse, POST /messages

@@ -10,18 +10,16 @@ token passthrough); per-pool upstream credentials come from `--upstream-header`.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
 import jwt
 
 from gateway import errors
+from gateway.http.jwks import JwksCache
 
 METADATA_PATH = "/.well-known/oauth-protected-resource"
-JWKS_TTL = 300.0
 
 
 class Unauthorized(errors.ClientError):
@@ -33,23 +31,20 @@ class Authenticator:
         self,
         *,
         issuer: str,
-        audience: str | None,
-        jwks_url: str | None,
+        audience: str,
+        resource: str,
+        jwks: JwksCache | None,
         public_key: str | None,
         algorithms: tuple[str, ...],
-        http: aiohttp.ClientSession,
     ) -> None:
-        if not jwks_url and not public_key:
+        if jwks is None and not public_key:
             raise errors.ConfigError("auth: --auth-issuer needs --auth-jwks-url or --auth-public-key")
         self.issuer = issuer
-        self.audience = audience
-        self._jwks_url = jwks_url
+        self.audience = audience  # configured, never a request's Host (Settings refuses to start without)
+        self.metadata_url = metadata_url(resource)
+        self._jwks = jwks
         self._public_key = _read_key(public_key) if public_key else None
         self._algorithms = list(algorithms)
-        self._http = http
-        self._jwks: jwt.PyJWKSet | None = None
-        self._jwks_at = 0.0
-        self._jwks_lock = asyncio.Lock()
 
     @staticmethod
     def challenge(resource_metadata: str, error: str | None = None) -> dict[str, str]:
@@ -59,8 +54,9 @@ class Authenticator:
             value += f', error="{error}"'
         return {"WWW-Authenticate": value}
 
-    async def principal(self, headers: Mapping[str, str], audience: str, metadata_url: str) -> str:
+    async def principal(self, headers: Mapping[str, str]) -> str:
         """The authenticated principal (`issuer|subject`) of a request, or Unauthorized."""
+        metadata_url = self.metadata_url
         header = headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -71,7 +67,7 @@ class Authenticator:
                 token.strip(),
                 key=key,
                 algorithms=self._algorithms,
-                audience=self.audience or audience,
+                audience=self.audience,
                 issuer=self.issuer,
                 options={"require": ["exp", "iss", "aud", "sub"]},
                 leeway=30,
@@ -88,33 +84,8 @@ class Authenticator:
     async def _key_for(self, token: str) -> Any:
         if self._public_key is not None:
             return self._public_key
-        kid = jwt.get_unverified_header(token).get("kid")
-        jwks = await self._get_jwks(refresh=False)
-        for candidate in jwks.keys:
-            if kid is None or candidate.key_id == kid:
-                return candidate.key
-        jwks = await self._get_jwks(refresh=True)  # key rotation: one refetch on an unknown kid
-        for candidate in jwks.keys:
-            if candidate.key_id == kid:
-                return candidate.key
-        raise KeyError(f"no JWKS key with kid {kid!r}")
-
-    async def _get_jwks(self, *, refresh: bool) -> jwt.PyJWKSet:
-        async with self._jwks_lock:
-            fresh = self._jwks is not None and time.monotonic() - self._jwks_at < JWKS_TTL
-            if self._jwks is not None and fresh and not refresh:
-                return self._jwks
-            assert self._jwks_url is not None
-            try:
-                async with asyncio.timeout(5), self._http.get(self._jwks_url) as response:
-                    document = await response.json(content_type=None)
-            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-                if self._jwks is not None:
-                    return self._jwks  # keep serving with the cached keys
-                raise errors.UpstreamUnavailable(f"cannot fetch the issuer's JWKS: {exc}") from exc
-            self._jwks = jwt.PyJWKSet.from_dict(document)
-            self._jwks_at = time.monotonic()
-            return self._jwks
+        assert self._jwks is not None
+        return await self._jwks.key(jwt.get_unverified_header(token).get("kid"))
 
 
 def _read_key(value: str) -> str:
@@ -122,6 +93,13 @@ def _read_key(value: str) -> str:
         with open(value[1:]) as handle:
             return handle.read()
     return value
+
+
+def metadata_url(resource: str) -> str:
+    """RFC 9728 §3.1: the well-known path goes between the resource's host and its path."""
+    parts = urlsplit(resource)
+    path = parts.path.rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}{METADATA_PATH}{path}"
 
 
 def resource_metadata(resource: str, authorization_servers: list[str]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from gateway.eras.stateless import StatelessEndpoint
 from gateway.http.auth import Authenticator
 from gateway.http.gateway import Gateway
 from gateway.http.guard import Guard
+from gateway.http.jwks import JwksCache
 from gateway.http.wiring import Plan, StoreSide, StreamSide, build_cache, build_tasks
 from gateway.replay.replays import Replays
 from gateway.supervisor import Supervisor
@@ -34,27 +35,39 @@ class Admission:
     guard: Guard
 
 
-def build_admission(settings: Settings, plan: Plan, store: StoreSide, http: aiohttp.ClientSession) -> Admission:
+def build_admission(
+    settings: Settings, plan: Plan, store: StoreSide, http: aiohttp.ClientSession, supervisor: Supervisor
+) -> Admission:
+    """`supervisor` owns the JWKS fetches (one at a time, never awaited under a lock)."""
+    jwks = (
+        JwksCache(settings.auth_jwks_url, http, supervisor, min_refresh=settings.jwks_min_refresh)
+        if settings.auth_jwks_url
+        else None
+    )
     authenticator = (
         Authenticator(
             issuer=settings.auth_issuer,
-            audience=settings.auth_audience or settings.resource_url,
-            jwks_url=settings.auth_jwks_url,
+            audience=settings.audience or "",  # Settings refuses auth without one
+            resource=settings.resource or "",
+            jwks=jwks,
             public_key=settings.auth_public_key,
             algorithms=csv(settings.auth_algorithms),
-            http=http,
         )
         if settings.auth_issuer
         else None
     )
     return Admission(
         authenticator=authenticator,
-        headers=HeaderPolicy(drop_authorization=authenticator is not None, per_pool=plan.pool_headers),
+        headers=HeaderPolicy(
+            drop_authorization=authenticator is not None,
+            per_pool=plan.pool_headers,
+            authorization_pools=plan.authorization_pools,
+        ),
         guard=Guard(
             origins=settings.origin_list(),
             limiter=store.limiter,
             authenticator=authenticator,
-            resource_url=settings.resource_url,
+            resource=settings.resource,
             authorization_servers=list(csv(settings.authorization_servers)),
             max_header_bytes=settings.max_header_bytes,
             trust_forwarded_for=settings.trust_forwarded_for,

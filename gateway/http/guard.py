@@ -13,13 +13,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway import errors
-from gateway.http.auth import METADATA_PATH, Authenticator, resource_metadata
+from gateway.errors import HeadersTooLarge  # (also raised by the server: http/framing.py)
+from gateway.http.auth import Authenticator, resource_metadata
 from gateway.store.limits import Limiter
 from gateway.wire import protocol
-
-
-class HeadersTooLarge(errors.ClientError):
-    status = 431
 
 
 @dataclass
@@ -27,16 +24,10 @@ class Guard:
     origins: tuple[str, ...]
     limiter: Limiter
     authenticator: Authenticator | None
-    resource_url: str | None
+    resource: str | None  # the configured audience / resource URL (never from a request's Host)
     authorization_servers: list[str]
     max_header_bytes: int
     trust_forwarded_for: bool
-
-    def resource(self, request: Request) -> str:
-        return self.resource_url or str(request.base_url).rstrip("/") + "/mcp"
-
-    def metadata_url(self, request: Request) -> str:
-        return str(request.base_url).rstrip("/") + METADATA_PATH
 
     def client_ip(self, request: Request) -> str:
         forwarded = request.headers.get("x-forwarded-for") if self.trust_forwarded_for else None
@@ -55,15 +46,13 @@ class Guard:
             raise errors.Forbidden("Forbidden: Origin not allowed")
         principal = ""
         if self.authenticator is not None:
-            principal = await self.authenticator.principal(
-                request.headers, self.resource(request), self.metadata_url(request)
-            )
+            principal = await self.authenticator.principal(request.headers)
         request.state.principal = principal
         request.state.client_key = principal or f"ip:{self.client_ip(request)}"
         await self.limiter.check_rate(request.state.client_key)
 
     def metadata(self, request: Request) -> Response:
         """RFC 9728 protected resource metadata (404 when auth is off)."""
-        if self.authenticator is None:
+        if self.authenticator is None or self.resource is None:
             return JSONResponse({"error": "authentication is not enabled"}, status_code=404)
-        return JSONResponse(resource_metadata(self.resource(request), self.authorization_servers))
+        return JSONResponse(resource_metadata(self.resource, self.authorization_servers))

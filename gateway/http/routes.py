@@ -1,6 +1,5 @@
 """The routes: `/mcp` straight from the ASGI call (era dispatch), health, readiness, metrics."""
 
-
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +17,6 @@ from gateway import errors, logs
 from gateway.asgi.responses import RelayedResponse, error_response, read_body
 from gateway.http import traced
 from gateway.http.gateway import Gateway
-from gateway.http.guard import HeadersTooLarge
 from gateway.http.refusals import refusal_guard
 from gateway.http.requests import McpRequest
 from gateway.http.server import RESPOND, TAKE_BODY
@@ -30,7 +28,7 @@ log = logging.getLogger("gateway.http.app")  # one logger name for the app's req
 
 # Size limits refused at the front door, by the `limit` label of mcpgw_limits_hit_total (the per-client
 # limits count themselves in store/limits.py).
-SIZE_LIMITS: dict[type[errors.GatewayError], str] = {errors.PayloadTooLarge: "size", HeadersTooLarge: "headers"}
+SIZE_LIMITS: dict[type[errors.GatewayError], str] = {errors.PayloadTooLarge: "size", errors.HeadersTooLarge: "headers"}
 
 
 class GatewayApp(Starlette):
@@ -139,6 +137,8 @@ async def mcp_endpoint(request: Request, gateway: Gateway | None = None) -> Resp
             # The guard's limits hit the store before the body is read: answer with the request's id.
             request_id, _ = await _peek(request, gateway.settings.max_body_bytes)
         response = error_response(exc, request_id)
+    except ClientDisconnect:  # the body never came whole (the server's 408 already went out): nobody to answer
+        response = Response(status_code=400)
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         response = error_response(errors.GatewayError("Internal error"))
@@ -178,14 +178,12 @@ async def readyz(request: Request) -> Response:
     try:
         async with asyncio.timeout(1.0):
             await ping(gateway.redis)
-    except Exception as exc:  # any failure means "not ready"; the reason is reported
-        return JSONResponse({"status": "store unavailable", "error": str(exc)}, status_code=503)
+    except Exception as exc:  # any failure means "not ready"; the details go to the log only
+        cid = errors.correlation_id()
+        log.warning("readyz: store unavailable [correlation id %s]: %s: %s", cid, type(exc).__name__, exc)
+        return JSONResponse({"status": "store unavailable", "correlationId": cid}, status_code=503)
     down = [name for name in gateway.pools.names() if not gateway.pools.pool_ready(name)]
     if down:
         return JSONResponse({"status": "no healthy upstream instance", "pools": down}, status_code=503)
     return JSONResponse({"status": "ready", "pools": gateway.pools.names()})
 
-
-async def metrics_endpoint(request: Request) -> Response:
-    gateway: Gateway = request.app.state.gateway
-    return Response(gateway.metrics.render(), media_type="text/plain; version=0.0.4")

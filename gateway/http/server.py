@@ -113,6 +113,9 @@ class CorkedTransport:
         self._flush()
         self._transport.write_eof()
 
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()  # asked after every read (`http/connections.py`): not by __getattr__
+
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + sum(len(data) for data in self._unsent)
 
@@ -303,6 +306,15 @@ class LeanHttpToolsProtocol(HttpToolsProtocol):
         flow = self.flow
         flow._is_writable_event = LeanEvent(flow._is_writable_event.is_set())  # type: ignore[assignment]
 
+    def app_for(self, scope: Any) -> Any:
+        """The app that serves this request: uvicorn's choice (a 503 past `limit_concurrency`);
+        `http/connections.py` answers refused requests here."""
+        limit = self.limit_concurrency
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            self.logger.warning("Exceeded concurrency limit.")
+            return service_unavailable
+        return self.app
+
     def on_headers_complete(self) -> None:
         """uvicorn's, building a `LeanCycle` with a `LeanEvent` and offering `WATCH_DISCONNECT`
         and `RESPOND` in the scope."""
@@ -322,11 +334,7 @@ class LeanHttpToolsProtocol(HttpToolsProtocol):
         scope["path"] = self.root_path + path
         scope["raw_path"] = self.root_path.encode("ascii") + raw_path
         scope["query_string"] = parsed_url.query or b""
-        app = self.app
-        limit = self.limit_concurrency
-        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
-            app = service_unavailable
-            self.logger.warning("Exceeded concurrency limit.")
+        app = self.app_for(scope)
         existing_cycle = self.cycle
         self.cycle = cycle = LeanCycle(
             scope=scope,

@@ -20,7 +20,7 @@ from gateway.caching.invalidations import Invalidations
 from gateway.caching.service import ResponseCache
 from gateway.caching.watcher import Watcher
 from gateway.config import Settings
-from gateway.config.specs import ProbeSpec
+from gateway.config.specs import ProbeSpec, csv
 from gateway.metrics import Metrics
 from gateway.replay.idempotent import Idempotency
 from gateway.store.claims import Claims
@@ -46,6 +46,7 @@ from gateway.tracing.setup import TracingPlan
 from gateway.tracing.setup import plan as plan_tracing
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, new_http_session, new_upstream_pool
 from gateway.upstream.http1 import Http1Pool
+from gateway.upstream.labels import pool_of
 from gateway.upstream.pools import HealthChecker, Pools
 from gateway.upstream.probes import Prober
 from gateway.virtual.naming import VirtualServer, parse_virtual_servers
@@ -61,6 +62,7 @@ class Plan:
     metrics: Metrics
     pools: Pools
     pool_headers: dict[str, dict[str, str]]
+    authorization_pools: frozenset[str]
     probe_specs: dict[str, ProbeSpec]
     task_tools: TaskTools
     tracing: TracingPlan | None
@@ -70,10 +72,15 @@ class Plan:
 def plan(settings: Settings) -> Plan:
     metrics = Metrics()
     pools = Pools(settings.pools(), gauge=metrics.upstream_healthy)  # invalid upstream config fails here
+    authorization_pools = frozenset(csv(settings.forward_authorization))
+    unknown = authorization_pools - {"*", *pools.names()}
+    if unknown:
+        raise errors.ConfigError(f"forward_authorization: unknown pool(s) {sorted(unknown)}")
     return Plan(
         metrics=metrics,
         pools=pools,
         pool_headers=settings.pool_headers(),
+        authorization_pools=authorization_pools,
         probe_specs=settings.probes(),
         # bad --task-tools / --task-sync-input fail here, at start-up
         task_tools=parse_task_tools(settings.task_tools, pools.names(), settings.task_sync_input),
@@ -130,7 +137,9 @@ def build_store(settings: Settings, replica: str, metrics: Metrics) -> StoreSide
         ),
         keys=keys,
         sessions=sessions,
-        event_log=EventLog(redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl),
+        event_log=EventLog(
+            redis, keys, maxlen=settings.stream_maxlen, ttl=settings.session_ttl, retention=settings.stream_retention
+        ),
         claims=Claims(
             redis,
             keys,
@@ -177,14 +186,22 @@ def build_upstream(settings: Settings, plan: Plan, tracer: Tracer) -> UpstreamSi
     http = new_http_session(connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size)
     timers = CoarseTimers(asyncio.get_running_loop())  # the long waits of idle streams
     pool = new_upstream_pool(
-        connect_timeout=settings.connect_timeout, pool_size=settings.upstream_pool_size, timers=timers
+        connect_timeout=settings.connect_timeout,
+        pool_size=settings.upstream_pool_size,
+        timers=timers,
+        acquire_timeout=settings.upstream_acquire_timeout,
     )
+    plan.metrics.upstream_connections.set_function(pool.open_connections)
     return UpstreamSide(
         http=http,
         timers=timers,
         pool=pool,
         client=UpstreamClient(
-            pool, request_timeout=settings.request_timeout, latency=plan.metrics.upstream_latency, tracer=tracer
+            pool,
+            request_timeout=settings.request_timeout,
+            latency=plan.metrics.upstream_latency,
+            tracer=tracer,
+            pool_of=pool_of((p, plan.pools.get(p).instances) for p in plan.pools.names()),
         ),
         health=HealthChecker(plan.pools, Prober(http, timeout=settings.health_timeout), plan.probe_specs),
     )
@@ -224,7 +241,11 @@ async def start_streams(
         config=RelayConfig(
             keepalive=settings.keepalive_interval,
             retry_ms=settings.retry_ms,
-            pump=PumpConfig(idle_timeout=settings.stream_idle_timeout, max_line=settings.sse_max_line),
+            pump=PumpConfig(
+                idle_timeout=settings.stream_idle_timeout,
+                max_line=settings.sse_max_line,
+                abandon_after=settings.stream_abandon_timeout,
+            ),
             replay_limit=settings.stream_maxlen * 2,
         ),
         replica=replica,

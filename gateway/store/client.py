@@ -28,7 +28,7 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.maint_notifications import MaintNotificationsConfig
 
 from gateway import retry
-from gateway.errors import StoreBusy, StoreError
+from gateway.errors import StoreBusy, StoreError, opaque
 from gateway.store import lane as lanes
 from gateway.store.lane import Lane, LaneUnavailable, Node
 
@@ -47,7 +47,7 @@ class _LeanBlockingPool(BlockingConnectionPool):
     """redis-py's blocking pool with a fast path for the common case: a connected idle connection
     and nobody waiting. redis-py 8's `get_connection`/`release` take the pool's condition, start a
     timeout, poll the socket for stray bytes and record observability counters on every command
-    (~10 % of a replica's CPU per JSON call, bench/README.md 2026-12-02). The fast path skips them:
+    (a tenth of a replica's CPU per JSON call: docs/decisions/0010). The fast path skips them:
     a pooled connection is clean (redis-py disconnects one that failed or was cancelled mid-command,
     and such a one is not `is_connected`), and with nobody waiting there is nobody to notify. Every
     other case (a new or reconnecting connection, an exhausted pool, waiters) takes redis-py's path,
@@ -321,16 +321,16 @@ class _Translated:
             return False
         if isinstance(exc, redis_exceptions.ConnectionError):
             if POOL_EXHAUSTED in str(exc):
-                raise StoreBusy(f"session store busy: {exc}") from exc
-            raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc
+                raise opaque(StoreBusy, "session store busy", exc) from exc
+            raise opaque(StoreError, "session store unavailable", f"{type(exc).__name__}: {exc}") from exc
         if isinstance(exc, redis_exceptions.RedisError | redis_exceptions.RedisClusterException):
-            raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc
+            raise opaque(StoreError, "session store unavailable", f"{type(exc).__name__}: {exc}") from exc
         if isinstance(exc, OSError):
-            raise StoreError(f"session store unavailable: {exc}") from exc
+            raise opaque(StoreError, "session store unavailable", exc) from exc
         if isinstance(exc, RuntimeError):
             # redis-py writing to a transport that closed under it while it reconnects (uvloop: "the
             # handler is closed"), seen on a Cluster pub/sub connection during a failover.
-            raise StoreError(f"session store unavailable: {type(exc).__name__}: {exc}") from exc
+            raise opaque(StoreError, "session store unavailable", f"{type(exc).__name__}: {exc}") from exc
         return False
 
 

@@ -33,11 +33,12 @@ RELEASED = b"r"  # payload on the notify channel: the pump let go of the lease w
 
 # KEYS: events, meta, lease, notify channel[, the session's stream registry].  ARGV: owner, ttl_ms,
 # kind, pending, traceparent ('' = not traced), maxlen, uid, final ('1'/'0'), notify ('1'/'0'),
-# stream id, its registry entry, the registry's ttl_ms ('' x3 without a registry), then pairs of
+# stream id, its registry entry, the registry's ttl_ms ('' x3 without a registry), the progress tokens
+# of its requests ('' = not kept: a GET stream), retention_ms (an ended stream's TTL), then pairs of
 # (data, upstream id): the stream's first events, if the upstream had sent some.  Returns the last seq.
 _OPEN = """
 local seq = 0
-for i = 13, #ARGV, 2 do
+for i = 15, #ARGV, 2 do
   seq = seq + 1
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[6], seq .. '-0', 't', 'm', 'd', ARGV[i], 'u', ARGV[i+1])
 end
@@ -51,9 +52,12 @@ else
 end
 redis.call('HSET', KEYS[2], 'kind', ARGV[3], 'seq', seq, 'pending', ARGV[4], 'uid', ARGV[7], 'done', done)
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'tp', ARGV[5]) end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
+if ARGV[13] ~= '' then redis.call('HSET', KEYS[2], 'pt', ARGV[13]) end
+local ttl = ARGV[2]
+if done == '1' then ttl = ARGV[14] end  -- ended: kept only for the resumption window
+redis.call('PEXPIRE', KEYS[2], ttl)
 if seq > 0 then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ttl)
   if ARGV[9] == '1' then redis.call('SPUBLISH', KEYS[4], seq) end
 end
 if KEYS[5] then
@@ -64,14 +68,16 @@ return seq
 """
 
 # KEYS: events, meta, lease, notify channel.  ARGV: owner, maxlen, ttl_ms, pending, uid, marker ('1' end,
-# 'p<ms>' poll, '0' none), expected seq ('' = unchecked), notify ('1'/'0'), then pairs of (data, upstream id).
+# 'p<ms>' poll, '0' none), expected seq ('' = unchecked), notify ('1'/'0'), retention_ms (an ended stream's
+# TTL), then pairs of (data, upstream id).
 # Returns the last seq; -1 lease lost, -2 meta vanished, -3 the log is not where the writer left it.
 _APPEND = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return -2 end
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
 local seq = tonumber(redis.call('HGET', KEYS[2], 'seq'))
 if ARGV[7] ~= '' and seq ~= tonumber(ARGV[7]) then return -3 end
-for i = 9, #ARGV, 2 do
+local ttl = ARGV[3]
+for i = 10, #ARGV, 2 do
   seq = seq + 1
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-0', 't', 'm', 'd', ARGV[i], 'u', ARGV[i+1])
 end
@@ -80,6 +86,7 @@ if ARGV[6] == '1' then
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], seq .. '-0', 't', 'e', 'd', '', 'u', '')
   redis.call('HSET', KEYS[2], 'done', '1')
   redis.call('DEL', KEYS[3])
+  ttl = ARGV[9]  -- ended: kept only for the resumption window, not the session's TTL
 else
   if string.sub(ARGV[6], 1, 1) == 'p' then
     seq = seq + 1
@@ -89,8 +96,8 @@ else
 end
 redis.call('HSET', KEYS[2], 'seq', seq, 'pending', ARGV[4])
 if ARGV[5] ~= '' then redis.call('HSET', KEYS[2], 'uid', ARGV[5]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
 if ARGV[8] == '1' then redis.call('SPUBLISH', KEYS[4], seq) end
 return seq
 """
@@ -142,6 +149,8 @@ class Meta:
     uid: str
     done: bool
     trace: str = ""  # the W3C traceparent of the request that opened the stream ("" if untraced)
+    # The progress tokens of its requests; None when not recorded (a stream opened by an older replica).
+    tokens: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -153,11 +162,24 @@ class Entry:
 
 
 class EventLog:
-    def __init__(self, redis: Redis, keys: Keys, *, maxlen: int, ttl: float, notify: bool = True) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        maxlen: int,
+        ttl: float,
+        retention: float | None = None,
+        notify: bool = True,
+    ) -> None:
+        """`ttl`: a live stream's (the session's); `retention`: an ended stream's (default `ttl`),
+        long enough for a client that lost the final event to resume, short enough that every
+        finished call does not hold Redis memory for the session's life."""
         self._redis = redis
         self._keys = keys
         self._maxlen = str(maxlen)
         self._ttl_ms = str(int(ttl * 1000))
+        self._retention_ms = str(int((ttl if retention is None else min(retention, ttl)) * 1000))
         self._notify = "1" if notify else "0"
         self._open = Script(redis, _OPEN)
         self._append = Script(redis, _APPEND)
@@ -177,13 +199,15 @@ class EventLog:
         events: Sequence[tuple[str, str]] = (),
         uid: str = "",
         final: bool = False,
+        tokens: tuple[Any, ...] | None = None,
     ) -> int:
         """Create the meta record and take the lease for a brand-new stream, with its first
         (data, upstream id) events if there are some (`pending`, `uid`, `final` as for `append`):
         the stream's setup and first append are one round trip. `trace` (a traceparent) is kept
         with it, so a takeover or a resume on any replica continues the same trace. With
-        `registration`, the stream's entry in its session's registry is written too. Returns the
-        last seq (0 without events)."""
+        `registration`, the stream's entry in its session's registry is written too. `tokens`, the
+        progress tokens of its requests, are kept with it for whoever re-opens it upstream (None:
+        not kept). Returns the last seq (0 without events)."""
         keys = [*self._keys.stream_keys(session, stream), self._keys.notify(session, stream)]
         args: list[str | int] = [owner, self._ttl_ms, kind, json.dumps(list(pending)), trace, self._maxlen, uid]
         args += ["1" if final else "0", self._notify]
@@ -192,6 +216,8 @@ class EventLog:
             args += [stream, registration.entry, registration.ttl_ms]
         else:
             args += ["", "", ""]
+        args.append("" if tokens is None else json.dumps(list(tokens)))
+        args.append(self._retention_ms)
         for data, event_uid in events:
             args.extend((data, event_uid))
         with translated():
@@ -222,6 +248,7 @@ class EventLog:
             "1" if final else (f"p{poll_ms}" if poll_ms is not None else "0"),
             "" if expect is None else str(expect),
             self._notify,
+            self._retention_ms,
         ]
         for data, event_uid in events:
             args.extend((data, event_uid))
@@ -267,6 +294,8 @@ class EventLog:
             uid=fields.get("uid", ""),
             done=fields.get("done") == "1",
             trace=fields.get("tp", ""),
+            # A GET stream has no requests, so no tokens; a POST stream's were not kept by older replicas.
+            tokens=tuple(json.loads(fields["pt"])) if "pt" in fields else None if fields.get("kind") == "post" else (),
         )
 
     async def first_seq(self, session: str, stream: str) -> int | None:

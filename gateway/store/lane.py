@@ -1,10 +1,10 @@
 """The request path's lane to Redis: one pipelined connection per node, shared by every request.
 
-redis-py runs one command per pooled connection at a time and spends ~30 us of CPU on each (a
-pool checkout, a timeout task per write, its parser and retry wrappers: bench/README.md
-"The scripts' lane"). The lane writes every command the moment it is issued, coalesced with the others of
+redis-py runs one command per pooled connection at a time and spends far more CPU on each than
+Redis does (a pool checkout, a timeout task per write, its parser and retry wrappers:
+docs/decisions/0002). The lane writes every command the moment it is issued, coalesced with the others of
 the same event-loop turn into one socket write, and hands the replies back in order as hiredis
-parses them (Redis answers the commands of one connection in order): ~3 us per command under load.
+parses them (Redis answers the commands of one connection in order).
 It carries the scripts (`client.Script`), which are the whole of a request's Redis work. A
 command may also be *cast*: written the same way behind `CLIENT REPLY SKIP`, so Redis sends no
 reply at all (no read, no wake-up, no caller waiting): a request's last write, whose outcome

@@ -47,8 +47,8 @@ class SessionRecord:
     def from_values(cls, session_id: str, values: Sequence[bytes | None]) -> SessionRecord:
         """The record from its hash's values in `RECORD_FIELDS` order (HMGET's reply: None for
         a field the hash lacks). Built as the dataclass's `__init__` would build it, but into its
-        `__dict__` at once: a frozen dataclass sets each field through `object.__setattr__` (~1 us
-        of the ~3.5 us this took, on every request of a session)."""
+        `__dict__` at once: a frozen dataclass sets each field through `object.__setattr__`, a
+        cost paid on every request of a session (docs/decisions/0010)."""
         pool, instance, upstream_sid, protocol, principal, init_params, created = values
         if pool is None or instance is None or protocol is None:
             raise KeyError("a session hash without its pool, instance or protocol")

@@ -15,13 +15,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import errors
 from gateway.retry import store_busy, store_handover, upstream_resume
 from gateway.store.eventlog import EventLog, LeaseLost, StreamVanished, appended
-from gateway.store.sessions import Registration, SessionRecord
+from gateway.store.sessions import SessionRecord
+from gateway.streams.endings import CannotResume, PumpAbandoned, PumpIdle
+from gateway.streams.listeners import Detachment
+from gateway.streams.opening import Opening
+from gateway.streams.sifting import ReplaySifter
 from gateway.streams.signals import Signal
 from gateway.tracing import attributes as a
 from gateway.tracing.api import NOOP, Attrs, Tracer
@@ -38,34 +43,12 @@ RECENT_IDS = 256  # upstream event ids remembered to drop the ones a resumed ups
 CATCH_UP_TIMEOUT = 5.0  # s: bound on the one extra replay that closes an upstream's replay->live window
 
 
-class CannotResume(Exception):
-    """The upstream stream broke and cannot be re-opened where it stopped."""
-
-
-class PumpIdle(Exception):
-    """No upstream event for longer than the idle bound."""
-
-
 @dataclass(frozen=True)
 class PumpConfig:
     idle_timeout: float
     max_line: int = 1 << 20
     repoll: float = 2.0  # re-poll a silent resumed upstream stream after this many seconds
-
-
-@dataclass(frozen=True)
-class Opening:
-    """A new stream, created by its pump's first write with what the upstream sent already (one
-    round trip, not a create then an append: `EventLog.open`); `done` tells its request."""
-
-    trace: str
-    registration: Registration | None
-    done: asyncio.Future[None]
-
-    def failed(self, exc: BaseException) -> None:
-        if not self.done.done():  # (a cancelled pump: its request gets a store error, not a cancellation)
-            self.done.set_exception(exc if isinstance(exc, Exception) else errors.StoreError("interrupted"))
-            self.done.exception()  # retrieved: no warning when its request has gone meanwhile
+    abandon_after: float = 0.0  # end a standalone stream with no client here this long (0: never)
 
 
 @dataclass(slots=True)
@@ -89,6 +72,10 @@ class Pump:
     _last_event: float = 0.0
     _recent: list[str] = field(default_factory=list)  # the newest upstream ids logged (see _remember)
     opening: Opening | None = None  # the stream is not in the store yet: the first write creates it
+    detachment: Detachment | None = None  # a standalone stream: is a client delivering it here?
+    tokens: tuple[Any, ...] | None = ()  # progress tokens of the stream's requests (None: not recorded)
+    dropped: Callable[[str], None] | None = None  # counts a replayed message dropped, by reason
+    _sifter: ReplaySifter | None = None  # made by the first re-opened connection's first event
 
     async def run(self, first: UpstreamResponse | None) -> None:
         """Pump until the stream ends; `first` is the open upstream response, or None to resume.
@@ -142,6 +129,7 @@ class Pump:
                 finally:
                     response.close()
                     response = None
+                    ReplaySifter.told(self._sifter)
                 if self.finished:
                     return
                 if self.kind == "post" and not self.pending:
@@ -169,6 +157,12 @@ class Pump:
                 await self._append([], final=True)
             else:
                 await self._fail("Upstream sent nothing within the gateway's idle bound")
+        except PumpAbandoned:
+            # Nothing is pending on a standalone stream: ending it loses no answer. A client that
+            # comes back within the retention resumes what was logged, then listens afresh
+            # (transports §Listening for Messages: the client may GET again at any time).
+            log.info("stream %s: no client any more, giving its upstream connection back", self.stream)
+            await self._append([], final=True)
 
     async def _consume(self, response: UpstreamResponse, *, resumed: bool) -> tuple[bool, bool]:
         """Read one upstream connection; returns (progressed, closed by us to re-poll).
@@ -182,19 +176,30 @@ class Pump:
         progressed = False
         # A new stream is created with what came with the upstream's headers, or right behind them.
         chunk = await self._arrived(response) if self.opening is not None else None
+        detachment = self.detachment if self.kind == "get" else None
+        silent_since = time.monotonic()
         while not self.finished:
             if chunk is None:
-                idle_left = self.config.idle_timeout - (time.monotonic() - self._last_event)
-                wait = min(idle_left, self.config.repoll) if resumed else idle_left
+                now = time.monotonic()
+                wait = self.config.idle_timeout - (now - self._last_event)
+                if resumed:
+                    wait = min(wait, self.config.repoll - (now - silent_since))
+                if detachment is not None:  # look for a client again this often (a coarse timer)
+                    wait = min(wait, detachment.after / 2)
                 try:
                     # A coroutine per read, not an async generator and a timeout context held while idle.
                     chunk = await response.next_chunk(max(wait, 0.0))
                     if chunk is None:
                         return progressed, False
                 except TimeoutError:
-                    if time.monotonic() - self._last_event >= self.config.idle_timeout:
+                    now = time.monotonic()
+                    if now - self._last_event >= self.config.idle_timeout:
                         raise PumpIdle() from None
-                    return progressed, True
+                    if detachment is not None and detachment.abandoned(now):
+                        raise PumpAbandoned() from None
+                    if resumed and now - silent_since >= self.config.repoll:
+                        return progressed, True
+                    continue
                 except errors.UpstreamError as exc:
                     log.info("stream %s: upstream stream broke: %s", self.stream, exc)
                     return progressed, False
@@ -203,7 +208,8 @@ class Pump:
             except sse.SSEError as exc:
                 raise CannotResume(f"malformed SSE from upstream: {exc}") from exc
             chunk = None
-            if events and await self._handle(events):
+            silent_since = time.monotonic()
+            if events and await self._handle(events, resumed=resumed):
                 progressed = True
                 self._last_event = time.monotonic()
             if self.opening is not None:  # no complete event came with the headers: created empty
@@ -219,7 +225,7 @@ class Pump:
             chunk = response.take_buffered()
         return chunk
 
-    async def _handle(self, events: list[sse.Event]) -> bool:
+    async def _handle(self, events: list[sse.Event], *, resumed: bool) -> bool:
         batch: list[tuple[str, str]] = []
         uid = ""
         progressed = False
@@ -237,7 +243,7 @@ class Pump:
                 if self.finished:
                     return progressed  # the catch-up brought the last answer
                 continue
-            uid = self._take(event, batch) or uid
+            uid = self._take(event, batch, resumed=resumed) or uid
         return await self._flush(batch, uid) or progressed
 
     def _remember(self, uid: str) -> None:
@@ -247,8 +253,8 @@ class Pump:
         if len(self._recent) > RECENT_IDS + RECENT_IDS // 4:
             del self._recent[: len(self._recent) - RECENT_IDS]
 
-    def _take(self, event: sse.Event, batch: list[tuple[str, str]]) -> str:
-        """Add one upstream event to `batch` unless already logged; its id ("" if none or a repeat)."""
+    def _take(self, event: sse.Event, batch: list[tuple[str, str]], *, resumed: bool) -> str:
+        """Add one upstream event to `batch` unless logged or (re-opened) not this stream's; its id."""
         log.debug("stream %s: upstream event id=%r data=%d bytes", self.stream, event.id, len(event.data or ""))
         if event.retry is not None:
             self.retry_ms = event.retry
@@ -256,13 +262,19 @@ class Pump:
             if event.id in self._recent:
                 return ""  # a replayed event we already logged
             self._remember(event.id)
-        if event.data:  # a priming event (no data) only moves the cursor
-            batch.append((event.data, event.id or ""))
+        data = self._sift(event.data) if resumed and event.data else event.data
+        if data:  # a priming event (no data), or one with nothing of this stream's, only moves the cursor
+            batch.append((data, event.id or ""))
             if self.pending:
-                for answered in answered_ids(event.data):
+                for answered in answered_ids(data):
                     if answered in self.pending:
                         self.pending.remove(answered)
         return event.id or ""
+
+    def _sift(self, data: str) -> str | None:
+        # transports §Resumability: a replay is of the same stream only (some upstreams replay more).
+        self._sifter = self._sifter or ReplaySifter(self.stream, self.dropped)
+        return self._sifter.sift(data, pending=self.pending, tokens=self.tokens)
 
     async def _flush(self, batch: list[tuple[str, str]], uid: str) -> bool:
         if not batch and not uid:
@@ -285,11 +297,12 @@ class Pump:
             async with asyncio.timeout(CATCH_UP_TIMEOUT):
                 async for chunk in response.chunks():
                     for event in parser.feed(chunk):
-                        uid = self._take(event, batch) or uid
+                        uid = self._take(event, batch, resumed=True) or uid
         except (TimeoutError, errors.UpstreamError, sse.SSEError) as exc:
             log.info("stream %s: catch-up replay ended early: %s", self.stream, exc)
         finally:
             response.close()
+            ReplaySifter.told(self._sifter)
         if batch:
             log.info("stream %s: catch-up replay found %d event(s) the resumed stream skipped", self.stream, len(batch))
         return await self._flush(batch, uid)
@@ -324,6 +337,7 @@ class Pump:
                     owner=self.owner,
                     trace=opening.trace,
                     registration=opening.registration,
+                    tokens=self.tokens if self.kind == "post" else None,
                     events=batch,
                     uid=uid,
                     final=final,
@@ -357,7 +371,8 @@ class Pump:
 
     async def _fail(self, message: str) -> None:
         pending = len(self.pending)
-        log.warning("stream %s: %s; answering %d pending request(s) with errors", self.stream, message, pending)
+        level = logging.WARNING if pending else logging.INFO  # nothing pending: nobody gets an error
+        log.log(level, "stream %s: %s; answering %d pending request(s) with errors", self.stream, message, pending)
         batch = [(error_message(i, message), "") for i in self.pending]
         self.pending.clear()
         await self._append(batch, final=True)

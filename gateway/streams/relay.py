@@ -1,11 +1,10 @@
 """Delivery: Redis -> client, and the owner of every pump on this replica.
 
-A delivery replays a stream's entries after a cursor in batches, then tails it: through the
-local pump's signal when this replica pumps, otherwise through the replica's multiplexed tail
-(streams.tail), which also tells it when the pumping replica died so this one adopts the
-stream (a compare-and-set on the lease). Each entry goes out as an SSE event whose id is
-`S.N`, flushed as it is read. On drain, deliveries end at once (clients resume elsewhere)
-while pumps keep writing into Redis until their streams end or the drain deadline.
+A delivery replays a stream's entries after a cursor in batches, then tails it: through the local pump's
+signal when this replica pumps, otherwise through the replica's multiplexed tail (streams.tail), which also
+tells it when the pumping replica died so this one adopts the stream (a compare-and-set on the lease). Each
+entry goes out as an SSE event whose id is `S.N`, flushed as it is read. On drain, deliveries end at once
+(clients resume elsewhere) while pumps keep writing into Redis until their streams end or the drain deadline.
 """
 
 from __future__ import annotations
@@ -20,10 +19,12 @@ from typing import Any
 from gateway import errors, logs
 from gateway.metrics import Metrics
 from gateway.retry import store_busy
-from gateway.store.eventlog import DONE, END, POLL, TAKEN, VANISHED, Entry, EventLog
+from gateway.store.eventlog import DONE, END, POLL, TAKEN, VANISHED, Entry, EventLog, Meta
 from gateway.store.sessions import SessionRecord, SessionStore
 from gateway.streams import spans
-from gateway.streams.pump import Opening, Pump, PumpConfig
+from gateway.streams.listeners import Listeners
+from gateway.streams.opening import Opening
+from gateway.streams.pump import Pump, PumpConfig
 from gateway.streams.signals import Signal, Signals
 from gateway.streams.tail import Tail, Watch
 from gateway.supervisor import Supervisor
@@ -71,8 +72,9 @@ class Relay:
         self._metrics = metrics
         self.signals = Signals(timers)
         self.draining = asyncio.Event()
-        self._tail = tail
+        self.tail = tail  # the legacy SSE bridge listens through it too
         self._pumps: dict[tuple[str, str], tuple[Pump, asyncio.Task[None]]] = {}
+        self._listeners = Listeners()
         tail.bind(self.adopt, lambda session, stream: (session, stream) in self._pumps)
 
     # --- pumps ------------------------------------------------------------------------------
@@ -85,19 +87,22 @@ class Relay:
         kind: str,
         pending: tuple[Any, ...],
         stream: str | None = None,
+        tokens: tuple[Any, ...] = (),
     ) -> tuple[str, Signal]:
         """Register a new stream for an upstream SSE response and start pumping it; returns once
         the stream is in the store (created by the pump's first write, with the events that came
         with the upstream's headers: one round trip), with the pump's signal for its first delivery
         (the pump may have written the whole stream and stopped already).
 
-        `stream` is an id reserved earlier (a request-id claim names it before the upstream is called)."""
+        `stream` is an id reserved earlier (a request-id claim names it before the upstream is called);
+        `tokens`: its requests' progress tokens (a re-opened stream relays only their progress)."""
         stream = stream or cursor.new_stream_id()
         # The request's span: later spans of the stream (takeovers, resumes) join its trace.
         trace = self._tracer.traceparent()
         opening = Opening(trace, self._sessions.registration(kind, pending), asyncio.get_running_loop().create_future())
         try:  # the pump's span is the request's child, as the create's
-            signal = self._start_pump(record, stream, kind, list(pending), uid="", first=response, opening=opening)
+            start = Meta(kind, 0, pending, "", False, tokens=tokens)
+            signal = self._start_pump(record, stream, start, first=response, opening=opening)
         except BaseException:
             response.close()
             raise
@@ -110,29 +115,30 @@ class Relay:
         self,
         record: SessionRecord,
         stream: str,
-        kind: str,
-        pending: list[Any],
+        meta: Meta,
         *,
-        uid: str,
         first: UpstreamResponse | None,
-        seq: int = 0,
         opening: Opening | None = None,
     ) -> Signal:
-        signal = self.signals.open(record.id, stream, seq)
+        """A pump for `stream`, from where its `meta` says it is (a new stream's: nothing yet)."""
+        signal = self.signals.open(record.id, stream, meta.seq)
         pump = Pump(
             log=self._log,
             upstream=self._upstream,
             config=self._config.pump,
             record=record,
             stream=stream,
-            kind=kind,
-            pending=pending,
+            kind=meta.kind,
+            pending=list(meta.pending),
             owner=self._replica,
             signal=signal,
-            uid=uid,
-            seq=seq,
+            uid=meta.uid,
+            seq=meta.seq,
             tracer=self._tracer,
             opening=opening,
+            detachment=self._listeners.detachment((record.id, stream), meta.kind, self._config.pump.abandon_after),
+            tokens=meta.tokens,
+            dropped=lambda reason: self._metrics.replay_dropped.labels(reason).inc(),
         )
         task = self._supervisor.spawn(self._run_pump(pump, first), name=f"pump:{stream}")
         self._pumps[(record.id, stream)] = (pump, task)
@@ -178,9 +184,7 @@ class Relay:
                     attrs = {a.STREAM: stream, a.SESSION: a.session_prefix(record.id), a.HOLDER: watch.holder or ""}
                     parent = spans.stored(self._tracer, meta.trace)
                     with self._tracer.span("mcp.stream.takeover", attrs=attrs, parent=parent, start_ns=started or None):
-                        self._start_pump(
-                            record, stream, meta.kind, list(meta.pending), uid=meta.uid, first=None, seq=meta.seq
-                        )
+                        self._start_pump(record, stream, meta, first=None)
                     watch.holder = self._replica
             elif outcome.code == DONE:
                 watch.done = True
@@ -190,14 +194,10 @@ class Relay:
                 watch.holder = outcome.holder or None
         watch.notify(watch.seq)  # deliveries look again: local signal, end, or gap
 
-    @property
-    def tail(self) -> Tail:
-        return self._tail
-
     def wake_all(self) -> None:
         """Wake every waiting delivery, local or tailing (graceful drain)."""
         self.signals.wake_all()
-        self._tail.wake_all()
+        self.tail.wake_all()
 
     async def finish_pumps(self, timeout: float) -> None:
         """Drain: keep pumping until every stream that answers requests has ended, or `timeout`.
@@ -290,18 +290,19 @@ class Relay:
             # resumed stream is primed too, with the client's own cursor.
             yield sse.encode(None, id=cursor.event_id(stream, after), retry=self._config.retry_ms)
         # Join the tail lazily: a stream this replica pumps never needs a subscription; a tailed
-        # one holds its Watch, not a context manager and exit stack (~1 KB per idle stream).
+        # one holds its Watch, not a context manager and exit stack (docs/decisions/0009).
         joined: list[Watch] = []
 
         async def watch() -> tuple[Watch, bool]:
             if not joined:
-                joined.append(await self._tail.join(record, stream))
+                joined.append(await self.tail.join(record, stream))
                 return joined[0], True
             return joined[0], False
 
         # The relay loop itself is inline (not a nested generator): an idle stream holds each
         # generator frame, and each generator's entry in the loop's registry, for its life.
         skip_polls = resumed
+        self._listeners.enter((record.id, stream))  # the pump sees a client
         try:
             last_write = time.monotonic()
             while True:
@@ -347,8 +348,9 @@ class Relay:
                     yield sse.KEEPALIVE  # transports: keep idle streams alive through proxies
                     last_write = now
         finally:
+            self._listeners.leave((record.id, stream))
             if joined:
-                self._tail.leave(joined[0])
+                self.tail.leave(joined[0])
 
     async def _next(
         self,

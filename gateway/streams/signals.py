@@ -27,7 +27,7 @@ class Signal:
         self.failure: list[bytes] | None = None
         self.last: Sequence[Entry] = ()  # the entries of the pump's last append, ending at `seq`
         # One bare future per waiting delivery, woken by the next notify (an asyncio.Event and an
-        # asyncio.timeout per wait cost ~1 KB more per idle stream: the Event's deque, the Timeout).
+        # asyncio.timeout per wait cost more per idle stream: docs/decisions/0009).
         self._waiters: list[asyncio.Future[None]] = []
 
     def notify(self, seq: int, written: Sequence[Entry] = ()) -> None:

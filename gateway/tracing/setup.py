@@ -20,7 +20,7 @@ log = logging.getLogger("gateway.tracing")
 
 PROTOCOLS = ("http/protobuf",)  # OTEL_EXPORTER_OTLP_PROTOCOL values the gateway exports with
 EXPORTERS = ("otlp", "none")  # OTEL_TRACES_EXPORTER values it understands
-EXTRA_HINT = "pip install 'mcp-gateway[otel]'"
+EXTRA_HINT = "pip install 'mcp-session-gateway[otel]'"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,11 @@ from gateway.timers import EXACT, Timers
 from gateway.tracing import attributes as a
 from gateway.tracing.api import NOOP, Attrs, Tracer
 from gateway.upstream import http1
+from gateway.upstream.failures import ConnectFailed, PoolBusy, ProtocolFailure
+from gateway.upstream.labels import host_port
 from gateway.wire import protocol
+
+DROP_WITH_AUTHORIZATION = protocol.DROP_TO_UPSTREAM | {"authorization"}
 
 
 @dataclass(frozen=True)
@@ -31,13 +35,19 @@ class HeaderPolicy:
 
     drop_authorization: bool = False  # gateway auth on: never pass the client's token upstream
     per_pool: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # With gateway auth off, the pools whose upstreams do get the client's `Authorization`
+    # (`--forward-authorization`; "*" for all): a token meant for the gateway's host goes nowhere else.
+    authorization_pools: frozenset[str] = frozenset()
+
+    def passes_authorization(self, pool: str) -> bool:
+        return not self.drop_authorization and ("*" in self.authorization_pools or pool in self.authorization_pools)
 
     def credentials(self, pool: str) -> frozenset[str]:
         """Lower-case names of the headers that carry credentials to `pool` (never stored in Redis)."""
         return frozenset({"authorization", "cookie", *(name.lower() for name in self.per_pool.get(pool, {}))})
 
     def build(self, client_headers: Iterable[tuple[str, str]], pool: str) -> dict[str, str]:
-        drop = protocol.DROP_TO_UPSTREAM | {"authorization"} if self.drop_authorization else protocol.DROP_TO_UPSTREAM
+        drop = protocol.DROP_TO_UPSTREAM if self.passes_authorization(pool) else DROP_WITH_AUTHORIZATION
         headers = protocol.forward_headers(client_headers, drop)
         headers["Accept-Encoding"] = "identity"
         headers.update(self.per_pool.get(pool, {}))
@@ -70,7 +80,7 @@ class UpstreamResponse:
                 if size > limit:
                     raise errors.UpstreamError("Bad upstream answer: body too large")
                 chunks.append(chunk)
-        except (OSError, http1.ProtocolFailure) as exc:
+        except (OSError, ProtocolFailure) as exc:
             raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
         finally:
             self.close()
@@ -81,7 +91,7 @@ class UpstreamResponse:
         try:
             async for chunk in self._response.iter_chunks():
                 yield chunk
-        except (OSError, http1.ProtocolFailure) as exc:
+        except (OSError, ProtocolFailure) as exc:
             raise errors.UpstreamError(f"Upstream stream broke: {exc}") from exc
 
     async def next_chunk(self, timeout: float) -> bytes | None:
@@ -90,7 +100,7 @@ class UpstreamResponse:
             return await self._response.next_chunk(timeout)
         except TimeoutError:
             raise  # our bound passed (the http1 layer reports a broken connection as ProtocolFailure)
-        except (OSError, http1.ProtocolFailure) as exc:
+        except (OSError, ProtocolFailure) as exc:
             raise errors.UpstreamError(f"Upstream stream broke: {exc}") from exc
 
     def take_buffered(self) -> bytes:
@@ -108,9 +118,16 @@ class UpstreamResponse:
 
 class UpstreamClient:
     def __init__(
-        self, pool: http1.Http1Pool, *, request_timeout: float, latency: FastHistogram, tracer: Tracer = NOOP
+        self,
+        pool: http1.Http1Pool,
+        *,
+        request_timeout: float,
+        latency: FastHistogram,
+        tracer: Tracer = NOOP,
+        pool_of: Mapping[str, str] | None = None,
     ) -> None:
         self._pool = pool
+        self._pool_of = pool_of or {}  # instance URL -> pool name: the latency's label, never the URL
         self._tracer = tracer
         self._request_timeout = request_timeout
         self._latency = latency
@@ -165,21 +182,27 @@ class UpstreamClient:
             response = await self._pool.request(method, url, headers, body, timeout=limit)
         except TimeoutError as exc:
             raise errors.UpstreamTimeout("Upstream timed out") from exc
-        except http1.ConnectFailed as exc:
+        except PoolBusy as exc:
+            raise errors.UpstreamBusy("Upstream busy: no free connection; retry") from exc
+        except ConnectFailed as exc:
             # Nothing reached the upstream: safe to retry or place elsewhere.
-            raise errors.UpstreamUnavailable(f"Upstream unreachable: {exc}") from exc
-        except (OSError, http1.ProtocolFailure) as exc:
-            raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
+            raise errors.opaque(errors.UpstreamUnavailable, "Upstream unreachable", f"{host_port(url)}: {exc}") from exc
+        except (OSError, ProtocolFailure) as exc:
+            raise errors.opaque(errors.UpstreamError, "Bad upstream answer", f"{host_port(url)}: {exc}") from exc
         child = self._latency_by_url.get(url)
         if child is None:
-            child = self._latency_by_url[url] = self._latency.labels(url)
+            child = self._latency_by_url[url] = self._latency.labels(self._pool_of.get(url) or host_port(url))
         child.observe(time.perf_counter() - started)
         return UpstreamResponse(response)
 
 
-def new_upstream_pool(*, connect_timeout: float, pool_size: int, timers: Timers = EXACT) -> http1.Http1Pool:
+def new_upstream_pool(
+    *, connect_timeout: float, pool_size: int, timers: Timers = EXACT, acquire_timeout: float = 5.0
+) -> http1.Http1Pool:
     """The request path's upstream connections of a replica (created in the lifespan)."""
-    return http1.Http1Pool(connect_timeout=connect_timeout, limit_per_host=pool_size, timers=timers)
+    return http1.Http1Pool(
+        connect_timeout=connect_timeout, limit_per_host=pool_size, timers=timers, acquire_timeout=acquire_timeout
+    )
 
 
 def new_http_session(*, connect_timeout: float, pool_size: int) -> aiohttp.ClientSession:

@@ -7,8 +7,8 @@ measurement"). This module does only what the proxy needs: write the request in 
 the response with httptools (llhttp, uvicorn's parser), hand out the body as it arrives with flow
 control, and keep the connection when the message ended cleanly (aiohttp: health probes, JWKS).
 
-Failures are OSError/TimeoutError subclasses (`ConnectFailed` when nothing was sent) or
-`ProtocolFailure`; `gateway/upstream/client.py` translates them into the gateway's error tree.
+Failures (`upstream/failures.py`: `ConnectFailed` when nothing was sent, `ProtocolFailure`, `PoolBusy`)
+and timeouts are translated into the gateway's error tree by `gateway/upstream/client.py`.
 """
 
 from __future__ import annotations
@@ -24,17 +24,10 @@ import httptools
 from multidict import CIMultiDict
 
 from gateway.timers import EXACT, Cancellable, Timers
+from gateway.upstream.failures import ConnectFailed, PoolBusy, ProtocolFailure
 
 MAX_BUFFER = 256 * 1024  # unread body bytes before reading from the socket pauses
 MAX_IDLE = 4.0  # seconds an idle connection is reused; older ones are closed (servers close them ~5 s)
-
-
-class ConnectFailed(OSError):
-    """The TCP/TLS connection could not be made: nothing reached the upstream."""
-
-
-class ProtocolFailure(Exception):
-    """The upstream broke the HTTP exchange (bad response, connection lost mid-message)."""
 
 
 class _Connection(asyncio.Protocol):
@@ -258,9 +251,12 @@ def _header_block(headers: Mapping[str, str]) -> bytes:
 class Http1Pool:
     """Keep-alive connections per (host, port, tls); at most `limit_per_host` open per upstream."""
 
-    def __init__(self, *, connect_timeout: float, limit_per_host: int, timers: Timers = EXACT) -> None:
+    def __init__(
+        self, *, connect_timeout: float, limit_per_host: int, timers: Timers = EXACT, acquire_timeout: float = 5.0
+    ) -> None:
         self.timers = timers  # for a body read's timeout
         self._connect_timeout = connect_timeout
+        self._acquire_timeout = acquire_timeout
         self._limit = limit_per_host
         self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
         self._open: dict[tuple[str, int, bool], int] = {}
@@ -317,16 +313,20 @@ class Http1Pool:
 
     async def _acquire(self, key: tuple[str, int, bool]) -> _Connection:
         """No idle connection was at hand (`request` just looked): wait for one or open one."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._acquire_timeout
         while self._open.get(key, 0) >= self._limit:
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = loop.create_future()
             self._waiters.setdefault(key, deque()).append(waiter)
             try:
-                await waiter
+                # A pool held by streams answers 503 at the deadline, never leaves a request hanging.
+                await asyncio.wait_for(waiter, max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise PoolBusy(f"no free connection to {key[0]}:{key[1]} within {self._acquire_timeout:g} s") from None
             finally:
                 if not waiter.done():
                     waiter.cancel()
-            connection = self._take_idle(key, asyncio.get_running_loop().time())
-            if connection is not None:
+            if (connection := self._take_idle(key, loop.time())) is not None:
                 return connection
         self._open[key] = self._open.get(key, 0) + 1
         try:
@@ -380,6 +380,10 @@ class Http1Pool:
             if idle and connection in idle:
                 idle.remove(connection)
             self._wake_one(connection.key)
+
+    def open_connections(self) -> int:
+        """Connections open now, idle or carrying an exchange (a stream holds one for its life)."""
+        return len(self._all)
 
     def _wake_one(self, key: tuple[str, int, bool]) -> None:
         waiters = self._waiters.get(key)

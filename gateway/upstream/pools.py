@@ -22,6 +22,7 @@ from prometheus_client import Gauge
 
 from gateway import errors
 from gateway.config.specs import Pool, ProbeSpec
+from gateway.upstream.labels import instance_labels
 
 log = logging.getLogger("gateway.upstream.pools")
 
@@ -110,8 +111,8 @@ class Pools:
     def _export(self, url: str, *, healthy: bool) -> None:
         if self._gauge is not None:
             for pool in self._pools.values():
-                if url in pool.instances:
-                    self._gauge.labels(pool.name, url).set(1 if healthy else 0)
+                if url in pool.instances:  # labelled by host:port: never the URL's credentials or query
+                    self._gauge.labels(pool.name, instance_labels(pool.instances)[url]).set(1 if healthy else 0)
 
 
 class HealthChecker:

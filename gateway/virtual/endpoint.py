@@ -40,7 +40,7 @@ from gateway.virtual.naming import (
 )
 from gateway.virtual.record import UP, VirtualSession, VirtualSessions
 from gateway.virtual.stateless import StatelessVirtual
-from gateway.wire import cursor, protocol
+from gateway.wire import belonging, cursor, protocol
 from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, Message
 
 log = logging.getLogger("gateway.virtual.endpoint")
@@ -215,7 +215,12 @@ class VirtualEndpoint:
             stream = member_stream_id(server.members.index(member.pool), cursor.new_stream_id())
             to_client = client_headers(response.headers, vs.record.id)
             stream, opened = await self._relay.open_stream(
-                session, response, kind="post", pending=(message.id,), stream=stream
+                session,
+                response,
+                kind="post",
+                pending=(message.id,),
+                stream=stream,
+                tokens=belonging.progress_tokens([routed.message]),  # a re-opened stream relays only their progress
             )
             return sse_response(self._relay.deliver(session, stream, 0, opened=opened), to_client, slot)
         except BaseException:

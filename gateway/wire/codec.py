@@ -1,8 +1,7 @@
 """JSON on the request path: msgspec where it gives `json`'s answer, `json` where it does not.
 
-A `tools/call` body parses in ~0.6 us with msgspec against ~2.4 us with `json`, and its canonical
-form (sorted keys, no whitespace: the replay digest) is written in ~0.2 us against ~2.5 us
-(`python -m bench.json_codecs`; bench/README.md, "Choices by measurement", has orjson too).
+msgspec parses a `tools/call` body and writes its canonical form (sorted keys, no whitespace: the
+replay digest) several times faster than `json` (docs/decisions/0004).
 msgspec is strict RFC 8259: it refuses what `json` refuses, and also a few things `json` takes
 (NaN and Infinity, numbers past a double's range, lone surrogates, a byte-order mark, UTF-16 and
 UTF-32 input). Whatever it refuses goes to `json`, which accepts it or words the error exactly as

@@ -65,8 +65,25 @@ DROP_TO_UPSTREAM = HOP_BY_HOP | {
     "x-forwarded-host",
     "x-forwarded-proto",
 }
+# CORS answers are the gateway's to give (or not): an upstream's `access-control-allow-origin: *`
+# would let any web page read answers through the gateway (Fetch standard §3.2.3, CORS protocol).
+CORS_RESPONSE = frozenset(
+    {
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+        "access-control-expose-headers",
+        "access-control-max-age",
+        "access-control-allow-private-network",
+    }
+)
+# What an upstream says about itself or its own origin: its software (the gateway's clients need
+# not know what runs behind it) and alternative services of its host (RFC 7838 §3: `Alt-Svc` names
+# the origin that sent it, which is not the gateway's).
+UPSTREAM_SELF = frozenset({"server", "x-powered-by", "x-aspnet-version", "x-aspnetmvc-version", "via", "alt-svc"})
 # Never copied upstream -> client: the upstream's session id must not leak (gateway issues its own).
-DROP_TO_CLIENT = HOP_BY_HOP | {"content-length", "content-encoding", H_SESSION, "server", "date"}
+DROP_TO_CLIENT = HOP_BY_HOP | CORS_RESPONSE | UPSTREAM_SELF | {"content-length", "content-encoding", H_SESSION, "date"}
 
 
 def is_stateless(version: str) -> bool:
@@ -271,11 +288,28 @@ def origin_allowed(origin: str | None, allowed: Iterable[str]) -> bool:
     allowed_set = set(allowed)
     if "*" in allowed_set or origin in allowed_set:
         return True
-    try:
-        host = urlsplit(origin).hostname
-    except ValueError:  # e.g. "http://[::1": malformed, so not allowed
-        return False
+    host = origin_host(origin)
     return host is not None and host in LOCAL_HOSTS
+
+
+def origin_host(origin: str) -> str | None:
+    """The host of a serialized origin (RFC 6454 §6.2: scheme "://" host [":" port], nothing more),
+    or None when `origin` is not one: `http://localhost:80.evil.com` has no valid port, and
+    `http://localhost@evil.com` names evil.com; both are refused, not read as localhost."""
+    try:
+        parts = urlsplit(origin)
+        port = parts.port  # ValueError for a port that is not a number in 0-65535
+    except ValueError:  # e.g. "http://[::1": malformed
+        return None
+    if parts.scheme not in ("http", "https") or parts.username is not None or parts.password is not None:
+        return None
+    if parts.path or parts.query or parts.fragment or "?" in origin or "#" in origin:
+        return None
+    netloc = parts.netloc.lower()
+    host = parts.hostname
+    if host is None or netloc != (f"[{host}]" if ":" in host else host) + ("" if port is None else f":{port}"):
+        return None  # anything else in the authority (empty port, spaces, stray characters)
+    return host
 
 
 # --- session ids ---------------------------------------------------------------------------

@@ -157,10 +157,15 @@ class GatewayProc:
     url: str
     port: int
     proc: Proc
+    metrics_port: int = 0  # its metrics listener (issue 35: /metrics is not on the MCP port)
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
 
 class StartGateways(Protocol):
@@ -175,9 +180,14 @@ class StartGateways(Protocol):
 
 
 def gateway_argv(
-    port: int, upstreams: Mapping[str, str | Sequence[str]], redis_url: str, extra_args: Sequence[str] = ()
+    port: int,
+    upstreams: Mapping[str, str | Sequence[str]],
+    redis_url: str,
+    extra_args: Sequence[str] = (),
+    metrics_port: int = 0,
 ) -> list[str]:
     argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--metrics-port", str(metrics_port)]  # replicas share this host: 0 or a free port each
     for name, urls in upstreams.items():
         joined = urls if isinstance(urls, str) else ",".join(urls)
         argv += ["--upstream", f"{name}={joined}"]
@@ -198,10 +208,10 @@ def gateway_cluster(procs: ProcessGroup, redis_url: str) -> StartGateways:
     ) -> list[GatewayProc]:
         gateways: list[GatewayProc] = []
         for _ in range(n):
-            port = free_port()
-            argv = gateway_argv(port, upstreams, redis_url, extra_args)
+            port, metrics_port = free_port(), free_port()
+            argv = gateway_argv(port, upstreams, redis_url, extra_args, metrics_port)
             proc = procs.start(f"gateway-{port}", argv, env={"MCPGW_KEY_PREFIX": key_prefix, **(env or {})})
-            gateways.append(GatewayProc(url=f"http://127.0.0.1:{port}/mcp", port=port, proc=proc))
+            gateways.append(GatewayProc(f"http://127.0.0.1:{port}/mcp", port, proc, metrics_port))
         for gw in gateways:
             gw.proc.wait_http(f"{gw.base_url}/healthz", timeout=20)
         return gateways

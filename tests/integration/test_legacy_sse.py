@@ -39,7 +39,7 @@ class PostsTo(httpx2.AsyncHTTPTransport):
 
 
 def legacy_app(upstream: str, redis_url: str, key_prefix: str) -> Any:
-    return create_app(Settings(upstream=[upstream], redis_url=redis_url, key_prefix=key_prefix))
+    return create_app(Settings(upstream=[upstream], redis_url=redis_url, key_prefix=key_prefix, metrics_port=0))
 
 
 async def test_legacy_sse_client_with_posts_on_another_replica(

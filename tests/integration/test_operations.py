@@ -148,7 +148,7 @@ async def test_metrics_move_with_traffic(
     (gw,) = gateway_cluster(1, {"default": upstream}, key_prefix, GW_ARGS)
 
     async def scrape(http: httpx.AsyncClient) -> dict[str, float]:
-        text = (await http.get(f"{gw.base_url}/metrics")).text
+        text = (await http.get(gw.metrics_url)).text
         values: dict[str, float] = {}
         for line in text.splitlines():
             if line.startswith("mcpgw_") and not line.startswith("#"):

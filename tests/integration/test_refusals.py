@@ -126,6 +126,7 @@ async def test_401_and_429_reach_the_uploader(
 ) -> None:
     upstream = sdk_upstream()
     auth_args = ["--auth-issuer", "https://issuer.example", "--auth-public-key", public_key_file(tmp_path)]
+    auth_args += ["--resource-url", "https://gw.example/mcp"]
     [auth] = gateway_cluster(1, {"default": upstream}, key_prefix, extra_args=auth_args)
     [limited] = gateway_cluster(1, {"default": upstream}, key_prefix + "-rl", extra_args=["--rate-limit", "1"])
     ports = {"auth": auth.port, "limited": limited.port}
@@ -155,25 +156,31 @@ async def test_a_forwarded_address_names_the_client_only_with_trust_forwarded_fo
 
 
 @pytest.mark.parametrize("trusted", [False, True])
-async def test_a_forwarded_scheme_names_the_resource_only_with_trust_forwarded_for(
+async def test_the_resource_and_its_challenge_never_come_from_request_headers(
     sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str, tmp_path: Path, trusted: bool
 ) -> None:
-    """RFC 9728 metadata behind a TLS proxy: the resource URL is https only when the proxy's
-    `X-Forwarded-Proto` is trusted (the flag); without it the scheme is the connection's own."""
+    """RFC 9728 metadata and the 401 challenge name the configured --resource-url, whatever the
+    request's Host and X-Forwarded-Proto say, trusted proxy or not (issue 35: a Host-derived
+    audience accepted tokens minted for any host the client named)."""
     args = ["--auth-issuer", "https://issuer.example", "--auth-public-key", public_key_file(tmp_path)]
-    args += ["--trust-forwarded-for"] if trusted else []
+    args += ["--resource-url", "https://gw.example/mcp", *(["--trust-forwarded-for"] if trusted else [])]
     [gw] = gateway_cluster(1, {"default": sdk_upstream()}, f"{key_prefix}-xfp-{trusted}", extra_args=args)
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    writer.write(
-        b"GET /.well-known/oauth-protected-resource HTTP/1.1\r\nhost: gw.example\r\n"
-        b"x-forwarded-proto: https\r\nconnection: close\r\n\r\n"
-    )
-    answer = await asyncio.wait_for(reader.read(), timeout=10)
-    writer.close()
-    head, _, body = answer.partition(b"\r\n\r\n")
+    forged = b"host: billing.internal\r\nx-forwarded-proto: http\r\nconnection: close\r\n"
+    answers = []
+    for request in (b"GET /.well-known/oauth-protected-resource HTTP/1.1\r\n", b"GET /mcp HTTP/1.1\r\n"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(request + forged + b"accept: text/event-stream\r\n\r\n")
+        answers.append(await asyncio.wait_for(reader.read(), timeout=10))
+        writer.close()
+    head, _, body = answers[0].partition(b"\r\n\r\n")
     assert head.split(b" ", 2)[1] == b"200", head
-    scheme = "https" if trusted else "http"
-    assert json.loads(body)["resource"] == f"{scheme}://gw.example/mcp"
+    assert json.loads(body)["resource"] == "https://gw.example/mcp"
+    head = answers[1].partition(b"\r\n\r\n")[0]
+    assert head.split(b" ", 2)[1] == b"401", head
+    challenge = re.search(rb"(?im)^www-authenticate:\s*(.*)$", head)
+    assert challenge is not None, head
+    assert b'resource_metadata="https://gw.example/.well-known/oauth-protected-resource/mcp"' in challenge.group(1)
+    assert b"billing.internal" not in answers[0] + answers[1]
 
 
 async def test_oversized_chunked_body_is_refused_midway(plain_gateway: GatewayProc) -> None:

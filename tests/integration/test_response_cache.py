@@ -110,7 +110,7 @@ def result(message: dict[str, Any]) -> dict[str, Any]:
 
 async def metric(gw: GatewayProc, name: str, method: str) -> float:
     async with httpx.AsyncClient() as client:
-        text = (await client.get(f"{gw.base_url}/metrics")).text
+        text = (await client.get(gw.metrics_url)).text
     found = re.search(rf'^{name}\{{[^}}]*="{re.escape(method)}"[^}}]*\}} (\S+)$', text, re.M)
     return float(found.group(1)) if found else 0.0
 
@@ -239,7 +239,8 @@ async def test_without_auth_private_answers_are_keyed_by_the_credentials_sent(
     procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
 ) -> None:
     upstream = start_upstream(procs)
-    a, b = replicas(gateway_cluster, upstream, key_prefix)
+    # the upstream reads the client's token: its pool asks for it (not passed on by default)
+    a, b = replicas(gateway_cluster, upstream, key_prefix, "--forward-authorization", "default")
     mine = {"uri": "private:///me"}
     for gw in (a, b):  # anonymous: nobody to keep a private answer for
         result(await rpc(gw.url, "resources/read", mine))
