@@ -152,7 +152,7 @@ class Listener:
             if member is None:
                 merged.put(None)  # the session is gone
                 return
-            if member.state != UP or not self._pools.is_healthy(member.instance):
+            if member.state != UP or not (self._pools.is_healthy(member.instance) or self._members.fresh(member)):
                 if not self._pools.pool_ready(pool):
                     await self._mark_down(record, member)
                     if announced_up:

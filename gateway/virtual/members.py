@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import secrets
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -81,7 +82,11 @@ class Members:
         sessions: VirtualSessions,
         redis: Redis,
         max_body: int,
+        trust_opened: float,
     ) -> None:
+        """`trust_opened`: for how long after a member's session was opened a request tries it even
+        though this replica still counts its instance down (a few health intervals)."""
+        self._trust_opened = trust_opened
         self._pools = pools
         self._policy = policy
         self._upstream = upstream
@@ -120,12 +125,17 @@ class Members:
         result = answer.get("result") if answer is not None else None
         if not isinstance(result, dict):
             raise errors.UpstreamError(f"no initialize result (HTTP {response.status})")
-        member = Member(pool, instance, sid, protocol.negotiated_version(answer or {}, None), UP)
+        member = Member(pool, instance, sid, protocol.negotiated_version(answer or {}, None), UP, time.time())
         # lifecycle §Initialization: the initialized notification before any other request.
         note = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}).encode()
         (await self._upstream.send("POST", instance, with_member(sent, member), note)).close()
         self._pools.report_success(instance)
         return member, result
+
+    def fresh(self, member: Member) -> bool:
+        """Opened (by some replica) so recently that this replica's health view of its instance may
+        lag behind: worth one try, not a refusal, although that view says the instance is down."""
+        return time.time() - member.opened < self._trust_opened
 
     def headers(self, client: Mapping[str, str], member: Member) -> dict[str, str]:
         """What goes upstream to `member`: the client's forwarded headers, the pool's own, its session."""
@@ -135,7 +145,7 @@ class Members:
         self, record: SessionRecord, member: Member, headers: Mapping[str, str], body: bytes
     ) -> tuple[Member, UpstreamResponse]:
         """POST `body` on the member's session, re-opening it first (or once, on loss) as needed."""
-        if member.state != UP or not self._pools.is_healthy(member.instance):
+        if member.state != UP or not (self._pools.is_healthy(member.instance) or self.fresh(member)):
             member = await self.reestablish(record, member, headers)
         else:
             try:

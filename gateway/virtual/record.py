@@ -32,14 +32,17 @@ class Member:
     sid: str = ""
     protocol: str = ""
     state: str = DOWN
+    opened: float = 0.0  # wall-clock time its upstream session was opened (0: never)
 
     def to_field(self) -> str:
-        return json.dumps({"instance": self.instance, "sid": self.sid, "protocol": self.protocol, "state": self.state})
+        fields = {"instance": self.instance, "sid": self.sid, "protocol": self.protocol, "state": self.state}
+        return json.dumps({**fields, "opened": self.opened})
 
     @classmethod
     def from_field(cls, pool: str, raw: bytes | str) -> Member:
         data = json.loads(raw)
-        return cls(pool, str(data["instance"]), str(data["sid"]), str(data["protocol"]), str(data["state"]))
+        fields = (str(data["instance"]), str(data["sid"]), str(data["protocol"]), str(data["state"]))
+        return cls(pool, *fields, float(data.get("opened", 0.0)))
 
     def session(self, record: SessionRecord) -> SessionRecord:
         """The member as a single-pool session record: what the relay's pumps resume with."""

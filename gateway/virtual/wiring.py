@@ -21,6 +21,10 @@ from gateway.virtual.naming import VirtualServer
 from gateway.virtual.record import VirtualSessions
 from gateway.virtual.stateless import StatelessVirtual
 
+# Health intervals (`retry`) after a member was opened during which another replica's older health
+# view of its instance does not refuse it: a probe needs a couple of intervals to see an instance back.
+TRUSTED_INTERVALS = 4
+
 
 def build_virtual(
     servers: tuple[VirtualServer, ...],
@@ -45,7 +49,15 @@ def build_virtual(
     if not servers:
         return None
     store = VirtualSessions(redis, keys, sessions)
-    members = Members(pools=pools, upstream=upstream, policy=headers, sessions=store, redis=redis, max_body=max_body)
+    members = Members(
+        pools=pools,
+        upstream=upstream,
+        policy=headers,
+        sessions=store,
+        redis=redis,
+        max_body=max_body,
+        trust_opened=retry * TRUSTED_INTERVALS,
+    )
     listener = Listener(
         members=members, sessions=store, pools=pools, upstream=upstream, supervisor=supervisor, retry=retry
     )
