@@ -68,7 +68,7 @@ async def run(n: int) -> None:
             f"http://127.0.0.1:{port}/healthz", timeout=30
         )
         gw_port = free_port()
-        argv = [sys.executable, "-m", "gateway", "--port", str(gw_port), "--log-format", "text"]
+        argv = [sys.executable, "-m", "gateway", "--port", str(gw_port), "--log-format", "text", "--rate-limit", "0"]
         for i in range(max(SIZES)):
             argv += ["--upstream", f"m{i}=http://127.0.0.1:{port}/mcp?member={i}"]
         for size in SIZES:
