@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from gateway.cli import load_settings
 from gateway.errors import ConfigError
 from gateway.virtual.naming import (
     MAX_MEMBERS,
@@ -72,3 +75,18 @@ def test_a_stream_id_names_its_member() -> None:
         assert member_of_stream(server, stream) == f"p{index}"
     small = VirtualServer("two", ("a", "b"))
     assert member_of_stream(small, member_stream_id(5, cursor.new_stream_id())) is None
+
+
+def test_settings_from_flags_env_and_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    flags = load_settings(["--upstream", "a=http://h/mcp", "--virtual-server", "v=a", "--virtual-servers", "w=a"])
+    assert flags.virtual_servers == ["v=a", "w=a"] and flags.virtual_separator == "__"
+    monkeypatch.setenv("MCPGW_VIRTUAL_SERVERS", "v=a;w=a")
+    monkeypatch.setenv("MCPGW_VIRTUAL_SEPARATOR", "--")
+    env = load_settings(["--upstream", "a=http://h/mcp"])
+    servers = parse_virtual_servers(env.virtual_servers, ["a"], env.virtual_separator)
+    assert [(s.name, s.members, s.separator) for s in servers] == [("v", ("a",), "--"), ("w", ("a",), "--")]
+    monkeypatch.delenv("MCPGW_VIRTUAL_SERVERS")
+    monkeypatch.delenv("MCPGW_VIRTUAL_SEPARATOR")
+    config = tmp_path / "gateway.yaml"
+    config.write_text("virtual_servers: ['v=a']\n")
+    assert load_settings(["--upstream", "a=http://h/mcp", "--config", str(config)]).virtual_servers == ["v=a"]
