@@ -35,6 +35,7 @@ from gateway.wire import protocol, sse
 
 log = logging.getLogger("gateway.virtual.listening")
 
+QUIET = 0.05  # s before re-opening a member's stream that ended without a message (doubling)
 MAX_BACKOFF = 16  # x the retry interval: the longest wait between re-opening attempts of a failing member
 
 TOOLS_CHANGED = json.dumps({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
@@ -147,6 +148,8 @@ class Listener:
         first = await self._sessions.member(record.id, pool)
         announced_up = first is not None and first.state == UP  # what the client's lists last showed
         backoff = self._retry
+        quiet = QUIET
+        refused: Member | None = None  # the member whose standalone stream was refused
         while True:
             member = await self._sessions.member(record.id, pool)
             if member is None:
@@ -173,6 +176,9 @@ class Listener:
             if not announced_up:
                 merged.put(TOOLS_CHANGED)  # it is back: its tools are in the lists again
                 announced_up = True
+            if member == refused:  # its GET was refused (405): only its health is left to watch
+                await asyncio.sleep(self._retry)
+                continue
             sent = replaced(self._members.headers(headers, member), {"Accept": protocol.SSE})
             try:
                 response = await self._upstream.send("GET", member.instance, sent, retry_connect=False)
@@ -187,23 +193,32 @@ class Listener:
                 await self._mark_down(record, member)
                 continue
             if response.status != 200 or not response.is_sse:
-                response.close()  # no standalone stream (405): only watch its health
-                await asyncio.sleep(self._retry)
+                response.close()  # no standalone stream (405): not asked again while this session lasts
+                refused = member
                 continue
-            await self._relay(server, pool, response.chunks(), merged)
+            relayed = await self._relay(server, pool, response.chunks(), merged)
             response.close()
+            if relayed:
+                quiet = QUIET
+            else:  # a stream that ends empty at once, again and again, is not re-opened in a tight loop
+                await asyncio.sleep(quiet)
+                quiet = min(quiet * 2, self._retry * MAX_BACKOFF)
 
     async def _relay(
         self, server: VirtualServer, pool: str, chunks: AsyncIterator[bytes], merged: MergedResponse
-    ) -> None:
+    ) -> int:
+        """Pass the member's messages on until its stream ends; how many there were."""
         parser = sse.Parser()
+        relayed = 0
         try:
             async for chunk in chunks:
                 for event in parser.feed(chunk):
                     if event.data:
                         merged.put(_renamed(server, pool, event.data))
+                        relayed += 1
         except (errors.GatewayError, sse.SSEError) as exc:
             log.info("virtual member %s: standalone stream ended: %s", pool, exc)
+        return relayed
 
     async def _mark_down(self, record: SessionRecord, member: Member) -> None:
         stored = await self._sessions.member(record.id, member.pool)
