@@ -97,6 +97,7 @@ def build_gateway(
     )
     tasks = build_tasks(settings, plan.task_tools, store, upstream, supervisor, streams.liveness, metrics, tracer)
     cache = build_cache(settings, store, pools, upstream, admission.headers, supervisor, metrics)
+    replays = Replays(store.claims, store.event_log, streams.liveness, wait=settings.request_timeout)
     return Gateway(
         settings=settings,
         pools=pools,
@@ -116,7 +117,7 @@ def build_gateway(
             max_body=settings.max_body_bytes,
             max_batch=settings.max_batch,
             claims=store.claims,
-            replays=Replays(store.claims, store.event_log, streams.liveness, wait=settings.request_timeout),
+            replays=replays,
             idempotency=store.idempotency,
             replica=replica,
         ),
@@ -146,6 +147,9 @@ def build_gateway(
             metrics=metrics,
             supervisor=supervisor,
             cache=cache,
+            claims=store.claims,
+            replays=replays,
+            idempotency=store.idempotency,
             max_body=settings.max_body_bytes,
             retry=settings.health_interval,
             replica=replica,

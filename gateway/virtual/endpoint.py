@@ -18,30 +18,27 @@ from starlette.responses import Response
 
 from gateway import __version__, errors, logs
 from gateway.asgi.responses import (
-    RelayedResponse,
     StreamSlot,
-    client_headers,
     error_response,
     read_body,
-    sse_response,
 )
 from gateway.metrics import Metrics
 from gateway.store.limits import Limiter
 from gateway.store.sessions import SessionStore, new_record
 from gateway.streams.relay import Relay
 from gateway.virtual.calls import BROADCAST, Ask, Calls
+from gateway.virtual.forwarding import Forwarder
 from gateway.virtual.gets import Gets
 from gateway.virtual.listening import member_request_id
 from gateway.virtual.members import Members, MemberUnavailable
 from gateway.virtual.merging import LISTS, initialize_result
 from gateway.virtual.naming import (
     VirtualServer,
-    member_stream_id,
 )
 from gateway.virtual.record import UP, VirtualSession, VirtualSessions
 from gateway.virtual.stateless import StatelessVirtual
-from gateway.wire import belonging, cursor, protocol
-from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, Message
+from gateway.wire import cursor, protocol
+from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, Body, Message
 
 log = logging.getLogger("gateway.virtual.endpoint")
 
@@ -58,6 +55,7 @@ class VirtualEndpoint:
         servers: tuple[VirtualServer, ...],
         members: Members,
         gets: Gets,
+        forwarder: Forwarder,
         stateless: StatelessVirtual,
         sessions: VirtualSessions,
         store: SessionStore,
@@ -70,6 +68,7 @@ class VirtualEndpoint:
         self._servers = {s.name: s for s in servers}
         self._members = members
         self._gets = gets
+        self._forwarder = forwarder
         self._stateless = stateless
         self._calls = Calls()
         self._sessions = sessions
@@ -119,7 +118,7 @@ class VirtualEndpoint:
             if not message.is_request:
                 await self._pass_on(server, vs, message, request)
                 return Response(status_code=202, headers={H_SESSION: vs.record.id})
-            return await self._request(request, server, vs, message)
+            return await self._request(request, server, vs, body, raw)
         except errors.GatewayError as exc:
             return error_response(exc, body.first_id)
 
@@ -190,7 +189,10 @@ class VirtualEndpoint:
 
         await asyncio.gather(*(one(pool) for pool in pools))
 
-    async def _request(self, request: Request, server: VirtualServer, vs: VirtualSession, message: Message) -> Response:
+    async def _request(
+        self, request: Request, server: VirtualServer, vs: VirtualSession, body: Body, raw: bytes
+    ) -> Response:
+        message = body.messages[0]
         raw_params = message.raw.get("params")
         params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         if message.method == "ping":
@@ -203,30 +205,7 @@ class VirtualEndpoint:
             await self._calls.broadcast(server, ask, message.raw)
             return _result(message.id, {}, vs.record.id)
         routed = await self._calls.route(server, ask, message.raw)
-        payload = json.dumps(routed.message).encode()
-        member, response = await self._members.send(vs.record, vs.members[routed.pool], request.headers, payload)
-        if response.status != 200 or not response.is_sse:
-            return RelayedResponse(await response.read(self._max_body), response.status, response.headers, vs.record.id)
-        slot = StreamSlot(self._limiter, request.state.client_key, f"{self._replica}#{next(self._slots)}")
-        try:
-            if slot.capped:
-                await self._limiter.admit_stream(slot.who, slot.member)
-            session = member.session(vs.record)
-            stream = member_stream_id(server.members.index(member.pool), cursor.new_stream_id())
-            to_client = client_headers(response.headers, vs.record.id)
-            stream, opened = await self._relay.open_stream(
-                session,
-                response,
-                kind="post",
-                pending=(message.id,),
-                stream=stream,
-                tokens=belonging.progress_tokens([routed.message]),  # a re-opened stream relays only their progress
-            )
-            return sse_response(self._relay.deliver(session, stream, 0, opened=opened), to_client, slot)
-        except BaseException:
-            response.close()
-            await slot.release()
-            raise
+        return await self._forwarder.forward(request, server, vs, body, raw, routed)
 
     # --- GET: the notification stream, or a resume ---------------------------------------------
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from gateway.caching.service import ResponseCache
 from gateway.metrics import Metrics
+from gateway.replay.idempotent import Idempotency
+from gateway.replay.replays import Replays
+from gateway.store.claims import Claims
 from gateway.store.client import Redis
 from gateway.store.eventlog import EventLog
 from gateway.store.keys import Keys
@@ -14,6 +17,7 @@ from gateway.supervisor import Supervisor
 from gateway.upstream.client import HeaderPolicy, UpstreamClient
 from gateway.upstream.pools import Pools
 from gateway.virtual.endpoint import VirtualEndpoint
+from gateway.virtual.forwarding import Forwarder
 from gateway.virtual.gets import Gets
 from gateway.virtual.listening import Listener
 from gateway.virtual.members import Members
@@ -41,6 +45,9 @@ def build_virtual(
     metrics: Metrics,
     supervisor: Supervisor,
     cache: ResponseCache | None,
+    claims: Claims,
+    replays: Replays,
+    idempotency: Idempotency,
     max_body: int,
     retry: float,
     replica: str,
@@ -64,6 +71,17 @@ def build_virtual(
     return VirtualEndpoint(
         servers=servers,
         members=members,
+        forwarder=Forwarder(
+            members=members,
+            relay=relay,
+            claims=claims,
+            replays=replays,
+            idempotency=idempotency,
+            limiter=limiter,
+            metrics=metrics,
+            max_body=max_body,
+            replica=replica,
+        ),
         gets=Gets(listener=listener, relay=relay, log_=event_log, store=sessions, metrics=metrics),
         stateless=StatelessVirtual(pools=pools, upstream=upstream, policy=headers, cache=cache, max_body=max_body),
         sessions=store,

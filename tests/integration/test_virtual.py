@@ -19,7 +19,7 @@ from mcp.shared.exceptions import MCPError
 
 from gateway.inspection import Inspector, session_text
 from gateway.store.keys import Keys
-from tests.integration.careful_client import CarefulClient, SessionGone, SseEvent, iter_sse
+from tests.integration.careful_client import CarefulClient, CarefulClientError, SessionGone, SseEvent, iter_sse
 from tests.integration.clients import HttpTrace, call_with_progress, sdk_client, text_of
 from tests.integration.conftest import StartGateways, StartLoadBalancer, StartSdkUpstream
 from tests.integration.procs import REPO_ROOT, Proc, ProcessGroup, free_port
@@ -381,3 +381,27 @@ async def test_a_notification_stream_whose_replica_died_is_listened_to_afresh(
             call = client.request("tools/call", {"name": "search__broadcast", "arguments": {"count": 1}})
             _, seen = await asyncio.wait_for(asyncio.gather(call, next_messages(iter_sse(stream), ids, UPDATED, 1)), 30)
         assert seen[0]["params"]["uri"] == "res://0"
+
+
+async def test_a_repeated_call_runs_once_on_its_member(
+    sdk_upstream: StartSdkUpstream,
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
+    procs: ProcessGroup,
+    key_prefix: str,
+) -> None:
+    search = sdk_upstream(name="s1")
+    notes, _ = start_notes(procs, "n1")
+    url = f"{load_balancer(gateway_cluster(3, {'search': search, 'notes': notes}, key_prefix, (*ARGS, *VIRTUAL)))}/all"
+    arguments = {"steps": 3, "delay": 0.1, "tag": "once"}
+    async with CarefulClient(url) as client:
+        await client.initialize()
+        first = await client.call_tool_resumable("search__slow_count", arguments, request_id=7)
+        again = await client.call_tool_resumable("search__slow_count", arguments, request_id=7)  # another replica
+        assert first.response["result"] == again.response["result"]
+        assert [p["progress"] for p in again.progress()] == [1, 2, 3]  # the first copy's stream, replayed
+        with pytest.raises(CarefulClientError, match="409"):  # the same id with another body
+            await client.request("tools/call", {"name": "search__echo", "arguments": {"text": "x"}}, 7)
+    async with httpx.AsyncClient() as http:
+        executions = (await http.get(search.replace("/mcp", "/executions"))).json()
+    assert executions == {"once": 1}
