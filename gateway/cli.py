@@ -38,6 +38,8 @@ WORKER_ARGV = "MCPGW_WORKER_ARGV"
 
 # flags that may be given many times: every list setting (derived, so a new one cannot be forgotten)
 REPEATABLE = frozenset(name for name in Settings.model_fields if is_list_setting(Settings, name))
+# extra spellings of a flag: the singular reads better when repeated
+ALIASES = {"virtual_servers": ("--virtual-server",)}
 
 
 DESCRIPTION = (
@@ -58,7 +60,7 @@ def build_parser(
         flag = "--" + name.replace("_", "-")
         help_text = f"{field.description} (env MCPGW_{name.upper()})"
         if name in REPEATABLE:
-            group.add_argument(flag, action="append", dest=name, default=None, help=help_text)
+            group.add_argument(flag, *ALIASES.get(name, ()), action="append", dest=name, default=None, help=help_text)
         elif field.annotation is bool:  # a bare `--redis-cluster` means true; `--flag false` also works
             group.add_argument(flag, dest=name, default=None, nargs="?", const="true", help=help_text)
         else:

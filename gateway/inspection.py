@@ -19,6 +19,7 @@ from gateway.errors import SessionNotFound
 from gateway.store.client import Redis, connect, translated
 from gateway.store.keys import Keys
 from gateway.tasks.record import TaskRecord
+from gateway.virtual.record import Member, members_of
 
 SCAN_COUNT = 500  # keys a SCAN step looks at: Redis does bounded work per call
 
@@ -55,6 +56,7 @@ class Session:
     ttl_ms: int
     upstream_sid: bool
     streams: list[Stream] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)  # a virtual server's (`gateway/virtual/`)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,7 @@ class Inspector:
             ttl_ms=int(ttl),
             upstream_sid=bool(record.get("upstream_sid")),
             streams=[await self._stream(sid, s, alive) for s in stream_ids],
+            members=members_of(raw),
         )
 
     async def _stream(self, sid: str, stream: str, alive: set[str]) -> Stream:
@@ -301,6 +304,11 @@ def session_text(session: Session) -> str:
         f"principal   {session.principal or '-'}",
         f"age         {session.age_s:g} s (idle TTL left {session.ttl_ms / 1000:g} s)",
         f"upstream    {'has its own session id' if session.upstream_sid else 'no upstream session id'}",
+        *(
+            f"member      {m.pool}: {m.state} on {m.instance or '-'} "
+            f"({'its own upstream session id' if m.sid else 'no upstream session id'})"
+            for m in session.members
+        ),
         "",
         streams_text(session.streams),
     ]

@@ -74,6 +74,10 @@ GROUPS: Mapping[str, tuple[str, ...]] = {
         "response_cache",
         "response_cache_max_bytes",
     ),
+    "virtual servers": (
+        "virtual_servers",
+        "virtual_separator",
+    ),
     "operations": (
         "config",
         "host",

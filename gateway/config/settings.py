@@ -253,6 +253,14 @@ class Settings(BaseSettings):
     response_cache_max_bytes: int = Field(
         256 * 1024, ge=0, description="Largest result kept by the response cache (larger ones pass, not kept)."
     )
+    virtual_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Virtual server `NAME=POOL[,POOL...]` served at /mcp/NAME: one session over every member pool, "
+        "tools and prompts named `<pool><separator><name>`; repeatable; `;` separates servers in one value.",
+    )
+    virtual_separator: str = Field(
+        "__", min_length=1, description="Between a member pool's name and its tool or prompt names on a virtual server."
+    )
     log_level: str = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log format: json or text.")
 

@@ -24,6 +24,7 @@ from gateway.tasks.passthrough import TaskRoutes
 from gateway.tracing.api import Tracer
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient
+from gateway.virtual.wiring import build_virtual
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ def build_gateway(
     )
     tasks = build_tasks(settings, plan.task_tools, store, upstream, supervisor, streams.liveness, metrics, tracer)
     cache = build_cache(settings, store, pools, upstream, admission.headers, supervisor, metrics)
+    replays = Replays(store.claims, store.event_log, streams.liveness, wait=settings.request_timeout)
     return Gateway(
         settings=settings,
         pools=pools,
@@ -116,7 +118,7 @@ def build_gateway(
             max_body=settings.max_body_bytes,
             max_batch=settings.max_batch,
             claims=store.claims,
-            replays=Replays(store.claims, store.event_log, streams.liveness, wait=settings.request_timeout),
+            replays=replays,
             idempotency=store.idempotency,
             replica=replica,
         ),
@@ -131,6 +133,27 @@ def build_gateway(
                 store.redis, store.keys, default_ttl_ms=int(settings.task_ttl * 1000), max_line=settings.sse_max_line
             ),
             cache=cache,
+        ),
+        virtual=build_virtual(
+            plan.virtual,
+            pools=pools,
+            redis=store.redis,
+            keys=store.keys,
+            sessions=store.sessions,
+            event_log=store.event_log,
+            relay=streams.relay,
+            upstream=upstream,
+            headers=admission.headers,
+            limiter=store.limiter,
+            metrics=metrics,
+            supervisor=supervisor,
+            cache=cache,
+            claims=store.claims,
+            replays=replays,
+            idempotency=store.idempotency,
+            max_body=settings.max_body_bytes,
+            retry=settings.health_interval,
+            replica=replica,
         ),
         guard=admission.guard,
         supervisor=supervisor,

@@ -20,6 +20,7 @@ from gateway.streams.relay import Relay
 from gateway.supervisor import Supervisor
 from gateway.tracing.api import NOOP, Tracer
 from gateway.upstream.pools import Pools
+from gateway.virtual.endpoint import VirtualEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Gateway:
     loop: asyncio.AbstractEventLoop
     tracer: Tracer = NOOP
     onto_2026: Onto2026 | None = None  # 2025-era clients of pools pinned to a 2026-07-28 upstream
+    virtual: VirtualEndpoint | None = None  # `--virtual-server`s, served at /mcp/NAME
     drain_started: float | None = None
     _request_counters: dict[tuple[str, int, str], Any] = field(default_factory=dict)
 

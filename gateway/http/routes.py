@@ -113,7 +113,9 @@ async def mcp_endpoint(request: Request, gateway: Gateway | None = None) -> Resp
     try:
         await gateway.guard.admit(request)
         era = protocol.header_version(request.headers.get(protocol.H_VERSION))
-        if protocol.is_stateless(era):
+        if gateway.virtual is not None and gateway.virtual.serves(pool):
+            response = await gateway.virtual.handle(request, pool, era)  # type: ignore[arg-type]
+        elif protocol.is_stateless(era):
             response = await gateway.stateless.handle(request, pool)
         elif gateway.onto_2026 is not None and await gateway.onto_2026.takes(request, pool):
             response = await gateway.onto_2026.handle(request, pool, era)

@@ -49,6 +49,7 @@ from gateway.upstream.http1 import Http1Pool
 from gateway.upstream.labels import pool_of
 from gateway.upstream.pools import HealthChecker, Pools
 from gateway.upstream.probes import Prober
+from gateway.virtual.naming import VirtualServer, parse_virtual_servers
 from gateway.wire.caching import MAX_TTL_MS
 
 LIVENESS_CHECK = 0.2  # s between checks of the replicas holding watched streams (kill -> takeover)
@@ -65,6 +66,7 @@ class Plan:
     probe_specs: dict[str, ProbeSpec]
     task_tools: TaskTools
     tracing: TracingPlan | None
+    virtual: tuple[VirtualServer, ...]
 
 
 def plan(settings: Settings) -> Plan:
@@ -83,6 +85,7 @@ def plan(settings: Settings) -> Plan:
         # bad --task-tools / --task-sync-input fail here, at start-up
         task_tools=parse_task_tools(settings.task_tools, pools.names(), settings.task_sync_input),
         tracing=plan_tracing(os.environ),  # the standard OTEL_* variables; an unsupported protocol fails here
+        virtual=parse_virtual_servers(settings.virtual_servers, pools.names(), settings.virtual_separator),
     )
 
 
