@@ -191,6 +191,12 @@ class Metrics:
             ["notification"],
             registry=r,
         )
+        self.bridged = Counter(
+            "mcpgw_bridged_requests_total",
+            "Requests bridged between protocol eras, by direction (client era to upstream era)",
+            ["direction"],
+            registry=r,
+        )
         self.upstream_latency = FastHistogram(
             "mcpgw_upstream_latency_seconds",
             "Time to upstream response headers",

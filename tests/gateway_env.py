@@ -81,6 +81,8 @@ async def running_gateway(
     upstream = ScriptedUpstream(behaviour or Behaviour())
     # Drain keeps pumping until answers end or the deadline: a short one keeps teardown quick.
     settings.setdefault("drain_timeout", 1.0)
+    # The scripted upstream answers every era as it is asked: 2026 requests reach it natively, not bridged.
+    settings.setdefault("upstream_era", [f"{p.split('=')[0].split('@')[0]}=2026" for p in pools])
     async with serve(upstream) as upstream_url:
         app = create_app(Settings(upstream=[p.format(f"{upstream_url}/mcp") for p in pools], **settings))
         async with serve(app) as url, httpx.AsyncClient(timeout=timeout) as client:

@@ -177,6 +177,22 @@ class Settings(BaseSettings):
     response_cache_max_bytes: int = Field(
         256 * 1024, ge=0, description="Largest result kept by the response cache (larger ones pass, not kept)."
     )
+    upstream_era: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="A pool's protocol era: `POOL=auto|2025|2026`; repeatable; auto (the default) probes each "
+        "instance with `server/discover` and bridges a 2026-07-28 client to a 2025-only upstream.",
+    )
+    bridge_secret: str = Field(
+        "",
+        description="Key sealing the bridge's `requestState` (shared by every replica); empty: one random key "
+        "is made at first start and kept in Redis.",
+    )
+    bridge_max_sessions: int = Field(
+        1000, ge=1, description="Upstream sessions the bridge holds per instance; the least recently used goes."
+    )
+    bridge_session_idle: float = Field(
+        300.0, gt=0, description="An upstream session the bridge holds is closed after this long unused, s."
+    )
     log_level: str = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log format: json or text.")
 
@@ -190,6 +206,7 @@ class Settings(BaseSettings):
         "redis_sentinel",
         "task_tools",
         "task_sync_input",
+        "upstream_era",
         mode="before",
     )
     @classmethod

@@ -1,0 +1,85 @@
+"""The bridge's part of the composition root: built in the app lifespan, eras detected before serving."""
+
+from __future__ import annotations
+
+import secrets
+
+from gateway import errors
+from gateway.bridging.eras import EraBook, parse_era_pins
+from gateway.bridging.onto_2025.bridge import Bridge
+from gateway.bridging.onto_2025.handshake import Handshake
+from gateway.bridging.onto_2025.rounds import Sealer
+from gateway.bridging.onto_2025.sessions import HeldSessions
+from gateway.config import Settings
+from gateway.metrics import Metrics
+from gateway.store.client import Redis, translated
+from gateway.store.keys import Keys
+from gateway.supervisor import Supervisor
+from gateway.tracing.api import Tracer
+from gateway.upstream.client import HeaderPolicy, UpstreamClient
+from gateway.upstream.pools import Pools
+
+
+def check_settings(settings: Settings, pools: Pools) -> None:
+    """Bad `--upstream-era` fails at start-up, before any IO."""
+    parse_era_pins(settings.upstream_era, pools.names())
+
+
+async def start_bridge(
+    settings: Settings,
+    pools: Pools,
+    redis: Redis,
+    keys: Keys,
+    upstream: UpstreamClient,
+    headers: HeaderPolicy,
+    supervisor: Supervisor,
+    metrics: Metrics,
+    tracer: Tracer,
+) -> Bridge:
+    """Eras of the healthy instances known (from Redis, or probed) and the loops started."""
+    handshake = Handshake(upstream, headers, max_body=settings.max_body_bytes)
+    eras = EraBook(
+        pools=pools,
+        pins=parse_era_pins(settings.upstream_era, pools.names()),
+        redis=redis,
+        keys=keys,
+        probe=handshake.probe,
+    )
+    sessions = HeldSessions(
+        redis=redis,
+        keys=keys,
+        handshake=handshake,
+        pools=pools,
+        max_per_instance=settings.bridge_max_sessions,
+        idle=settings.bridge_session_idle,
+    )
+    sealer = Sealer(await _secret(settings, redis, keys))
+    await eras.detect_all()
+    supervisor.spawn(eras.run(), name="era-detection")
+    supervisor.spawn(sessions.run(), name="bridge-session-reaper")
+    return Bridge(
+        pools=pools,
+        eras=eras,
+        sessions=sessions,
+        handshake=handshake,
+        upstream=upstream,
+        supervisor=supervisor,
+        metrics=metrics,
+        max_body=settings.max_body_bytes,
+        max_line=settings.sse_max_line,
+        sealer=sealer,
+        tracer=tracer,
+    )
+
+
+async def _secret(settings: Settings, redis: Redis, keys: Keys) -> bytes:
+    """`--bridge-secret`, or one random key made by the first replica to start and kept in Redis
+    (every replica must seal and open the same `requestState`)."""
+    if settings.bridge_secret:
+        return settings.bridge_secret.encode()
+    with translated():
+        await redis.set(keys.bridge_secret(), secrets.token_hex(32), nx=True)
+        stored = await redis.get(keys.bridge_secret())
+    if stored is None:
+        raise errors.StoreError("the bridge's requestState key vanished from the store")
+    return stored if isinstance(stored, bytes) else str(stored).encode()
