@@ -179,8 +179,8 @@ class Settings(BaseSettings):
     )
     upstream_era: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="A pool's protocol era: `POOL=auto|2025|2026`; repeatable; auto (the default) probes each "
-        "instance with `server/discover` and bridges a 2026-07-28 client to a 2025-only upstream.",
+        description="A pool's protocol era: `POOL=auto` (the default: each instance is probed once with "
+        "`server/discover`), `POOL=2025` or `POOL=2026`; repeatable; 2026-07-28 clients of 2025 instances are bridged.",
     )
     bridge_secret: str = Field(
         "",
