@@ -8,6 +8,7 @@ from gateway import errors
 from gateway.bridging.eras import EraBook, parse_era_pins
 from gateway.bridging.onto_2025.bridge import Bridge
 from gateway.bridging.onto_2025.handshake import Handshake
+from gateway.bridging.onto_2025.listen import Listener
 from gateway.bridging.onto_2025.rounds import Sealer
 from gateway.bridging.onto_2025.sessions import HeldSessions
 from gateway.config import Settings
@@ -68,6 +69,14 @@ async def start_bridge(
         max_body=settings.max_body_bytes,
         max_line=settings.sse_max_line,
         sealer=sealer,
+        listener=Listener(
+            sessions=sessions,
+            handshake=handshake,
+            upstream=upstream,
+            supervisor=supervisor,
+            keepalive=settings.keepalive_interval,
+            max_line=settings.sse_max_line,
+        ),
         tracer=tracer,
     )
 

@@ -217,3 +217,47 @@ async def test_idle_upstream_sessions_are_reaped(
             break
         await asyncio.sleep(0.1)
     assert sessions.get("deleted") == 1, sessions  # the reaper DELETEd the held session upstream
+
+
+async def test_listen_serves_the_held_sessions_notifications(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_sdk_2025(procs)
+    first, second = gateway_cluster(2, {"default": upstream}, key_prefix)
+    headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": MODERN}
+    notifications = {"toolsListChanged": True, "resourceSubscriptions": ["res://1", "res://3"]}
+    body = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "subscriptions/listen",
+        "params": {"_meta": meta(), "notifications": notifications},
+    }
+    seen: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(timeout=20) as http:
+        listen = {**headers, "Mcp-Method": "subscriptions/listen"}
+        async with http.stream("POST", first.url, json=body, headers=listen) as stream:
+            lines = stream.aiter_lines()
+            async for line in lines:
+                if line.startswith("data:"):
+                    seen.append(json.loads(line[5:]))
+                    break  # the acknowledgment: the GET stream is open upstream
+            # the same principal's call, on another replica, makes the upstream session notify
+            broadcast = {"name": "broadcast", "arguments": {"count": 5, "delay": 0.05}, "_meta": meta()}
+            assert (await post(http, second.url, 8, "tools/call", broadcast))["result"]["resultType"] == "complete"
+            async for line in lines:
+                if line.startswith("data:"):
+                    seen.append(json.loads(line[5:]))
+                    if len(seen) == 3:
+                        break
+    ack, *updates = seen
+    assert ack["method"] == "notifications/subscriptions/acknowledged"
+    # the SDK server announces no tools.listChanged: only the resource updates are honoured
+    assert ack["params"] == {
+        "notifications": {"resourceSubscriptions": ["res://1", "res://3"]},
+        "_meta": {"io.modelcontextprotocol/subscriptionId": 7},
+    }
+    assert [(u["method"], u["params"]["uri"]) for u in updates] == [
+        ("notifications/resources/updated", "res://1"),
+        ("notifications/resources/updated", "res://3"),
+    ]
+    assert all(u["params"]["_meta"] == {"io.modelcontextprotocol/subscriptionId": 7} for u in updates)

@@ -25,7 +25,7 @@ from starlette.responses import Response
 from gateway import errors
 from gateway.asgi.responses import error_response, sse_response
 from gateway.bridging.eras import EraBook
-from gateway.bridging.onto_2025 import rounds, translate
+from gateway.bridging.onto_2025 import listen, rounds, translate
 from gateway.bridging.onto_2025.handshake import Handshake
 from gateway.bridging.onto_2025.rounds import Sealer
 from gateway.bridging.onto_2025.sessions import Held, HeldSessions
@@ -72,9 +72,11 @@ class Bridge:
         max_body: int,
         max_line: int,
         sealer: Sealer,
+        listener: listen.Listener,
         tracer: Tracer = NOOP,
     ) -> None:
         self._sealer = sealer
+        self._listener = listener
         self._pools = pools
         self._eras = eras
         self._sessions = sessions
@@ -108,11 +110,11 @@ class Bridge:
         method = str(message.method)
         if method == "server/discover":
             return _json(message.id, translate.discover_result(await self._initialized(pool, instance)))
-        if method == "subscriptions/listen":
-            raise errors.MethodNotFound("Method not found: subscriptions/listen is not bridged to 2025 upstreams")
         raw_params = message.raw.get("params")
         params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         principal: str = request.state.principal
+        if method == "subscriptions/listen":
+            return await self._listen(message, params, pool, instance, principal)
         if "requestState" in params or "inputResponses" in params:
             return await self._next_round(message, method, params, principal)
         capabilities, info = translate.declared(params)
@@ -136,6 +138,16 @@ class Bridge:
                 raise errors.UpstreamError("Bad upstream answer: no response to the bridged request")
             return _json_message(translate.client_response(answer, method, message.id))
         return sse_response(self._relay(response, call), {})
+
+    async def _listen(
+        self, message: Message, params: Mapping[str, Any], pool: str, instance: str, principal: str
+    ) -> Response:
+        """subscriptions/listen on the held session of this key (`listen.py`)."""
+        capabilities, info = translate.declared(params)
+        held = await self._sessions.get(pool, instance, principal, capabilities, info)
+        announced = (await self._initialized(pool, instance)).get("capabilities")
+        wanted = listen.honoured(params.get("notifications"), announced if isinstance(announced, dict) else {})
+        return sse_response(await self._listener.open(held, message.id, wanted), {})
 
     async def _initialized(self, pool: str, instance: str) -> Mapping[str, Any]:
         """The instance's InitializeResult: kept in Redis, or learnt once (a session opened and closed)."""

@@ -113,6 +113,10 @@ class HeldSessions:
             raw = await self._redis.get(self._keys.bridge_session(digest))
         return None if raw is None else _held(digest, raw)
 
+    async def touch(self, held: Held) -> None:
+        """Still in use (a long listen): the reaper leaves it."""
+        await self._touch(self._keys.bridge_session(held.digest), self._keys.bridge_held(held.instance), held.digest)
+
     async def forget(self, held: Held) -> None:
         """The upstream no longer knows this session (404): the next `get` opens a new one."""
         key = self._keys.bridge_session(held.digest)
