@@ -148,6 +148,9 @@ class EraBook:
                 pipe.expire(key, RECORD_TTL)
                 await pipe.execute()
         log.info("upstream %s speaks the %s era", instance, found.era)
+        mixed = {self._known[i] for i in self._pools.get(pool).instances if i in self._known}
+        if len(mixed) > 1:
+            log.warning("pool %s mixes eras %s: keep one era per pool (docs/bridging.md)", pool, sorted(mixed))
         return found.era
 
     async def detect_all(self) -> None:
@@ -166,15 +169,19 @@ class EraBook:
         """Re-probe an instance when it comes back (it may have been replaced by another server)."""
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            for pool in self._pools.names():
-                if self.pinned(pool) is not None:
-                    continue
-                for instance in self._pools.get(pool).instances:
-                    healthy = self._pools.is_healthy(instance)
-                    was = self._seen_healthy.get(instance, True)
-                    self._seen_healthy[instance] = healthy
-                    if healthy and not was:
-                        await self._detect_quietly(pool, instance)
+            await self.check_comebacks()
+
+    async def check_comebacks(self) -> None:
+        """One look at the pools' health: an instance healthy again since the last look is probed."""
+        for pool in self._pools.names():
+            if self.pinned(pool) is not None:
+                continue
+            for instance in self._pools.get(pool).instances:
+                healthy = self._pools.is_healthy(instance)
+                was = self._seen_healthy.get(instance, True)
+                self._seen_healthy[instance] = healthy
+                if healthy and not was:
+                    await self._detect_quietly(pool, instance)
 
     async def _known_or_detect(self, pool: str, instance: str) -> None:
         if await self._stored(instance) is None:

@@ -135,12 +135,13 @@ async def test_elicitation_retry_lands_on_another_replica(
         refused = await post(http, second.url, 3, "tools/call", other_tool)
         assert "another request" in refused["error"]["message"]
 
+        first.proc.kill()  # SIGKILL: the replica that asked keeps nothing the retry needs
         answers = {key: {"action": "accept", "content": {"name": "Ada"}}}
         retry = {**params, "inputResponses": answers, "requestState": state}
         done = await post(http, second.url, 4, "tools/call", retry)
     assert done["id"] == 4 and done["result"]["resultType"] == "complete"
     assert done["result"]["content"][0]["text"] == "hello Ada"
-    assert await bridged_count(first) == 1 and await bridged_count(second) == 3
+    assert await bridged_count(second) == 3
 
 
 async def test_upstream_sessions_are_held_not_opened_per_request(
