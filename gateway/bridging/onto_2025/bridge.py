@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ from starlette.responses import Response
 from gateway import errors
 from gateway.asgi.responses import error_response, sse_response
 from gateway.bridging.eras import EraBook
-from gateway.bridging.onto_2025 import listen, rounds, translate
+from gateway.bridging.onto_2025 import checks, listen, rounds, translate
 from gateway.bridging.onto_2025.handshake import Handshake
 from gateway.bridging.onto_2025.rounds import Sealer
 from gateway.bridging.onto_2025.sessions import Held, HeldSessions
@@ -108,10 +108,11 @@ class Bridge:
             # the response): accepted, not forwarded.
             return Response(status_code=202)
         method = str(message.method)
-        if method == "server/discover":
-            return _json(message.id, translate.discover_result(await self._initialized(pool, instance)))
         raw_params = message.raw.get("params")
         params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+        checks.check_request(method, params, request.headers)
+        if method == "server/discover":
+            return _json(message.id, translate.discover_result(await self._initialized(pool, instance)))
         principal: str = request.state.principal
         if method == "subscriptions/listen":
             return await self._listen(message, params, pool, instance, principal)
@@ -136,8 +137,9 @@ class Bridge:
             answer = translate.answer_in(await response.read(self._max_body), False, upstream_id)
             if answer is None:
                 raise errors.UpstreamError("Bad upstream answer: no response to the bridged request")
-            return _json_message(translate.client_response(answer, method, message.id))
-        return sse_response(self._relay(response, call), {})
+            status = checks.MethodNotServed.status if checks.method_not_found(answer) else 200
+            return _json_message(translate.client_response(answer, method, message.id), status)
+        return await self._streamed(self._relay(response, call), call)
 
     async def _listen(
         self, message: Message, params: Mapping[str, Any], pool: str, instance: str, principal: str
@@ -188,7 +190,19 @@ class Bridge:
             raise errors.UpstreamError(f"Bad upstream answer: HTTP {response.status} resuming the call's stream")
         logs = translate.wants_logs(params)
         call = Call(message.id, method, round_.call, held, logs, principal, name)
-        return sse_response(self._relay(response, call), {})
+        return await self._streamed(self._relay(response, call), call)
+
+    async def _streamed(self, stream: AsyncGenerator[bytes, None], call: Call) -> Response:
+        """The SSE answer, unless its first event is the upstream's "method not found": a 2026
+        server answers that with HTTP 404 (basic/transports §Protocol Version Header)."""
+        first = await anext(stream, None)
+        if first is None:
+            raise errors.UpstreamError("Bad upstream answer: an empty stream")
+        answer = _data(first)
+        if answer is not None and answer.get("id") == call.client_id and checks.method_not_found(answer):
+            await stream.aclose()
+            return _json_message(answer, checks.MethodNotServed.status)
+        return sse_response(_chained(first, stream), {})
 
     def _send(self, held: Held, body: bytes) -> Awaitable[UpstreamResponse]:
         headers = self._handshake.headers(held.pool, held.sid, held.version)
@@ -202,7 +216,7 @@ class Bridge:
             raise errors.UpstreamError(f"Bad upstream answer: HTTP {status} to the bridged request")
         return _json_message({**answer, "id": call.client_id}, status)
 
-    async def _relay(self, response: UpstreamResponse, call: Call) -> AsyncIterator[bytes]:
+    async def _relay(self, response: UpstreamResponse, call: Call) -> AsyncGenerator[bytes, None]:
         """The upstream's SSE answer as 2026-07-28 events; closing it early cancels upstream."""
         finished = False
         try:
@@ -302,6 +316,23 @@ class Bridge:
             (await self._send(call.held, body)).close()
         except errors.UpstreamError as exc:
             log.warning("could not cancel bridged request %s upstream: %s", call.upstream_id, exc)
+
+
+async def _chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for item in rest:
+        yield item
+
+
+def _data(encoded: bytes) -> dict[str, Any] | None:
+    """The JSON message of one event this module encoded."""
+    for event in sse.Parser().feed(encoded):
+        try:
+            message = json.loads(event.data or "")
+        except ValueError:
+            return None
+        return message if isinstance(message, dict) else None
+    return None
 
 
 def _json(request_id: Any, result: Mapping[str, Any]) -> Response:
