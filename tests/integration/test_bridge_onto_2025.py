@@ -19,6 +19,7 @@ from mcp.types import ElicitResult
 
 from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer
 from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port
+from tests.test_security import ISSUER, PUBLIC_PEM, token
 
 SDK_2025 = REPO_ROOT / "tests" / "servers" / "sdk_2025_server.py"
 MODERN = "2026-07-28"
@@ -49,9 +50,13 @@ def meta(capabilities: dict[str, Any] | None = None) -> dict[str, Any]:
     }
 
 
-async def post(client: httpx.AsyncClient, url: str, rid: int, method: str, params: dict[str, Any]) -> dict[str, Any]:
+async def post(
+    client: httpx.AsyncClient, url: str, rid: int, method: str, params: dict[str, Any], auth: str = ""
+) -> dict[str, Any]:
     """One 2026-07-28 request; the answer (JSON, or the last message of an SSE answer)."""
     headers = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": MODERN, "Mcp-Method": method}
+    if auth:
+        headers["Authorization"] = f"Bearer {auth}"
     name = params.get("name")
     if name is not None:
         headers["Mcp-Name"] = str(name)
@@ -262,3 +267,32 @@ async def test_listen_serves_the_held_sessions_notifications(
         ("notifications/resources/updated", "res://3"),
     ]
     assert all(u["params"]["_meta"] == {"io.modelcontextprotocol/subscriptionId": 7} for u in updates)
+
+
+async def test_no_state_crosses_principals(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_sdk_2025(procs)
+    auth = ("--auth-issuer", ISSUER, "--auth-public-key", PUBLIC_PEM, "--resource-url", "https://gw.example/mcp")
+    first, second = gateway_cluster(2, {"default": upstream}, key_prefix, auth)
+    alice, bob = token("alice"), token("bob")
+    params = {"name": "ask_name", "arguments": {}, "_meta": meta({"elicitation": {}})}
+    async with httpx.AsyncClient(timeout=20) as http:
+        before = (await upstream_json(upstream, "/sessions")).get("initialized", 0)
+        asked = await post(http, first.url, 1, "tools/call", params, alice)
+        state = asked["result"]["requestState"]
+        [key] = asked["result"]["inputRequests"]
+        answers = {key: {"action": "accept", "content": {"name": "Mallory"}}}
+        stolen = await post(
+            http, second.url, 2, "tools/call", {**params, "inputResponses": answers, "requestState": state}, bob
+        )
+        assert stolen["error"]["code"] == -32602 and "another request" in stolen["error"]["message"]
+        answers = {key: {"action": "accept", "content": {"name": "Alice"}}}
+        done = await post(
+            http, second.url, 3, "tools/call", {**params, "inputResponses": answers, "requestState": state}, alice
+        )
+        assert done["result"]["content"][0]["text"] == "hello Alice"
+        await post(http, first.url, 4, "tools/list", {"_meta": meta({"elicitation": {}})}, alice)
+        await post(http, second.url, 5, "tools/list", {"_meta": meta({"elicitation": {}})}, bob)
+    # one session for alice's key, one for bob's (bob's state was refused before any upstream work)
+    assert (await upstream_json(upstream, "/sessions")).get("initialized", 0) == before + 2
