@@ -2,12 +2,11 @@
 
 The stateless endpoint hands every request of a pool here first (`serve`); a request whose
 picked instance speaks 2026 comes back None and goes on natively. Otherwise: `server/discover`
-is answered from the instance's InitializeResult (kept by era detection); every other request
-runs on an upstream session the gateway holds (`sessions.py`), under an id of the gateway's,
-and its answer is turned into 2026-07-28 shape. An SSE answer is relayed as it comes (progress
-and the request's log messages first, then the result); closing it before the result sends
-`notifications/cancelled` upstream (2026-07-28 basic/transports: closing the response cancels
-the request; a 2025 server only stops on the notification).
+is answered from the instance's InitializeResult (kept with its era); every other request runs
+on an upstream session the gateway holds (`sessions.py`), under an id of the gateway's, and its
+answer is turned into 2026-07-28 shape; an SSE answer is relayed by `calls.py`. A retry carrying
+`inputResponses` continues a call that asked the client something (`rounds.py`), and
+`subscriptions/listen` is served by `listen.py`.
 """
 
 from __future__ import annotations
@@ -15,8 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -26,9 +24,10 @@ from gateway import errors
 from gateway.asgi.responses import error_response, sse_response
 from gateway.bridging.eras import EraBook
 from gateway.bridging.onto_2025 import checks, listen, rounds, translate
+from gateway.bridging.onto_2025.calls import Call, CallStreams
 from gateway.bridging.onto_2025.handshake import Handshake
 from gateway.bridging.onto_2025.rounds import Sealer
-from gateway.bridging.onto_2025.sessions import Held, HeldSessions
+from gateway.bridging.onto_2025.sessions import HeldSessions
 from gateway.metrics import Metrics
 from gateway.supervisor import Supervisor
 from gateway.tracing.api import NOOP, Tracer
@@ -40,22 +39,6 @@ from gateway.wire.protocol import Message
 log = logging.getLogger("gateway.bridging.onto_2025.bridge")
 
 DIRECTION = "2026-to-2025"
-MAX_RESUMES = 5  # an upstream that closes the stream early (SSE polling) is asked again this often
-# 2025 server-to-client requests the bridge cannot carry yet: answered upstream so no call hangs.
-REFUSED_CODE = -32601
-
-
-@dataclass(frozen=True)
-class Call:
-    """One bridged request: the client's id and method, the id it has upstream, and its session."""
-
-    client_id: Any
-    method: str
-    upstream_id: str
-    held: Held
-    logs: bool  # the client asked for log messages (2026-07-28: `_meta` logLevel)
-    principal: str
-    name: str
 
 
 class Bridge:
@@ -81,12 +64,12 @@ class Bridge:
         self._eras = eras
         self._sessions = sessions
         self._handshake = handshake
-        self._upstream = upstream
-        self._supervisor = supervisor
         self._counted = metrics.bridged.labels(DIRECTION)
         self._max_body = max_body
-        self._max_line = max_line
         self._tracer = tracer
+        self._calls = CallStreams(
+            upstream=upstream, handshake=handshake, sealer=sealer, supervisor=supervisor, max_line=max_line
+        )
 
     async def serve(self, request: Request, message: Message, pool: str) -> Response | None:
         """The answer, when the instance picked for this request speaks only 2025; else None."""
@@ -122,13 +105,13 @@ class Bridge:
         upstream_id = f"mcpgw-{secrets.token_hex(8)}"
         body = json.dumps(translate.upstream_request(message.raw, upstream_id)).encode()
         held = await self._sessions.get(pool, instance, principal, capabilities, info)
-        response = await self._send(held, body)
+        response = await self._calls.send(held, body)
         if response.status == 404 and held.sid:
             # The upstream forgot the session (restart, its own expiry): nothing ran; once more on a new one.
             response.close()
             await self._sessions.forget(held)
             held = await self._sessions.get(pool, instance, principal, capabilities, info)
-            response = await self._send(held, body)
+            response = await self._calls.send(held, body)
         logs, name = translate.wants_logs(params), rounds.name_of(method, params)
         call = Call(message.id, method, upstream_id, held, logs, principal, name)
         if response.status != 200:
@@ -139,7 +122,7 @@ class Bridge:
                 raise errors.UpstreamError("Bad upstream answer: no response to the bridged request")
             status = checks.MethodNotServed.status if checks.method_not_found(answer) else 200
             return _json_message(translate.client_response(answer, method, message.id), status)
-        return await self._streamed(self._relay(response, call), call)
+        return await self._streamed(self._calls.relay(response, call), call)
 
     async def _listen(
         self, message: Message, params: Mapping[str, Any], pool: str, instance: str, principal: str
@@ -161,9 +144,7 @@ class Bridge:
             await self._eras.keep_initialized(instance, initialized)
         return initialized
 
-    async def _next_round(
-        self, message: Message, method: str, params: Mapping[str, Any], principal: str
-    ) -> Response:
+    async def _next_round(self, message: Message, method: str, params: Mapping[str, Any], principal: str) -> Response:
         """A retry with `inputResponses` (mrtr §Basic Workflow): the answers go upstream as the
         responses its call waits for, and the call's stream is resumed after where it stopped."""
         name = rounds.name_of(method, params)
@@ -180,17 +161,14 @@ class Bridge:
                 reply["result"] = {k: v for k, v in answer.items() if k != "resultType"}
             else:
                 reply["error"] = {"code": errors.InvalidParams.code, "message": "The client gave no answer"}
-            (await self._send(held, json.dumps(reply).encode())).close()
+            (await self._calls.send(held, json.dumps(reply).encode())).close()
         # 2025-11-25 transports §Resumability: the call's stream, from the event after the question.
-        headers = self._handshake.headers(held.pool, held.sid, held.version)
-        headers[protocol.H_LAST_EVENT_ID] = round_.last_event
-        response = await self._upstream.send("GET", held.instance, headers, None)
-        if response.status != 200 or not response.is_sse:
-            response.close()
-            raise errors.UpstreamError(f"Bad upstream answer: HTTP {response.status} resuming the call's stream")
+        response = await self._calls.resume(held, round_.last_event)
+        if response is None:
+            raise errors.UpstreamError("Bad upstream answer: the call's stream could not be resumed")
         logs = translate.wants_logs(params)
         call = Call(message.id, method, round_.call, held, logs, principal, name)
-        return await self._streamed(self._relay(response, call), call)
+        return await self._streamed(self._calls.relay(response, call), call)
 
     async def _streamed(self, stream: AsyncGenerator[bytes, None], call: Call) -> Response:
         """The SSE answer, unless its first event is the upstream's "method not found": a 2026
@@ -204,10 +182,6 @@ class Bridge:
             return _json_message(answer, checks.MethodNotServed.status)
         return sse_response(_chained(first, stream), {})
 
-    def _send(self, held: Held, body: bytes) -> Awaitable[UpstreamResponse]:
-        headers = self._handshake.headers(held.pool, held.sid, held.version)
-        return self._upstream.send("POST", held.instance, headers, body)
-
     async def _refused(self, response: UpstreamResponse, call: Call) -> Response:
         """A non-200 upstream answer: its JSON-RPC error under the client's id, or a 502."""
         status = response.status
@@ -215,107 +189,6 @@ class Bridge:
         if answer is None or "error" not in answer:
             raise errors.UpstreamError(f"Bad upstream answer: HTTP {status} to the bridged request")
         return _json_message({**answer, "id": call.client_id}, status)
-
-    async def _relay(self, response: UpstreamResponse, call: Call) -> AsyncGenerator[bytes, None]:
-        """The upstream's SSE answer as 2026-07-28 events; closing it early cancels upstream."""
-        finished = False
-        try:
-            for _ in range(MAX_RESUMES + 1):
-                last_id: str | None = None
-                parser = sse.Parser(self._max_line)
-                try:
-                    async for chunk in response.chunks():
-                        for event in parser.feed(chunk):
-                            last_id = event.id or last_id
-                            out = await self._event(event, call, last_id)
-                            if out is None:
-                                continue
-                            yield out[0]
-                            if out[1]:
-                                finished = True
-                                return
-                finally:
-                    response.close()
-                if last_id is None:
-                    break
-                # 2025-11-25 transports §Resumability: the stream ended early; GET it again from its last id.
-                headers = self._handshake.headers(call.held.pool, call.held.sid, call.held.version)
-                headers[protocol.H_LAST_EVENT_ID] = last_id
-                response = await self._upstream.send("GET", call.held.instance, headers, None)
-                if response.status != 200 or not response.is_sse:
-                    response.close()
-                    break
-            finished = True
-            error = errors.UpstreamError("Upstream stream ended before the response").to_jsonrpc(call.client_id)
-            yield sse.encode(json.dumps(error), event="message")
-        except errors.UpstreamError as exc:
-            finished = True
-            yield sse.encode(json.dumps(exc.to_jsonrpc(call.client_id)), event="message")
-        finally:
-            if not finished:
-                self._supervisor.spawn(self._cancel(call), name="bridge-cancel")
-
-    async def _event(self, event: sse.Event, call: Call, last_id: str | None) -> tuple[bytes, bool] | None:
-        """One upstream event for the client and whether it ends the client's response, or None
-        (priming events, refused requests, messages for no one)."""
-        if not event.data:
-            return None
-        try:
-            message = json.loads(event.data)
-        except ValueError:
-            return None
-        if not isinstance(message, dict):
-            return None
-        if "method" in message and "id" in message:
-            if message["method"] in rounds.INPUT_METHODS and call.method in rounds.NAME_OF and last_id:
-                return self._input_required(message, call, last_id), True
-            await self._refuse_request(message, call)  # no event id: no retry could resume the call
-            return None
-        if "method" in message:
-            if message["method"] == "notifications/message" and not call.logs:
-                return None  # 2026-07-28 changelog: no log messages for a request without logLevel
-            return sse.encode(json.dumps(message), event="message"), False
-        if message.get("id") != call.upstream_id:
-            return None
-        answer = translate.client_response(message, call.method, call.client_id)
-        return sse.encode(json.dumps(answer), event="message"), True
-
-    def _input_required(self, request: Mapping[str, Any], call: Call, last_id: str) -> bytes:
-        """The upstream asked the client something: an InputRequiredResult; the call goes on upstream."""
-        key = rounds.input_key(request["id"])
-        held = call.held
-        state = self._sealer.seal(
-            rounds.Round(
-                principal=call.principal,
-                method=call.method,
-                name=call.name,
-                pool=held.pool,
-                instance=held.instance,
-                digest=held.digest,
-                call=call.upstream_id,
-                asked={key: request["id"]},
-                last_event=last_id,
-                expires=self._sealer.expiry(),
-            )
-        )
-        result = rounds.input_required({key: request}, state)
-        message = {"jsonrpc": "2.0", "id": call.client_id, "result": result}
-        return sse.encode(json.dumps(message), event="message")
-
-    async def _refuse_request(self, message: Mapping[str, Any], call: Call) -> None:
-        """A server-to-client request: answered with an error, so the upstream's call goes on."""
-        error = {"code": REFUSED_CODE, "message": f"{message['method']} is not carried by the gateway's era bridge"}
-        body = json.dumps({"jsonrpc": "2.0", "id": message["id"], "error": error}).encode()
-        (await self._send(call.held, body)).close()
-
-    async def _cancel(self, call: Call) -> None:
-        """2025 basic/utilities/cancellation: the client went away; the upstream stops the request."""
-        params = {"requestId": call.upstream_id, "reason": "the 2026-07-28 client closed the response"}
-        body = json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}).encode()
-        try:
-            (await self._send(call.held, body)).close()
-        except errors.UpstreamError as exc:
-            log.warning("could not cancel bridged request %s upstream: %s", call.upstream_id, exc)
 
 
 async def _chained(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

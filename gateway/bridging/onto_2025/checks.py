@@ -11,9 +11,7 @@ from gateway.bridging.onto_2025 import translate
 from gateway.wire import protocol
 
 # 2026-07-28 changelog: RPCs removed in this version (a 2025 session would still serve them).
-REMOVED_METHODS = frozenset(
-    {"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
-)
+REMOVED_METHODS = frozenset({"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"})
 
 
 class MalformedMeta(errors.InvalidParams):

@@ -61,9 +61,7 @@ class Handshake:
             headers[H_VERSION] = version  # 2025-06-18 transports §Protocol Version Header
         return headers
 
-    async def open(
-        self, pool: str, instance: str, capabilities: Mapping[str, Any], info: Mapping[str, Any]
-    ) -> Opened:
+    async def open(self, pool: str, instance: str, capabilities: Mapping[str, Any], info: Mapping[str, Any]) -> Opened:
         request_id = f"mcpgw-init-{secrets.token_hex(4)}"
         body = translate.initialize_request(request_id, capabilities, info, LATEST_2025)
         response = await self._upstream.send("POST", instance, self.headers(pool), body)
