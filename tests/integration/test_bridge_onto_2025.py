@@ -19,6 +19,7 @@ from mcp.types import ElicitResult
 
 from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer
 from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port
+from tests.integration.redis_topologies import LocalCluster
 from tests.test_security import ISSUER, PUBLIC_PEM, token
 
 SDK_2025 = REPO_ROOT / "tests" / "servers" / "sdk_2025_server.py"
@@ -296,3 +297,21 @@ async def test_no_state_crosses_principals(
         await post(http, second.url, 5, "tools/list", {"_meta": meta({"elicitation": {}})}, bob)
     # one session for alice's key, one for bob's (bob's state was refused before any upstream work)
     assert (await upstream_json(upstream, "/sessions")).get("initialized", 0) == before + 2
+
+
+async def test_on_a_redis_cluster(
+    procs: ProcessGroup, redis_cluster: LocalCluster, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_sdk_2025(procs)
+    first, second = gateway_cluster(2, {"default": upstream}, key_prefix, redis_cluster.gateway_args())
+    params = {"name": "ask_name", "arguments": {}, "_meta": meta({"elicitation": {}})}
+    async with httpx.AsyncClient(timeout=20) as http:
+        discover = await post(http, second.url, 1, "server/discover", {"_meta": meta()})
+        assert discover["result"]["supportedVersions"] == [MODERN]
+        asked = await post(http, first.url, 2, "tools/call", params)
+        [key] = asked["result"]["inputRequests"]
+        answers = {key: {"action": "accept", "content": {"name": "Ada"}}}
+        retry = {**params, "inputResponses": answers, "requestState": asked["result"]["requestState"]}
+        done = await post(http, second.url, 3, "tools/call", retry)
+    assert done["result"]["content"][0]["text"] == "hello Ada"
+    assert await bridged_count(first) == 1 and await bridged_count(second) == 2
