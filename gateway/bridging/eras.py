@@ -24,8 +24,9 @@ from typing import Any, Literal
 from gateway import errors
 from gateway.store.client import Redis, translated
 from gateway.store.keys import Keys
+from gateway.upstream.client import HeaderPolicy, UpstreamClient
 from gateway.upstream.pools import Pools
-from gateway.wire import sse
+from gateway.wire import protocol, sse
 
 log = logging.getLogger("gateway.bridging.eras")
 
@@ -45,6 +46,47 @@ class Detection:
 
 
 Probe = Callable[[str, str], Awaitable[Detection]]  # (pool, instance) -> Detection; UpstreamError if unreachable
+
+PROBE_ID = "mcp-gateway-era-probe"
+# 2026-07-28 basic/index "_meta": the version and capabilities ride in every request.
+_DISCOVER = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": PROBE_ID,
+        "method": "server/discover",
+        "params": {
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "mcp-gateway-era-probe", "version": "1"},
+            }
+        },
+    }
+).encode()
+
+
+class DiscoverProbe:
+    """The era probe: one 2026-07-28 `server/discover`, with the pool's own credentials only
+    (no session is opened on a 2025 instance)."""
+
+    def __init__(self, upstream: UpstreamClient, headers: HeaderPolicy, *, max_body: int) -> None:
+        self._upstream = upstream
+        self._headers = headers
+        self._max_body = max_body
+
+    async def __call__(self, pool: str, instance: str) -> Detection:
+        headers = self._headers.build((), pool)
+        headers.update(
+            {
+                "Accept": f"{protocol.JSON}, {protocol.SSE}",
+                "Content-Type": protocol.JSON,
+                "MCP-Protocol-Version": MODERN,
+                "Mcp-Method": "server/discover",
+            }
+        )
+        response = await self._upstream.send("POST", instance, headers, _DISCOVER, retry_connect=False)
+        status, is_sse = response.status, response.is_sse
+        return Detection(era_of_discover(status, await response.read(self._max_body), is_sse))
 
 
 def parse_era_pins(items: Iterable[str], pools: Iterable[str]) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 
 from gateway import errors
-from gateway.bridging.eras import EraBook, parse_era_pins
+from gateway.bridging.eras import DiscoverProbe, EraBook, parse_era_pins
 from gateway.bridging.onto_2025.bridge import Bridge
 from gateway.bridging.onto_2025.handshake import Handshake
 from gateway.bridging.onto_2025.listen import Listener
@@ -26,8 +26,32 @@ def check_settings(settings: Settings, pools: Pools) -> None:
     parse_era_pins(settings.upstream_era, pools.names())
 
 
+async def start_eras(
+    settings: Settings,
+    pools: Pools,
+    redis: Redis,
+    keys: Keys,
+    upstream: UpstreamClient,
+    headers: HeaderPolicy,
+    supervisor: Supervisor,
+) -> EraBook:
+    """The era of every healthy instance known (from Redis, or probed) before the replica serves;
+    come-backs watched. Both directions of the bridge ask this book (`era_of`)."""
+    eras = EraBook(
+        pools=pools,
+        pins=parse_era_pins(settings.upstream_era, pools.names()),
+        redis=redis,
+        keys=keys,
+        probe=DiscoverProbe(upstream, headers, max_body=settings.max_body_bytes),
+    )
+    await eras.detect_all()
+    supervisor.spawn(eras.run(), name="era-detection")
+    return eras
+
+
 async def start_bridge(
     settings: Settings,
+    eras: EraBook,
     pools: Pools,
     redis: Redis,
     keys: Keys,
@@ -37,15 +61,8 @@ async def start_bridge(
     metrics: Metrics,
     tracer: Tracer,
 ) -> Bridge:
-    """Eras of the healthy instances known (from Redis, or probed) and the loops started."""
+    """2026-07-28 clients of 2025 instances: held sessions (and their reaper), the requestState key."""
     handshake = Handshake(upstream, headers, max_body=settings.max_body_bytes)
-    eras = EraBook(
-        pools=pools,
-        pins=parse_era_pins(settings.upstream_era, pools.names()),
-        redis=redis,
-        keys=keys,
-        probe=handshake.probe,
-    )
     sessions = HeldSessions(
         redis=redis,
         keys=keys,
@@ -55,8 +72,6 @@ async def start_bridge(
         idle=settings.bridge_session_idle,
     )
     sealer = Sealer(await _secret(settings, redis, keys))
-    await eras.detect_all()
-    supervisor.spawn(eras.run(), name="era-detection")
     supervisor.spawn(sessions.run(), name="bridge-session-reaper")
     return Bridge(
         pools=pools,

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 
 from gateway.bridging.setup import check_settings as check_bridge_settings
-from gateway.bridging.setup import start_bridge
+from gateway.bridging.setup import start_bridge, start_eras
 from gateway.config import Settings
 from gateway.eras.legacy_sse import install as install_legacy_sse
 from gateway.http.auth import METADATA_PATH
@@ -60,8 +60,10 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
         supervisor.spawn(health.run(), name="health-checks")
         admission = build_admission(settings, planned, store, upstream.http)
         run_streams(streams, supervisor, metrics)
+        redis, keys, headers = store.redis, store.keys, admission.headers
+        eras = await start_eras(settings, pools, redis, keys, upstream.client, headers, supervisor)
         bridge = await start_bridge(
-            settings, pools, store.redis, store.keys, upstream.client, admission.headers, supervisor, metrics, tracer
+            settings, eras, pools, redis, keys, upstream.client, headers, supervisor, metrics, tracer
         )
         app.state.gateway = build_gateway(
             settings, planned, replica, store, upstream.client, streams, admission, supervisor, tracer, bridge

@@ -1,6 +1,5 @@
 """The 2025 session lifecycle the bridge runs against an upstream instance: open (initialize,
-then notifications/initialized), close (DELETE), and the era probe that starts with a
-2026-07-28 `server/discover`."""
+then notifications/initialized) and close (DELETE)."""
 
 from __future__ import annotations
 
@@ -12,28 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway import errors
-from gateway.bridging.eras import Detection, era_of_discover
 from gateway.bridging.onto_2025 import translate
 from gateway.upstream.client import HeaderPolicy, UpstreamClient
 from gateway.wire.protocol import H_SESSION, H_VERSION, JSON, SSE
 
 LATEST_2025 = "2025-11-25"  # offered at initialize; the upstream may answer an older one
-PROBE_ID = "mcp-gateway-era-probe"
-# 2026-07-28 basic/index "_meta": the version and capabilities ride in every request.
-_DISCOVER = json.dumps(
-    {
-        "jsonrpc": "2.0",
-        "id": PROBE_ID,
-        "method": "server/discover",
-        "params": {
-            "_meta": {
-                translate.META_VERSION: translate.MODERN,
-                translate.META_CAPABILITIES: {},
-                translate.META_CLIENT_INFO: dict(translate.DEFAULT_CLIENT_INFO),
-            }
-        },
-    }
-).encode()
 
 
 @dataclass(frozen=True)
@@ -84,11 +66,3 @@ class Handshake:
         with contextlib.suppress(errors.UpstreamError):
             response = await self._upstream.send("DELETE", instance, self.headers(pool, sid, version), None)
             response.close()
-
-    async def probe(self, pool: str, instance: str) -> Detection:
-        """The era probe: one 2026-07-28 `server/discover` (no session is opened on a 2025 instance)."""
-        headers = self.headers(pool)
-        headers.update({"MCP-Protocol-Version": translate.MODERN, "Mcp-Method": "server/discover"})
-        response = await self._upstream.send("POST", instance, headers, _DISCOVER, retry_connect=False)
-        status, is_sse = response.status, response.is_sse
-        return Detection(era_of_discover(status, await response.read(self._max_body), is_sse))
