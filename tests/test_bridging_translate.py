@@ -26,6 +26,8 @@ def test_upstream_request_takes_the_gateway_id_and_drops_protocol_meta() -> None
 
 def test_declared_capabilities_and_client_info() -> None:
     assert translate.declared({"_meta": META}) == ({"elicitation": {}}, {"name": "c", "version": "9"})
+    with_roots = {**META, "io.modelcontextprotocol/clientCapabilities": {"roots": {}, "sampling": {}}}
+    assert translate.declared({"_meta": with_roots})[0] == {"sampling": {}}  # roots: never declared upstream
     capabilities, info = translate.declared({})
     assert capabilities == {} and info == dict(translate.DEFAULT_CLIENT_INFO)
     assert not translate.wants_logs({"_meta": META})

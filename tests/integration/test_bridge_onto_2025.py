@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 from mcp import Client
-from mcp.types import ElicitResult
+from mcp.types import CreateMessageResult, ElicitResult, ListRootsResult, TextContent
 
 from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer
 from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port
@@ -103,9 +103,21 @@ async def test_everything_through_three_replicas(
         asked.append(params.message)
         return ElicitResult(action="accept", content=EVERYTHING_ANSWERS)
 
-    async with Client(lb, mode=MODERN, elicitation_callback=elicit) as client:
+    async def sample(context: Any, params: Any) -> CreateMessageResult:
+        asked.append("sampling")
+        return CreateMessageResult(role="assistant", content=TextContent(type="text", text="Paris"), model="m")
+
+    async def roots(context: Any) -> ListRootsResult:
+        return ListRootsResult(roots=[])
+
+    callbacks: dict[str, Any] = {"elicitation_callback": elicit, "sampling_callback": sample}
+    async with Client(lb, mode=MODERN, list_roots_callback=roots, **callbacks) as client:
         tools = {t.name for t in (await client.list_tools()).tools}
         assert {"echo", "trigger-long-running-operation", "trigger-elicitation-request"} <= tools
+        # roots are not declared upstream (asked on the session's GET stream, they would hang the call)
+        assert "get-roots-list" not in tools
+        sampled = await client.call_tool("trigger-sampling-request", {"prompt": "capital of France?"})
+        assert '"text": "Paris"' in sampled.content[0].text  # type: ignore[union-attr]
         echoed = await client.call_tool("echo", {"message": "hi"})
         assert echoed.content[0].text == "Echo: hi"  # type: ignore[union-attr]
         long = await client.call_tool(
@@ -113,7 +125,7 @@ async def test_everything_through_three_replicas(
         )
         assert not long.is_error and progress == [1.0, 2.0, 3.0, 4.0]
         elicited = await client.call_tool("trigger-elicitation-request", {})
-    assert len(asked) == 1
+    assert asked[0] == "sampling" and len(asked) == 2
     assert "Name: Ada" in elicited.content[1].text  # type: ignore[union-attr]
     counts = [await bridged_count(gw) for gw in gateways]
     assert sum(counts) >= 6 and sum(1 for c in counts if c) >= 2, counts  # every request bridged, by several replicas

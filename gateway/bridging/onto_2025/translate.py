@@ -30,6 +30,10 @@ CACHEABLE = frozenset({"tools/list", "prompts/list", "resources/list", "resource
 # 2025 capabilities with no 2026 counterpart in the same place (tasks are an extension in 2026).
 DROPPED_CAPABILITIES = frozenset({"tasks"})
 DEFAULT_CLIENT_INFO: Mapping[str, Any] = {"name": "mcp-gateway-bridge", "version": "1"}
+# Client capabilities not declared upstream: a 2025 server asks for roots on the session's GET
+# stream, unrelated to any call (server-everything's `listRoots()`), which no 2026 client reads:
+# declared, its roots-using tools would wait forever; undeclared, they are not offered.
+UNDECLARED_CAPABILITIES = frozenset({"roots"})
 
 
 def meta_of(params: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -38,12 +42,15 @@ def meta_of(params: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def declared(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The client capabilities and client info a 2026 request declares in its `_meta`."""
+    """The client capabilities a 2026 request declares in its `_meta` (those a 2025 session can be
+    given) and its client info."""
     meta = meta_of(params)
     capabilities = meta.get(META_CAPABILITIES)
     info = meta.get(META_CLIENT_INFO)
     return (
-        dict(capabilities) if isinstance(capabilities, dict) else {},
+        {k: v for k, v in capabilities.items() if k not in UNDECLARED_CAPABILITIES}
+        if isinstance(capabilities, dict)
+        else {},
         dict(info) if isinstance(info, dict) else dict(DEFAULT_CLIENT_INFO),
     )
 
