@@ -9,6 +9,7 @@ from gateway.bridging.eras import DiscoverProbe, EraBook, parse_era_pins
 from gateway.bridging.onto_2025.bridge import Bridge
 from gateway.bridging.onto_2025.handshake import Handshake
 from gateway.bridging.onto_2025.listen import Listener
+from gateway.bridging.onto_2025.pending import OpenRounds
 from gateway.bridging.onto_2025.rounds import Sealer
 from gateway.bridging.onto_2025.sessions import HeldSessions
 from gateway.config import Settings
@@ -72,8 +73,9 @@ async def start_bridge(
         idle=settings.bridge_session_idle,
     )
     sealer = Sealer(await _secret(settings, redis, keys))
+    open_rounds = OpenRounds(redis, keys)
     supervisor.spawn(sessions.run(), name="bridge-session-reaper")
-    return Bridge(
+    bridge = Bridge(
         pools=pools,
         eras=eras,
         sessions=sessions,
@@ -84,6 +86,7 @@ async def start_bridge(
         max_body=settings.max_body_bytes,
         max_line=settings.sse_max_line,
         sealer=sealer,
+        open_rounds=open_rounds,
         listener=Listener(
             sessions=sessions,
             handshake=handshake,
@@ -94,6 +97,8 @@ async def start_bridge(
         ),
         tracer=tracer,
     )
+    supervisor.spawn(open_rounds.run(bridge.abandoned), name="bridge-round-reaper")
+    return bridge
 
 
 async def _secret(settings: Settings, redis: Redis, keys: Keys) -> bytes:

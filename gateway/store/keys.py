@@ -26,6 +26,7 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:{bridge:D}:held    string an upstream session the era bridge holds (D = digest of key)
     {prefix}:bridge:held:{U}    zset   the bridge's upstream sessions on instance U, by last use
     {prefix}:bridge:secret      string the key sealing the bridge's requestState (made at first start)
+    {prefix}:bridge:rounds      zset   open rounds of bridged multi round-trip calls, by expiry
 """
 
 from __future__ import annotations
@@ -161,6 +162,10 @@ class Keys:
 
     def bridge_secret(self) -> str:
         return f"{self.prefix}:bridge:secret"
+
+    def bridge_rounds(self) -> str:
+        """Open rounds of bridged multi round-trip requests, scored by their state's expiry."""
+        return f"{self.prefix}:bridge:rounds"
 
     def pattern(self) -> str:
         """SCAN pattern matching every key under this prefix (tests and tooling)."""

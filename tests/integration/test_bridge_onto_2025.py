@@ -157,9 +157,11 @@ async def test_elicitation_retry_lands_on_another_replica(
         answers = {key: {"action": "accept", "content": {"name": "Ada"}}}
         retry = {**params, "inputResponses": answers, "requestState": state}
         done = await post(http, second.url, 4, "tools/call", retry)
+        replayed = await post(http, second.url, 5, "tools/call", retry)
     assert done["id"] == 4 and done["result"]["resultType"] == "complete"
     assert done["result"]["content"][0]["text"] == "hello Ada"
-    assert await bridged_count(second) == 3
+    assert replayed["error"]["code"] == -32602 and "used already" in replayed["error"]["message"]
+    assert await bridged_count(second) == 4
 
 
 async def test_upstream_sessions_are_held_not_opened_per_request(

@@ -26,6 +26,7 @@ from gateway.bridging.eras import EraBook
 from gateway.bridging.onto_2025 import checks, listen, rounds, translate
 from gateway.bridging.onto_2025.calls import Call, CallStreams
 from gateway.bridging.onto_2025.handshake import Handshake
+from gateway.bridging.onto_2025.pending import OpenRounds
 from gateway.bridging.onto_2025.rounds import Sealer
 from gateway.bridging.onto_2025.sessions import HeldSessions
 from gateway.metrics import Metrics
@@ -55,6 +56,7 @@ class Bridge:
         max_body: int,
         max_line: int,
         sealer: Sealer,
+        open_rounds: OpenRounds,
         listener: listen.Listener,
         tracer: Tracer = NOOP,
     ) -> None:
@@ -68,8 +70,14 @@ class Bridge:
         self._max_body = max_body
         self._tracer = tracer
         self._calls = CallStreams(
-            upstream=upstream, handshake=handshake, sealer=sealer, supervisor=supervisor, max_line=max_line
+            upstream=upstream,
+            handshake=handshake,
+            sealer=sealer,
+            open_rounds=open_rounds,
+            supervisor=supervisor,
+            max_line=max_line,
         )
+        self._open_rounds = open_rounds
 
     async def serve(self, request: Request, message: Message, pool: str) -> Response | None:
         """The answer, when the instance picked for this request speaks only 2025; else None."""
@@ -134,6 +142,12 @@ class Bridge:
         wanted = listen.honoured(params.get("notifications"), announced if isinstance(announced, dict) else {})
         return sse_response(await self._listener.open(held, message.id, wanted), {})
 
+    async def abandoned(self, digest: str, upstream_id: str) -> None:
+        """A round whose client never came back: its upstream call is cancelled (`pending.py`)."""
+        held = await self._sessions.by_digest(digest)
+        if held is not None:
+            await self._calls.cancel(held, upstream_id, "the 2026-07-28 client did not answer in time")
+
     async def _initialized(self, pool: str, instance: str) -> Mapping[str, Any]:
         """The instance's InitializeResult: kept in Redis, or learnt once (a session opened and closed)."""
         initialized = await self._eras.initialize_result(instance)
@@ -149,6 +163,9 @@ class Bridge:
         responses its call waits for, and the call's stream is resumed after where it stopped."""
         name = rounds.name_of(method, params)
         round_ = self._sealer.open(params.get("requestState"), principal, method, name)
+        if not await self._open_rounds.take(round_):
+            # mrtr §Server Requirements: the upstream's question can be answered once only.
+            raise errors.InvalidParams("Invalid params: requestState was used already (or its call was cancelled)")
         held = await self._sessions.by_digest(round_.digest)
         if held is None or held.instance != round_.instance:
             raise errors.UpstreamError("The upstream session of this request is gone: send it again afresh")

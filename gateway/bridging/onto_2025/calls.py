@@ -19,6 +19,7 @@ from typing import Any
 from gateway import errors
 from gateway.bridging.onto_2025 import rounds, translate
 from gateway.bridging.onto_2025.handshake import Handshake
+from gateway.bridging.onto_2025.pending import OpenRounds
 from gateway.bridging.onto_2025.rounds import Sealer
 from gateway.bridging.onto_2025.sessions import Held
 from gateway.supervisor import Supervisor
@@ -52,9 +53,11 @@ class CallStreams:
         upstream: UpstreamClient,
         handshake: Handshake,
         sealer: Sealer,
+        open_rounds: OpenRounds,
         supervisor: Supervisor,
         max_line: int,
     ) -> None:
+        self._open_rounds = open_rounds
         self._upstream = upstream
         self._handshake = handshake
         self._sealer = sealer
@@ -125,7 +128,7 @@ class CallStreams:
             return None
         if "method" in message and "id" in message:
             if message["method"] in rounds.INPUT_METHODS and call.method in rounds.NAME_OF and last_id:
-                return self._input_required(message, call, last_id), True
+                return await self._input_required(message, call, last_id), True
             await self._refuse_request(message, call)  # no event id: no retry could resume the call
             return None
         if "method" in message:
@@ -137,25 +140,24 @@ class CallStreams:
         answer = translate.client_response(message, call.method, call.client_id)
         return sse.encode(json.dumps(answer), event="message"), True
 
-    def _input_required(self, request: Mapping[str, Any], call: Call, last_id: str) -> bytes:
+    async def _input_required(self, request: Mapping[str, Any], call: Call, last_id: str) -> bytes:
         """The upstream asked the client something: an InputRequiredResult; the call goes on upstream."""
         key = rounds.input_key(request["id"])
         held = call.held
-        state = self._sealer.seal(
-            rounds.Round(
-                principal=call.principal,
-                method=call.method,
-                name=call.name,
-                pool=held.pool,
-                instance=held.instance,
-                digest=held.digest,
-                call=call.upstream_id,
-                asked={key: request["id"]},
-                last_event=last_id,
-                expires=self._sealer.expiry(),
-            )
+        round_ = rounds.Round(
+            principal=call.principal,
+            method=call.method,
+            name=call.name,
+            pool=held.pool,
+            instance=held.instance,
+            digest=held.digest,
+            call=call.upstream_id,
+            asked={key: request["id"]},
+            last_event=last_id,
+            expires=self._sealer.expiry(),
         )
-        result = rounds.input_required({key: request}, state)
+        await self._open_rounds.opened(round_)
+        result = rounds.input_required({key: request}, self._sealer.seal(round_))
         message = {"jsonrpc": "2.0", "id": call.client_id, "result": result}
         return sse.encode(json.dumps(message), event="message")
 
@@ -166,10 +168,13 @@ class CallStreams:
         (await self.send(call.held, body)).close()
 
     async def _cancel(self, call: Call) -> None:
+        await self.cancel(call.held, call.upstream_id, "the 2026-07-28 client closed the response")
+
+    async def cancel(self, held: Held, upstream_id: str, reason: str) -> None:
         """2025 basic/utilities/cancellation: the client went away; the upstream stops the request."""
-        params = {"requestId": call.upstream_id, "reason": "the 2026-07-28 client closed the response"}
+        params = {"requestId": upstream_id, "reason": reason}
         body = json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}).encode()
         try:
-            (await self.send(call.held, body)).close()
+            (await self.send(held, body)).close()
         except errors.UpstreamError as exc:
-            log.warning("could not cancel bridged request %s upstream: %s", call.upstream_id, exc)
+            log.warning("could not cancel bridged request %s upstream: %s", upstream_id, exc)
