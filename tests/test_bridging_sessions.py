@@ -82,3 +82,16 @@ async def test_forgotten_session_is_replaced(redis: aioredis.Redis, keys: Keys) 
     first = await sessions.get("p", A, "a", {}, {})
     await sessions.forget(first)
     assert (await sessions.get("p", A, "a", {}, {})).sid != first.sid
+
+
+async def test_a_session_kept_for_a_waiting_call_outlives_the_idle_bound(redis: aioredis.Redis, keys: Keys) -> None:
+    upstream, clock = Upstream(), Clock()
+    sessions = held(redis, keys, upstream, clock)  # idle 60 s
+    waiting = await sessions.get("p", A, "a", {}, {})
+    await sessions.keep_until(waiting, clock.now + 600)  # a round open for 600 s
+    await sessions.touch(waiting)  # a later ordinary use does not shorten it
+    clock.now += 300
+    assert await sessions.reap() == 0
+    assert await redis.ttl(keys.bridge_session(waiting.digest)) > 300
+    clock.now += 400
+    assert await sessions.reap() == 1 and upstream.closed == [waiting.sid]

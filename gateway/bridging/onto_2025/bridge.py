@@ -74,6 +74,7 @@ class Bridge:
             handshake=handshake,
             sealer=sealer,
             open_rounds=open_rounds,
+            sessions=sessions,
             supervisor=supervisor,
             max_line=max_line,
         )

@@ -10,9 +10,10 @@ the response cancels the request; a 2025 server stops only on the notification).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,7 @@ from gateway.bridging.onto_2025 import rounds, translate
 from gateway.bridging.onto_2025.handshake import Handshake
 from gateway.bridging.onto_2025.pending import OpenRounds
 from gateway.bridging.onto_2025.rounds import Sealer
-from gateway.bridging.onto_2025.sessions import Held
+from gateway.bridging.onto_2025.sessions import Held, HeldSessions
 from gateway.supervisor import Supervisor
 from gateway.upstream.client import UpstreamClient, UpstreamResponse
 from gateway.wire import protocol, sse
@@ -54,10 +55,12 @@ class CallStreams:
         handshake: Handshake,
         sealer: Sealer,
         open_rounds: OpenRounds,
+        sessions: HeldSessions,
         supervisor: Supervisor,
         max_line: int,
     ) -> None:
         self._open_rounds = open_rounds
+        self._sessions = sessions
         self._upstream = upstream
         self._handshake = handshake
         self._sealer = sealer
@@ -87,7 +90,7 @@ class CallStreams:
                 last_id: str | None = None
                 parser = sse.Parser(self._max_line)
                 try:
-                    async for chunk in response.chunks():
+                    async for chunk in self._chunks(response, call):
                         for event in parser.feed(chunk):
                             last_id = event.id or last_id
                             out = await self._event(event, call, last_id)
@@ -114,6 +117,25 @@ class CallStreams:
         finally:
             if not finished:
                 self._supervisor.spawn(self._cancel(call), name="bridge-cancel")
+
+    async def _chunks(self, response: UpstreamResponse, call: Call) -> AsyncIterator[bytes]:
+        """The stream's bytes; the held session is marked in use while they come (or while the
+        upstream works in silence), so a call longer than the idle bound keeps its session."""
+        loop = asyncio.get_running_loop()
+        every = self._sessions.idle / 4
+        touched = loop.time()
+        while True:
+            try:
+                chunk = await response.next_chunk(every)
+            except TimeoutError:
+                chunk = b""
+            if chunk is None:
+                return
+            if loop.time() - touched >= every:
+                touched = loop.time()
+                await self._sessions.touch(call.held)
+            if chunk:
+                yield chunk
 
     async def _event(self, event: sse.Event, call: Call, last_id: str | None) -> tuple[bytes, bool] | None:
         """One upstream event for the client and whether it ends the client's response, or None
@@ -157,6 +179,7 @@ class CallStreams:
             expires=self._sealer.expiry(),
         )
         await self._open_rounds.opened(round_)
+        await self._sessions.keep_until(held, round_.expires)  # the retry may come that late
         result = rounds.input_required({key: request}, self._sealer.seal(round_))
         message = {"jsonrpc": "2.0", "id": call.client_id, "result": result}
         return sse.encode(json.dumps(message), event="message")

@@ -113,9 +113,18 @@ class HeldSessions:
             raw = await self._redis.get(self._keys.bridge_session(digest))
         return None if raw is None else _held(digest, raw)
 
+    @property
+    def idle(self) -> float:
+        return self._idle
+
     async def touch(self, held: Held) -> None:
-        """Still in use (a long listen): the reaper leaves it."""
+        """Still in use (a long call or listen): the reaper leaves it."""
         await self._touch(self._keys.bridge_session(held.digest), self._keys.bridge_held(held.instance), held.digest)
+
+    async def keep_until(self, held: Held, until: float) -> None:
+        """Kept at least until `until` (a call waits upstream for its client's answer until then)."""
+        key, held_set = self._keys.bridge_session(held.digest), self._keys.bridge_held(held.instance)
+        await self._touch(key, held_set, held.digest, until - self._idle)
 
     async def forget(self, held: Held) -> None:
         """The upstream no longer knows this session (404): the next `get` opens a new one."""
@@ -149,11 +158,15 @@ class HeldSessions:
             except Exception:  # a store blip: the next round reaps what this one missed
                 log.exception("reaping held upstream sessions failed")
 
-    async def _touch(self, key: str, held_set: str, digest: str) -> None:
+    async def _touch(self, key: str, held_set: str, digest: str, used: float | None = None) -> None:
+        """Last used at `used` (default now; later: kept that much longer); never moved back."""
+        now = self._clock()
+        used = now if used is None else max(now, used)
         with translated():
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.expire(key, self._ttl())
-                pipe.zadd(held_set, {digest: self._clock()})
+                pipe.expire(key, self._ttl() + int(used - now), gt=True)
+                pipe.expire(key, self._ttl(), nx=True)  # GT leaves a key without a TTL as it is
+                pipe.zadd(held_set, {digest: used}, gt=True)
                 await pipe.execute()
 
     async def _bound(self, held_set: str) -> None:
