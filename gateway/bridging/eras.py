@@ -192,7 +192,7 @@ class EraBook:
         log.info("upstream %s speaks the %s era", instance, found.era)
         mixed = {self._known[i] for i in self._pools.get(pool).instances if i in self._known}
         if len(mixed) > 1:
-            log.warning("pool %s mixes eras %s: keep one era per pool (docs/bridging.md)", pool, sorted(mixed))
+            log.warning("pool %s mixes eras %s: 2026 requests to its 2025 instances are bridged", pool, sorted(mixed))
         return found.era
 
     async def detect_all(self) -> None:

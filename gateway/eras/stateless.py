@@ -143,10 +143,12 @@ class StatelessEndpoint:
         ticket: Ticket | None = None
         try:
             check_routing_headers(request.headers, message.raw)
-            if self._bridge is not None:  # era bridging: a 2025-only instance answers in 2026 shape
+            placed: str | None = None  # era bridging: a 2025-only instance answers in 2026 shape
+            if self._bridge is not None:
                 bridged = await self._bridge.serve(request, message, self._pools.get(pool_name).name)
-                if bridged is not None:
+                if isinstance(bridged, Response):
                     return bridged
+                placed = bridged  # a 2026 instance the bridge picked: the request goes there
             opened = await self._idempotency.open(request, raw)  # the one Redis write, with the header only
             if isinstance(opened, IdempotencyRecord):
                 return self._idempotency.stored_response(opened)
@@ -173,7 +175,7 @@ class StatelessEndpoint:
                 if hit is not None:
                     served = caching.served(hit.result, hit.remaining_ms)
                     return await self._answered(ticket, _result(message.id, served))
-            instance = instance or self._pools.pick(pool.name)
+            instance = instance or placed or self._pools.pick(pool.name)
             response = await self._upstream.send("POST", instance, headers, raw)
             if tasks is not None and message.method == "server/discover":
                 return await self._answered(ticket, await self._discover(response, message.id))

@@ -17,7 +17,7 @@ import httpx
 from mcp import Client
 from mcp.types import CreateMessageResult, ElicitResult, ListRootsResult, TextContent
 
-from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer
+from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer, StartSdkUpstream
 from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port
 from tests.integration.redis_topologies import LocalCluster
 from tests.test_security import ISSUER, PUBLIC_PEM, token
@@ -35,9 +35,9 @@ EVERYTHING_ANSWERS = {
 }
 
 
-def start_sdk_2025(procs: ProcessGroup) -> str:
+def start_sdk_2025(procs: ProcessGroup, name: str = "old") -> str:
     port = free_port()
-    argv = [sys.executable, str(SDK_2025), "--port", str(port), "--event-store"]
+    argv = [sys.executable, str(SDK_2025), "--port", str(port), "--event-store", "--name", name]
     proc = procs.start(f"sdk2025-{port}", argv)
     proc.wait_http(f"http://127.0.0.1:{port}/healthz", timeout=20)
     return f"http://127.0.0.1:{port}/mcp"
@@ -329,3 +329,17 @@ async def test_on_a_redis_cluster(
         done = await post(http, second.url, 3, "tools/call", retry)
     assert done["result"]["content"][0]["text"] == "hello Ada"
     assert await bridged_count(first) == 1 and await bridged_count(second) == 2
+
+
+async def test_a_pool_mixing_eras_serves_each_instance_in_its_own(
+    procs: ProcessGroup, sdk_upstream: StartSdkUpstream, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    modern, old = sdk_upstream(name="modern"), start_sdk_2025(procs, name="old")
+    [gateway] = gateway_cluster(1, {"default": [modern, old]}, key_prefix)
+    async with httpx.AsyncClient(timeout=20) as http:
+        answers = [
+            await post(http, gateway.url, rid, "tools/call", {"name": "whoami", "arguments": {}, "_meta": meta()})
+            for rid in range(4)
+        ]
+    assert sorted(a["result"]["content"][0]["text"] for a in answers) == ["modern", "modern", "old", "old"]
+    assert await bridged_count(gateway) == 2  # only the 2025 instance's requests were bridged

@@ -80,13 +80,14 @@ class Bridge:
         )
         self._open_rounds = open_rounds
 
-    async def serve(self, request: Request, message: Message, pool: str) -> Response | None:
-        """The answer, when the instance picked for this request speaks only 2025; else None."""
+    async def serve(self, request: Request, message: Message, pool: str) -> Response | str | None:
+        """The answer, when the instance picked for this request speaks only 2025; else the 2026
+        instance picked (the request goes there natively: a pool may mix eras), or None (pinned)."""
         if self._eras.pinned(pool) == "2026":
             return None
         instance = self._pools.pick(pool)
         if await self._eras.era_of(pool, instance) != "2025":
-            return None
+            return instance
         self._counted.inc()
         with self._tracer.span("bridge 2026->2025", attrs={"mcp.method": message.method or ""}):
             try:
