@@ -18,8 +18,10 @@ from mcp import Client
 from mcp.types import CreateMessageResult, ElicitResult, ListRootsResult, TextContent
 
 from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer, StartSdkUpstream
+from tests.integration.otlp import otlp_receiver
 from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port
 from tests.integration.redis_topologies import LocalCluster
+from tests.integration.test_tracing import has, one, traceparent, tracing_env
 from tests.test_security import ISSUER, PUBLIC_PEM, token
 
 SDK_2025 = REPO_ROOT / "tests" / "servers" / "sdk_2025_server.py"
@@ -343,3 +345,24 @@ async def test_a_pool_mixing_eras_serves_each_instance_in_its_own(
         ]
     assert sorted(a["result"]["content"][0]["text"] for a in answers) == ["modern", "modern", "old", "old"]
     assert await bridged_count(gateway) == 2  # only the 2025 instance's requests were bridged
+
+
+async def test_the_bridge_is_its_own_span_in_the_clients_trace(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str
+) -> None:
+    upstream = start_sdk_2025(procs)
+    async with otlp_receiver() as receiver, httpx.AsyncClient(timeout=20) as http:
+        [gateway] = gateway_cluster(1, {"default": upstream}, key_prefix, env=tracing_env(receiver))
+        tp, trace_id, _ = traceparent()
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "MCP-Protocol-Version": MODERN,
+            "Mcp-Method": "tools/list",
+            "traceparent": tp,
+        }
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta()}}
+        assert (await http.post(gateway.url, json=body, headers=headers)).status_code == 200
+        spans = await receiver.wait_for(has("bridge 2026->2025", trace_id), "the bridge's span")
+    bridge = one(spans, "bridge 2026->2025", trace_id, **{"mcp.method": "tools/list"})
+    upstream_posts = [s for s in spans if s.trace_id == trace_id and s.name == "upstream POST"]
+    assert upstream_posts and all(s.parent_span_id == bridge.span_id for s in upstream_posts)
