@@ -138,12 +138,6 @@ class Metrics:
         )
         self.sessions_created = Counter("mcpgw_sessions_created_total", "Gateway sessions created", registry=r)
         self.sessions_deleted = Counter("mcpgw_sessions_deleted_total", "Gateway sessions deleted", registry=r)
-        self.bridged = Counter(
-            "mcpgw_bridged_requests_total",
-            "Requests bridged across protocol eras, by direction (client era-to upstream era)",
-            ["direction"],
-            registry=r,
-        )
         self.active_pumps = Gauge("mcpgw_active_pumps", "Streams this replica pumps now", registry=r)
         self.active_deliveries = Gauge("mcpgw_active_deliveries", "Open client SSE connections", registry=r)
         self.upstream_connections = Gauge(
@@ -222,6 +216,12 @@ class Metrics:
             "mcpgw_response_cache_invalidations_total",
             "Cache families made stale by an upstream notification (or a re-opened watch)",
             ["notification"],
+            registry=r,
+        )
+        self.bridged = Counter(
+            "mcpgw_bridged_requests_total",
+            "Requests bridged between protocol eras, by direction (client era to upstream era)",
+            ["direction"],
             registry=r,
         )
         self.upstream_latency = FastHistogram(

@@ -84,6 +84,8 @@ async def running_gateway(
     # Drain keeps pumping until answers end or the deadline: a short one keeps teardown quick.
     settings.setdefault("drain_timeout", 1.0)
     settings.setdefault("metrics_port", 0)  # no metrics listener unless a test asks (tests share this host)
+    # The scripted upstream answers every era as it is asked: nothing is bridged, and no era probe is sent.
+    settings.setdefault("upstream_era", [f"{p.split('=')[0].split('@')[0]}=both" for p in pools])
     async with serve(upstream) as upstream_url:
         app = create_app(Settings(upstream=[p.format(f"{upstream_url}/mcp") for p in pools], **settings))
         async with serve(app) as url, httpx.AsyncClient(timeout=timeout) as client:

@@ -153,21 +153,26 @@ class ScriptedUpstream:
             if not args.get("sse"):
                 await _respond(send, 200, answer.encode(), "application/json", cookies)
                 return
-            headers = [(b"content-type", b"text/event-stream"), *cookies]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            sse_head = [(b"content-type", b"text/event-stream"), *cookies]
+            await send({"type": "http.response.start", "status": 200, "headers": sse_head})
             await _send_event(send, "c-1", answer)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         if name == "burst":
-            progress = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": rid}}
             payloads = [
-                json.dumps({**progress, "params": {**progress["params"], "progress": i + 1}})
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "notifications/progress",
+                        "params": {"progressToken": rid, "progress": i + 1},
+                    }
+                )
                 for i in range(int(args.get("count", 3)))
             ]
             payloads.append(json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"echo": args}}))
             await _start_sse(send)  # uvicorn writes the head, then the body: no await in between
-            body = "".join(f"id: burst-{i}\ndata: {payload}\n\n" for i, payload in enumerate(payloads, 1))
-            await send({"type": "http.response.body", "body": body.encode(), "more_body": False})
+            burst = "".join(f"id: burst-{i}\ndata: {payload}\n\n" for i, payload in enumerate(payloads, 1))
+            await send({"type": "http.response.body", "body": burst.encode(), "more_body": False})
             return
         if name == "orphan":  # a response for an id nobody asked, then the real one
             events = [json.dumps({"jsonrpc": "2.0", "id": "nobody", "result": {}})]

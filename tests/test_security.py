@@ -153,7 +153,8 @@ async def test_rate_limit_429_then_other_limits(limited: Env) -> None:
     registry = limited.app.state.gateway.metrics.registry
 
     def hits(limit: str) -> float | None:
-        return registry.get_sample_value("mcpgw_limits_hit_total", {"limit": limit})
+        value: float | None = registry.get_sample_value("mcpgw_limits_hit_total", {"limit": limit})
+        return value
 
     assert hits("size") == 1 and hits("headers") == 1 and hits("rate") == statuses.count(429)
 

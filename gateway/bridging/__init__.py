@@ -1,1 +1,5 @@
-"""Era bridging: clients of one MCP era in front of upstreams that speak only another."""
+"""Era bridging: a client of one protocol era in front of an upstream instance of the other.
+
+`eras.py` finds each instance's era (probed once, kept in Redis); `onto_2025/` serves 2026-07-28
+clients from 2025-only instances (`onto_2026/`: the other direction).
+"""

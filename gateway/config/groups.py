@@ -21,6 +21,9 @@ GROUPS: Mapping[str, tuple[str, ...]] = {
         "upstream_pool_size",
         "forward_authorization",
         "upstream_era",
+        "bridge_secret",
+        "bridge_max_sessions",
+        "bridge_session_idle",
         "upstream_acquire_timeout",
     ),
     "store": (

@@ -240,8 +240,9 @@ class Settings(BaseSettings):
     )
     upstream_era: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Pin a pool's upstream era `POOL=ERA` (ERA: `auto`, `2025` or `2026`); repeatable, `;` separates; "
-        "`2026` bridges 2025-era clients onto a 2026-07-28-only upstream (`auto`: as the client speaks).",
+        description="A pool's upstream era `POOL=ERA`: `auto` (the default: each instance is probed once with "
+        "`server/discover`; 2026-07-28 clients of 2025 instances are bridged), `2025`, `2026` (only 2026-07-28: "
+        "2025-era clients are bridged) or `both`; repeatable, `;` separates.",
     )
     task_ttl: float = Field(3600.0, gt=0, description="Lifetime of a gateway-served task from its creation, s.")
     task_poll_interval: int = Field(1000, ge=1, description="`pollIntervalMs` suggested to task clients, ms.")
@@ -260,6 +261,17 @@ class Settings(BaseSettings):
     )
     virtual_separator: str = Field(
         "__", min_length=1, description="Between a member pool's name and its tool or prompt names on a virtual server."
+    )
+    bridge_secret: str = Field(
+        "",
+        description="Key sealing the bridge's `requestState` (shared by every replica); empty: one random key "
+        "is made at first start and kept in Redis.",
+    )
+    bridge_max_sessions: int = Field(
+        1000, ge=1, description="Upstream sessions the bridge holds per instance; the least recently used goes."
+    )
+    bridge_session_idle: float = Field(
+        300.0, gt=0, description="An upstream session the bridge holds is closed after this long unused, s."
     )
     log_level: str = Field("info", description="Log level.")
     log_format: Literal["json", "text"] = Field("json", description="Log format: json or text.")

@@ -23,6 +23,7 @@ from starlette.responses import Response
 
 from gateway import errors
 from gateway.asgi.responses import client_headers, error_response, read_body, sse_response, with_cookies
+from gateway.bridging.onto_2025.bridge import Bridge
 from gateway.caching.service import Pending, ResponseCache
 from gateway.replay.idempotent import Idempotency, Ticket
 from gateway.store.idempotency import IdempotencyRecord
@@ -115,6 +116,7 @@ class StatelessEndpoint:
         tasks: TaskService | None = None,
         routes: TaskRoutes | None = None,
         cache: ResponseCache | None = None,
+        bridge: Bridge | None = None,
     ) -> None:
         self._headers = headers
         self._pools = pools
@@ -124,6 +126,7 @@ class StatelessEndpoint:
         self._tasks = tasks
         self._routes = routes
         self._cache = cache
+        self._bridge = bridge
 
     async def handle(self, request: Request, pool_name: str | None) -> Response:
         if request.method != "POST":
@@ -140,6 +143,12 @@ class StatelessEndpoint:
         ticket: Ticket | None = None
         try:
             check_routing_headers(request.headers, message.raw)
+            placed: str | None = None  # era bridging: a 2025-only instance answers in 2026 shape
+            if self._bridge is not None:
+                bridged = await self._bridge.serve(request, message, self._pools.get(pool_name).name)
+                if isinstance(bridged, Response):
+                    return bridged
+                placed = bridged  # a 2026 instance the bridge picked: the request goes there
             opened = await self._idempotency.open(request, raw)  # the one Redis write, with the header only
             if isinstance(opened, IdempotencyRecord):
                 return self._idempotency.stored_response(opened)
@@ -166,7 +175,7 @@ class StatelessEndpoint:
                 if hit is not None:
                     served = caching.served(hit.result, hit.remaining_ms)
                     return await self._answered(ticket, _result(message.id, served))
-            instance = instance or self._pools.pick(pool.name)
+            instance = instance or placed or self._pools.pick(pool.name)
             response = await self._upstream.send("POST", instance, headers, raw)
             if tasks is not None and message.method == "server/discover":
                 return await self._answered(ticket, await self._discover(response, message.id))

@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 
+from gateway.bridging.setup import check_settings as check_bridge_settings
+from gateway.bridging.setup import start_bridge, start_eras
 from gateway.config import Settings
 from gateway.eras.legacy_sse import install as install_legacy_sse
 from gateway.http.auth import METADATA_PATH
@@ -43,6 +45,7 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
     """`on_started`: called once the lifespan has built everything (the process owner's tuning hook)."""
     planned = plan(settings)  # invalid configuration fails here, before any IO
     pools, metrics = planned.pools, planned.metrics
+    check_bridge_settings(settings, pools)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -63,8 +66,13 @@ def create_app(settings: Settings, *, on_started: Callable[[], None] | None = No
         supervisor.spawn(health.run(), name="health-checks")
         admission = build_admission(settings, planned, store, upstream.http, supervisor)
         run_streams(streams, supervisor, metrics)
+        redis, keys, headers = store.redis, store.keys, admission.headers
+        eras = await start_eras(settings, pools, redis, keys, upstream.client, headers, supervisor)
+        bridge = await start_bridge(
+            settings, eras, pools, redis, keys, upstream.client, headers, supervisor, metrics, tracer
+        )
         app.state.gateway = build_gateway(
-            settings, planned, replica, store, upstream.client, streams, admission, supervisor, tracer
+            settings, planned, replica, store, upstream.client, streams, admission, supervisor, tracer, bridge
         )
         log.info(
             "gateway up: pools %s, health probes %s",

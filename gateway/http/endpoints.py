@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from gateway.bridging.onto_2025.bridge import Bridge
 from gateway.bridging.onto_2026.wiring import build_onto_2026
 from gateway.config import Settings
 from gateway.config.specs import csv
@@ -86,6 +87,7 @@ def build_gateway(
     admission: Admission,
     supervisor: Supervisor,
     tracer: Tracer,
+    bridge: Bridge | None = None,
 ) -> Gateway:
     pools, metrics = plan.pools, plan.metrics
     affinity = Affinity(
@@ -133,6 +135,7 @@ def build_gateway(
                 store.redis, store.keys, default_ttl_ms=int(settings.task_ttl * 1000), max_line=settings.sse_max_line
             ),
             cache=cache,
+            bridge=bridge,
         ),
         virtual=build_virtual(
             plan.virtual,

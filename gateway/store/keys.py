@@ -26,6 +26,11 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:{task:T}:route     hash   task T created by an upstream itself: instance, principal, pool
     {prefix}:{cache:P:F}:gen    string generation of cache family F of pool P (bumped by notifications)
     {prefix}:{cache:P:F}:e:{D}  hash   one cached answer (D = digest of method, params, partition)
+    {prefix}:era:{U}            hash   era of upstream instance U (`2025`/`2026`), its initialize result
+    {prefix}:{bridge:D}:held    string an upstream session the era bridge holds (D = digest of key)
+    {prefix}:bridge:held:{U}    zset   the bridge's upstream sessions on instance U, by last use
+    {prefix}:bridge:secret      string the key sealing the bridge's requestState (made at first start)
+    {prefix}:bridge:rounds      zset   open rounds of bridged multi round-trip calls, by expiry
 """
 
 from __future__ import annotations
@@ -162,6 +167,25 @@ class Keys:
     def cache_entry(self, pool: str, family: str, digest: str) -> str:
         """One cached answer; in its family's hash slot, so lookups and stores are one script."""
         return f"{self.prefix}:{{cache:{pool}:{family}}}:e:{digest}"
+
+    def upstream_era(self, instance: str) -> str:
+        """What era detection found for one upstream instance (and its initialize result)."""
+        return f"{self.prefix}:era:{instance}"
+
+    def bridge_session(self, digest: str) -> str:
+        """One upstream session held by the era bridge; `digest` hashes (instance, principal, capabilities)."""
+        return f"{self.prefix}:{{bridge:{digest}}}:held"
+
+    def bridge_held(self, instance: str) -> str:
+        """The bridge's upstream sessions on one instance, scored by last use (bound and reaping)."""
+        return f"{self.prefix}:bridge:held:{instance}"
+
+    def bridge_secret(self) -> str:
+        return f"{self.prefix}:bridge:secret"
+
+    def bridge_rounds(self) -> str:
+        """Open rounds of bridged multi round-trip requests, scored by their state's expiry."""
+        return f"{self.prefix}:bridge:rounds"
 
     def pattern(self) -> str:
         """SCAN pattern matching every key under this prefix (tests and tooling)."""

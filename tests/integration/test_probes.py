@@ -19,6 +19,8 @@ from tests.integration.procs import Proc, ProcessGroup, free_port, start_everyth
 
 FAST = ("--health-interval", "0.1", "--health-timeout", "0.5")
 SESSION_LINE = "Created new transport"
+# Era detection asks each instance once (server/discover): pinned here, so only health probes are counted.
+ERAS = ("--upstream-era", "sdk=both", "--upstream-era", "everything=2025")
 
 
 def start_sdk_at_info(procs: ProcessGroup) -> tuple[Proc, str]:
@@ -58,7 +60,7 @@ async def test_default_probe_creates_no_session_and_no_log_line(
     await asyncio.sleep(0.5)
     sdk_before, everything_before = len(lines(sdk)), len(lines(everything))
 
-    replicas = gateway_cluster(2, upstreams, key_prefix, FAST)
+    replicas = gateway_cluster(2, upstreams, key_prefix, (*FAST, *ERAS))
     for gw in replicas:
         assert (await readyz(gw.base_url))[0] == 200  # the start-up probes found both upstreams up
     await asyncio.sleep(2.0)  # 2 replicas x ~20 rounds: ~40 probes of each upstream
@@ -66,7 +68,7 @@ async def test_default_probe_creates_no_session_and_no_log_line(
     assert lines(everything)[everything_before:] == [], "server-everything logged the default probe"
 
     # The control: today's GET probe, same logs, same interval.
-    (control,) = gateway_cluster(1, upstreams, key_prefix, (*FAST, "--health-probe", "get"))
+    (control,) = gateway_cluster(1, upstreams, key_prefix, (*FAST, *ERAS, "--health-probe", "get"))
     await asyncio.sleep(1.0)
     sdk_new, everything_new = lines(sdk)[sdk_before:], lines(everything)[everything_before:]
     control.proc.stop()

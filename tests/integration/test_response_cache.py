@@ -116,7 +116,8 @@ async def metric(gw: GatewayProc, name: str, method: str) -> float:
 
 
 def replicas(start: StartGateways, upstream: Upstream, key_prefix: str, *extra: str, n: int = 2) -> list[GatewayProc]:
-    gateways = start(n, {"default": upstream.url}, key_prefix, list(extra))
+    # pinned: era detection's one server/discover would be counted with the clients' own
+    gateways = start(n, {"default": upstream.url}, key_prefix, ["--upstream-era", "default=both", *extra])
     for gw in gateways:
         gw.proc.wait_http(f"{gw.base_url}/readyz", timeout=20)
     return gateways

@@ -1,4 +1,4 @@
-"""Which pools speak only 2026-07-28, from `--upstream-era POOL=auto|2025|2026` (the pin).
+"""Which pools speak only 2026-07-28, from `--upstream-era POOL=auto|2025|2026|both` (the pin).
 
 `era_of` is the one question the bridge asks; the per-instance detection (probed, kept in Redis)
 answers it later in place of the pin, with the pin still winning.
@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from gateway.errors import ConfigError
 
-ERAS = ("auto", "2025", "2026")
+ERAS = ("auto", "2025", "2026", "both")  # both: the instance speaks both eras, nothing is bridged
 
 
 def parse_pins(values: Sequence[str]) -> dict[str, str]:
@@ -22,7 +22,7 @@ def parse_pins(values: Sequence[str]) -> dict[str, str]:
                 continue
             pool, sep, era = item.partition("=")
             if not sep or not pool.strip() or era.strip() not in ERAS:
-                raise ConfigError(f"--upstream-era wants POOL=auto|2025|2026, not {item!r}")
+                raise ConfigError(f"--upstream-era wants POOL=auto|2025|2026|both, not {item!r}")
             pins[pool.strip()] = era.strip()
     return pins
 
