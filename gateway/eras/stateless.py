@@ -1,6 +1,6 @@
 """The stateless era (MCP 2026-07-28): POST only, no sessions, nothing written to Redis
-(except an Idempotency-Key record, when the client sends that header, served tasks, and the
-response cache's entries).
+(except an Idempotency-Key record, when the client sends that header, served tasks, the
+response cache's entries, and the per-client limits' counters).
 
 Each request goes to any healthy instance of the pool with every `Mcp-*` header forwarded
 unchanged; the routing headers are checked against the body first. Closing the response
