@@ -26,7 +26,7 @@ def bridged_count(gateways: list[GatewayProc]) -> float:
     for gw in gateways:
         if not gw.proc.alive():
             continue
-        for line in httpx.get(f"{gw.base_url}/metrics").text.splitlines():
+        for line in httpx.get(gw.metrics_url).text.splitlines():
             if line.startswith(BRIDGED + "{") and 'direction="2025-to-2026"' in line:
                 total += float(line.rsplit(" ", 1)[1])
     return total

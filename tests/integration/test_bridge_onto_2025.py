@@ -74,7 +74,7 @@ async def post(
 
 async def bridged_count(gateway: GatewayProc) -> int:
     async with httpx.AsyncClient() as client:
-        text = (await client.get(f"{gateway.base_url}/metrics")).text
+        text = (await client.get(gateway.metrics_url)).text
     found = re.search(r'mcpgw_bridged_requests_total\{direction="2026-to-2025"\} ([0-9.]+)', text)
     return int(float(found.group(1))) if found else 0
 
