@@ -1,0 +1,91 @@
+"""One audit record, built from what the request's decision and its answer say. Never a token;
+a tool call's arguments only as a hash unless the operator asks for them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Answered:
+    """What the handler knows once the answer is on its way."""
+
+    status: int
+    body: bytes | None  # a whole JSON answer; None for a stream
+    era: str
+    seconds: float
+
+
+def outcome_of(answered: Answered) -> str:
+    """ok / error: a JSON-RPC error answer (whatever its HTTP status) is an error."""
+    if answered.status >= 400:
+        return "error"
+    if answered.body is not None and b'"error"' in answered.body:
+        try:
+            message = json.loads(answered.body)
+        except (ValueError, RecursionError):
+            return "error"
+        if isinstance(message, dict) and "error" in message:
+            return "error"
+    return "ok"
+
+
+def args_digest(arguments: Mapping[str, Any]) -> str:
+    if not arguments:
+        return ""
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def target_name(mcp: Mapping[str, Any]) -> str:
+    return str(mcp["tool"]["name"] or mcp["prompt"]["name"] or mcp["resource"]["uri"])
+
+
+def trace_id(traceparent: str | None) -> str:
+    """W3C Trace Context: `version-traceid-parentid-flags`."""
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 else ""
+
+
+def record(
+    *,
+    replica: str,
+    principal: str,
+    session: str,
+    variables: Mapping[str, Any],
+    request_id: Any,
+    decision: str,
+    rule: str,
+    answered: Answered,
+    traceparent: str | None,
+    with_arguments: bool,
+    now: float | None = None,
+) -> dict[str, Any]:
+    mcp = variables["mcp"]
+    out: dict[str, Any] = {
+        "type": "audit",
+        "ts": round(time.time() if now is None else now, 3),
+        "replica": replica,
+        "principal": principal,
+        "session": session,
+        "pool": variables["pool"],
+        "era": answered.era,
+        "method": mcp["method"],
+        "name": target_name(mcp),
+        "request_id": request_id,
+        "decision": decision,
+        "rule": rule,
+        "outcome": outcome_of(answered),
+        "status": answered.status,
+        "duration_ms": round(answered.seconds * 1000, 3),
+        "trace_id": trace_id(traceparent),
+        "args_sha256": args_digest(mcp["arguments"]),
+    }
+    if with_arguments:
+        out["arguments"] = mcp["arguments"]
+    return out

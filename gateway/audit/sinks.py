@@ -1,0 +1,95 @@
+"""Where audit records go: stdout (one JSON line each) and a capped Redis stream.
+
+Writing never holds up an answer: the Redis sink queues records (bounded) and one owned task
+writes them in pipelined batches; a record that finds the queue full, or a batch Redis refuses, is
+counted as dropped (`mcpgw_audit_dropped_total`), never retried forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from typing import Any, Protocol, TextIO
+
+from gateway import errors
+from gateway.policy.counters import PolicyCounters
+from gateway.store.client import Redis, translated
+from gateway.store.keys import Keys
+
+log = logging.getLogger("gateway.audit")
+
+QUEUE_SIZE = 10_000
+BATCH = 256
+
+
+class Sink(Protocol):
+    name: str
+
+    def write(self, record: Mapping[str, Any]) -> None: ...
+
+
+class StdoutSink:
+    name = "stdout"
+
+    def __init__(self, counters: PolicyCounters, stream: TextIO | None = None) -> None:
+        self._stream = stream or sys.stdout
+        self._counters = counters
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self._stream.write(json.dumps(record, default=str) + "\n")
+        self._stream.flush()
+        self._counters.audit_written.labels(self.name).inc()
+
+
+class RedisSink:
+    name = "redis"
+
+    def __init__(self, redis: Redis, keys: Keys, counters: PolicyCounters, *, maxlen: int) -> None:
+        self._redis = redis
+        self._key = keys.audit()
+        self._maxlen = maxlen
+        self._counters = counters
+        self._queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        try:
+            self._queue.put_nowait(json.dumps(record, default=str))
+        except asyncio.QueueFull:
+            self._counters.audit_dropped.labels(self.name).inc()
+
+    async def run(self) -> None:
+        """Owned by the supervisor: drains the queue into the stream; on cancel, flushes what is queued."""
+        flushing: asyncio.Future[None] | None = None
+        try:
+            while True:
+                first = await self._queue.get()
+                # a batch being written is finished even when the writer is cancelled meanwhile
+                flushing = asyncio.ensure_future(self._flush([first]))
+                await asyncio.shield(flushing)
+        except asyncio.CancelledError:
+            if flushing is not None:
+                await flushing
+            while not self._queue.empty():
+                await self._flush([])
+            raise
+
+    async def _flush(self, first: list[str]) -> None:
+        batch = first
+        while len(batch) < BATCH and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        if not batch:
+            return
+        try:
+            with translated():
+                pipe = self._redis.pipeline(transaction=False)
+                for line in batch:
+                    pipe.xadd(self._key, {"r": line}, maxlen=self._maxlen, approximate=True)
+                await pipe.execute()
+        except errors.StoreError as exc:
+            self._counters.audit_dropped.labels(self.name).inc(len(batch))
+            log.error("audit: %d record(s) dropped: %s", len(batch), exc)
+            return
+        self._counters.audit_written.labels(self.name).inc(len(batch))

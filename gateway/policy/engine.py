@@ -1,0 +1,128 @@
+"""The compiled policy: CEL programs over the request's variables, and the decision they make.
+
+The CEL library is cel-expr-python (Google's C++ CEL behind a Python binding), chosen by measurement
+(docs/decisions/0001-cel-library.md). It is the optional `policy` extra: imported only when a
+policy is configured. Variables are declared, so an unknown variable or a rule that is not a
+boolean fails at compile time (the file is refused); a rule that fails while running counts as
+not matching for `allow` and as matching for `deny` and quota conditions (closed, not open).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.errors import ConfigError
+from gateway.policy.rules import LimitRule, PolicyRules
+
+log = logging.getLogger("gateway.policy")
+
+EXTRA_MISSING = (
+    "--policy needs the CEL library of the `policy` extra: pip install 'mcp-gateway[policy]' (cel-expr-python)"
+)
+ERROR_KEY = "!error"  # the bucket of requests whose quota key failed to evaluate
+
+
+@dataclass(frozen=True)
+class Decision:
+    result: str  # "allow" or "deny"
+    rule: str  # the deciding rule's text, or "default"
+    limits: tuple[tuple[LimitRule, str], ...] = ()  # the quotas that apply, with their bucket's key
+
+
+class _Rule:
+    """One compiled expression and its source; logs its first run-time failure only."""
+
+    __slots__ = ("failed", "program", "text")
+
+    def __init__(self, program: Any, text: str) -> None:
+        self.program = program
+        self.text = text
+        self.failed = False
+
+    def value(self, activation: Any, error_type: Any) -> tuple[bool, Any]:
+        """(ok, value): ok is False when the rule failed at run time."""
+        try:
+            result = self.program.eval(activation)
+            if result.type() == error_type:
+                self._failed(str(result.value()))
+                return False, None
+            return True, result.value()
+        except Exception as exc:
+            self._failed(f"{type(exc).__name__}: {exc}")
+            return False, None
+
+    def _failed(self, reason: str) -> None:
+        if not self.failed:
+            self.failed = True
+            log.warning("policy rule failed at run time (counted closed): %s: %s", self.text, reason)
+
+
+class CompiledPolicy:
+    """Deny rules, then allow rules, then the quotas that apply: one decision per request."""
+
+    def __init__(self, rules: PolicyRules, source: str = "") -> None:
+        try:
+            from cel_expr_python import cel  # type: ignore[import-untyped]
+        except ImportError:
+            raise ConfigError(EXTRA_MISSING) from None
+        self.rules = rules
+        self.source = source
+        self._cel = cel
+        dyn_map = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
+        self._env = cel.NewEnv(
+            variables={"jwt": dyn_map, "client": dyn_map, "mcp": dyn_map, "request": dyn_map, "pool": cel.Type.STRING}
+        )
+        self._deny = [self._compile(text, "deny", boolean=True) for text in rules.deny]
+        self._allow = [self._compile(text, "allow", boolean=True) for text in rules.allow]
+        self._limits = [
+            (limit, self._compile(limit.when, "limits.when", boolean=True), self._compile(limit.key, "limits.key"))
+            for limit in rules.limits
+        ]
+
+    def _compile(self, text: str, section: str, *, boolean: bool = False) -> _Rule:
+        try:
+            program = self._env.compile(text)
+        except Exception as exc:
+            raise ConfigError(f"policy: {section} rule {text!r} does not compile: {exc}") from None
+        kind = program.return_type()
+        if boolean and kind not in (self._cel.Type.BOOL, self._cel.Type.DYN):
+            raise ConfigError(f"policy: {section} rule {text!r} is not a boolean (it is {kind.name()})")
+        return _Rule(program, text)
+
+    @property
+    def filters(self) -> bool:
+        """Whether some rule can refuse a call (then lists are filtered)."""
+        return bool(self._deny or self._allow)
+
+    def activation(self, variables: Mapping[str, Any]) -> Any:
+        return self._env.Activation(data=variables)
+
+    def decide(self, variables: Mapping[str, Any], *, with_limits: bool = True) -> Decision:
+        activation = self._env.Activation(data=variables)
+        error = self._cel.Type.ERROR
+        for rule in self._deny:
+            ok, value = rule.value(activation, error)
+            if not ok or value is True:  # a failing deny rule refuses
+                return Decision("deny", rule.text)
+        chosen = "default"
+        if self._allow:
+            for rule in self._allow:
+                ok, value = rule.value(activation, error)
+                if ok and value is True:  # a failing allow rule does not allow
+                    chosen = rule.text
+                    break
+            else:
+                return Decision("deny", "default")
+        if not with_limits or not self._limits:
+            return Decision("allow", chosen)
+        applying: list[tuple[LimitRule, str]] = []
+        for limit, when, key in self._limits:
+            ok, value = when.value(activation, error)
+            if ok and value is not True:
+                continue
+            key_ok, key_value = key.value(activation, error)
+            applying.append((limit, str(key_value) if key_ok else ERROR_KEY))
+        return Decision("allow", chosen, tuple(applying))
