@@ -35,7 +35,7 @@ from gateway.http.server import LeanHttpToolsProtocol
 WORKER_ARGV = "MCPGW_WORKER_ARGV"
 
 # flags that may be given many times
-REPEATABLE = frozenset({"upstream", "allowed_origins", "health_probe", "task_tools", "task_sync_input"})
+REPEATABLE = frozenset({"upstream", "allowed_origins", "health_probe", "task_tools", "task_sync_input", "audit"})
 
 
 def build_parser(prog: str = "mcp-gateway", description: str | None = __doc__) -> argparse.ArgumentParser:

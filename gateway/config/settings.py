@@ -149,6 +149,18 @@ class Settings(BaseSettings):
         default_factory=list, description="Header for one pool's upstream requests: `POOL:Name: value`."
     )
     rate_limit: int = Field(0, ge=0, description="Requests a minute per principal/IP (0 = off).")
+    policy: str | None = Field(
+        None,
+        description="Policy file (YAML: deny, allow, limits; CEL rules), re-read when it changes; needs the "
+        "`policy` extra (docs/policy.md).",
+    )
+    audit: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Audit sink for every decided JSON-RPC request: `stdout` or `redis` (a capped stream read "
+        "with `mcp-gateway audit`); repeatable.",
+    )
+    audit_arguments: bool = Field(False, description="Audit records carry a tool call's arguments (else only a hash).")
+    audit_maxlen: int = Field(1_000_000, ge=1000, description="Audit records kept in the Redis stream (approximate).")
     max_sessions_per_client: int = Field(0, ge=0, description="Live sessions per principal/IP (0 = off).")
     max_streams_per_client: int = Field(0, ge=0, description="Open SSE connections per principal/IP (0 = off).")
     max_batch: int = Field(100, ge=1, description="Most messages in one 2025-03-26 batch.")
@@ -190,6 +202,7 @@ class Settings(BaseSettings):
         "redis_sentinel",
         "task_tools",
         "task_sync_input",
+        "audit",
         mode="before",
     )
     @classmethod
@@ -197,6 +210,14 @@ class Settings(BaseSettings):
         # Env values arrive as plain strings; accept `a,b` for origins and one string for upstreams.
         if isinstance(value, str):
             return [value]
+        return value
+
+    @field_validator("audit")
+    @classmethod
+    def _check_audit(cls, value: list[str]) -> list[str]:
+        unknown = set(csv(value)) - {"stdout", "redis"}
+        if unknown:
+            raise ValueError(f"unknown audit sink(s) {sorted(unknown)} (expected stdout, redis)")
         return value
 
     @model_validator(mode="after")

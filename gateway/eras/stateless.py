@@ -24,6 +24,7 @@ from starlette.responses import Response
 from gateway import errors
 from gateway.asgi.responses import client_headers, error_response, read_body, sse_response, with_cookies
 from gateway.caching.service import Pending, ResponseCache
+from gateway.policy.governor import Governor, filtered_stream
 from gateway.replay.idempotent import Idempotency, Ticket
 from gateway.store.idempotency import IdempotencyRecord
 from gateway.tasks.passthrough import Route, TaskRoutes
@@ -115,7 +116,11 @@ class StatelessEndpoint:
         tasks: TaskService | None = None,
         routes: TaskRoutes | None = None,
         cache: ResponseCache | None = None,
+        policy: Governor | None = None,
+        max_line: int = 1 << 20,
     ) -> None:
+        self._policy = policy
+        self._max_line = max_line
         self._headers = headers
         self._pools = pools
         self._upstream = upstream
@@ -140,6 +145,8 @@ class StatelessEndpoint:
         ticket: Ticket | None = None
         try:
             check_routing_headers(request.headers, message.raw)
+            if self._policy is not None and message.method is not None and message.is_request:
+                await self._policy.check(request, self._pools.get(pool_name).name, message.method, params, message.id)
             opened = await self._idempotency.open(request, raw)  # the one Redis write, with the header only
             if isinstance(opened, IdempotencyRecord):
                 return self._idempotency.stored_response(opened)
@@ -164,7 +171,8 @@ class StatelessEndpoint:
                 asked = caching.directives(request.headers.get("cache-control"))
                 hit, pending = await self._cache.lookup(pool.name, message.method, params, partition, asked)
                 if hit is not None:
-                    served = caching.served(hit.result, hit.remaining_ms)
+                    # the cache keeps lists whole: each principal is served its own filtered view
+                    served = Governor.filter_result(request, caching.served(hit.result, hit.remaining_ms))
                     return await self._answered(ticket, _result(message.id, served))
             instance = instance or self._pools.pick(pool.name)
             response = await self._upstream.send("POST", instance, headers, raw)
@@ -184,6 +192,8 @@ class StatelessEndpoint:
                     chunks = self._cache.watch_stream(pool.name, chunks)  # its notifications invalidate
                 if watch is not None:
                     chunks = watch.record_stream(chunks, message.id, route)
+                if (checked := Governor.filters(request)) is not None:
+                    chunks = filtered_stream(checked, chunks, self._max_line)  # after the cache took it whole
                 stream = _relay_stream(response, chunks)
                 if ticket is not None:
                     stream = self._idempotency.recording(ticket, stream)
@@ -193,6 +203,7 @@ class StatelessEndpoint:
                 await watch.record_json(payload, message.id, route)  # before the client sees the task
             if pending is not None and self._cache is not None:
                 await self._cache.offer_json(pending, payload, message.id)
+            payload = Governor.filter_payload(request, payload)  # after the cache took it whole
         except errors.UpstreamUnavailable as exc:
             if ticket is not None:
                 await self._idempotency.not_sent(ticket)  # never reached an upstream: a retry may run it

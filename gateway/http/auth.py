@@ -61,6 +61,10 @@ class Authenticator:
 
     async def principal(self, headers: Mapping[str, str], audience: str, metadata_url: str) -> str:
         """The authenticated principal (`issuer|subject`) of a request, or Unauthorized."""
+        return principal_of(await self.claims(headers, audience, metadata_url))
+
+    async def claims(self, headers: Mapping[str, str], audience: str, metadata_url: str) -> dict[str, Any]:
+        """The verified claims of a request's bearer token, or Unauthorized."""
         header = headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -78,7 +82,7 @@ class Authenticator:
             )
         except (jwt.PyJWTError, ValueError, KeyError) as exc:
             raise self._unauthorized(f"Unauthorized: invalid token ({exc})", metadata_url, "invalid_token") from None
-        return f"{claims['iss']}|{claims['sub']}"
+        return claims
 
     def _unauthorized(self, message: str, metadata_url: str, error: str | None) -> Unauthorized:
         exc = Unauthorized(message)
@@ -115,6 +119,10 @@ class Authenticator:
             self._jwks = jwt.PyJWKSet.from_dict(document)
             self._jwks_at = time.monotonic()
             return self._jwks
+
+
+def principal_of(claims: Mapping[str, Any]) -> str:
+    return f"{claims['iss']}|{claims['sub']}"
 
 
 def _read_key(value: str) -> str:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from gateway.audit.building import build_audit
 from gateway.config import Settings
 from gateway.config.specs import csv
 from gateway.eras.sessionful import SessionfulEndpoint
@@ -83,6 +84,7 @@ def build_gateway(
     )
     tasks = build_tasks(settings, plan.task_tools, store, upstream, supervisor, streams.liveness, metrics, tracer)
     cache = build_cache(settings, store, pools, upstream, admission.headers, supervisor, metrics)
+    governance = build_audit(settings, plan, replica, store, admission.guard.client_ip, supervisor)
     return Gateway(
         settings=settings,
         pools=pools,
@@ -105,6 +107,7 @@ def build_gateway(
             replays=Replays(store.claims, store.event_log, streams.liveness, wait=settings.request_timeout),
             idempotency=store.idempotency,
             replica=replica,
+            policy=governance.governor,
         ),
         stateless=StatelessEndpoint(
             pools=pools,
@@ -117,10 +120,13 @@ def build_gateway(
                 store.redis, store.keys, default_ttl_ms=int(settings.task_ttl * 1000), max_line=settings.sse_max_line
             ),
             cache=cache,
+            policy=governance.governor,
+            max_line=settings.sse_max_line,
         ),
         guard=admission.guard,
         supervisor=supervisor,
         keys=store.keys,
         loop=asyncio.get_running_loop(),
         tracer=tracer,
+        audit=governance.audit,
     )

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.audit.trail import AuditTrail
 from gateway.config import Settings
 from gateway.eras.sessionful import SessionfulEndpoint
 from gateway.eras.stateless import StatelessEndpoint
@@ -39,6 +40,7 @@ class Gateway:
     keys: Keys
     loop: asyncio.AbstractEventLoop
     tracer: Tracer = NOOP
+    audit: AuditTrail | None = None
     drain_started: float | None = None
     _request_counters: dict[tuple[str, int, str], Any] = field(default_factory=dict)
 

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway import errors
-from gateway.http.auth import METADATA_PATH, Authenticator, resource_metadata
+from gateway.http.auth import METADATA_PATH, Authenticator, principal_of, resource_metadata
 from gateway.store.limits import Limiter
 from gateway.wire import protocol
 
@@ -55,9 +55,10 @@ class Guard:
             raise errors.Forbidden("Forbidden: Origin not allowed")
         principal = ""
         if self.authenticator is not None:
-            principal = await self.authenticator.principal(
-                request.headers, self.resource(request), self.metadata_url(request)
-            )
+            resource, metadata = self.resource(request), self.metadata_url(request)
+            claims = await self.authenticator.claims(request.headers, resource, metadata)
+            principal = principal_of(claims)
+            request.state.claims = claims  # what policy rules see as `jwt`
         request.state.principal = principal
         request.state.client_key = principal or f"ip:{self.client_ip(request)}"
         await self.limiter.check_rate(request.state.client_key)

@@ -22,6 +22,8 @@ from gateway.caching.watcher import Watcher
 from gateway.config import Settings
 from gateway.config.specs import ProbeSpec
 from gateway.metrics import Metrics
+from gateway.policy.counters import PolicyCounters
+from gateway.policy.source import PolicySource
 from gateway.replay.idempotent import Idempotency
 from gateway.store.claims import Claims
 from gateway.store.client import Redis, connect
@@ -63,11 +65,14 @@ class Plan:
     probe_specs: dict[str, ProbeSpec]
     task_tools: TaskTools
     tracing: TracingPlan | None
+    policy: PolicySource | None
+    policy_counters: PolicyCounters
 
 
 def plan(settings: Settings) -> Plan:
     metrics = Metrics()
     pools = Pools(settings.pools(), gauge=metrics.upstream_healthy)  # invalid upstream config fails here
+    counters = PolicyCounters(metrics.registry)
     return Plan(
         metrics=metrics,
         pools=pools,
@@ -76,6 +81,9 @@ def plan(settings: Settings) -> Plan:
         # bad --task-tools / --task-sync-input fail here, at start-up
         task_tools=parse_task_tools(settings.task_tools, pools.names(), settings.task_sync_input),
         tracing=plan_tracing(os.environ),  # the standard OTEL_* variables; an unsupported protocol fails here
+        # a policy file that does not parse or compile (or the missing `policy` extra) fails here
+        policy=PolicySource(settings.policy, counters) if settings.policy else None,
+        policy_counters=counters,
     )
 
 
