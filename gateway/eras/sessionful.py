@@ -30,7 +30,7 @@ from gateway.asgi.responses import (
     with_cookies,
 )
 from gateway.metrics import Metrics
-from gateway.policy.governor import Governor, filtered_answer
+from gateway.policy.governor import Governor, filtered_list
 from gateway.replay.idempotent import Idempotency
 from gateway.replay.outcomes import Outcome
 from gateway.replay.replays import Recorded, Replays, body_hash
@@ -132,12 +132,8 @@ class SessionfulEndpoint:
         if body.first_id is not None:
             logs.request_var.set(str(body.first_id))
         try:
-            if self._policy is not None:
-                pool_name = self._pools.get(pool).name
-                for message in body.requests:  # decided before any upstream work
-                    params = message.raw.get("params")
-                    params = params if isinstance(params, dict) else None
-                    await self._policy.check(request, pool_name, str(message.method), params, message.id)
+            if self._policy is not None:  # decided before any upstream work
+                await self._policy.check_all(request, self._pools.get(pool).name, body.requests)
             if body.initialize is not None:
                 return await self._initialize(request, pool, body, raw)
             if not body.requests:
@@ -193,14 +189,10 @@ class SessionfulEndpoint:
             raise
         await self._upstream_lost_session(record, response)
         try:
-            checked = Governor.filters(request) if not body.is_batch else None
-            if checked is not None and response.status == 200:
-                filtered = await filtered_answer(checked, response, body.first_id, self._max_body)
-                if filtered is None:
-                    raise errors.UpstreamError("Bad upstream answer: no response to the list request")
+            listed = None if body.is_batch else await filtered_list(request, response, body.first_id, self._max_body)
+            if listed is not None:  # a list the policy filters: one JSON answer
                 await slot.release()
-                answer = RelayedResponse(filtered, 200, {"content-type": protocol.JSON}, record.id)
-                return await outcome.deliver(answer)
+                return await outcome.deliver(RelayedResponse(listed, 200, {"content-type": protocol.JSON}, record.id))
             return await self._relay_post(record, body, response, slot, outcome)
         except errors.GatewayError as exc:
             await outcome.failed(exc)

@@ -7,12 +7,13 @@ The decision is stashed on the request (`request.state.policy`) for the audit re
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 
+from gateway import errors
 from gateway.policy import lists
 from gateway.policy.counters import PolicyCounters
 from gateway.policy.engine import CompiledPolicy
@@ -22,6 +23,7 @@ from gateway.policy.variables import request_headers, variables
 from gateway.store.quotas import Quotas, rule_id
 from gateway.upstream.client import UpstreamResponse
 from gateway.wire import sse
+from gateway.wire.protocol import Message
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,13 @@ class Governor:
                 raise QuotaExceeded(limit.text, taken.retry_after_header)
         self._record(request, Checked(policy, found, method, request_id, "allow", decision.rule))
 
+    async def check_all(self, request: Request, pool: str, messages: Iterable[Message]) -> None:
+        """Every request of a body (a 2025-03-26 batch may hold several), each decided on its own."""
+        for message in messages:
+            params = message.raw.get("params")
+            params = params if isinstance(params, dict) else None
+            await self.check(request, pool, str(message.method), params, message.id)
+
     def _record(self, request: Request, checked: Checked) -> None:
         self._counters.decisions.labels(checked.decision, checked.rule).inc()
         request.state.policy = checked
@@ -124,17 +133,20 @@ async def filtered_stream(checked: Checked, chunks: AsyncIterator[bytes], max_li
             yield b"".join(out)
 
 
-async def filtered_answer(checked: Checked, response: UpstreamResponse, request_id: Any, limit: int) -> bytes | None:
-    """The whole upstream answer to a list request (JSON or SSE) as one filtered JSON response, or
-    None when it carries no response to `request_id`. Lists are short answers: collecting them costs
-    the client no progress it would have seen."""
+async def filtered_list(request: Request, response: UpstreamResponse, request_id: Any, limit: int) -> bytes | None:
+    """The whole upstream answer to a list request whose policy filters (JSON or SSE) as one filtered
+    JSON response; None for any other request (relayed as it is). Lists are short answers: collecting
+    them costs the client no progress it would have seen."""
+    checked = Governor.filters(request)
+    if checked is None or response.status != 200:
+        return None
     payload = await response.read(limit)
     texts = [payload]
     if response.is_sse:
         try:
             texts = [e.data.encode() for e in sse.Parser().feed(payload + b"\n\n") if e.data]
-        except sse.SSEError:
-            return None
+        except sse.SSEError as exc:
+            raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
     for text in texts:
         try:
             message = json.loads(text)
@@ -143,4 +155,4 @@ async def filtered_answer(checked: Checked, response: UpstreamResponse, request_
         if isinstance(message, dict) and message.get("id") == request_id:
             filtered = lists.filter_message(checked.policy, checked.variables, checked.method, message)
             return json.dumps(filtered).encode()
-    return None
+    raise errors.UpstreamError("Bad upstream answer: no response to the list request")
