@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.audit import records
+from gateway.audit import command, reader, records
 from gateway.audit.sinks import RedisSink, StdoutSink
+from gateway.errors import ConfigError
 from gateway.policy.counters import PolicyCounters
 from gateway.store.client import Redis, connect
 from gateway.store.keys import Keys
@@ -84,3 +85,29 @@ async def test_redis_sink_writes_the_stream_and_flushes_on_cancel(store: Redis, 
     assert len(entries) == 5
     assert json.loads(entries[0][1][b"r"])["principal"] == "iss|alice"
     assert registry.get_sample_value("mcpgw_audit_records_total", {"sink": "redis"}) == 5
+
+
+def test_since_in_every_form() -> None:
+    assert reader.since_ms("15m", now=10_000) == (10_000 - 900) * 1000
+    assert reader.since_ms("1700000000") == 1_700_000_000_000
+    assert reader.since_ms("2026-01-01T00:00:00+00:00") == 1_767_225_600_000
+    assert reader.since_ms(None) == 0
+    with pytest.raises(ConfigError):
+        reader.since_ms("yesterday")
+
+
+async def test_reader_pages_filters_and_follows(store: Redis, key_prefix: str) -> None:
+    keys = Keys(key_prefix)
+    for i in range(5):
+        await store.xadd(keys.audit(), {"r": json.dumps({"principal": f"iss|{'bob' if i % 2 else 'alice'}", "n": i})})
+    bob = command.keeps("bob")
+    found = [r["n"] async for r in reader.records(store, keys, since=0, follow=False, keep=bob)]
+    assert found == [1, 3]
+    following = reader.records(store, keys, since=0, follow=True, keep=command.keeps(None))
+    assert [(await anext(following))["n"] for _ in range(5)] == [0, 1, 2, 3, 4]
+    later = asyncio.ensure_future(anext(following))
+    await store.xadd(keys.audit(), {"r": json.dumps({"principal": "iss|carol", "n": 5})})
+    assert (await asyncio.wait_for(later, 5))["n"] == 5
+    await following.aclose()
+    text = reader.line({"ts": 1.5, "principal": "iss|bob", "decision": "deny", "rule": "default"}, as_json=False)
+    assert "iss|bob" in text and "deny" in text and "rule=default" in text

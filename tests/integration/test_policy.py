@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -149,6 +151,10 @@ def start(
     return gateway_cluster(3, {"default": upstream}, key_prefix, args), policy
 
 
+def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+
 async def audit_records(redis_url: str, key_prefix: str) -> list[dict[str, Any]]:
     client = aioredis.from_url(redis_url)
     try:
@@ -220,6 +226,13 @@ async def test_two_principals_in_both_eras_a_fleet_quota_and_the_audit_trail(
     assert all(BOB not in json.dumps(r) and ALICE not in json.dumps(r) for r in records)
     assert {r["principal"] for r in records} == {f"{ISSUER}|alice", f"{ISSUER}|bob"}
     assert {r["era"] for r in records} == {MODERN, LEGACY}
+    # the operator's reader: `mcp-gateway audit`
+    command = [sys.executable, "-m", "gateway", "audit", "--redis-url", redis_url, "--key-prefix", key_prefix]
+    done = await asyncio.to_thread(run, [*command, "--json", "--principal", "bob"])
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert done.returncode == 0 and lines == [r for r in records if r["principal"] == f"{ISSUER}|bob"]
+    done = await asyncio.to_thread(run, [*command, "--since", "1h"])
+    assert len(done.stdout.splitlines()) == sent and "rule=default" in done.stdout
 
 
 async def test_a_policy_change_reaches_every_replica(
