@@ -18,8 +18,9 @@ import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.integration.careful_client import CarefulClient
 from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer, StartSdkUpstream
-from tests.integration.test_failover import GW_ARGS
+from tests.integration.test_failover import GW_ARGS, kill_pid, pump_pid
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "https://gateway.test/mcp"
@@ -261,3 +262,46 @@ async def test_a_policy_change_reaches_every_replica(
         for gw in gateways:
             text = (await http.get(f"{gw.base_url}/metrics")).text
             assert 'mcpgw_policy_reloads_total{result="refused"} 1.0' in text
+
+
+async def test_the_audit_trail_is_complete_across_a_sigkill(
+    tmp_path: Path,
+    sdk_upstream: StartSdkUpstream,
+    gateway_cluster: StartGateways,
+    load_balancer: StartLoadBalancer,
+    key_prefix: str,
+    redis_url: str,
+) -> None:
+    """The record is written where the answer starts: a call whose stream moves to another replica
+    after a SIGKILL keeps its one record, and its replay (answered from the replay store) has its own."""
+    gateways, _ = start(tmp_path, sdk_upstream, gateway_cluster, key_prefix)
+    lb = load_balancer(gateways)
+    steps = 16
+    http = httpx.AsyncClient(timeout=httpx.Timeout(30, read=20), headers={"Authorization": f"Bearer {ALICE}"})
+    async with http, CarefulClient(lb, http=http) as client:
+        await client.initialize()
+        sid = client.session_id
+        assert sid is not None
+
+        async def killer() -> int:
+            await asyncio.sleep(0.8)
+            pid = await pump_pid(redis_url, key_prefix, sid)
+            kill_pid(gateways, pid)
+            return pid
+
+        kill = asyncio.ensure_future(killer())
+        result = await client.call_tool_resumable("slow_count", {"steps": steps, "delay": 0.15}, resume_timeout=30)
+        killed = await kill
+        assert result.response["result"]["content"][0]["text"] == f"counted {steps}"
+        call_id = result.response["id"]
+        replay = await client.call_tool_resumable("slow_count", {"steps": steps, "delay": 0.15}, request_id=call_id)
+        assert replay.response["result"]["content"][0]["text"] == f"counted {steps}"
+    for _ in range(50):
+        records = await audit_records(redis_url, key_prefix)
+        if len(records) >= 3:
+            break
+        await asyncio.sleep(0.1)
+    assert [r["method"] for r in records] == ["initialize", "tools/call", "tools/call"]  # nothing lost, no double
+    calls = [r for r in records if r["request_id"] == call_id]
+    assert len(calls) == 2 and all(r["outcome"] == "ok" and r["decision"] == "allow" for r in calls)
+    assert f":{killed}:" in calls[0]["replica"]  # written by the replica that took the call, before it died
