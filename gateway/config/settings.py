@@ -148,7 +148,12 @@ class Settings(BaseSettings):
     upstream_header: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Header for one pool's upstream requests: `POOL:Name: value`."
     )
-    rate_limit: int = Field(0, ge=0, description="Requests a minute per principal/IP (0 = off).")
+    rate_limit: int = Field(
+        0,
+        ge=0,
+        description="Requests a minute per principal/IP, one token bucket for the whole fleet (burst: as many) "
+        "(0 = off).",
+    )
     policy: str | None = Field(
         None,
         description="Policy file (YAML: deny, allow, limits; CEL rules), re-read when it changes; needs the "
