@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -152,3 +153,27 @@ def test_lists_show_only_what_may_be_called() -> None:
     payload = b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_a"},{"name":"x"}]}}'
     assert b'"x"' not in lists.filter_payload(policy, base, "tools/list", payload)
     assert lists.filter_payload(policy, base, "tools/list", b"not json") == b"not json"
+
+
+def test_the_combined_programs_decide_as_the_rules_one_by_one() -> None:
+    """The fast path (all rules in a few CEL programs) against the rules evaluated one by one, over
+    requests that make rules true, false and fail (claims missing)."""
+    allow = [f'jwt.sub == "u{i}"' for i in range(20)] + ['jwt.team == "red"']
+    text = json.dumps({"deny": ['mcp.tool.name == "x"', 'jwt.tenant == "bad"'], "allow": allow})
+    fast = compiled(text)
+    slow = compiled(text)
+    slow._whole = None
+    assert fast._whole is not None and len(fast._whole) == 3  # 21 allow rules, 8 a program
+    claims: list[dict[str, Any]] = [
+        {"sub": "u0", "tenant": "ok"},
+        {"sub": "u13", "tenant": "ok"},
+        {"sub": "u19", "tenant": "ok", "team": "red"},
+        {"sub": "zz", "tenant": "ok", "team": "red"},
+        {"sub": "zz", "tenant": "ok"},  # team missing: the last allow rule fails
+        {"sub": "u3"},  # tenant missing: a deny rule fails
+        {"sub": "u3", "tenant": "bad"},
+    ]
+    for found in claims:
+        for tool in ("x", "y"):
+            request = ctx("tools/call", {"name": tool}, found)
+            assert fast.decide(request) == slow.decide(request), (found, tool)

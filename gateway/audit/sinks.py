@@ -1,8 +1,9 @@
 """Where audit records go: stdout (one JSON line each) and a capped Redis stream.
 
 Writing never holds up an answer: the Redis sink queues records (bounded) and one owned task
-writes them in pipelined batches; a record that finds the queue full, or a batch Redis refuses, is
-counted as dropped (`mcpgw_audit_dropped_total`), never retried forever.
+writes them in pipelined batches (a record waits at most LINGER for others to join it); a record
+that finds the queue full, or a batch Redis refuses, is counted as dropped
+(`mcpgw_audit_dropped_total`), never retried forever.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ log = logging.getLogger("gateway.audit")
 
 QUEUE_SIZE = 10_000
 BATCH = 256
+LINGER = 0.02  # s a record may wait for others to share its pipeline (the window a SIGKILL can lose)
 
 
 class Sink(Protocol):
@@ -47,7 +49,10 @@ class StdoutSink:
 class RedisSink:
     name = "redis"
 
-    def __init__(self, redis: Redis, keys: Keys, counters: PolicyCounters, *, maxlen: int) -> None:
+    def __init__(
+        self, redis: Redis, keys: Keys, counters: PolicyCounters, *, maxlen: int, linger: float = LINGER
+    ) -> None:
+        self._linger = linger
         self._redis = redis
         self._key = keys.audit()
         self._maxlen = maxlen
@@ -62,16 +67,21 @@ class RedisSink:
 
     async def run(self) -> None:
         """Owned by the supervisor: drains the queue into the stream; on cancel, flushes what is queued."""
+        pending: list[str] = []  # taken from the queue, not yet handed to a write
         flushing: asyncio.Future[None] | None = None
         try:
             while True:
-                first = await self._queue.get()
+                pending.append(await self._queue.get())
+                await asyncio.sleep(self._linger)  # let a batch gather: one pipeline for many records
+                batch, pending = pending, []
                 # a batch being written is finished even when the writer is cancelled meanwhile
-                flushing = asyncio.ensure_future(self._flush([first]))
+                flushing = asyncio.ensure_future(self._flush(batch))
                 await asyncio.shield(flushing)
         except asyncio.CancelledError:
             if flushing is not None:
                 await flushing
+            if pending:
+                await self._flush(pending)
             while not self._queue.empty():
                 await self._flush([])
             raise

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from gateway.audit import records
 from gateway.audit.sinks import Sink
-from gateway.policy.governor import Checked
+from gateway.policy.governor import checked_of
 from gateway.wire import protocol
 
 
@@ -22,13 +22,13 @@ class AuditTrail:
     def after(self, request: Request, response: Response, era: str, seconds: float) -> None:
         """One record for a request the policy decided on (none for notifications, responses, or a
         request refused before a principal was known)."""
-        checked: Checked | None = getattr(request.state, "policy", None)
+        checked = checked_of(request)
         if checked is None:
             return
         session = request.headers.get(protocol.H_SESSION) or response.headers.get(protocol.H_SESSION) or ""
         record = records.record(
             replica=self._replica,
-            principal=getattr(request.state, "principal", ""),
+            principal=getattr(request.state, "principal", ""),  # a slot of the gateway's own request state
             session=session,
             variables=checked.variables,
             request_id=checked.request_id,

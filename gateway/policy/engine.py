@@ -23,6 +23,7 @@ EXTRA_MISSING = (
     "--policy needs the CEL library of the `policy` extra: pip install 'mcp-gateway[policy]' (cel-expr-python)"
 )
 ERROR_KEY = "!error"  # the bucket of requests whose quota key failed to evaluate
+CHAIN = 8  # allow rules per combined program: CEL bounds how deep `a ? 0 : (b ? 1 : ...)` nests (32 levels)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,31 @@ class CompiledPolicy:
             (limit, self._compile(limit.when, "limits.when", boolean=True), self._compile(limit.key, "limits.key"))
             for limit in rules.limits
         ]
+        self._whole = self._combine()
+        texts = [*rules.deny, *rules.allow, *(t for limit in rules.limits for t in (limit.when, limit.key))]
+        # conservative: a rule that only mentions the word still gets the headers
+        self.reads_headers = any("request" in text for text in texts)
+
+    def _combine(self) -> list[Any] | None:
+        """Every deny and allow rule as a few programs (one per CHAIN allow rules), so a request
+        makes one call into CEL whatever the number of rules: the per-call cost dominates
+        (docs/decisions/0001-cel-library.md). Each answers -1 (a deny rule is true), the index of the
+        first true allow rule, -2 (none of its allow rules is true) or -3 (no allow list). A rule that
+        fails at run time makes it an error (CEL's `false || error` is an error, and so is
+        `error ? a : b`): that request is then decided rule by rule."""
+        if not (self._deny or self._allow):
+            return None
+        deny = " || ".join(f"({rule.text})" for rule in self._deny) or "false"
+        programs: list[Any] = []
+        for start in range(0, max(len(self._allow), 1), CHAIN):
+            chain = "-2" if self._allow else "-3"
+            for index in reversed(range(start, min(start + CHAIN, len(self._allow)))):
+                chain = f"({self._allow[index].text}) ? {index} : ({chain})"
+            try:
+                programs.append(self._env.compile(f"({deny}) ? -1 : ({chain})" if start == 0 else chain))
+            except Exception:  # e.g. deeper than the parser takes: rule by rule
+                return None
+        return programs
 
     def _compile(self, text: str, section: str, *, boolean: bool = False) -> _Rule:
         try:
@@ -103,19 +129,9 @@ class CompiledPolicy:
     def decide(self, variables: Mapping[str, Any], *, with_limits: bool = True) -> Decision:
         activation = self._env.Activation(data=variables)
         error = self._cel.Type.ERROR
-        for rule in self._deny:
-            ok, value = rule.value(activation, error)
-            if not ok or value is True:  # a failing deny rule refuses
-                return Decision("deny", rule.text)
-        chosen = "default"
-        if self._allow:
-            for rule in self._allow:
-                ok, value = rule.value(activation, error)
-                if ok and value is True:  # a failing allow rule does not allow
-                    chosen = rule.text
-                    break
-            else:
-                return Decision("deny", "default")
+        result, chosen = self._rules(activation, error)
+        if result == "deny":
+            return Decision("deny", chosen)
         if not with_limits or not self._limits:
             return Decision("allow", chosen)
         applying: list[tuple[LimitRule, str]] = []
@@ -126,3 +142,31 @@ class CompiledPolicy:
             key_ok, key_value = key.value(activation, error)
             applying.append((limit, str(key_value) if key_ok else ERROR_KEY))
         return Decision("allow", chosen, tuple(applying))
+
+    def _rules(self, activation: Any, error: Any) -> tuple[str, str]:
+        """(allow or deny, the deciding rule's text or "default") by the deny and allow rules."""
+        for program in self._whole or ():
+            found = program.eval(activation)
+            if found.type() == error:
+                break  # some rule failed: rule by rule, below
+            index = found.value()
+            if index >= 0:
+                return "allow", self._allow[index].text
+            if index == -3:
+                return "allow", "default"
+            if index == -1:
+                break  # a deny rule is true: which one is found below
+        else:
+            if self._whole:
+                return "deny", "default"  # every chunk answered -2
+        for rule in self._deny:
+            ok, value = rule.value(activation, error)
+            if not ok or value is True:  # a failing deny rule refuses
+                return "deny", rule.text
+        if not self._allow:
+            return "allow", "default"
+        for rule in self._allow:
+            ok, value = rule.value(activation, error)
+            if ok and value is True:  # a failing allow rule does not allow
+                return "allow", rule.text
+        return "deny", "default"

@@ -38,6 +38,18 @@ class Checked:
     rule: str
 
 
+def state_of(request: Request) -> dict[str, Any]:
+    """The request's state as its plain dict (`request.state` raises, slowly, for a name not set)."""
+    state: dict[str, Any] = request.scope.setdefault("state", {})
+    return state
+
+
+def checked_of(request: Request) -> Checked | None:
+    """What the policy decided for this request (None: not decided)."""
+    checked: Checked | None = state_of(request).get("policy")
+    return checked
+
+
 class Governor:
     def __init__(
         self,
@@ -57,13 +69,15 @@ class Governor:
         """Raise Denied (403) or QuotaExceeded (429), or return with the request allowed."""
         # one version for the whole request, even if a reload lands meanwhile
         policy = self._source.current if self._source is not None else None
+        state = state_of(request)
         found = variables(
-            claims=getattr(request.state, "claims", None) or {},
+            claims=state.get("claims") or {},
             client_ip=self._client_ip(request),
             pool=pool,
             method=method,
             params=params,
-            headers=request_headers(request.headers.items()),
+            # the headers are copied only for a policy that reads them (else they are empty)
+            headers=request_headers(request.headers.items()) if policy is not None and policy.reads_headers else {},
         )
         if policy is None:
             self._record(request, Checked(None, found, method, request_id, "allow", "default"))
@@ -89,12 +103,12 @@ class Governor:
 
     def _record(self, request: Request, checked: Checked) -> None:
         self._counters.decisions.labels(checked.decision, checked.rule).inc()
-        request.state.policy = checked
+        state_of(request)["policy"] = checked
 
     @staticmethod
     def filters(request: Request) -> Checked | None:
         """The request's decision when its answer is a list to filter (else None)."""
-        checked: Checked | None = getattr(request.state, "policy", None)
+        checked = checked_of(request)
         if checked is None or checked.policy is None or checked.method not in lists.LISTS:
             return None
         if not checked.policy.filters:

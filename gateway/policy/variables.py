@@ -64,7 +64,7 @@ def variables(
     headers: Mapping[str, str],
 ) -> dict[str, Any]:
     return {
-        "jwt": dict(claims),
+        "jwt": claims,
         "client": {"ip": client_ip},
         "pool": pool,
         "mcp": mcp_of(method, params),

@@ -20,7 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.integration.careful_client import CarefulClient
 from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer, StartSdkUpstream
+from tests.integration.procs import ProcessGroup
 from tests.integration.test_failover import GW_ARGS, kill_pid, pump_pid
+from tests.integration.test_response_cache import start_upstream as start_cache_upstream
 
 ISSUER = "https://issuer.test"
 AUDIENCE = "https://gateway.test/mcp"
@@ -305,3 +307,24 @@ async def test_the_audit_trail_is_complete_across_a_sigkill(
     calls = [r for r in records if r["request_id"] == call_id]
     assert len(calls) == 2 and all(r["outcome"] == "ok" and r["decision"] == "allow" for r in calls)
     assert f":{killed}:" in calls[0]["replica"]  # written by the replica that took the call, before it died
+
+
+async def test_the_response_cache_serves_each_principal_its_own_filtered_list(
+    procs: ProcessGroup, gateway_cluster: StartGateways, key_prefix: str, tmp_path: Path
+) -> None:
+    """A cacheable `tools/list` (public, ttlMs) is kept whole: bob's filtered view of a cached answer
+    is never what alice gets, and the other way round; the upstream answered once."""
+    upstream = start_cache_upstream(procs)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("allow: ['mcp.method != \"tools/call\"', 'jwt.sub == \"alice\"']")
+    pem = tmp_path / "issuer.pem"
+    pem.write_text(PUBLIC_PEM)
+    auth = ["--auth-issuer", ISSUER, "--auth-public-key", f"@{pem}", "--auth-audience", AUDIENCE]
+    gateways = gateway_cluster(3, {"default": upstream.url}, key_prefix, [*GW_ARGS, *auth, "--policy", str(policy)])
+    async with httpx.AsyncClient(timeout=20) as http:
+        shown = []
+        for i, who in enumerate([ALICE, BOB, ALICE, BOB, ALICE, BOB]):
+            tools = await Modern(http, gateways[i % 3].url, who).tools()
+            shown.append(tools)
+    assert shown == [["tool-v0"], [], ["tool-v0"], [], ["tool-v0"], []]
+    assert await upstream.count("tools/list") == 1  # every other answer came from the cache
