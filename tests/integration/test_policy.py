@@ -14,10 +14,17 @@ from typing import Any
 
 import httpx
 import jwt
+import pytest
 import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from mcp import ClientSession
+from mcp.client.sse import sse_client
+from mcp.shared.exceptions import MCPError
 
+from gateway.config import Settings
+from gateway.http.app import create_app
+from tests.asgi_server import serve
 from tests.integration.careful_client import CarefulClient
 from tests.integration.conftest import GatewayProc, StartGateways, StartLoadBalancer, StartSdkUpstream
 from tests.integration.procs import ProcessGroup
@@ -328,3 +335,35 @@ async def test_the_response_cache_serves_each_principal_its_own_filtered_list(
             shown.append(tools)
     assert shown == [["tool-v0"], [], ["tool-v0"], [], ["tool-v0"], []]
     assert await upstream.count("tools/list") == 1  # every other answer came from the cache
+
+
+async def test_a_legacy_sse_client_is_decided_filtered_and_audited(
+    sdk_upstream: StartSdkUpstream, redis_url: str, key_prefix: str, tmp_path: Path
+) -> None:
+    """The 2024-11-05 HTTP+SSE bridge forwards through `/mcp` in process: the same decision applies,
+    the refusal arrives on the client's `/sse` stream as the JSON-RPC error."""
+    upstream = sdk_upstream(event_store=True, retry_interval=100)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("deny: ['mcp.tool.name == \"whoami\"']")
+    settings = Settings(
+        upstream=[upstream], redis_url=redis_url, key_prefix=key_prefix, policy=str(policy), audit=["redis"]
+    )
+    async with serve(create_app(settings)) as replica:
+        async with sse_client(f"{replica}/sse") as (read, write), ClientSession(read, write) as session:
+            await session.initialize()
+            names = {tool.name for tool in (await session.list_tools()).tools}
+            assert "echo" in names and "whoami" not in names
+            with pytest.raises(MCPError, match="Forbidden by policy rule"):
+                await session.call_tool("whoami", {})
+            assert (await session.call_tool("echo", {"text": "hi"})).content[0].text == "hi"  # type: ignore[union-attr]
+        for _ in range(50):
+            records = await audit_records(redis_url, key_prefix)
+            if len(records) >= 4:
+                break
+            await asyncio.sleep(0.1)
+    assert [(r["method"], r["decision"]) for r in records] == [
+        ("initialize", "allow"),
+        ("tools/list", "allow"),
+        ("tools/call", "deny"),
+        ("tools/call", "allow"),
+    ]
