@@ -2,6 +2,7 @@
 a policy of 1, 20 and 200 rules, and each audit sink, in one run.
 
     .venv/bin/python -m bench.policy_cost [--duration 3] [--rounds 3] [--conns 16] [--targets none,rules20]
+    .venv/bin/python -m bench.policy_cost --instructions [--calls 300] [--targets ...]
 
 Every replica serves the same fast upstream (bench/fast_upstream.py) and Redis. A policy of N rules
 is N-1 deny rules and one allow rule, none of the deny rules true for the measured call, so every
@@ -175,6 +176,26 @@ def table(out: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def instructions(args: argparse.Namespace) -> dict[str, float]:
+    """Instructions per JSON call of each target at one connection (callgrind: machine noise
+    cannot move it; bench/instructions.py)."""
+    from bench.instructions import count
+    from bench.topology import REPO, Topology
+
+    tmp = RESULTS / "policy-files"
+    tmp.mkdir(parents=True, exist_ok=True)
+    top = Topology(args.redis_url, f"bench-polinstr-{os.getpid()}", replicas=0, with_nginx=False, with_sdk=False)
+    top.start()
+    try:
+        found: dict[str, float] = {}
+        for target in (t for t in TARGETS if t in args.targets.split(",")):
+            found[target] = count(top, REPO, args.calls, False, extra_args(target, tmp))
+            print(f"[policy] {target:12s} {found[target] / 1000:.1f} k instructions per call", file=sys.stderr)
+        return found
+    finally:
+        top.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=3.0, help="seconds per measured window")
@@ -183,7 +204,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", default=",".join(TARGETS), help=f"a subset of {','.join(TARGETS)}")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     p.add_argument("--out", type=Path, help="results JSON (default bench/results/policy-<date>.json)")
+    p.add_argument("--instructions", action="store_true", help="count instructions per call instead (callgrind)")
+    p.add_argument("--calls", type=int, default=300, help="with --instructions: calls counted per target")
     args = p.parse_args(argv)
+    if args.instructions:
+        counted = instructions(args)
+        base = counted.get("none")
+        for target, value in counted.items():
+            ratio = f"{value / base:.3f}" if base else "-"
+            print(f"{target:13s} {value / 1000:9.1f} k instructions per JSON call, x none {ratio}")
+        return 0
     out = asyncio.run(run(args))
     path = args.out or RESULTS / f"policy-{out['date'][:10]}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

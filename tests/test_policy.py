@@ -74,8 +74,8 @@ allow:
     )
     assert policy.decide(ctx("ping", None, claims={})).result == "allow"
     found = ctx("resources/read", {"uri": "file:///a"})
-    assert found["mcp"]["resource"]["uri"] == "file:///a"
-    assert "authorization" not in found["request"]["headers"]  # credentials never reach a rule
+    assert found["mcp.resource.uri"] == "file:///a"
+    assert "authorization" not in found["request.headers"]  # credentials never reach a rule
 
 
 def test_empty_policy_allows_everything() -> None:
@@ -149,7 +149,7 @@ def test_lists_show_only_what_may_be_called() -> None:
     shown = lists.filter_result(policy, alice, "tools/list", result)["tools"]
     assert [t["name"] for t in shown] == ["read_a", "write_b"]  # delete_all needs the admin role
     assert lists.filter_result(policy, base, "ping", {"tools": []}) == {"tools": []}
-    assert as_call(base, "resources/read", "file:///x")["mcp"]["resource"]["uri"] == "file:///x"
+    assert as_call(base, "resources/read", "file:///x")["mcp.resource.uri"] == "file:///x"
     payload = b'{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_a"},{"name":"x"}]}}'
     assert b'"x"' not in lists.filter_payload(policy, base, "tools/list", payload)
     assert lists.filter_payload(policy, base, "tools/list", b"not json") == b"not json"
@@ -177,3 +177,13 @@ def test_the_combined_programs_decide_as_the_rules_one_by_one() -> None:
         for tool in ("x", "y"):
             request = ctx("tools/call", {"name": tool}, found)
             assert fast.decide(request) == slow.decide(request), (found, tool)
+
+
+def test_decisions_are_kept_only_for_policies_that_read_no_arguments_or_headers() -> None:
+    policy = compiled(ISSUE_POLICY)
+    assert policy.memoizable
+    alice = ctx("tools/call", {"name": "echo"}, {"sub": "alice", "roles": []})
+    first = policy.decide_as(("token-a", "tools/call", "echo"), alice)
+    assert first.result == "allow" and policy.decide_as(("token-a", "tools/call", "echo"), {}) is first  # kept
+    assert not compiled("deny: ['mcp.arguments.size() > 3']").memoizable
+    assert not compiled("deny: ['request.headers[\"x\"] == \"y\"']").memoizable

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.policy.variables import target_name
+
 
 @dataclass(frozen=True)
 class Answered:
@@ -42,10 +44,6 @@ def args_digest(arguments: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def target_name(mcp: Mapping[str, Any]) -> str:
-    return str(mcp["tool"]["name"] or mcp["prompt"]["name"] or mcp["resource"]["uri"])
-
-
 def trace_id(traceparent: str | None) -> str:
     """W3C Trace Context: `version-traceid-parentid-flags`."""
     parts = (traceparent or "").split("-")
@@ -66,7 +64,6 @@ def record(
     with_arguments: bool,
     now: float | None = None,
 ) -> dict[str, Any]:
-    mcp = variables["mcp"]
     out: dict[str, Any] = {
         "type": "audit",
         "ts": round(time.time() if now is None else now, 3),
@@ -75,8 +72,8 @@ def record(
         "session": session,
         "pool": variables["pool"],
         "era": answered.era,
-        "method": mcp["method"],
-        "name": target_name(mcp),
+        "method": variables["mcp.method"],
+        "name": target_name(variables),
         "request_id": request_id,
         "decision": decision,
         "rule": rule,
@@ -84,8 +81,8 @@ def record(
         "status": answered.status,
         "duration_ms": round(answered.seconds * 1000, 3),
         "trace_id": trace_id(traceparent),
-        "args_sha256": args_digest(mcp["arguments"]),
+        "args_sha256": args_digest(variables["mcp.arguments"]),
     }
     if with_arguments:
-        out["arguments"] = mcp["arguments"]
+        out["arguments"] = variables["mcp.arguments"]
     return out

@@ -10,12 +10,13 @@ not matching for `allow` and as matching for `deny` and quota conditions (closed
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import ConfigError
 from gateway.policy.rules import LimitRule, PolicyRules
+from gateway.policy.variables import DECLARED
 
 log = logging.getLogger("gateway.policy")
 
@@ -23,6 +24,7 @@ EXTRA_MISSING = (
     "--policy needs the CEL library of the `policy` extra: pip install 'mcp-gateway[policy]' (cel-expr-python)"
 )
 ERROR_KEY = "!error"  # the bucket of requests whose quota key failed to evaluate
+MEMO = 4096  # decisions kept per policy version (their keys hold a token each)
 CHAIN = 8  # allow rules per combined program: CEL bounds how deep `a ? 0 : (b ? 1 : ...)` nests (32 levels)
 
 
@@ -72,10 +74,8 @@ class CompiledPolicy:
         self.rules = rules
         self.source = source
         self._cel = cel
-        dyn_map = cel.Type.Map(cel.Type.STRING, cel.Type.DYN)
-        self._env = cel.NewEnv(
-            variables={"jwt": dyn_map, "client": dyn_map, "mcp": dyn_map, "request": dyn_map, "pool": cel.Type.STRING}
-        )
+        types = {"string": cel.Type.STRING, "map": cel.Type.Map(cel.Type.STRING, cel.Type.DYN)}
+        self._env = cel.NewEnv(variables={name: types[kind] for name, kind in DECLARED.items()})
         self._deny = [self._compile(text, "deny", boolean=True) for text in rules.deny]
         self._allow = [self._compile(text, "allow", boolean=True) for text in rules.allow]
         self._limits = [
@@ -86,6 +86,11 @@ class CompiledPolicy:
         texts = [*rules.deny, *rules.allow, *(t for limit in rules.limits for t in (limit.when, limit.key))]
         # conservative: a rule that only mentions the word still gets the headers
         self.reads_headers = any("request" in text for text in texts)
+        # A decision is a pure function of the variables. When no rule reads the arguments or the
+        # headers, the rest is fixed by (token, client IP, pool, method, name): decisions are kept
+        # under that key (this policy version only), and a repeated request makes no call into CEL.
+        self.memoizable = not self.reads_headers and not any("mcp.arguments" in text for text in texts)
+        self._memo: dict[Hashable, Decision] = {}
 
     def _combine(self) -> list[Any] | None:
         """Every deny and allow rule as a few programs (one per CHAIN allow rules), so a request
@@ -142,6 +147,16 @@ class CompiledPolicy:
             key_ok, key_value = key.value(activation, error)
             applying.append((limit, str(key_value) if key_ok else ERROR_KEY))
         return Decision("allow", chosen, tuple(applying))
+
+    def decide_as(self, key: Hashable, variables: Mapping[str, Any], *, with_limits: bool = True) -> Decision:
+        """`decide`, kept under `key` (what fixes the variables the rules read: see `memoizable`)."""
+        found = self._memo.get((key, with_limits))
+        if found is None:
+            found = self.decide(variables, with_limits=with_limits)
+            if len(self._memo) >= MEMO:
+                self._memo.clear()  # bounded: a burst of new keys costs a refill, never memory
+            self._memo[(key, with_limits)] = found
+        return found
 
     def _rules(self, activation: Any, error: Any) -> tuple[str, str]:
         """(allow or deny, the deciding rule's text or "default") by the deny and allow rules."""

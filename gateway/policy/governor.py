@@ -7,7 +7,7 @@ The decision is stashed on the request (`request.state.policy`) for the audit re
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,7 @@ from gateway.policy.counters import PolicyCounters
 from gateway.policy.engine import CompiledPolicy
 from gateway.policy.refusals import Denied, QuotaExceeded
 from gateway.policy.source import PolicySource
-from gateway.policy.variables import request_headers, variables
+from gateway.policy.variables import request_headers, target_name, variables
 from gateway.store.quotas import Quotas, rule_id
 from gateway.upstream.client import UpstreamResponse
 from gateway.wire import sse
@@ -36,12 +36,18 @@ class Checked:
     request_id: Any
     decision: str  # allow, deny, limited
     rule: str
+    memo: Hashable = None  # the request's memo key (lists decide each item under it), None: no memo
 
 
 def state_of(request: Request) -> dict[str, Any]:
     """The request's state as its plain dict (`request.state` raises, slowly, for a name not set)."""
     state: dict[str, Any] = request.scope.setdefault("state", {})
     return state
+
+
+def memo_key(request: Request, found: Mapping[str, Any]) -> tuple[str | None, str, str]:
+    """What fixes `jwt`, `client.ip` and `pool` for a policy's memo: the verified token itself."""
+    return (request.headers.get("authorization"), found["client.ip"], found["pool"])
 
 
 def checked_of(request: Request) -> Checked | None:
@@ -82,17 +88,21 @@ class Governor:
         if policy is None:
             self._record(request, Checked(None, found, method, request_id, "allow", "default"))
             return
-        decision = policy.decide(found)
+        memo = memo_key(request, found) if policy.memoizable else None
+        if memo is not None:
+            decision = policy.decide_as((memo, method, target_name(found)), found)
+        else:
+            decision = policy.decide(found)
         if decision.result == "deny":
-            self._record(request, Checked(policy, found, method, request_id, "deny", decision.rule))
+            self._record(request, Checked(policy, found, method, request_id, "deny", decision.rule, memo))
             raise Denied(decision.rule)
         for limit, key in decision.limits:
             taken = await self._quotas.take(rule_id(limit.text), key, per_second=limit.per_second, burst=limit.burst)
             if not taken.admitted:
                 self._counters.quota_rejections.labels(limit.text).inc()
-                self._record(request, Checked(policy, found, method, request_id, "limited", limit.text))
+                self._record(request, Checked(policy, found, method, request_id, "limited", limit.text, memo))
                 raise QuotaExceeded(limit.text, taken.retry_after_header)
-        self._record(request, Checked(policy, found, method, request_id, "allow", decision.rule))
+        self._record(request, Checked(policy, found, method, request_id, "allow", decision.rule, memo))
 
     async def check_all(self, request: Request, pool: str, messages: Iterable[Message]) -> None:
         """Every request of a body (a 2025-03-26 batch may hold several), each decided on its own."""
@@ -121,7 +131,7 @@ class Governor:
         checked = cls.filters(request)
         if checked is None:
             return payload
-        return lists.filter_payload(checked.policy, checked.variables, checked.method, payload)
+        return lists.filter_payload(checked.policy, checked.variables, checked.method, payload, checked.memo)
 
     @classmethod
     def filter_result(cls, request: Request, result: Any) -> Any:
@@ -129,7 +139,7 @@ class Governor:
         checked = cls.filters(request)
         if checked is None:
             return result
-        return lists.filter_result(checked.policy, checked.variables, checked.method, result)
+        return lists.filter_result(checked.policy, checked.variables, checked.method, result, checked.memo)
 
 
 async def filtered_stream(checked: Checked, chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[bytes]:
@@ -140,7 +150,9 @@ async def filtered_stream(checked: Checked, chunks: AsyncIterator[bytes], max_li
         for event in parser.feed(chunk):
             data = event.data
             if data:
-                payload = lists.filter_payload(checked.policy, checked.variables, checked.method, data.encode())
+                payload = lists.filter_payload(
+                    checked.policy, checked.variables, checked.method, data.encode(), checked.memo
+                )
                 data = payload.decode()
             out.append(sse.encode(data, id=event.id, event=event.event, retry=event.retry))
         if out:
@@ -167,6 +179,6 @@ async def filtered_list(request: Request, response: UpstreamResponse, request_id
         except (ValueError, RecursionError):
             continue
         if isinstance(message, dict) and message.get("id") == request_id:
-            filtered = lists.filter_message(checked.policy, checked.variables, checked.method, message)
+            filtered = lists.filter_message(checked.policy, checked.variables, checked.method, message, checked.memo)
             return json.dumps(filtered).encode()
     raise errors.UpstreamError("Bad upstream answer: no response to the list request")

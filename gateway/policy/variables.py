@@ -34,23 +34,40 @@ def request_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     return out
 
 
+# Every variable is its own CEL variable, qualified names included (`mcp.tool.name` is one string,
+# not a field of a map): the CEL library converts only the variables a rule reads, and a leaf
+# string costs a fraction of a nested map (docs/decisions/0001-cel-library.md). Type: "string" or "map".
+DECLARED: Mapping[str, str] = {
+    "jwt": "map",
+    "client.ip": "string",
+    "pool": "string",
+    "mcp.method": "string",
+    "mcp.tool.name": "string",
+    "mcp.prompt.name": "string",
+    "mcp.resource.uri": "string",
+    "mcp.arguments": "map",
+    "request.headers": "map",
+}
+NAMES = {"tool": "mcp.tool.name", "prompt": "mcp.prompt.name", "resource": "mcp.resource.uri"}
+
+
 def mcp_of(method: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The `mcp` variable of one JSON-RPC request."""
+    """The `mcp.*` variables of one JSON-RPC request."""
     params = params or {}
     mcp: dict[str, Any] = {
-        "method": method,
-        "tool": {"name": ""},
-        "prompt": {"name": ""},
-        "resource": {"uri": ""},
-        "arguments": {},
+        "mcp.method": method,
+        "mcp.tool.name": "",
+        "mcp.prompt.name": "",
+        "mcp.resource.uri": "",
+        "mcp.arguments": {},
     }
     target = TARGETS.get(method)
     if target is not None:
         value = params.get(target[1])
-        mcp[target[0]] = {target[1]: value if isinstance(value, str) else ""}
+        mcp[NAMES[target[0]]] = value if isinstance(value, str) else ""
     if method == "tools/call":
         arguments = params.get("arguments")
-        mcp["arguments"] = arguments if isinstance(arguments, dict) else {}
+        mcp["mcp.arguments"] = arguments if isinstance(arguments, dict) else {}
     return mcp
 
 
@@ -65,16 +82,20 @@ def variables(
 ) -> dict[str, Any]:
     return {
         "jwt": claims,
-        "client": {"ip": client_ip},
+        "client.ip": client_ip,
         "pool": pool,
-        "mcp": mcp_of(method, params),
-        "request": {"headers": dict(headers)},
+        **mcp_of(method, params),
+        "request.headers": headers,
     }
+
+
+def target_name(found: Mapping[str, Any]) -> str:
+    """The tool, prompt or resource a request names ("" for none)."""
+    return str(found["mcp.tool.name"] or found["mcp.prompt.name"] or found["mcp.resource.uri"])
 
 
 def as_call(base: Mapping[str, Any], method: str, target: str) -> dict[str, Any]:
     """`base` (a list request's variables) as if the client called one listed item: what a list
     shows is what the principal may call."""
     _, field = TARGETS[method]
-    mcp = mcp_of(method, {field: target})
-    return {**base, "mcp": mcp}
+    return {**base, **mcp_of(method, {field: target})}
