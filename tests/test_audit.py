@@ -56,7 +56,7 @@ def test_record_fields_and_no_arguments_by_default() -> None:
 def test_stdout_sink_writes_one_json_line() -> None:
     out = io.StringIO()
     registry = CollectorRegistry()
-    StdoutSink(PolicyCounters(registry), out).write(one())
+    StdoutSink(PolicyCounters(registry), out).write(records.encode(one()))
     assert json.loads(out.getvalue())["type"] == "audit"
     assert registry.get_sample_value("mcpgw_audit_records_total", {"sink": "stdout"}) == 1
 
@@ -76,7 +76,7 @@ async def test_redis_sink_writes_the_stream_and_flushes_on_cancel(store: Redis, 
     sink = RedisSink(store, keys, PolicyCounters(registry), maxlen=1000)
     writer = asyncio.create_task(sink.run())
     for _ in range(5):
-        sink.write(one())
+        sink.write(records.encode(one()))
     await asyncio.sleep(0)  # the writer takes the first record; the rest are flushed on cancel at the latest
     writer.cancel()
     with pytest.raises(asyncio.CancelledError):

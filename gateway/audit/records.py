@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from gateway.policy.variables import target_name
 
 
@@ -40,14 +42,25 @@ def outcome_of(answered: Answered) -> str:
 def args_digest(arguments: Mapping[str, Any]) -> str:
     if not arguments:
         return ""
-    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    try:
+        canonical = msgspec.json.encode(arguments, order="sorted")
+    except (TypeError, ValueError):  # not JSON's types (never from a parsed body): their text form
+        canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def trace_id(traceparent: str | None) -> str:
     """W3C Trace Context: `version-traceid-parentid-flags`."""
     parts = (traceparent or "").split("-")
     return parts[1] if len(parts) == 4 else ""
+
+
+def encode(record: Mapping[str, Any]) -> bytes:
+    """One record's JSON (msgspec: a fifth of the standard library's cost per record)."""
+    try:
+        return msgspec.json.encode(record)
+    except (TypeError, ValueError):
+        return json.dumps(record, default=str).encode()
 
 
 def record(

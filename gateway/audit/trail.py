@@ -38,5 +38,6 @@ class AuditTrail:
             traceparent=request.headers.get("traceparent"),
             with_arguments=self._with_arguments,
         )
+        line = records.encode(record)
         for sink in self._sinks:
-            sink.write(record)
+            sink.write(line)
