@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.audit import command, reader, records
-from gateway.audit.sinks import RedisSink, StdoutSink
+from gateway.audit.sinks import QUEUE_SIZE, RedisSink, StdoutSink
 from gateway.errors import ConfigError
 from gateway.policy.counters import PolicyCounters
 from gateway.store.client import Redis, connect
@@ -111,3 +111,12 @@ async def test_reader_pages_filters_and_follows(store: Redis, key_prefix: str) -
     await following.aclose()
     text = reader.line({"ts": 1.5, "principal": "iss|bob", "decision": "deny", "rule": "default"}, as_json=False)
     assert "iss|bob" in text and "deny" in text and "rule=default" in text
+
+
+async def test_a_full_queue_drops_and_counts_never_blocks(store: Redis, key_prefix: str) -> None:
+    registry = CollectorRegistry()
+    sink = RedisSink(store, Keys(key_prefix), PolicyCounters(registry), maxlen=1000)
+    line = records.encode(one())
+    for _ in range(QUEUE_SIZE + 3):  # no writer running: the queue fills
+        sink.write(line)
+    assert registry.get_sample_value("mcpgw_audit_dropped_total", {"sink": "redis"}) == 3
