@@ -59,14 +59,15 @@ async def _control(pid: int, *args: str) -> None:
         raise RuntimeError(f"callgrind_control {' '.join(args)} failed: {err.decode(errors='replace')}")
 
 
-def count(top: Topology, tree: Path, calls: int, sse: bool) -> float:
-    """Instructions per call of a replica of `tree`, counted while it served `calls` calls."""
+def count(top: Topology, tree: Path, calls: int, sse: bool, extra: list[str] | None = None) -> float:
+    """Instructions per call of a replica of `tree` (with the flags `extra`), counted while it
+    served `calls` calls."""
     port = free_port()
     out = Path(tempfile.mkdtemp(prefix="mcpgw-callgrind-")) / "callgrind.out"
     argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
     proc = top.group.start(
         f"callgrind-{port}",
-        [*argv, *top.gateway_argv(port)],
+        [*argv, *top.gateway_argv(port, extra)],
         cwd=tree,
         env={"PYTHONHASHSEED": "0", **UNCAPPED, **NO_METRICS_LISTENER},
     )

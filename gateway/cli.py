@@ -202,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["inspect"]:
         raise SystemExit(inspect_main(args[1:]))
+    if args[:1] == ["audit"]:
+        from gateway.audit import command  # the reader's own subcommand, kept out of the server's imports
+
+        raise SystemExit(command.main(args[1:], build_parser, settings_from))
     try:
         settings = load_settings(args)
         app = create_app(settings, on_started=lambda: tune_gc(settings.gc_young_threshold))

@@ -68,6 +68,10 @@ GROUPS: Mapping[str, tuple[str, ...]] = {
         "max_connections",
         "max_connections_per_client",
         "trust_forwarded_for",
+        "policy",
+        "audit",
+        "audit_arguments",
+        "audit_maxlen",
     ),
     "tasks and cache": (
         "task_tools",

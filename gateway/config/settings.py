@@ -187,7 +187,24 @@ class Settings(BaseSettings):
     )
     # On by default, counted across the fleet in Redis: far above what one real client does, far
     # below a flood (docs/hardening.md, "Per-client limits").
-    rate_limit: int = Field(600, ge=0, description="Requests a minute per principal/IP, fleet-wide (0 = off).")
+    rate_limit: int = Field(
+        600,
+        ge=0,
+        description="Requests a minute per principal/IP, one token bucket for the whole fleet (burst: as many) "
+        "(0 = off).",
+    )
+    policy: str | None = Field(
+        None,
+        description="Policy file (YAML: deny, allow, limits; CEL rules), re-read when it changes; needs the "
+        "`policy` extra (docs/policy.md).",
+    )
+    audit: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Audit sink for every decided JSON-RPC request: `stdout` or `redis` (a capped stream read "
+        "with `mcp-gateway audit`); repeatable.",
+    )
+    audit_arguments: bool = Field(False, description="Audit records carry a tool call's arguments (else only a hash).")
+    audit_maxlen: int = Field(1_000_000, ge=1000, description="Audit records kept in the Redis stream (approximate).")
     max_sessions_per_client: int = Field(
         100, ge=0, description="Live sessions per principal/IP, fleet-wide, checked before the upstream (0 = off)."
     )
@@ -282,6 +299,14 @@ class Settings(BaseSettings):
         # Env values of list settings arrive as one plain string; the parsers split `a,b` or `;` themselves.
         if isinstance(value, str) and info.field_name is not None and is_list_setting(cls, info.field_name):
             return [value]
+        return value
+
+    @field_validator("audit")
+    @classmethod
+    def _check_audit(cls, value: list[str]) -> list[str]:
+        unknown = set(csv(value)) - {"stdout", "redis"}
+        if unknown:
+            raise ValueError(f"unknown audit sink(s) {sorted(unknown)} (expected stdout, redis)")
         return value
 
     @model_validator(mode="after")

@@ -30,6 +30,7 @@ from gateway.asgi.responses import (
     with_cookies,
 )
 from gateway.metrics import Metrics
+from gateway.policy.governor import Governor, filtered_list
 from gateway.replay.idempotent import Idempotency
 from gateway.replay.outcomes import Outcome
 from gateway.replay.replays import Recorded, Replays, body_hash
@@ -67,7 +68,9 @@ class SessionfulEndpoint:
         replays: Replays,
         idempotency: Idempotency,
         replica: str,
+        policy: Governor | None = None,
     ) -> None:
+        self._policy = policy
         self._idempotency = idempotency
         self._claims = claims
         self._replays = replays
@@ -129,6 +132,8 @@ class SessionfulEndpoint:
         if body.first_id is not None:
             logs.request_var.set(str(body.first_id))
         try:
+            if self._policy is not None:  # decided before any upstream work
+                await self._policy.check_all(request, self._pools.get(pool).name, body.requests)
             if body.initialize is not None:
                 return await self._initialize(request, pool, body, raw)
             if not body.requests:
@@ -184,6 +189,10 @@ class SessionfulEndpoint:
             raise
         await self._upstream_lost_session(record, response)
         try:
+            listed = None if body.is_batch else await filtered_list(request, response, body.first_id, self._max_body)
+            if listed is not None:  # a list the policy filters: one JSON answer
+                await slot.release()
+                return await outcome.deliver(RelayedResponse(listed, 200, {"content-type": protocol.JSON}, record.id))
             return await self._relay_post(record, body, response, slot, outcome)
         except errors.GatewayError as exc:
             await outcome.failed(exc)

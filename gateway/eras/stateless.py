@@ -25,6 +25,7 @@ from gateway import errors
 from gateway.asgi.responses import client_headers, error_response, read_body, sse_response, with_cookies
 from gateway.bridging.onto_2025.bridge import Bridge
 from gateway.caching.service import Pending, ResponseCache
+from gateway.policy.governor import Governor, filtered_stream
 from gateway.replay.idempotent import Idempotency, Ticket
 from gateway.store.idempotency import IdempotencyRecord
 from gateway.tasks.passthrough import Route, TaskRoutes
@@ -117,7 +118,11 @@ class StatelessEndpoint:
         routes: TaskRoutes | None = None,
         cache: ResponseCache | None = None,
         bridge: Bridge | None = None,
+        policy: Governor | None = None,
+        max_line: int = 1 << 20,
     ) -> None:
+        self._policy = policy
+        self._max_line = max_line
         self._headers = headers
         self._pools = pools
         self._upstream = upstream
@@ -143,6 +148,8 @@ class StatelessEndpoint:
         ticket: Ticket | None = None
         try:
             check_routing_headers(request.headers, message.raw)
+            if self._policy is not None and message.method is not None and message.is_request:
+                await self._policy.check(request, self._pools.get(pool_name).name, message.method, params, message.id)
             placed: str | None = None  # era bridging: a 2025-only instance answers in 2026 shape
             if self._bridge is not None:
                 bridged = await self._bridge.serve(request, message, self._pools.get(pool_name).name)
@@ -173,7 +180,8 @@ class StatelessEndpoint:
                 asked = caching.directives(request.headers.get("cache-control"))
                 hit, pending = await self._cache.lookup(pool.name, message.method, params, partition, asked)
                 if hit is not None:
-                    served = caching.served(hit.result, hit.remaining_ms)
+                    # the cache keeps lists whole: each principal is served its own filtered view
+                    served = Governor.filter_result(request, caching.served(hit.result, hit.remaining_ms))
                     return await self._answered(ticket, _result(message.id, served))
             instance = instance or placed or self._pools.pick(pool.name)
             response = await self._upstream.send("POST", instance, headers, raw)
@@ -193,6 +201,8 @@ class StatelessEndpoint:
                     chunks = self._cache.watch_stream(pool.name, chunks)  # its notifications invalidate
                 if watch is not None:
                     chunks = watch.record_stream(chunks, message.id, route)
+                if (checked := Governor.filters(request)) is not None:
+                    chunks = filtered_stream(checked, chunks, self._max_line)  # after the cache took it whole
                 stream = _relay_stream(response, chunks)
                 if ticket is not None:
                     stream = self._idempotency.recording(ticket, stream)
@@ -202,6 +212,7 @@ class StatelessEndpoint:
                 await watch.record_json(payload, message.id, route)  # before the client sees the task
             if pending is not None and self._cache is not None:
                 await self._cache.offer_json(pending, payload, message.id)
+            payload = Governor.filter_payload(request, payload)  # after the cache took it whole
         except errors.UpstreamUnavailable as exc:
             if ticket is not None:
                 await self._idempotency.not_sent(ticket)  # never reached an upstream: a retry may run it

@@ -56,6 +56,10 @@ class Authenticator:
 
     async def principal(self, headers: Mapping[str, str]) -> str:
         """The authenticated principal (`issuer|subject`) of a request, or Unauthorized."""
+        return principal_of(await self.claims(headers))
+
+    async def claims(self, headers: Mapping[str, str]) -> dict[str, Any]:
+        """The verified claims of a request's bearer token, or Unauthorized."""
         metadata_url = self.metadata_url
         header = headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
@@ -74,7 +78,7 @@ class Authenticator:
             )
         except (jwt.PyJWTError, ValueError, KeyError) as exc:
             raise self._unauthorized(f"Unauthorized: invalid token ({exc})", metadata_url, "invalid_token") from None
-        return f"{claims['iss']}|{claims['sub']}"
+        return claims
 
     def _unauthorized(self, message: str, metadata_url: str, error: str | None) -> Unauthorized:
         exc = Unauthorized(message)
@@ -86,6 +90,10 @@ class Authenticator:
             return self._public_key
         assert self._jwks is not None
         return await self._jwks.key(jwt.get_unverified_header(token).get("kid"))
+
+
+def principal_of(claims: Mapping[str, Any]) -> str:
+    return f"{claims['iss']}|{claims['sub']}"
 
 
 def _read_key(value: str) -> str:

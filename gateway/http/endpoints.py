@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from gateway.audit.building import build_audit
 from gateway.bridging.onto_2025.bridge import Bridge
 from gateway.bridging.onto_2026.wiring import build_onto_2026
 from gateway.config import Settings
@@ -101,6 +102,7 @@ def build_gateway(
     tasks = build_tasks(settings, plan.task_tools, store, upstream, supervisor, streams.liveness, metrics, tracer)
     cache = build_cache(settings, store, pools, upstream, admission.headers, supervisor, metrics)
     replays = Replays(store.claims, store.event_log, streams.liveness, wait=settings.request_timeout)
+    governance = build_audit(settings, plan, replica, store, admission.guard.client_ip, supervisor)
     return Gateway(
         settings=settings,
         pools=pools,
@@ -123,6 +125,7 @@ def build_gateway(
             replays=replays,
             idempotency=store.idempotency,
             replica=replica,
+            policy=governance.governor,
         ),
         stateless=StatelessEndpoint(
             pools=pools,
@@ -135,6 +138,8 @@ def build_gateway(
                 store.redis, store.keys, default_ttl_ms=int(settings.task_ttl * 1000), max_line=settings.sse_max_line
             ),
             cache=cache,
+            policy=governance.governor,
+            max_line=settings.sse_max_line,
             bridge=bridge,
         ),
         virtual=build_virtual(
@@ -166,4 +171,5 @@ def build_gateway(
         onto_2026=build_onto_2026(
             settings, pools, store, upstream, streams, replica, admission.headers, metrics, tracer
         ),
+        audit=governance.audit,
     )

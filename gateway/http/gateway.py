@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.audit.trail import AuditTrail
 from gateway.bridging.onto_2026.endpoint import Onto2026
 from gateway.config import Settings
 from gateway.eras.sessionful import SessionfulEndpoint
@@ -43,6 +44,7 @@ class Gateway:
     tracer: Tracer = NOOP
     onto_2026: Onto2026 | None = None  # 2025-era clients of pools pinned to a 2026-07-28 upstream
     virtual: VirtualEndpoint | None = None  # `--virtual-server`s, served at /mcp/NAME
+    audit: AuditTrail | None = None
     drain_started: float | None = None
     _request_counters: dict[tuple[str, int, str], Any] = field(default_factory=dict)
 

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway import errors
 from gateway.errors import HeadersTooLarge  # (also raised by the server: http/framing.py)
-from gateway.http.auth import Authenticator, resource_metadata
+from gateway.http.auth import Authenticator, principal_of, resource_metadata
 from gateway.store.limits import Limiter
 from gateway.wire import protocol
 
@@ -46,7 +46,9 @@ class Guard:
             raise errors.Forbidden("Forbidden: Origin not allowed")
         principal = ""
         if self.authenticator is not None:
-            principal = await self.authenticator.principal(request.headers)
+            claims = await self.authenticator.claims(request.headers)
+            principal = principal_of(claims)
+            request.state.claims = claims  # what policy rules see as `jwt`
         request.state.principal = principal
         request.state.client_key = principal or f"ip:{self.client_ip(request)}"
         await self.limiter.check_rate(request.state.client_key)

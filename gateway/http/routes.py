@@ -144,7 +144,10 @@ async def mcp_endpoint(request: Request, gateway: Gateway | None = None) -> Resp
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         response = error_response(errors.GatewayError("Internal error"))
-    gateway.count_request(request.method, response.status_code, era, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    gateway.count_request(request.method, response.status_code, era, seconds)
+    if gateway.audit is not None:
+        gateway.audit.after(request, response, era, seconds)  # a decided request's one record
     return response
 
 

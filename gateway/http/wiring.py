@@ -22,6 +22,8 @@ from gateway.caching.watcher import Watcher
 from gateway.config import Settings
 from gateway.config.specs import ProbeSpec, csv
 from gateway.metrics import Metrics
+from gateway.policy.counters import PolicyCounters
+from gateway.policy.source import PolicySource
 from gateway.replay.idempotent import Idempotency
 from gateway.store.claims import Claims
 from gateway.store.client import Redis, connect
@@ -67,6 +69,8 @@ class Plan:
     task_tools: TaskTools
     tracing: TracingPlan | None
     virtual: tuple[VirtualServer, ...]
+    policy: PolicySource | None
+    policy_counters: PolicyCounters
 
 
 def plan(settings: Settings) -> Plan:
@@ -76,6 +80,7 @@ def plan(settings: Settings) -> Plan:
     unknown = authorization_pools - {"*", *pools.names()}
     if unknown:
         raise errors.ConfigError(f"forward_authorization: unknown pool(s) {sorted(unknown)}")
+    counters = PolicyCounters(metrics.registry)
     return Plan(
         metrics=metrics,
         pools=pools,
@@ -86,6 +91,9 @@ def plan(settings: Settings) -> Plan:
         task_tools=parse_task_tools(settings.task_tools, pools.names(), settings.task_sync_input),
         tracing=plan_tracing(os.environ),  # the standard OTEL_* variables; an unsupported protocol fails here
         virtual=parse_virtual_servers(settings.virtual_servers, pools.names(), settings.virtual_separator),
+        # a policy file that does not parse or compile (or the missing `policy` extra) fails here
+        policy=PolicySource(settings.policy, counters) if settings.policy else None,
+        policy_counters=counters,
     )
 
 

@@ -19,6 +19,8 @@ keeps a session in one slot and multi-key scripts stay legal.
     {prefix}:replica:{R}        string liveness of replica R (short PX, renewed by its heartbeat)
     {prefix}:presence:{R}       shard channel replica R subscribes to while its process lives
     {prefix}:limits:{kind}:{W}  string/zset per-client limits (W = principal or client IP)
+    {prefix}:{quota:Q:K}        string GCRA bucket of quota rule Q (digest of its text) for key value K
+    {prefix}:audit              stream the audit trail (capped), `mcp-gateway audit` reads it
     {prefix}:{legacy:B}:bridge  hash   legacy HTTP+SSE bridge B: pool, principal, gateway session
     {prefix}:{legacy:B}:out     stream messages waiting for bridge B's `/sse` connection
     {prefix}:{legacy:B}:n       shard channel: a message was added to the outbox
@@ -123,6 +125,13 @@ class Keys:
     def limit(self, kind: str, who: str) -> str:
         """Per-client limit state (rate windows, session and stream sets); tagged by client."""
         return f"{self.prefix}:limits:{kind}:{{{who}}}"
+
+    def quota(self, rule: str, key: str) -> str:
+        """One quota bucket: the theoretical arrival time of its next request (GCRA)."""
+        return f"{self.prefix}:{{quota:{rule}:{key}}}"
+
+    def audit(self) -> str:
+        return f"{self.prefix}:audit"
 
     def legacy(self, bridge: str) -> tuple[str, str]:
         """(record, outbox) of one legacy HTTP+SSE bridge session; one hash slot per bridge."""

@@ -1,8 +1,10 @@
 """Limits that hold across replicas, kept in Redis: request rate, sessions and open streams
 per principal (or per client IP when anonymous). Each check is one Lua round trip.
 
-Rates use a fixed one-minute window. Sessions and streams are sorted sets of members scored
-by their expiry, so entries of a replica that died fall out by themselves.
+The request rate (`--rate-limit`) is a quota of the policy's mechanism (`store/quotas.py`: a GCRA
+bucket per principal or IP, `rate` a minute with a burst of as many). Sessions and streams are
+sorted sets of members scored by their expiry, so entries of a replica that died fall out by
+themselves.
 """
 
 from __future__ import annotations
@@ -15,14 +17,7 @@ from prometheus_client import Counter
 from gateway import errors
 from gateway.store.client import Redis, Script, translated
 from gateway.store.keys import Keys
-
-# KEYS: counter. ARGV: limit, window ms. Returns the count, or -1 when over the limit.
-_RATE = """
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-if n > tonumber(ARGV[1]) then return -1 end
-return n
-"""
+from gateway.store.quotas import Quotas
 
 # KEYS: zset. ARGV: now, member, expiry, limit, key ttl ms. 1 admitted, 0 over the limit.
 _ADMIT = """
@@ -56,7 +51,7 @@ class Limiter:
         self._redis = redis
         self._keys = keys
         self.config = config
-        self._rate = Script(redis, _RATE)
+        self._quotas = Quotas(redis, keys)
         self._admit = Script(redis, _ADMIT)
 
     def _hit(self, limit: str) -> None:
@@ -66,17 +61,13 @@ class Limiter:
     async def check_rate(self, who: str) -> None:
         if not self.config.rate_per_minute:
             return
-        window = int(time.time() // 60)
-        with translated():
-            count = int(
-                await self._rate(
-                    keys=[self._keys.limit("rate", f"{who}:{window}")],
-                    args=[self.config.rate_per_minute, 61_000],
-                )
-            )
-        if count < 0:
+        rate = self.config.rate_per_minute
+        taken = await self._quotas.take("rate-limit", who, per_second=rate / 60, burst=rate)
+        if not taken.admitted:
             self._hit("rate")
-            raise TooManyRequests(f"Too Many Requests: more than {self.config.rate_per_minute} requests a minute")
+            refused = TooManyRequests(f"Too Many Requests: more than {rate} requests a minute")
+            refused.headers = {"Retry-After": taken.retry_after_header}
+            raise refused
 
     async def admit_session(self, who: str, session_id: str) -> None:
         if self.config.max_sessions:
