@@ -9,10 +9,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import json
 import logging
 import time
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -43,7 +41,7 @@ from gateway.streams.relay import Relay
 from gateway.upstream.affinity import Affinity
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
 from gateway.upstream.pools import Pools
-from gateway.wire import belonging, cursor, protocol, sse
+from gateway.wire import answers, belonging, cursor, protocol, sse
 from gateway.wire.protocol import H_LAST_EVENT_ID, H_SESSION, Body
 
 log = logging.getLogger("gateway.eras.sessionful")
@@ -286,7 +284,7 @@ class SessionfulEndpoint:
             return await self._relay_plain(response, None)
         upstream_sid = response.headers.get(H_SESSION, "")
         payload = await response.read(self._max_body)
-        answer, events = _initialize_answer(payload, response.is_sse, body.first_id)
+        answer, events = answers.initialize_answer(payload, response.is_sse, body.first_id)
         if answer is None or "result" not in answer:
             await self._limiter.release("sessions", request.state.client_key, session_id)
             return RelayedResponse(payload, 200, response.headers, None)
@@ -387,19 +385,3 @@ class SessionfulEndpoint:
         self._metrics.sessions_deleted.inc()
         return Response(status_code=200)
 
-
-def _initialize_answer(payload: bytes, is_sse: bool, request_id: Any) -> tuple[dict[str, Any] | None, list[str]]:
-    """The InitializeResult message in an upstream answer, and the data events to relay."""
-    if is_sse:
-        parser = sse.Parser()
-        datas = [e.data for e in parser.feed(payload + b"\n\n") if e.data]
-    else:
-        datas = [payload.decode("utf-8", "replace")]
-    for data in datas:
-        try:
-            message = json.loads(data)
-        except (ValueError, RecursionError):
-            continue
-        if isinstance(message, dict) and message.get("id") == request_id:
-            return message, datas
-    return None, datas

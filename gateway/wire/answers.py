@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from gateway import errors
+from gateway.wire import sse
 
 
 def error_message(request_id: Any, message: str) -> str:
@@ -38,3 +39,20 @@ def parsed_answered_ids(data: str) -> list[Any]:
         and isinstance(m.get("id"), str | int)
         and not isinstance(m.get("id"), bool)
     ]
+
+
+def initialize_answer(payload: bytes, is_sse: bool, request_id: Any) -> tuple[dict[str, Any] | None, list[str]]:
+    """The InitializeResult message in an upstream answer, and the data events to relay."""
+    if is_sse:
+        parser = sse.Parser()
+        datas = [e.data for e in parser.feed(payload + b"\n\n") if e.data]
+    else:
+        datas = [payload.decode("utf-8", "replace")]
+    for data in datas:
+        try:
+            message = json.loads(data)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(message, dict) and message.get("id") == request_id:
+            return message, datas
+    return None, datas
