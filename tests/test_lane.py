@@ -193,7 +193,6 @@ async def test_after_a_lost_connection_the_next_call_reconnects(redis_url: str, 
         await client.aclose()
 
 
-
 async def test_a_node_that_is_no_usable_primary_is_given_back_and_connected_afresh() -> None:
     """READONLY (a primary demoted to a replica by a failover): the call is given back to
     redis-py, and the next call opens a new connection (the address is resolved again)."""
@@ -214,6 +213,7 @@ async def test_a_call_with_no_node_for_its_key_is_given_back_at_once() -> None:
     lane = lanes.Lane(nowhere, list)
     with pytest.raises(lanes.LaneUnavailable, match="no node for the key"):
         await lane.call("k", ("GET", "k"))
+
 
 # --- casts: commands whose reply nobody waits for ------------------------------------------------
 
