@@ -175,7 +175,9 @@ async def _latency(targets: dict[str, str], sids: list[str], rounds: int, durati
             for name, url in targets.items():
                 sid = session[name]
                 result = await lg.closed_loop(
-                    1, duration, lambda _i, url=url, sid=sid: lg.call_json(http, url, sid, body)  # type: ignore[misc]
+                    1,
+                    duration,
+                    lambda _i, url=url, sid=sid: lg.call_json(http, url, sid, body),  # type: ignore[misc]
                 )
                 if result.errors:
                     raise RuntimeError(f"{name}: {result.errors} errors at one connection: {result.first_error}")

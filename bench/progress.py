@@ -14,9 +14,7 @@ from typing import TextIO
 
 
 class Progress:
-    def __init__(
-        self, total: int, *, stream: TextIO = sys.stderr, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, total: int, *, stream: TextIO = sys.stderr, clock: Callable[[], float] = time.monotonic) -> None:
         self.total = total
         self._stream = stream
         self._clock = clock

@@ -103,7 +103,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _rounds(row: dict[str, Any], field: str) -> str:
-    """"gw1", with the rounds' figures when the row is the median of several (scenario 7)."""
+    """ "gw1", with the rounds' figures when the row is the median of several (scenario 7)."""
     values = row.get("added_p50_rounds") if field == "added_p50_1conn_ms" else None
     if values is None:
         values = [r[field] for r in row.get("rounds", []) if field in r]

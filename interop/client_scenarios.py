@@ -28,7 +28,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from interop.harness import CONFORMANCE, INTEROP, NODE, REPO_ROOT, Checks, ScenarioResult, node_env, require_installed
+from interop.harness import CONFORMANCE, INTEROP, NODE, Checks, ScenarioResult, node_env, require_installed
+from tests.integration.procs import REPO_ROOT
 
 CLIENT = INTEROP / "conformance_client.py"
 

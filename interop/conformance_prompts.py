@@ -42,7 +42,8 @@ def register_prompts(server: MCPServer) -> None:
         text = f"Prompt context: {elicited(ctx, 'user_context').get('context', '')}"
         return [{"role": "user", "content": {"type": "text", "text": text}}]
 
-    @server.completion()
+    # mcp 2.3's MCPServer.completion() has no annotations (its decorator keeps the function's type)
+    @server.completion()  # type: ignore[no-untyped-call, untyped-decorator]
     async def complete(ref: Any, argument: Any, context: Any) -> Completion:
         candidates = ["paris", "park", "party"] if argument.name == "arg1" else []
         values = [v for v in candidates if v.startswith(argument.value or "")]

@@ -56,7 +56,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     wanted = config.getoption("tier")
     if wanted is None:
         wanted = "unit" if config.args_source == pytest.Config.ArgsSource.TESTPATHS else "all"
-    kept, dropped = [], []
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
         tier = tier_of(item)
         if tier != "unit":

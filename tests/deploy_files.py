@@ -45,7 +45,7 @@ def compose_services() -> dict[str, dict[str, Any]]:
 
 def k8s_docs(directory: Path) -> list[tuple[Path, dict[str, Any]]]:
     """Every Kubernetes object in a directory tree (kustomization files excluded)."""
-    docs = []
+    docs: list[tuple[Path, dict[str, Any]]] = []
     for path in sorted(directory.rglob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue

@@ -116,7 +116,7 @@ def _reqpath() -> dict[str, Any]:
 
 
 def test_request_path_targets_and_tables() -> None:
-    results = {"scenarios": {"reqpath": _reqpath()}}
+    results: dict[str, Any] = {"scenarios": {"reqpath": _reqpath()}}
     report.derive(results)
     met = {t["target"]: t["met"] for t in results["targets"]}
     assert met["CPU per JSON call (aiohttp load)"] is True  # 140 us <= 150 us
@@ -135,7 +135,7 @@ def test_request_path_targets_name_the_rounds_of_their_median() -> None:
     gw = rp["rows"][1]
     gw["rounds"] = [{"cpu_us_per_call": v, "aiohttp_p99_ms": 40.0} for v in (170.0, 140.0, 120.0)]
     gw["added_p50_rounds"] = [0.41, 0.4, 0.52]
-    results = {"scenarios": {"reqpath": rp}}
+    results: dict[str, Any] = {"scenarios": {"reqpath": rp}}
     report.derive(results)
     where = {t["target"]: t["where"] for t in results["targets"]}
     assert where["CPU per JSON call (aiohttp load)"] == "gw1, median of 3 rounds: 170 / 140 / 120"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -163,8 +164,9 @@ def test_frozen() -> None:
     ],
 )
 def test_bad_values_rejected(field: str, value: object) -> None:
+    bad: dict[str, Any] = {field: value}  # a value of the wrong type on purpose
     with pytest.raises(ValidationError):
-        Settings(**{field: value})
+        Settings(**bad)
 
 
 @pytest.mark.parametrize(("var", "value"), [("MCPGW_PORT", "abc"), ("MCPGW_SESSION_TTL", "0"), ("MCPGW_WORKERS", "-2")])

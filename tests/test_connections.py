@@ -91,7 +91,7 @@ async def test_keep_alive_requests_each_get_the_whole_limit() -> None:
     request = b"POST /p HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 3000 + b"\r\nContent-Length: 1\r\n\r\n1"
     for n in range(1, 4):
         proto.data_received(request)
-        await until(lambda n=n: bytes(transport.written).count(b"/p:1") == n)  # type: ignore[misc]
+        await until(lambda n=n: bytes(transport.written).count(b"/p:1") == n)
     assert not transport.eof
 
 

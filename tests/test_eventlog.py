@@ -58,7 +58,7 @@ def make_log(
     maxlen: int = 1000,
     ttl: float = 60,
 ) -> EventLog:
-    return EventLog(client, keys, maxlen=maxlen, ttl=ttl)  # type: ignore[arg-type]
+    return EventLog(client, keys, maxlen=maxlen, ttl=ttl)
 
 
 async def new_stream(
@@ -80,6 +80,7 @@ async def test_create_and_append(any_redis: aioredis.Redis, keys: Keys, session:
     assert await log.append(session, stream, "r1", [("a", "u1"), ("b", ""), ("c", "u3")], pending=("b",), uid="u3") == 3
     assert await log.append(session, stream, "r1", [("d", "")], pending=("b",)) == 4
     rows = await any_redis.xrange(keys.events(session, stream))
+    assert rows is not None
     assert [row[0] for row in rows] == [b"1-0", b"2-0", b"3-0", b"4-0"]
     entries = await log.read(session, stream, 0)
     assert [(e.seq, e.type, e.data, e.uid) for e in entries] == [

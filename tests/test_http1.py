@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from gateway.timers import CoarseTimers
-from gateway.upstream import http1
+from gateway.upstream import failures, http1
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -118,7 +118,7 @@ async def test_a_body_ended_by_the_connection_closing(
     try:
         response = await pool.request("GET", url, {}, None)
         if body is None:
-            with pytest.raises(http1.ProtocolFailure):
+            with pytest.raises(failures.ProtocolFailure):
                 await _body(response)
         else:
             assert await _body(response) == body
@@ -132,7 +132,7 @@ async def test_refused_connection_is_connect_failed() -> None:
     server.close()
     await server.wait_closed()
     pool = http1.Http1Pool(connect_timeout=2, limit_per_host=4)
-    with pytest.raises(http1.ConnectFailed):
+    with pytest.raises(failures.ConnectFailed):
         await pool.request("GET", f"http://127.0.0.1:{port}/mcp", {}, None)
     await pool.close()
 
@@ -144,7 +144,7 @@ async def test_header_injection_is_refused(serve: Callable[[Handler], Awaitable[
     url = await serve(handler)
     pool = http1.Http1Pool(connect_timeout=2, limit_per_host=4)
     for evil in ({"X-Evil": "a\r\nInjected: yes"}, {"X-Ok": "1", "X-Evil": "a\nb"}, {"X-Evil: yes": "a"}):
-        with pytest.raises(http1.ProtocolFailure, match="X-Evil"):  # the offending header is named
+        with pytest.raises(failures.ProtocolFailure, match="X-Evil"):  # the offending header is named
             await pool.request("GET", url, evil, None)
     await pool.close()
 
@@ -278,7 +278,7 @@ async def test_a_request_on_an_idle_connection_does_not_ask_for_the_running_loop
             asked += 1
             return real()
 
-        monkeypatch.setattr(http1.asyncio, "get_running_loop", counting)
+        monkeypatch.setattr("gateway.upstream.http1.asyncio.get_running_loop", counting)
         for _ in range(3):
             response = await pool.request("POST", url, {}, b"{}", timeout=5)
             assert response.status == 200 and await _body(response) == b"{}"

@@ -186,7 +186,9 @@ async def test_inspector_lists_served_tasks_with_their_runner_and_routed_ones(
     assert set(tasks) == {"T", "D", "C", "U"}
     assert (tasks["T"].served_by, tasks["T"].status, tasks["T"].runner_alive) == ("gateway", "working", True)
     assert tasks["D"].runner_alive is False  # a working task whose runner is gone: adopted at its next read
-    assert tasks["C"].runner_alive is None and tasks["C"].principal == "alice" and tasks["C"].age_s >= 2
+    completed = tasks["C"]
+    assert completed.runner_alive is None and completed.principal == "alice"
+    assert completed.age_s is not None and completed.age_s >= 2
     assert (tasks["U"].served_by, tasks["U"].runner, tasks["U"].pool, tasks["U"].status) == (
         "upstream",
         "http://up:1/mcp",

@@ -31,7 +31,7 @@ async def laned(redis_url: str) -> AsyncIterator[LanedRedis]:
         await client.aclose()
 
 
-def _lane_connections(info: list[dict[str, object]]) -> list[dict[str, object]]:
+def _lane_connections(info: list[dict[str, str]]) -> list[dict[str, str]]:
     return [c for c in info if c.get("name") == "mcpgw-test-lane"]
 
 
@@ -66,7 +66,12 @@ async def test_calls_of_one_turn_share_one_connection_and_one_write(
     transport = connection._transport
     assert transport is not None
     real_write = transport.write
-    monkeypatch.setattr(transport, "write", lambda data: (writes.append(data), real_write(data))[1])
+
+    def recording(data: bytes) -> None:
+        writes.append(data)
+        real_write(data)
+
+    monkeypatch.setattr(transport, "write", recording)
     replies = await asyncio.gather(*(script(keys=[f"{key_prefix}:n"], args=[]) for _ in range(50)))
     assert sorted(replies) == list(range(2, 52))  # every call ran once
     assert len(writes) == 1 and writes[0].count(b"EVALSHA") == 50
@@ -193,7 +198,6 @@ async def test_after_a_lost_connection_the_next_call_reconnects(redis_url: str, 
         await client.aclose()
 
 
-
 async def test_a_node_that_is_no_usable_primary_is_given_back_and_connected_afresh() -> None:
     """READONLY (a primary demoted to a replica by a failover): the call is given back to
     redis-py, and the next call opens a new connection (the address is resolved again)."""
@@ -214,6 +218,7 @@ async def test_a_call_with_no_node_for_its_key_is_given_back_at_once() -> None:
     lane = lanes.Lane(nowhere, list)
     with pytest.raises(lanes.LaneUnavailable, match="no node for the key"):
         await lane.call("k", ("GET", "k"))
+
 
 # --- casts: commands whose reply nobody waits for ------------------------------------------------
 

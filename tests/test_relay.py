@@ -101,6 +101,7 @@ async def test_events_that_came_with_the_headers_are_logged_by_the_streams_creat
 ) -> None:
     """One round trip sets the stream up and logs its first events: an answer that came whole
     with its headers costs no append at all."""
+
     async def arrived(self: Pump, response: UpstreamResponse) -> bytes:
         # Deterministic here: the body has reached the gateway before the stream is created (how
         # soon a real upstream's body follows its headers is the network's business).

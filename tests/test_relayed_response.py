@@ -7,14 +7,15 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 from starlette.responses import Response
+from starlette.types import Message
 
 from gateway.asgi.responses import RelayedResponse, client_headers, iterate, sse_response, with_cookies
 
 
-async def sent(response: Response) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
+async def sent(response: Response) -> list[Message]:
+    messages: list[Message] = []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         messages.append(message)
 
     async def receive() -> dict[str, Any]:

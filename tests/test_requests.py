@@ -17,7 +17,8 @@ def test_lookups_match_starlettes_headers() -> None:
         assert (name in indexed) == (name in plain)
     assert indexed.get("missing", "d") == "d" and indexed["Accept"] == "application/json"
     assert indexed.items() == plain.items() and indexed.getlist("accept") == plain.getlist("accept")
-    assert 3 not in indexed
+    not_a_name: object = 3
+    assert not_a_name not in indexed
 
 
 def test_the_request_builds_its_headers_once() -> None:

@@ -28,7 +28,7 @@ async def test_a_call_that_works_is_made_once_with_no_wait(monkeypatch: pytest.M
     async def no_sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    monkeypatch.setattr(retry.asyncio, "sleep", no_sleep)
+    monkeypatch.setattr("gateway.retry.asyncio.sleep", no_sleep)
     call = Flaky(0, errors.StoreBusy("busy"))
     assert await retry.Policy(errors.StoreBusy, 4, 0.1, 1.0).run(call) == "ok"
     assert call.calls == 1 and waits == []

@@ -216,7 +216,7 @@ def test_parser_non_utf8_in_comment_is_ignored() -> None:
 
 # --- properties ----------------------------------------------------------------------------------
 
-ids = st.text(st.characters(blacklist_characters="\r\n\0", blacklist_categories=("Cs",)), max_size=20)
+ids = st.text(st.characters(blacklist_characters="\r\n\0", blacklist_categories=["Cs"]), max_size=20)
 datas = st.text(max_size=200)
 cuts = st.lists(st.integers(min_value=0, max_value=10_000), max_size=12)
 

@@ -154,6 +154,7 @@ def test_every_client_uses_the_gateways_redis_retry_policy() -> None:
     single = connect("redis://127.0.0.1:1/0")
     sentinel = connect(None, sentinels=(("127.0.0.1", 1),))
     cluster = connect("redis://127.0.0.1:7000/0", cluster=True)
+    assert isinstance(cluster, RedisCluster) and isinstance(sentinel.connection_pool, SentinelConnectionPool)
     policy = retry.redis_client()
     for pool in (single.connection_pool, sentinel.connection_pool):
         used = pool.connection_kwargs["retry"]

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from starlette.types import Message
 
 from gateway.asgi.streaming import SSEResponse
 
@@ -17,7 +18,7 @@ class Client:
     """The ASGI server's side: what was sent, and a disconnect to deliver on demand."""
 
     def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
+        self.sent: list[Message] = []
         self.received = False
         self.left = asyncio.Event()
         self.got_chunk = asyncio.Event()
@@ -31,7 +32,7 @@ class Client:
         await self.left.wait()
         return {"type": "http.disconnect"}
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Message) -> None:
         await asyncio.sleep(0)  # a socket write lets other tasks run
         await self.send_blocks.wait()
         self.sent.append(message)

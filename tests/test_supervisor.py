@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import types
 import warnings
 
 import pytest
@@ -63,7 +64,7 @@ async def test_spawn_after_close_raises_and_closes_coroutine() -> None:
         warnings.simplefilter("error")  # "coroutine was never awaited" would be a leak
         with pytest.raises(RuntimeError):
             sup.spawn(coro, "late")
-    assert coro.cr_frame is None  # closed
+    assert isinstance(coro, types.CoroutineType) and coro.cr_frame is None  # closed
     assert ran == []
     assert len(sup) == 0
 

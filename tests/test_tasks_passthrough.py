@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,7 +14,7 @@ from gateway import errors
 from gateway.store.keys import Keys
 from gateway.tasks.passthrough import Route, TaskRoutes, created_task
 
-CREATED = {"jsonrpc": "2.0", "id": 3, "result": {"resultType": "task", "taskId": "up-1", "ttlMs": 5000}}
+CREATED: dict[str, Any] = {"jsonrpc": "2.0", "id": 3, "result": {"resultType": "task", "taskId": "up-1", "ttlMs": 5000}}
 
 
 def test_created_task_is_recognised_only_as_the_answer_to_the_request() -> None:

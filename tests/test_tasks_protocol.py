@@ -9,7 +9,7 @@ from gateway import errors
 from gateway.tasks import protocol
 from gateway.tasks.record import TaskRecord
 
-WITH_TASKS = {"_meta": {protocol.CLIENT_CAPABILITIES: {"extensions": {protocol.EXTENSION: {}}}}}
+WITH_TASKS: dict[str, Any] = {"_meta": {protocol.CLIENT_CAPABILITIES: {"extensions": {protocol.EXTENSION: {}}}}}
 
 
 def record(**overrides: Any) -> TaskRecord:

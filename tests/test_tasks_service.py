@@ -19,7 +19,7 @@ from gateway.tasks.service import Call, TaskService, TaskSettings
 from gateway.tasks.store import TaskStore
 from gateway.wire.protocol import Message
 
-EXT = {"_meta": {protocol.CLIENT_CAPABILITIES: {"extensions": {protocol.EXTENSION: {}}}}}
+EXT: dict[str, Any] = {"_meta": {protocol.CLIENT_CAPABILITIES: {"extensions": {protocol.EXTENSION: {}}}}}
 
 
 class StubRunner:

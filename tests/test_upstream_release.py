@@ -32,7 +32,7 @@ async def env(redis_url: str, key_prefix: str) -> AsyncIterator[Env]:
 
 def open_connections(env: Env) -> float:
     value = env.app.state.gateway.metrics.registry.get_sample_value("mcpgw_upstream_connections")
-    assert value is not None
+    assert isinstance(value, float)
     return value
 
 

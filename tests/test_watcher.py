@@ -80,7 +80,9 @@ async def test_notifications_bump_their_families(redis: aioredis.Redis, keys: Ke
     request = app.state.seen[0]
     assert request["method_header"] == "subscriptions/listen"
     assert request["body"]["params"]["notifications"] == {
-        "toolsListChanged": True, "promptsListChanged": True, "resourcesListChanged": True
+        "toolsListChanged": True,
+        "promptsListChanged": True,
+        "resourcesListChanged": True,
     }
     assert await bumped(redis, keys, "tools")
     assert not await bumped(redis, keys, "prompts")  # a first stream does not bump the lists

@@ -1,6 +1,5 @@
 """The per-process bundle every request handler reads: built once in the lifespan (`app.py`)."""
 
-
 from __future__ import annotations
 
 import asyncio

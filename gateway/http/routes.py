@@ -191,4 +191,3 @@ async def readyz(request: Request) -> Response:
     if down:
         return JSONResponse({"status": "no healthy upstream instance", "pools": down}, status_code=503)
     return JSONResponse({"status": "ready", "pools": gateway.pools.names()})
-

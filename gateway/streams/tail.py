@@ -74,6 +74,8 @@ def explained(watch: Watch) -> tuple[int, str, str]:
     """The log level, reason and evidence of taking `watch` over (a drain's handover is routine)."""
     reason, evidence = watch.cause or (HANDED_OVER, "the lease names no holder")
     return (logging.INFO if reason == HANDED_OVER else logging.WARNING), reason, evidence
+
+
 Pumping = Callable[[str, str], bool]
 
 

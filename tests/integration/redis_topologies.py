@@ -260,7 +260,8 @@ class LocalSentinels:
             if self.replica.port not in ports or len(peers) != 2:
                 return False
         with self.replica.client() as c:
-            return c.info("replication").get("master_link_status") == "up"
+            link: object = c.info("replication").get("master_link_status")
+            return link == "up"
 
 
 def _field(info: dict[bytes, bytes], name: str) -> str:

@@ -95,11 +95,11 @@ async def test_everything_through_three_replicas(
     assert discover["result"]["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "mcp-servers/everything"
     assert "tools" in discover["result"]["capabilities"]
 
-    progress: list[float] = []
+    reported: list[float] = []
     asked: list[str] = []
 
-    async def on_progress(value: float, total: float | None, message: str | None) -> None:
-        progress.append(value)
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        reported.append(progress)
 
     async def elicit(context: Any, params: Any) -> ElicitResult:
         asked.append(params.message)
@@ -125,7 +125,7 @@ async def test_everything_through_three_replicas(
         long = await client.call_tool(
             "trigger-long-running-operation", {"duration": 1, "steps": 4}, progress_callback=on_progress
         )
-        assert not long.is_error and progress == [1.0, 2.0, 3.0, 4.0]
+        assert not long.is_error and reported == [1.0, 2.0, 3.0, 4.0]
         elicited = await client.call_tool("trigger-elicitation-request", {})
     assert asked[0] == "sampling" and len(asked) == 2
     assert "Name: Ada" in elicited.content[1].text  # type: ignore[union-attr]

@@ -23,7 +23,7 @@ async def upstream_sid_of(redis_url: str, key_prefix: str, session_id: str) -> s
         raw = await client.hget(f"{key_prefix}:{{{session_id}}}:session", "upstream_sid")
     finally:
         await client.aclose()
-    assert raw is not None, "no session record in Redis"
+    assert isinstance(raw, bytes), "no session record in Redis"
     return str(raw.decode())
 
 

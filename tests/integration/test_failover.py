@@ -27,10 +27,12 @@ async def pump_pid(store: str | Any, key_prefix: str, session_id: str, timeout: 
     try:
         for _ in range(int(timeout / 0.05)):
             async for key in client.scan_iter(match=f"{key_prefix}:{{{session_id}}}:lease:*"):
+                assert isinstance(key, bytes)  # a client without decode_responses
                 stream = key.decode().rsplit(":lease:", 1)[1]
                 kind = await client.hget(f"{key_prefix}:{{{session_id}}}:m:{stream}", "kind")
                 holder = await client.get(key)
                 if holder and kind == b"post":
+                    assert isinstance(holder, bytes)
                     return int(holder.decode().split(":")[1])
             await asyncio.sleep(0.05)
     finally:
@@ -251,6 +253,7 @@ async def test_a_standalone_stream_that_cannot_be_resumed_is_listened_to_afresh(
         async with client.http.stream("GET", gw1.url, headers=listen) as r:
             assert r.status_code == 200
             primed = await anext(iter_sse(r))  # 2025-11-25: the priming event names stream and cursor
+        assert primed.id is not None
         ended_stream = primed.id.rsplit(".", 1)[0]
         os.kill(gw1.proc.pid, signal.SIGKILL)  # the replica pumping the GET stream
         client.url = gw2.url

@@ -142,9 +142,9 @@ async def test_trickling_heads_and_bodies_are_answered_408_at_the_deadline_while
     half_body = connect(gateway.port)
     half_body.sendall(body)  # then nothing: the body stalls
     tricklers = [asyncio.to_thread(trickle, gateway.port, head, 10) for _ in range(10)]
-    tricklers += [asyncio.to_thread(read_until_closed, half_body, 10)]
+    stalling = asyncio.to_thread(read_until_closed, half_body, 10)
     normal = [initialize(gateway.url) for _ in range(5)]
-    *trickled, stalled = await asyncio.gather(*tricklers)
+    trickled, stalled = await asyncio.gather(asyncio.gather(*tricklers), stalling)
     for answer, closed, sent in trickled:
         assert status_of(answer) == 408 and closed and sent < len(head)
     answer, closed = stalled
@@ -276,7 +276,7 @@ async def test_headers_crossing_the_gateway(gateway_cluster: StartGateways, key_
             assert local.status_code == 200
         sock = connect(gateway.port)
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: billing.internal\r\n\r\n")
-        answer, closed = read_until_closed(sock)
+        refused, closed = read_until_closed(sock)
         sock.close()
-        assert status_of(answer) == 400 and closed
-        assert "more than one Host" in error_body(answer)["error"]["message"]
+        assert status_of(refused) == 400 and closed
+        assert "more than one Host" in error_body(refused)["error"]["message"]

@@ -56,7 +56,9 @@ def progress_of(messages: list[Any]) -> list[int]:
 def result_of(messages: list[Any], request_id: int) -> dict[str, Any]:
     answers = [m for m in messages if m.get("id") == request_id and ("result" in m or "error" in m)]
     assert len(answers) == 1, messages
-    return answers[0]
+    answer = answers[0]
+    assert isinstance(answer, dict)
+    return answer
 
 
 async def executions(upstream: str) -> dict[str, int]:

@@ -58,9 +58,10 @@ async def client_listening(url: str, uris: list[str]) -> AsyncIterator[None]:
     """A client's own `subscriptions/listen` stream through the gateway, open for the block."""
     params = {"_meta": META, "notifications": {"resourceSubscriptions": uris}}
     body = {"jsonrpc": "2.0", "id": "listen-1", "method": "subscriptions/listen", "params": params}
-    async with httpx.AsyncClient(timeout=None) as client, client.stream(
-        "POST", url, json=body, headers=headers("subscriptions/listen")
-    ) as response:
+    async with (
+        httpx.AsyncClient(timeout=None) as client,
+        client.stream("POST", url, json=body, headers=headers("subscriptions/listen")) as response,
+    ):
         assert response.status_code == 200
         lines = response.aiter_lines()
         async for line in lines:  # the acknowledgment arrived: the subscription is live

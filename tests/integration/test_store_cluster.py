@@ -38,13 +38,13 @@ async def test_sessions_spread_over_the_primaries(
     assert set(homes) == {n.port for n in redis_cluster.primaries()}, homes
     # SCAN walks every primary (redis-py's cluster scan_iter: one cursor per primary), so the
     # operator's inspection lists the sessions of every shard, and every live replica
-    client = connect(redis_cluster.seed_url, cluster=True, max_connections=8)
+    store = connect(redis_cluster.seed_url, cluster=True, max_connections=8)
     try:
-        inspector = Inspector(client, keys)
+        inspector = Inspector(store, keys)
         assert len(await inspector.sessions(streams=False)) == 24
         assert len(await inspector.replicas()) == 2
     finally:
-        await client.aclose()
+        await store.aclose()
 
 
 async def test_store_client_is_a_cluster_client_with_sharded_pubsub(redis_cluster: LocalCluster) -> None:

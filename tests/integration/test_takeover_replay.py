@@ -49,11 +49,13 @@ class Pumped:
 async def streams(client: aioredis.Redis, key_prefix: str, sid: str) -> list[Pumped]:
     found = []
     async for key in client.scan_iter(match=f"{key_prefix}:{{{sid}}}:m:*"):
+        assert isinstance(key, bytes)  # a client without decode_responses
         stream = key.decode().rsplit(":m:", 1)[1]
         meta = await client.hgetall(key)
         holder = await client.get(f"{key_prefix}:{{{sid}}}:lease:{stream}")
-        kind, uid = meta.get(b"kind", b"").decode(), meta.get(b"uid", b"").decode()
-        found.append(Pumped(stream, kind, uid, holder.decode() if holder else None))
+        kind, uid = meta.get(b"kind", b""), meta.get(b"uid", b"")
+        assert isinstance(kind, bytes) and isinstance(uid, bytes) and (holder is None or isinstance(holder, bytes))
+        found.append(Pumped(stream, kind.decode(), uid.decode(), holder.decode() if holder else None))
     return found
 
 

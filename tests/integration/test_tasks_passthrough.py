@@ -10,9 +10,10 @@ import sys
 
 import pytest
 
-from tests.integration.conftest import REPO_ROOT, StartGateways
-from tests.integration.procs import ProcessGroup, free_port
-from tests.integration.test_tasks import ISSUER, PUBLIC_PEM, get, result, rpc, token
+from tests.integration.conftest import StartGateways
+from tests.integration.procs import REPO_ROOT, ProcessGroup, free_port
+from tests.integration.test_tasks import get, result, rpc
+from tests.test_security import ISSUER, PUBLIC_PEM, token
 
 TASKS_SERVER = REPO_ROOT / "tests" / "servers" / "tasks_server.py"
 

@@ -15,7 +15,7 @@ import json
 import os
 import secrets
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -87,7 +87,7 @@ def session_headers(sid: str, **extra: str) -> dict[str, str]:
     return {**HEADERS, "Mcp-Session-Id": sid, "MCP-Protocol-Version": VERSION, **extra}
 
 
-def answer(events: list[Mapping[str, str]], rid: int) -> dict[str, Any]:
+def answer(events: Sequence[Mapping[str, str]], rid: int) -> dict[str, Any]:
     for event in events:
         if event.get("data"):
             message = json.loads(event["data"])

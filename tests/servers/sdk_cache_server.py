@@ -43,9 +43,7 @@ class CountingBus(InMemorySubscriptionBus):
 def build_server() -> tuple[MCPServer, CountingBus]:
     bus = CountingBus()
     hint = CacheHint(ttl_ms=60_000, scope="public")
-    server = MCPServer(
-        name="sdk-cache", subscriptions=bus, cache_hints={"tools/list": hint, "resources/read": hint}
-    )
+    server = MCPServer(name="sdk-cache", subscriptions=bus, cache_hints={"tools/list": hint, "resources/read": hint})
 
     @server.tool()
     async def grow(ctx: Context, name: str) -> str:

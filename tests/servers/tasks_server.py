@@ -39,7 +39,7 @@ def build(name: str, sse: bool) -> Starlette:
             or {}
         )
         if method == "server/discover":
-            caps = {"tools": {}, "extensions": {EXT: {}}}
+            caps: dict[str, Any] = {"tools": {}, "extensions": {EXT: {}}}
             return {"resultType": "complete", "supportedVersions": ["2026-07-28"], "capabilities": caps}
         if method == "tools/call" and declared:
             task_id = uuid.uuid4().hex
