@@ -82,8 +82,9 @@ async def test_redis_sink_writes_the_stream_and_flushes_on_cancel(store: Redis, 
     with pytest.raises(asyncio.CancelledError):
         await writer
     entries = await store.xrange(keys.audit())
-    assert len(entries) == 5
-    assert json.loads(entries[0][1][b"r"])["principal"] == "iss|alice"
+    assert entries is not None and len(entries) == 5
+    first = entries[0][1]
+    assert first is not None and json.loads(first[b"r"])["principal"] == "iss|alice"
     assert registry.get_sample_value("mcpgw_audit_records_total", {"sink": "redis"}) == 5
 
 
@@ -108,7 +109,7 @@ async def test_reader_pages_filters_and_follows(store: Redis, key_prefix: str) -
     later = asyncio.ensure_future(anext(following))
     await store.xadd(keys.audit(), {"r": json.dumps({"principal": "iss|carol", "n": 5})})
     assert (await asyncio.wait_for(later, 5))["n"] == 5
-    await following.aclose()
+    await following.aclose()  # type: ignore[attr-defined]  # an async generator, typed as its iterator
     text = reader.line({"ts": 1.5, "principal": "iss|bob", "decision": "deny", "rule": "default"}, as_json=False)
     assert "iss|bob" in text and "deny" in text and "rule=default" in text
 

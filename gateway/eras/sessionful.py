@@ -384,4 +384,3 @@ class SessionfulEndpoint:
         await self._limiter.release("sessions", request.state.client_key, record.id)
         self._metrics.sessions_deleted.inc()
         return Response(status_code=200)
-

@@ -168,7 +168,8 @@ def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 async def audit_records(redis_url: str, key_prefix: str) -> list[dict[str, Any]]:
     client = aioredis.from_url(redis_url)
     try:
-        return [json.loads(fields[b"r"]) for _, fields in await client.xrange(f"{key_prefix}:audit")]
+        entries = await client.xrange(f"{key_prefix}:audit") or []
+        return [json.loads(fields[b"r"]) for _, fields in entries if fields is not None]
     finally:
         await client.aclose()
 
