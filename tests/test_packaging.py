@@ -182,3 +182,15 @@ def test_the_quick_start_installs_the_runtime_only() -> None:
         assert not [line for line in code if test_tool in line], f"the runtime setup installs {test_tool}"
     test = (ROOT / "scripts" / "test").read_text()
     assert "bash scripts/setup\n" in test  # the test command keeps installing everything
+
+
+def test_the_version_is_written_once_and_the_image_tag_follows_it() -> None:
+    import yaml
+
+    import gateway
+
+    root = Path(__file__).resolve().parent.parent
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    assert "version" in project["dynamic"] and "version" not in project
+    kustomization = yaml.safe_load((root / "deploy" / "k8s" / "base" / "kustomization.yaml").read_text())
+    assert [image["newTag"] for image in kustomization["images"]] == [gateway.__version__]
