@@ -222,7 +222,7 @@ async def test_two_principals_in_both_eras_a_fleet_quota_and_the_audit_trail(
         assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
         assert limited.json()["error"]["data"]["rule"].startswith("limits[0]")
         sent += 10
-        metrics = "".join([(await http.get(f"{gw.base_url}/metrics")).text for gw in gateways])
+        metrics = "".join([(await http.get(gw.metrics_url)).text for gw in gateways])
         assert 'mcpgw_quota_rejections_total{rule="limits[0]' in metrics
         assert 'mcpgw_policy_decisions_total{result="deny",rule="default"}' in metrics
     # the audit trail: one record per decided request (batched writes: wait for the last ones)
@@ -270,7 +270,7 @@ async def test_a_policy_change_reaches_every_replica(
                 await asyncio.sleep(0.1)
             assert r.status_code == 200, r.text
         for gw in gateways:
-            text = (await http.get(f"{gw.base_url}/metrics")).text
+            text = (await http.get(gw.metrics_url)).text
             assert 'mcpgw_policy_reloads_total{result="refused"} 1.0' in text
 
 
