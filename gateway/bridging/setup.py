@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import secrets
 
 from gateway import errors
@@ -20,6 +22,8 @@ from gateway.supervisor import Supervisor
 from gateway.tracing.api import Tracer
 from gateway.upstream.client import HeaderPolicy, UpstreamClient
 from gateway.upstream.pools import Pools
+
+log = logging.getLogger(__name__)
 
 
 def check_settings(settings: Settings, pools: Pools) -> None:
@@ -45,7 +49,13 @@ async def start_eras(
         keys=keys,
         probe=DiscoverProbe(upstream, headers, max_body=settings.max_body_bytes),
     )
-    await eras.detect_all()
+    # A slow or silent upstream must not keep the replica from serving: what is not known by then is
+    # probed at its first request (`EraBook.era_of`).
+    bound = 3 * settings.health_timeout
+    try:
+        await asyncio.wait_for(eras.detect_all(), timeout=bound)
+    except TimeoutError:
+        log.warning("era detection unfinished after %.1f s at start-up: the rest is probed at first use", bound)
     supervisor.spawn(eras.run(), name="era-detection")
     return eras
 
