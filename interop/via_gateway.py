@@ -35,7 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     scenario = os.environ.get("MCP_CONFORMANCE_SCENARIO", "scenario").replace("/", "_")
     group = ProcessGroup(log_dir=LOG_DIR / f"{scenario}-{secrets.token_hex(3)}")
     try:
-        lb_url, _ = harness.start_stack(group, server_url, args.replicas)
+        # the scenario's server scores every request it gets: the gateway must send none of its own
+        # (no era probe; the server speaks whatever era the client under test speaks)
+        lb_url, _ = harness.start_stack(group, server_url, args.replicas, extra=("--upstream-era", "default=both"))
         return subprocess.run([*client, lb_url], check=False).returncode
     finally:
         group.stop_all()
