@@ -46,11 +46,11 @@ def modern_headers(name: str, **extra: str) -> dict[str, str]:
 async def keys_under(redis_url: str, prefix: str) -> list[bytes]:
     """Keys under `prefix`, apart from the replicas' own liveness keys (`Keys.replica`), what a
     replica writes once at start-up (instance eras `Keys.upstream_era`, the bridge's `Keys.bridge_secret`),
-    and the per-client limits' counters (`Keys.limit`: on by default, counted across the fleet, every era)."""
+    and the per-client limits (`Keys.limit`, `Keys.quota`: on by default, counted across the fleet, every era)."""
     client = aioredis.from_url(redis_url)
     try:
         # per process, not per request: they are not writes of the era
-        started = (b":replica:", b":era:", b":bridge:secret", b":limits:")
+        started = (b":replica:", b":era:", b":bridge:secret", b":limits:", b":{quota:")
         return [k async for k in client.scan_iter(match=f"{prefix}:*") if not any(s in k for s in started)]
     finally:
         await client.aclose()
