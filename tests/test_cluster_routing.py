@@ -65,6 +65,20 @@ CALLS: dict[str, Route] = {
     "xrange": Route("XRANGE", "key", KEYED),
     "xrevrange": Route("XREVRANGE", "key", KEYED),
     "zrem": Route("ZREM", "key", KEYED),
+    # era bridging: a bridged client's answers, cancellations and subscriptions (one session's hash tag),
+    # the held upstream sessions and open rounds (one key each)
+    "lpop": Route("LPOP", "key", KEYED),
+    "rpush": Route("RPUSH", "key", KEYED),
+    "sadd": Route("SADD", "key", KEYED),
+    "sismember": Route("SISMEMBER", "key", KEYED),
+    "smembers": Route("SMEMBERS", "key", KEYED),
+    "srem": Route("SREM", "key", KEYED),
+    "zadd": Route("ZADD", "key", KEYED),
+    "zcard": Route("ZCARD", "key", KEYED),
+    "zrange": Route("ZRANGE", "key", KEYED),
+    "zrangebyscore": Route("ZRANGEBYSCORE", "key", KEYED),
+    # `mcp-gateway audit --follow`: one stream key
+    "xread": Route("XREAD", "key", "one stream key per call (the audit trail)"),
     "evalsha": Route("EVALSHA", "key", "a script's KEYS share one hash tag: the node owning that slot"),
     "ssubscribe": Route("SSUBSCRIBE", "channel", "ClusterPubSub subscribes on the node owning each channel"),
     "sunsubscribe": Route("SUNSUBSCRIBE", "channel", "ClusterPubSub unsubscribes where it subscribed"),
@@ -96,7 +110,7 @@ CALLS: dict[str, Route] = {
 # Commands inside Lua scripts: on the node of the script's KEYS (EVALSHA/EVAL above).
 SCRIPTED = {
     "DEL", "EXISTS", "GET", "HDEL", "HEXISTS", "HGET", "HGETALL", "HINCRBY", "HKEYS", "HMGET", "HSET", "HSETNX",
-    "INCR", "PEXPIRE", "PTTL", "SET", "SPUBLISH", "XADD", "ZADD", "ZCARD", "ZREMRANGEBYSCORE", "ZSCORE",
+    "PEXPIRE", "PTTL", "SET", "SPUBLISH", "TIME", "XADD", "ZADD", "ZCARD", "ZREMRANGEBYSCORE", "ZSCORE",
 }  # fmt: skip
 # Commands the store's own connections send (the scripts' lane: one connection per node).
 RAW_COMMANDS: dict[str, Route] = {
