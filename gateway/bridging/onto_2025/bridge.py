@@ -187,7 +187,7 @@ class Bridge:
             raise errors.UpstreamError("Bad upstream answer: the call's stream could not be resumed")
         logs = translate.wants_logs(params)
         call = Call(message.id, method, round_.call, held, logs, principal, name)
-        return await self._streamed(self._calls.relay(response, call), call)
+        return await self._streamed(self._calls.relay(response, call, resumed_from=round_.last_event), call)
 
     async def _streamed(self, stream: AsyncGenerator[bytes, None], call: Call) -> Response:
         """The SSE answer, unless its first event is the upstream's "method not found": a 2026

@@ -30,6 +30,16 @@ from gateway.wire import protocol, sse
 log = logging.getLogger("gateway.bridging.onto_2025.calls")
 
 MAX_RESUMES = 5  # an upstream that closes the stream early (SSE polling) is asked again this often
+# s of silence on a resumed upstream stream before it is asked again from the last event id: the mcp
+# 2.3.0 server stores but never sends an event made while a resumed GET replays, and server-everything
+# never live-tails a resumed GET (docs/interoperability.md, "Known peer behaviour")
+REPOLL = 2.0
+
+
+class _Silence(Exception):
+    """A resumed upstream stream said nothing for REPOLL seconds."""
+
+
 # 2025 server-to-client requests the bridge cannot carry yet: answered upstream so no call hangs.
 REFUSED_CODE = -32601
 
@@ -82,32 +92,45 @@ class CallStreams:
             return None
         return response
 
-    async def relay(self, response: UpstreamResponse, call: Call) -> AsyncGenerator[bytes, None]:
-        """The upstream's SSE answer as 2026-07-28 events; closing it early cancels upstream."""
+    async def relay(
+        self, response: UpstreamResponse, call: Call, resumed_from: str | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """The upstream's SSE answer as 2026-07-28 events; closing it early cancels upstream.
+        `resumed_from`: the event id `response` resumes after (a retry's round), else None."""
         finished = False
+        last_id = resumed_from
+        repoll = REPOLL if resumed_from is not None else None
+        ends = 0
         try:
-            for _ in range(MAX_RESUMES + 1):
-                last_id: str | None = None
+            while True:
                 parser = sse.Parser(self._max_line)
+                silent = False
                 try:
-                    async for chunk in self._chunks(response, call):
-                        for event in parser.feed(chunk):
-                            last_id = event.id or last_id
-                            out = await self._event(event, call, last_id)
-                            if out is None:
-                                continue
-                            yield out[0]
-                            if out[1]:
-                                finished = True
-                                return
+                    try:
+                        async for chunk in self._chunks(response, call, repoll):
+                            for event in parser.feed(chunk):
+                                last_id = event.id or last_id
+                                out = await self._event(event, call, last_id)
+                                if out is None:
+                                    continue
+                                yield out[0]
+                                if out[1]:
+                                    finished = True
+                                    return
+                    except _Silence:
+                        silent = True
                 finally:
                     response.close()
                 if last_id is None:
                     break
-                resumed = await self.resume(call.held, last_id)  # the upstream ended the stream early
+                if not silent:
+                    ends += 1  # the upstream ended the stream early
+                    if ends > MAX_RESUMES:
+                        break
+                resumed = await self.resume(call.held, last_id)
                 if resumed is None:
                     break
-                response = resumed
+                response, repoll = resumed, REPOLL
             finished = True
             error = errors.UpstreamError("Upstream stream ended before the response").to_jsonrpc(call.client_id)
             yield sse.encode(json.dumps(error), event="message")
@@ -118,24 +141,30 @@ class CallStreams:
             if not finished:
                 self._supervisor.spawn(self._cancel(call), name="bridge-cancel")
 
-    async def _chunks(self, response: UpstreamResponse, call: Call) -> AsyncIterator[bytes]:
+    async def _chunks(self, response: UpstreamResponse, call: Call, repoll: float | None) -> AsyncIterator[bytes]:
         """The stream's bytes; the held session is marked in use while they come (or while the
-        upstream works in silence), so a call longer than the idle bound keeps its session."""
+        upstream works in silence), so a call longer than the idle bound keeps its session.
+        `repoll`: raise _Silence after this long without bytes (a resumed stream)."""
         loop = asyncio.get_running_loop()
         every = self._sessions.idle / 4
-        touched = loop.time()
+        wait = every if repoll is None else min(every, repoll)
+        touched = heard = loop.time()
         while True:
             try:
-                chunk = await response.next_chunk(every)
+                chunk = await response.next_chunk(wait)
             except TimeoutError:
                 chunk = b""
             if chunk is None:
                 return
-            if loop.time() - touched >= every:
-                touched = loop.time()
+            now = loop.time()
+            if now - touched >= every:
+                touched = now
                 await self._sessions.touch(call.held)
             if chunk:
+                heard = now
                 yield chunk
+            elif repoll is not None and now - heard >= repoll:
+                raise _Silence
 
     async def _event(self, event: sse.Event, call: Call, last_id: str | None) -> tuple[bytes, bool] | None:
         """One upstream event for the client and whether it ends the client's response, or None
