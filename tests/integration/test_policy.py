@@ -65,6 +65,14 @@ ALICE = token("alice", ["admin"])
 BOB = token("bob", [])
 
 
+@pytest.fixture(autouse=True)
+def fresh_tokens() -> None:
+    """Tokens minted afresh for each test: a full run reaches these tests long after import, past a
+    token's 600 s."""
+    global ALICE, BOB
+    ALICE, BOB = token("alice", ["admin"]), token("bob", [])
+
+
 def meta() -> dict[str, Any]:
     return {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
 
