@@ -85,7 +85,7 @@ async def spread_presence(
                 await top.client.delete(keys.replica(live[gw.proc.pid]))
                 proc = procs.start(f"gateway-{gw.port}", argv[gw.port], env={"MCPGW_KEY_PREFIX": keys.prefix})
                 proc.wait_http(f"{gw.base_url}/healthz", timeout=20)
-                gateways[i] = GatewayProc(gw.url, gw.port, proc)
+                gateways[i] = GatewayProc(gw.url, gw.port, proc, gw.metrics_port)  # the same metrics listener
                 break
             seen.add(home)
     raise AssertionError("could not place the replicas' presence channels on different primaries")
@@ -113,7 +113,9 @@ async def test_dropped_streams_resume_on_another_replica_without_any_takeover(
     gateways = gateway_cluster(3, {"default": upstream}, key_prefix, extra)
     keys = Keys(key_prefix)
     if topology.cluster is not None:
-        argv = {gw.port: gateway_argv(gw.port, {"default": upstream}, redis_url, extra) for gw in gateways}
+        argv = {
+            gw.port: gateway_argv(gw.port, {"default": upstream}, redis_url, extra, gw.metrics_port) for gw in gateways
+        }
         assert all(a[0] == sys.executable for a in argv.values())
         homes = await spread_presence(topology, gateways, keys, procs, argv)
         assert len(set(homes.values())) == 3, f"presence channels must live on three primaries: {homes}"
