@@ -33,7 +33,7 @@ from gateway.tasks.protocol import NAME_PARAM, SERVED_METHODS, merge_discover, n
 from gateway.tasks.service import Call, TaskService
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
 from gateway.upstream.pools import Pools
-from gateway.wire import caching, protocol, sse
+from gateway.wire import answers, caching, protocol
 
 # 2026-07-28 basic/transports: methods whose Mcp-Name header mirrors a body parameter.
 NAME_BEARING_METHODS: Mapping[str, str] = {
@@ -82,21 +82,7 @@ def _result(request_id: Any, result: Mapping[str, Any]) -> Response:
 
 async def _answer_of(response: UpstreamResponse, request_id: Any, limit: int) -> dict[str, Any] | None:
     """The JSON-RPC response to `request_id` in a whole upstream answer (JSON or SSE)."""
-    payload = await response.read(limit)
-    texts = [payload.decode("utf-8", "replace")]
-    if response.is_sse:
-        try:
-            texts = [e.data for e in sse.Parser().feed(payload + b"\n\n") if e.data]
-        except sse.SSEError as exc:
-            raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
-    for text in texts:
-        try:
-            message = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(message, dict) and message.get("id") == request_id:
-            return message
-    return None
+    return answers.answer_in(await response.read(limit), response.is_sse, request_id)
 
 
 def _partition(principal: str, request: Request) -> str | None:

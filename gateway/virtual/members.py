@@ -23,7 +23,7 @@ from gateway.store.sessions import SessionRecord
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
 from gateway.upstream.pools import Pools
 from gateway.virtual.record import UP, Member, VirtualSessions
-from gateway.wire import protocol, sse
+from gateway.wire import answers, protocol
 
 log = logging.getLogger("gateway.virtual.members")
 
@@ -36,24 +36,6 @@ class MemberUnavailable(errors.RequestError):
     """A member is down: the request that needs it gets this JSON-RPC error at once (HTTP 200)."""
 
     code = errors.SERVER_ERROR
-
-
-def answer_of(payload: bytes, is_sse: bool, request_id: Any) -> dict[str, Any] | None:
-    """The JSON-RPC response to `request_id` in a whole upstream answer (JSON or SSE)."""
-    texts = [payload.decode("utf-8", "replace")]
-    if is_sse:
-        try:
-            texts = [e.data for e in sse.Parser().feed(payload + b"\n\n") if e.data]
-        except sse.SSEError as exc:
-            raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
-    for text in texts:
-        try:
-            message = json.loads(text)
-        except ValueError:
-            continue
-        if isinstance(message, dict) and message.get("id") == request_id:
-            return message
-    return None
 
 
 def replaced(headers: Mapping[str, str], new: Mapping[str, str]) -> dict[str, str]:
@@ -121,7 +103,7 @@ class Members:
         response = await self._upstream.send("POST", instance, sent, json.dumps(init).encode())
         sid = response.headers.get(protocol.H_SESSION, "")
         payload = await response.read(self._max_body)
-        answer = answer_of(payload, response.is_sse, request_id) if response.status == 200 else None
+        answer = answers.answer_in(payload, response.is_sse, request_id) if response.status == 200 else None
         result = answer.get("result") if answer is not None else None
         if not isinstance(result, dict):
             raise errors.UpstreamError(f"no initialize result (HTTP {response.status})")
@@ -170,7 +152,7 @@ class Members:
         """One request on the member, its whole answer read (lists, reads: nothing to stream)."""
         member, response = await self.send(record, member, headers, json.dumps(message).encode())
         payload = await response.read(self._max_body)
-        answer = answer_of(payload, response.is_sse, message.get("id"))
+        answer = answers.answer_in(payload, response.is_sse, message.get("id"))
         if answer is None:
             raise errors.UpstreamError(f"Bad upstream answer from member {member.pool!r} (HTTP {response.status})")
         return member, answer

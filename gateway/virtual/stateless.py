@@ -23,10 +23,10 @@ from gateway.tasks.protocol import NAME_PARAM, SERVED_METHODS, negotiated, unkno
 from gateway.upstream.client import HeaderPolicy, UpstreamClient, UpstreamResponse
 from gateway.upstream.pools import Pools
 from gateway.virtual.calls import BROADCAST, Ask, Calls, Routed
-from gateway.virtual.members import MemberUnavailable, answer_of, replaced
+from gateway.virtual.members import MemberUnavailable, replaced
 from gateway.virtual.merging import LISTS, merge_capabilities, merge_instructions
 from gateway.virtual.naming import VirtualServer
-from gateway.wire import caching, protocol, sse
+from gateway.wire import answers, caching, protocol, sse
 
 log = logging.getLogger("gateway.virtual.stateless")
 
@@ -205,7 +205,7 @@ class StatelessVirtual:
                     "POST", instance, self._headers(request, pool, method, None), json.dumps(message).encode()
                 )
                 status = response.status
-                answer = answer_of(await response.read(self._max_body), response.is_sse, message["id"])
+                answer = answers.answer_in(await response.read(self._max_body), response.is_sse, message["id"])
             except errors.UpstreamError as exc:
                 log.info("virtual server member %s left out of %s: %s", pool, method, exc.message)
                 return None

@@ -56,3 +56,22 @@ def initialize_answer(payload: bytes, is_sse: bool, request_id: Any) -> tuple[di
         if isinstance(message, dict) and message.get("id") == request_id:
             return message, datas
     return None, datas
+
+
+def answer_in(payload: bytes, is_sse: bool, request_id: Any) -> dict[str, Any] | None:
+    """The JSON-RPC response to `request_id` in a whole upstream answer (JSON or SSE); a malformed
+    SSE answer is an UpstreamError."""
+    texts = [payload.decode("utf-8", "replace")]
+    if is_sse:
+        try:
+            texts = [e.data for e in sse.Parser().feed(payload + b"\n\n") if e.data]
+        except sse.SSEError as exc:
+            raise errors.UpstreamError(f"Bad upstream answer: {exc}") from exc
+    for text in texts:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(message, dict) and message.get("id") == request_id:
+            return message
+    return None
